@@ -1,0 +1,136 @@
+//! `foundation bench`: the headline figures of each layer.
+//!
+//! Output contract: a table by default; with `--json`, one JSON object per
+//! line, `{"bench": NAME, "value": NUMBER, "unit": UNIT}`. Each figure is the
+//! median of `--runs` runs, each on a fresh multi-threaded runtime.
+
+mod process;
+
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use clap::Args;
+use serde::Serialize;
+
+/// Options of `foundation bench`.
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Run only the benches whose name starts with this prefix.
+    #[arg(long)]
+    only: Option<String>,
+    /// Smaller sizes (for a smoke run; figures are less stable).
+    #[arg(long)]
+    quick: bool,
+    /// One JSON object per line instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Runs per bench; the median is reported.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=50))]
+    runs: u32,
+    /// Worker threads of the runtime (default: one per core).
+    #[arg(long)]
+    workers: Option<usize>,
+}
+
+/// One reported figure.
+#[derive(Serialize, Debug, Clone)]
+pub struct Figure {
+    bench: &'static str,
+    value: f64,
+    unit: &'static str,
+}
+
+/// A bench: its name, unit, target (for the table) and one measured run.
+pub struct Bench {
+    pub name: &'static str,
+    pub unit: &'static str,
+    pub target: &'static str,
+    /// Measures once; returns the figure in `unit`.
+    pub run: fn(&Sizes) -> anyhow::Result<f64>,
+}
+
+/// Workload sizes (full or `--quick`).
+pub struct Sizes {
+    pub quick: bool,
+    pub workers: usize,
+}
+
+impl Sizes {
+    pub fn pick(&self, full: usize, quick: usize) -> usize {
+        if self.quick { quick } else { full }
+    }
+
+    /// A fresh multi-threaded runtime for one measured run.
+    pub fn runtime(&self) -> anyhow::Result<tokio::runtime::Runtime> {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(self.workers)
+            .enable_all()
+            .build()
+            .context("building the tokio runtime")
+    }
+}
+
+fn all_benches() -> Vec<Bench> {
+    process::benches()
+}
+
+/// Runs the selected benches and prints their figures.
+pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let sizes = Sizes { quick: args.quick, workers };
+    let selected: Vec<Bench> = all_benches()
+        .into_iter()
+        .filter(|b| args.only.as_deref().is_none_or(|p| b.name.starts_with(p)))
+        .collect();
+    if selected.is_empty() {
+        bail!("no bench name starts with {:?}; run `foundation bench` to list them all", args.only.as_deref().unwrap_or_default());
+    }
+    if !args.json {
+        println!("{:<32} {:>14} {:<8} {}", "bench", "median", "unit", "target");
+    }
+    for bench in &selected {
+        let mut values = Vec::with_capacity(args.runs as usize);
+        for _ in 0..args.runs {
+            values.push((bench.run)(&sizes).with_context(|| format!("bench {}", bench.name))?);
+        }
+        let value = median(&mut values);
+        if args.json {
+            println!("{}", serde_json::to_string(&Figure { bench: bench.name, value, unit: bench.unit })?);
+        } else {
+            println!("{:<32} {:>14} {:<8} {}", bench.name, format_value(value), bench.unit, bench.target);
+        }
+    }
+    Ok(())
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    if values.len() % 2 == 1 { values[mid] } else { (values[mid - 1] + values[mid]) / 2.0 }
+}
+
+fn format_value(v: f64) -> String {
+    if v >= 1e6 {
+        format!("{:.2}M", v / 1e6)
+    } else if v >= 100.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+/// Nanoseconds per item.
+pub fn ns_per(elapsed: Duration, items: usize) -> f64 {
+    elapsed.as_nanos() as f64 / items as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_odd_and_even_runs() {
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&mut [4.0, 1.0, 3.0, 2.0]), 2.5);
+    }
+}

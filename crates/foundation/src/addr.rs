@@ -1,0 +1,202 @@
+//! Typed send handles: the local fast path. A send moves the message into
+//! the receiver's mailbox; nothing is serialized or copied.
+
+use std::future::poll_fn;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+use crate::mailbox::{Offer, SendError};
+use crate::process::{AnyProcess, Process};
+use crate::{Message, Pid};
+
+/// A typed handle to a local process receiving `M`.
+///
+/// Holding an `Addr` keeps the process's mailbox memory alive, not the
+/// process: sends to an exited process fail with [`SendError::NoProc`].
+pub struct Addr<M: Message> {
+    proc: Arc<Process<M>>,
+}
+
+impl<M: Message> Clone for Addr<M> {
+    fn clone(&self) -> Self {
+        Self { proc: self.proc.clone() }
+    }
+}
+
+impl<M: Message> std::fmt::Debug for Addr<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Addr({})", self.proc.pid)
+    }
+}
+
+/// Why a [`Addr::call`] got no answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    /// No reply within the timeout (the request may still be processed).
+    #[error("call timed out")]
+    Timeout,
+    /// The process was not alive to take the request.
+    #[error("no such process")]
+    NoProc,
+    /// The process dropped the reply handle without answering (it exited
+    /// or discarded the request).
+    #[error("process dropped the request without replying")]
+    NoReply,
+    /// The request is over the mailbox's per-message byte limit.
+    #[error("request is too large for the mailbox")]
+    TooLarge,
+    /// The mailbox's drop policy discarded the request.
+    #[error("request dropped by the mailbox's overflow policy")]
+    Dropped,
+}
+
+/// The reply half of a [`Addr::call`]: put it in the request, answer with
+/// [`Reply::send`].
+pub type Reply<R> = oneshot::Sender<R>;
+
+impl<M: Message> Addr<M> {
+    pub(crate) fn from_process(proc: Arc<Process<M>>) -> Self {
+        Self { proc }
+    }
+
+    /// The process's pid.
+    pub fn pid(&self) -> Pid {
+        self.proc.pid
+    }
+
+    /// Whether the process is alive.
+    pub fn is_alive(&self) -> bool {
+        !self.proc.state.lock().exited
+    }
+
+    /// Sends without waiting: `Err(Full)` under backpressure, never blocks.
+    pub fn try_send(&self, msg: M) -> Result<(), SendError<M>> {
+        let mut st = self.proc.state.lock();
+        if st.exited {
+            return Err(SendError::NoProc(Some(msg)));
+        }
+        let offer = st.queue.offer(&self.proc.config, &self.proc.progress, msg);
+        drop(st);
+        self.settle(offer)
+    }
+
+    fn settle(&self, offer: Offer<M>) -> Result<(), SendError<M>> {
+        match offer {
+            Offer::Accepted(waker) => {
+                if let Some(w) = waker {
+                    w.wake();
+                }
+                Ok(())
+            }
+            Offer::Full(m) => Err(SendError::Full(m)),
+            Offer::Dropped(m) => Err(SendError::Dropped(m)),
+            Offer::TooLarge(msg, bytes) => Err(SendError::TooLarge { msg, bytes, limit: self.proc.config.max_message_bytes }),
+        }
+    }
+
+    /// Sends, waiting for room while the mailbox is full (backpressure).
+    /// Other policies never wait. Cancel-safe: dropping the future before
+    /// it completes drops the message unsent.
+    pub async fn send(&self, msg: M) -> Result<(), SendError<M>> {
+        let mut slot = Some(msg);
+        poll_fn(|cx| self.poll_send(cx, &mut slot)).await
+    }
+
+    fn poll_send(&self, cx: &mut Context<'_>, slot: &mut Option<M>) -> Poll<Result<(), SendError<M>>> {
+        let coop = ready!(tokio::task::coop::poll_proceed(cx));
+        let msg = slot.take().expect("send polled after completion");
+        let mut st = self.proc.state.lock();
+        if st.exited {
+            return Poll::Ready(Err(SendError::NoProc(Some(msg))));
+        }
+        match st.queue.offer(&self.proc.config, &self.proc.progress, msg) {
+            Offer::Full(m) => {
+                *slot = Some(m);
+                st.queue.send_waiters.push(cx.waker().clone());
+                self.proc.progress.senders_waiting.store(true, Ordering::Relaxed);
+                Poll::Pending
+            }
+            offer => {
+                drop(st);
+                coop.made_progress();
+                Poll::Ready(self.settle(offer))
+            }
+        }
+    }
+
+    /// Request/reply: builds a request around a fresh [`Reply`], sends it
+    /// (waiting for room within the timeout) and waits for the answer.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// use foundation::{Node, Reply, Ctx};
+    /// use std::time::Duration;
+    /// let node = Node::new("doc");
+    /// let double = node.spawn(|mut ctx: Ctx<(u64, Reply<u64>)>| async move {
+    ///     loop { let (n, r) = ctx.recv().await; let _ = r.send(n * 2); }
+    /// });
+    /// let got = double.call(|r| (21, r), Duration::from_secs(1)).await;
+    /// assert_eq!(got, Ok(42));
+    /// # });
+    /// ```
+    pub async fn call<R: Send + 'static>(&self, request: impl FnOnce(Reply<R>) -> M, timeout: Duration) -> Result<R, CallError> {
+        let (tx, rx) = oneshot::channel();
+        let exchange = async move {
+            self.send(request(tx)).await.map_err(|e| match e {
+                SendError::TooLarge { .. } => CallError::TooLarge,
+                SendError::Dropped(_) => CallError::Dropped,
+                _ => CallError::NoProc,
+            })?;
+            rx.await.map_err(|_| CallError::NoReply)
+        };
+        crate::rt::timeout(timeout, exchange).await.unwrap_or(Err(CallError::Timeout))
+    }
+
+    /// Whether two handles name the same process.
+    pub fn same_process(&self, other: &Addr<M>) -> bool {
+        Arc::ptr_eq(&self.proc, &other.proc)
+    }
+
+    pub(crate) fn process(&self) -> &Arc<Process<M>> {
+        &self.proc
+    }
+
+    pub(crate) fn as_any_process(&self) -> Arc<dyn AnyProcess> {
+        self.proc.clone()
+    }
+}
+
+/// A resolved address and the message bound for it (for sends by pid).
+pub(crate) struct Pending<M: Message> {
+    addr: Addr<M>,
+    msg: M,
+}
+
+impl<M: Message> Pending<M> {
+    pub fn new(addr: Addr<M>, msg: M) -> Self {
+        Self { addr, msg }
+    }
+
+    pub fn into_parts(self) -> (Addr<M>, M) {
+        (self.addr, self.msg)
+    }
+
+    pub async fn send_owned(self) -> Result<(), SendError<M>> {
+        self.addr.send(self.msg).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn call_error_messages_are_distinct() {
+        use super::CallError::*;
+        let all = [Timeout, NoProc, NoReply, TooLarge, Dropped].map(|e| e.to_string());
+        let unique: std::collections::BTreeSet<_> = all.iter().collect();
+        assert_eq!(unique.len(), all.len());
+    }
+}

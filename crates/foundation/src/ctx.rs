@@ -1,0 +1,307 @@
+//! A running process's view of itself: its mailbox, its signals, and the
+//! operations that need a "self" (link, monitor, trap exits, spawn_link).
+
+use std::collections::VecDeque;
+use std::future::{Future, poll_fn};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use crate::exit::{MonitorRef, Signal};
+use crate::mailbox::ConfigError;
+use crate::node::SpawnOpts;
+use crate::process::{AnyProcess, Process, Watcher};
+use crate::{Addr, ExitReason, IntoExit, Message, Node, Pid};
+
+/// What [`Ctx::recv_event`] returns: a message or a system message.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Event<M> {
+    /// An ordinary message.
+    Message(M),
+    /// A linked process exited (or an exit signal arrived) while trapping exits.
+    Exit {
+        /// Who exited or sent the signal.
+        from: Pid,
+        /// Why.
+        reason: ExitReason,
+    },
+    /// A monitored process ended.
+    Down {
+        /// The monitor that fired.
+        monitor: MonitorRef,
+        /// The process that ended.
+        pid: Pid,
+        /// Why (`NoProc` if it was already gone when monitored).
+        reason: ExitReason,
+    },
+}
+
+/// Handed to a process body: its mailbox and its own operations.
+///
+/// The receive side batches: it takes every waiting message in one locked
+/// swap and then hands them out without locking.
+pub struct Ctx<M: Message> {
+    node: Node,
+    proc: Arc<Process<M>>,
+    batch: VecDeque<M>,
+    consumed: usize,
+    consumed_bytes: usize,
+}
+
+impl<M: Message> Ctx<M> {
+    pub(crate) fn new(node: Node, proc: Arc<Process<M>>) -> Self {
+        Self { node, proc, batch: VecDeque::new(), consumed: 0, consumed_bytes: 0 }
+    }
+
+    /// This process's pid.
+    pub fn pid(&self) -> Pid {
+        self.proc.pid
+    }
+
+    /// The node this process runs on.
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    /// A typed handle on this process.
+    pub fn addr(&self) -> Addr<M> {
+        Addr::from_process(self.proc.clone())
+    }
+
+    /// Receives the next message, waiting as long as it takes.
+    pub async fn recv(&mut self) -> M {
+        poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// Receives the next message, or `None` after `timeout`.
+    pub async fn recv_timeout(&mut self, timeout: Duration) -> Option<M> {
+        crate::rt::timeout(timeout, self.recv()).await.ok()
+    }
+
+    /// Takes a message if one is waiting, without waiting.
+    pub fn try_recv(&mut self) -> Option<M> {
+        if let Some(m) = self.pop_batch() {
+            return Some(m);
+        }
+        self.refill(None);
+        self.pop_batch()
+    }
+
+    /// Receives the next message or system message. System messages (exit
+    /// signals while trapping, down messages) come first when both wait.
+    pub async fn recv_event(&mut self) -> Event<M> {
+        poll_fn(|cx| self.poll_event(cx)).await
+    }
+
+    /// [`Ctx::recv_event`] with a timeout.
+    pub async fn recv_event_timeout(&mut self, timeout: Duration) -> Option<Event<M>> {
+        crate::rt::timeout(timeout, self.recv_event()).await.ok()
+    }
+
+    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Event<M>> {
+        if let Some(sig) = self.pop_signal() {
+            return Poll::Ready(match sig {
+                Signal::Exit { from, reason } => Event::Exit { from, reason },
+                Signal::Down { monitor, pid, reason } => Event::Down { monitor, pid, reason },
+            });
+        }
+        self.poll_recv(cx).map(Event::Message)
+    }
+
+    fn pop_signal(&mut self) -> Option<Signal> {
+        if !self.proc.has_signals.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut st = self.proc.state.lock();
+        let extra = st.extra.as_mut()?;
+        let sig = extra.signals.pop_front();
+        if extra.signals.is_empty() {
+            self.proc.has_signals.store(false, Ordering::Release);
+        }
+        sig
+    }
+
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<M> {
+        let coop = ready!(tokio::task::coop::poll_proceed(cx));
+        if let Some(m) = self.pop_batch() {
+            coop.made_progress();
+            return Poll::Ready(m);
+        }
+        self.refill(Some(cx));
+        match self.pop_batch() {
+            Some(m) => {
+                coop.made_progress();
+                Poll::Ready(m)
+            }
+            None => Poll::Pending,
+        }
+    }
+
+    /// Hands out the next message of the private batch and publishes progress
+    /// (so senders see the room it frees).
+    #[inline]
+    fn pop_batch(&mut self) -> Option<M> {
+        let m = self.batch.pop_front()?;
+        let bytes = m.total_bytes();
+        self.consumed += 1;
+        self.consumed_bytes += bytes;
+        let progress = &self.proc.progress;
+        progress.consumed.store(self.consumed, Ordering::Release);
+        progress.consumed_bytes.store(self.consumed_bytes, Ordering::Release);
+        if let Some(budget) = &self.proc.config.shared_budget {
+            budget.release(bytes);
+        }
+        if progress.senders_waiting.load(Ordering::Relaxed) {
+            self.proc.wake_senders();
+        }
+        Some(m)
+    }
+
+    /// Takes the next batch from the shared queue (the private batch is
+    /// empty). Registers `cx`'s waker if there is nothing.
+    fn refill(&mut self, cx: Option<&mut Context<'_>>) {
+        debug_assert!(self.batch.is_empty());
+        let cfg = &self.proc.config;
+        let mut st = self.proc.state.lock();
+        let q = &mut st.queue;
+        q.taken = 0;
+        q.taken_bytes = 0;
+        self.consumed = 0;
+        self.consumed_bytes = 0;
+        self.proc.progress.consumed.store(0, Ordering::Release);
+        self.proc.progress.consumed_bytes.store(0, Ordering::Release);
+        let waiters = if q.send_waiters.is_empty() {
+            Vec::new()
+        } else {
+            self.proc.progress.senders_waiting.store(false, Ordering::Relaxed);
+            std::mem::take(&mut q.send_waiters)
+        };
+        if q.items.is_empty() {
+            if let Some(cx) = cx {
+                match &q.rx_waker {
+                    Some(w) if w.will_wake(cx.waker()) => {}
+                    _ => q.rx_waker = Some(cx.waker().clone()),
+                }
+            }
+            if let Some(limit) = cfg.shrink_to {
+                q.items.shrink_to(limit);
+                self.batch.shrink_to(limit);
+            }
+        } else if cfg.overflow == crate::Overflow::DropOldest {
+            // One at a time, so the oldest unreceived message stays droppable.
+            let m = q.items.pop_front().expect("non-empty");
+            let bytes = m.total_bytes();
+            q.bytes -= bytes;
+            q.taken = 1;
+            q.taken_bytes = bytes;
+            self.batch.push_back(m);
+        } else {
+            std::mem::swap(&mut q.items, &mut self.batch);
+            q.taken = self.batch.len();
+            q.taken_bytes = q.bytes;
+            q.bytes = 0;
+        }
+        drop(st);
+        waiters.into_iter().for_each(std::task::Waker::wake);
+    }
+
+    /// Turns exit signals into [`Event::Exit`] messages (`true`) or back into
+    /// exits (`false`). Returns the previous setting.
+    pub fn trap_exit(&mut self, on: bool) -> bool {
+        std::mem::replace(&mut self.proc.state.lock().trap_exit, on)
+    }
+
+    /// Links this process and `other`: when either exits, the other gets an
+    /// exit signal. Fails with `NoProc` if `other` is not alive.
+    pub fn link(&mut self, other: Pid) -> Result<(), ExitReason> {
+        if other == self.pid() {
+            return Ok(());
+        }
+        let target = self.node.shared.get(other).ok_or(ExitReason::NoProc)?;
+        if !target.add_link(self.pid()) {
+            return Err(ExitReason::NoProc);
+        }
+        self.proc.add_link(other);
+        Ok(())
+    }
+
+    /// Removes a link (both ends). Unlinking a pid that is not linked is a no-op.
+    pub fn unlink(&mut self, other: Pid) {
+        self.proc.remove_link(other);
+        if let Some(t) = self.node.shared.get(other) {
+            t.remove_link(self.pid());
+        }
+    }
+
+    /// Monitors `target`: one [`Event::Down`] arrives when it ends, or at once
+    /// with `NoProc` if it is not alive.
+    pub fn monitor(&mut self, target: Pid) -> MonitorRef {
+        let mref = self.node.shared.new_ref();
+        let me = self.pid();
+        let installed = match self.node.shared.get(target) {
+            Some(t) => t.add_watcher(mref, Watcher::Process(me)).is_ok(),
+            None => false,
+        };
+        if installed {
+            self.proc.state.lock().extra().monitors.push((mref, target));
+        } else {
+            self.proc.down(mref, target, ExitReason::NoProc);
+        }
+        mref
+    }
+
+    /// Removes a monitor and discards its `Down` if it already arrived.
+    pub fn demonitor(&mut self, monitor: MonitorRef) {
+        let target = {
+            let mut st = self.proc.state.lock();
+            let extra = st.extra();
+            extra.signals.retain(|s| !matches!(s, Signal::Down { monitor: m, .. } if *m == monitor));
+            let pos = extra.monitors.iter().position(|(m, _)| *m == monitor);
+            pos.map(|i| extra.monitors.swap_remove(i).1)
+        };
+        if let Some(t) = target.and_then(|t| self.node.shared.get(t)) {
+            t.remove_watcher(monitor);
+        }
+    }
+
+    /// Spawns a process linked to this one (the link exists before it runs).
+    pub fn spawn_link<N, F, Fut>(&self, body: F) -> Addr<N>
+    where
+        N: Message,
+        F: FnOnce(Ctx<N>) -> Fut,
+        Fut: Future + Send + 'static,
+        Fut::Output: IntoExit,
+    {
+        let opts = SpawnOpts { link: Some(self.pid()), ..SpawnOpts::default() };
+        self.node.spawn_with(opts, body).expect("default mailbox config is valid")
+    }
+
+    /// Spawns a linked process with options.
+    pub fn spawn_link_with<N, F, Fut>(&self, mut opts: SpawnOpts, body: F) -> Result<Addr<N>, ConfigError>
+    where
+        N: Message,
+        F: FnOnce(Ctx<N>) -> Fut,
+        Fut: Future + Send + 'static,
+        Fut::Output: IntoExit,
+    {
+        opts.link = Some(self.pid());
+        self.node.spawn_with(opts, body)
+    }
+
+    /// Sends an exit signal from this process to `pid` (see [`Node::exit`]).
+    pub fn exit(&self, pid: Pid, reason: ExitReason) -> bool {
+        self.node.shared.exit_from(self.pid(), pid, reason)
+    }
+}
+
+impl<M: Message> Drop for Ctx<M> {
+    fn drop(&mut self) {
+        // Messages still in the private batch die with the process; give
+        // their bytes back to a shared budget.
+        if let Some(budget) = &self.proc.config.shared_budget {
+            let bytes: usize = self.batch.iter().map(Message::total_bytes).sum();
+            budget.release(bytes);
+        }
+    }
+}

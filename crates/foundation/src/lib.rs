@@ -1,0 +1,34 @@
+//! Foundation: BEAM-style processes for Rust.
+//!
+//! - [`rt`]: the runtime seam (spawn, time, seeded RNG, network).
+//! - [`Node`]: a local runtime handle owning processes, names and groups.
+//! - Processes: [`Node::spawn`], [`Ctx`] (the process's view of itself),
+//!   [`Addr`] (typed send handles), [`Pid`].
+//! - [`exit`]: exit reasons, links and monitors, with their semantics.
+//! - [`mailbox`]: bounded mailboxes and overflow policies.
+//! - [`supervisor`]: OTP supervisors.
+//! - [`ecosystem`]: a coordinator plus workers under a supervisor.
+
+#![warn(missing_docs)]
+
+mod addr;
+mod ctx;
+pub mod ecosystem;
+pub mod exit;
+pub mod mailbox;
+mod message;
+mod node;
+mod pid;
+mod process;
+pub mod rt;
+pub mod supervisor;
+mod table;
+
+pub use addr::{Addr, CallError, Reply};
+pub use ctx::{Ctx, Event};
+pub use exit::{ExitReason, IntoExit, MonitorRef};
+pub use mailbox::{ByteBudget, ConfigError, MailboxConfig, Overflow, SendError};
+pub use message::Message;
+pub use node::{NAME_BYTES_MAX, Node, NodeConfig, RegistryError, SpawnOpts};
+pub use pid::{NodeId, Pid};
+pub use process::{ProcessInfo, SIGNAL_QUEUE_MAX};

@@ -1,0 +1,368 @@
+//! Mailboxes: bounded by default, accounted in messages and in bytes.
+//!
+//! # Semantics
+//!
+//! A mailbox holds the messages a process was sent and has not yet received.
+//! It is bounded by [`MailboxConfig::capacity`] messages and
+//! [`MailboxConfig::max_bytes`] bytes (as told by [`Message::total_bytes`]);
+//! a single message over [`MailboxConfig::max_message_bytes`] is refused
+//! outright with [`SendError::TooLarge`]. When a message would pass a bound,
+//! the [`Overflow`] policy decides:
+//!
+//! - [`Overflow::Backpressure`] (default): `try_send` fails with
+//!   [`SendError::Full`] and hands the message back; `send().await` waits
+//!   for room.
+//! - [`Overflow::DropNewest`]: the new message is refused with
+//!   [`SendError::Dropped`] and counted in the process's `dropped`.
+//! - [`Overflow::DropOldest`]: the oldest message not yet taken by the
+//!   receiver is discarded (counted) to make room; the send succeeds.
+//!
+//! Nothing accepted is ever lost while the receiver lives: accepted messages
+//! are delivered exactly once, in the order they were accepted from any one
+//! sender. When the process exits, what is left in its mailbox is dropped and
+//! senders waiting for room get [`SendError::NoProc`].
+//!
+//! # How it is fast
+//!
+//! The receiver takes the whole queue in one locked swap and then pops from
+//! its private batch without locking; senders only lock an uncontended mutex.
+//! Room is released as the receiver consumes (a counter the sender reads only
+//! when the mailbox looks full), so the bound is exact, not per batch.
+//! Under `DropOldest` the receiver takes one message at a time, so the oldest
+//! unreceived message is always droppable.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::task::Waker;
+
+use crate::Message;
+
+/// Default bound on messages in one mailbox.
+pub const MAILBOX_CAPACITY_DEFAULT: usize = 1024;
+/// Default bound on bytes in one mailbox (64 MiB).
+pub const MAILBOX_BYTES_DEFAULT: usize = 64 << 20;
+/// Default bound on one message (16 MiB).
+pub const MESSAGE_BYTES_MAX_DEFAULT: usize = 16 << 20;
+
+/// What happens when a message would pass a mailbox bound.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Overflow {
+    /// Refuse (`try_send`) or wait for room (`send`).
+    #[default]
+    Backpressure,
+    /// Refuse the new message and count it as dropped.
+    DropNewest,
+    /// Drop the oldest unreceived message to make room.
+    DropOldest,
+}
+
+/// Bounds and policy of one mailbox.
+#[derive(Clone, Debug)]
+pub struct MailboxConfig {
+    /// Maximum messages waiting (at least 1).
+    pub capacity: usize,
+    /// Maximum bytes waiting.
+    pub max_bytes: usize,
+    /// Maximum bytes of one message.
+    pub max_message_bytes: usize,
+    /// What to do when full.
+    pub overflow: Overflow,
+    /// When the receiver finds its mailbox empty, buffers grown past this
+    /// many slots are shrunk back to it (releasing memory after a burst).
+    /// `None` keeps grown buffers for reuse.
+    pub shrink_to: Option<usize>,
+    /// A byte budget shared with other mailboxes (see [`ByteBudget`]);
+    /// `max_bytes` still bounds this mailbox alone.
+    pub shared_budget: Option<ByteBudget>,
+}
+
+impl Default for MailboxConfig {
+    fn default() -> Self {
+        Self {
+            capacity: MAILBOX_CAPACITY_DEFAULT,
+            max_bytes: MAILBOX_BYTES_DEFAULT,
+            max_message_bytes: MESSAGE_BYTES_MAX_DEFAULT,
+            overflow: Overflow::Backpressure,
+            shrink_to: None,
+            shared_budget: None,
+        }
+    }
+}
+
+impl MailboxConfig {
+    /// A mailbox bounded at `capacity` messages, other settings default.
+    pub fn bounded(capacity: usize) -> Self {
+        Self { capacity, ..Self::default() }
+    }
+
+    /// No message or byte bound (only the per-message size limit remains).
+    /// Use only where the sender is known to be slower than the receiver.
+    pub fn unbounded() -> Self {
+        Self { capacity: usize::MAX, max_bytes: usize::MAX, ..Self::default() }
+    }
+
+    /// The same config with another overflow policy.
+    pub fn with_overflow(mut self, overflow: Overflow) -> Self {
+        self.overflow = overflow;
+        self
+    }
+
+    /// Checks the bounds; the error names the bad field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.capacity == 0 {
+            return Err(ConfigError::new("mailbox.capacity", "must be at least 1"));
+        }
+        if self.max_message_bytes == 0 {
+            return Err(ConfigError::new("mailbox.max_message_bytes", "must be at least 1"));
+        }
+        if self.max_bytes < self.max_message_bytes && self.max_bytes != usize::MAX {
+            return Err(ConfigError::new(
+                "mailbox.max_bytes",
+                format!("{} is below max_message_bytes {}; no message that size could ever be queued", self.max_bytes, self.max_message_bytes),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// An invalid configuration value: which field, and why.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid config `{field}`: {reason}")]
+pub struct ConfigError {
+    /// The path of the bad field, e.g. `workers.count`.
+    pub field: &'static str,
+    /// What is wrong and what is allowed.
+    pub reason: String,
+}
+
+impl ConfigError {
+    /// An error about `field`.
+    pub fn new(field: &'static str, reason: impl Into<String>) -> Self {
+        Self { field, reason: reason.into() }
+    }
+}
+
+/// A byte budget shared by several mailboxes (an ecosystem's "shared heap").
+#[derive(Clone)]
+pub struct ByteBudget(Arc<BudgetInner>);
+
+struct BudgetInner {
+    limit: usize,
+    used: AtomicUsize,
+}
+
+impl ByteBudget {
+    /// A budget of `limit` bytes.
+    pub fn new(limit: usize) -> Self {
+        Self(Arc::new(BudgetInner { limit, used: AtomicUsize::new(0) }))
+    }
+
+    /// Bytes reserved by queued messages right now.
+    pub fn used(&self) -> usize {
+        self.0.used.load(Ordering::Relaxed)
+    }
+
+    /// The budget's limit.
+    pub fn limit(&self) -> usize {
+        self.0.limit
+    }
+
+    pub(crate) fn try_reserve(&self, bytes: usize) -> bool {
+        self.0
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |u| u.checked_add(bytes).filter(|n| *n <= self.0.limit))
+            .is_ok()
+    }
+
+    pub(crate) fn release(&self, bytes: usize) {
+        let prev = self.0.used.fetch_sub(bytes, Ordering::AcqRel);
+        debug_assert!(prev >= bytes, "byte budget released more than it reserved");
+    }
+}
+
+impl fmt::Debug for ByteBudget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ByteBudget({}/{})", self.used(), self.limit())
+    }
+}
+
+/// Why a message was not delivered. The message comes back where it can.
+#[derive(thiserror::Error)]
+pub enum SendError<M> {
+    /// The process does not exist (or exited before taking the message).
+    #[error("no such process")]
+    NoProc(Option<M>),
+    /// The mailbox is full and its policy is backpressure.
+    #[error("mailbox full (backpressure)")]
+    Full(M),
+    /// The mailbox is full and its policy dropped this message.
+    #[error("mailbox full: message dropped by drop-newest policy")]
+    Dropped(M),
+    /// The message is over the mailbox's per-message byte limit.
+    #[error("message of {bytes} bytes is over the limit of {limit} bytes")]
+    TooLarge {
+        /// The message.
+        msg: M,
+        /// Its accounted size.
+        bytes: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The pid belongs to a process that receives another message type.
+    #[error("process receives `{expected}`, not this message type")]
+    WrongType {
+        /// The message.
+        msg: M,
+        /// The type the process receives.
+        expected: &'static str,
+    },
+}
+
+impl<M> SendError<M> {
+    /// The undelivered message, if the error kept it.
+    pub fn into_inner(self) -> Option<M> {
+        match self {
+            Self::NoProc(m) => m,
+            Self::Full(m) | Self::Dropped(m) | Self::TooLarge { msg: m, .. } | Self::WrongType { msg: m, .. } => Some(m),
+        }
+    }
+
+    /// True for [`SendError::Full`]: the receiver is there but applying backpressure.
+    pub fn is_backpressure(&self) -> bool {
+        matches!(self, Self::Full(_))
+    }
+}
+
+impl<M> fmt::Debug for SendError<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SendError({self})")
+    }
+}
+
+/// The part of a mailbox guarded by the process lock.
+pub(crate) struct Queue<M> {
+    /// Messages not yet taken by the receiver.
+    pub items: VecDeque<M>,
+    /// Bytes of `items`.
+    pub bytes: usize,
+    /// Size of the batch the receiver took at its last swap.
+    pub taken: usize,
+    /// Bytes of that batch.
+    pub taken_bytes: usize,
+    /// The receiver, when it waits for a message.
+    pub rx_waker: Option<Waker>,
+    /// Senders waiting for room.
+    pub send_waiters: Vec<Waker>,
+    /// Messages dropped by the overflow policy.
+    pub dropped: u64,
+}
+
+/// Written by the receiver without the lock: how much of its batch it has
+/// consumed. Senders read it only when the mailbox looks full.
+#[derive(Default)]
+pub(crate) struct Progress {
+    pub consumed: AtomicUsize,
+    pub consumed_bytes: AtomicUsize,
+    pub senders_waiting: AtomicBool,
+}
+
+/// What a sender's offer came to.
+pub(crate) enum Offer<M> {
+    /// Queued; wake this receiver if any.
+    Accepted(Option<Waker>),
+    Full(M),
+    Dropped(M),
+    TooLarge(M, usize),
+}
+
+impl<M: Message> Queue<M> {
+    pub fn new() -> Self {
+        Self {
+            items: VecDeque::new(),
+            bytes: 0,
+            taken: 0,
+            taken_bytes: 0,
+            rx_waker: None,
+            send_waiters: Vec::new(),
+            dropped: 0,
+        }
+    }
+
+    /// Messages accepted and not yet received (exact).
+    pub fn len(&self, progress: &Progress) -> usize {
+        self.items.len() + self.taken - progress.consumed.load(Ordering::Acquire).min(self.taken)
+    }
+
+    /// Bytes accepted and not yet received (exact).
+    pub fn outstanding_bytes(&self, progress: &Progress) -> usize {
+        self.bytes + self.taken_bytes - progress.consumed_bytes.load(Ordering::Acquire).min(self.taken_bytes)
+    }
+
+    fn has_room(&self, cfg: &MailboxConfig, progress: &Progress, bytes: usize) -> bool {
+        let quick = self.items.len() + self.taken < cfg.capacity && self.bytes + self.taken_bytes + bytes <= cfg.max_bytes;
+        quick || (self.len(progress) < cfg.capacity && self.outstanding_bytes(progress).saturating_add(bytes) <= cfg.max_bytes)
+    }
+
+    /// Tries to queue `msg` under `cfg`'s bounds and policy.
+    pub fn offer(&mut self, cfg: &MailboxConfig, progress: &Progress, msg: M) -> Offer<M> {
+        let bytes = msg.total_bytes();
+        if bytes > cfg.max_message_bytes {
+            return Offer::TooLarge(msg, bytes);
+        }
+        if !self.has_room(cfg, progress, bytes) {
+            match cfg.overflow {
+                Overflow::Backpressure => return Offer::Full(msg),
+                Overflow::DropNewest => {
+                    self.dropped += 1;
+                    return Offer::Dropped(msg);
+                }
+                Overflow::DropOldest => {
+                    if !self.evict_oldest_until_room(cfg, progress, bytes) {
+                        self.dropped += 1;
+                        return Offer::Dropped(msg);
+                    }
+                }
+            }
+        }
+        if let Some(budget) = &cfg.shared_budget
+            && !budget.try_reserve(bytes)
+        {
+            return match cfg.overflow {
+                Overflow::Backpressure => Offer::Full(msg),
+                _ => {
+                    self.dropped += 1;
+                    Offer::Dropped(msg)
+                }
+            };
+        }
+        self.items.push_back(msg);
+        self.bytes += bytes;
+        Offer::Accepted(self.rx_waker.take())
+    }
+
+    fn evict_oldest_until_room(&mut self, cfg: &MailboxConfig, progress: &Progress, bytes: usize) -> bool {
+        while !self.has_room(cfg, progress, bytes) {
+            let Some(old) = self.items.pop_front() else { return false };
+            let old_bytes = old.total_bytes();
+            self.bytes -= old_bytes;
+            if let Some(budget) = &cfg.shared_budget {
+                budget.release(old_bytes);
+            }
+            self.dropped += 1;
+        }
+        true
+    }
+
+    /// Drops everything queued (the process exited); returns the messages so
+    /// the caller can drop them outside the lock.
+    pub fn close(&mut self, cfg: &MailboxConfig) -> VecDeque<M> {
+        if let Some(budget) = &cfg.shared_budget {
+            budget.release(self.bytes);
+        }
+        self.bytes = 0;
+        self.rx_waker = None;
+        std::mem::take(&mut self.items)
+    }
+}

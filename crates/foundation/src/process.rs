@@ -1,0 +1,435 @@
+//! The process control block and its life cycle.
+//!
+//! A process is one tokio task (its body wrapped in a [`Runner`]) plus one
+//! `Arc<Process<M>>` holding its mailbox and its relations (links, monitors,
+//! names, groups) under a single lock. The node's table maps pids to
+//! `Arc<dyn AnyProcess>`, the untyped view the rest of the runtime uses.
+//!
+//! # Invariants
+//! - Exactly one call to [`finish`] runs per process, from its own task:
+//!   when the body returns, panics, or is dropped (killed). It marks the
+//!   process exited under the lock, so every later link, monitor,
+//!   registration or send sees a dead process and fails cleanly.
+//! - A process is killed by recording the reason and aborting its task; the
+//!   abort drops the body at its next await point and [`Runner`]'s `Drop`
+//!   runs `finish` with the recorded reason.
+//! - Locks are never nested across two processes: relations are taken out
+//!   under one lock and delivered to the others after it is released.
+
+use std::any::Any;
+use std::collections::VecDeque;
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+
+use parking_lot::Mutex;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::exit::Signal;
+use crate::mailbox::{MailboxConfig, Progress, Queue};
+use crate::node::NodeShared;
+use crate::{ExitReason, IntoExit, Message, MonitorRef, Pid};
+
+/// Bound on queued system messages (exit and down signals) per process.
+/// Past it, new signals are dropped and counted.
+pub const SIGNAL_QUEUE_MAX: usize = 65_536;
+
+/// A process's state: mailbox plus control, one lock.
+pub(crate) struct State<M> {
+    pub queue: Queue<M>,
+    pub exited: bool,
+    pub trap_exit: bool,
+    /// The exit reason recorded by whoever decided the process must end.
+    pub kill_reason: Option<ExitReason>,
+    pub task: Option<JoinHandle<()>>,
+    /// Rarely used relations, allocated on first use to keep idle processes small.
+    pub extra: Option<Box<Extra>>,
+}
+
+/// Who is told when a monitored process ends.
+pub(crate) enum Watcher {
+    Process(Pid),
+    Oneshot(oneshot::Sender<ExitReason>),
+}
+
+#[derive(Default)]
+pub(crate) struct Extra {
+    pub signals: VecDeque<Signal>,
+    pub signals_dropped: u64,
+    pub links: Vec<Pid>,
+    /// Monitors this process holds on others.
+    pub monitors: Vec<(MonitorRef, Pid)>,
+    /// Monitors others hold on this process.
+    pub watchers: Vec<(MonitorRef, Watcher)>,
+    pub names: Vec<String>,
+    pub groups: Vec<String>,
+}
+
+pub(crate) struct Process<M> {
+    pub pid: Pid,
+    pub restarts: u32,
+    pub config: Arc<MailboxConfig>,
+    pub progress: Progress,
+    /// Set when the signal queue is non-empty, so the receiver can skip the lock.
+    pub has_signals: AtomicBool,
+    pub state: Mutex<State<M>>,
+}
+
+impl<M> State<M> {
+    pub fn extra(&mut self) -> &mut Extra {
+        self.extra.get_or_insert_with(Box::default)
+    }
+}
+
+impl<M: Message> Process<M> {
+    pub fn new(pid: Pid, config: Arc<MailboxConfig>, trap_exit: bool, restarts: u32) -> Self {
+        Self {
+            pid,
+            restarts,
+            config,
+            progress: Progress::default(),
+            has_signals: AtomicBool::new(false),
+            state: Mutex::new(State {
+                queue: Queue::new(),
+                exited: false,
+                trap_exit,
+                kill_reason: None,
+                task: None,
+                extra: None,
+            }),
+        }
+    }
+
+    /// Wakes senders waiting for room.
+    pub fn wake_senders(&self) {
+        let waiters = {
+            let mut st = self.state.lock();
+            self.progress.senders_waiting.store(false, Ordering::Relaxed);
+            std::mem::take(&mut st.queue.send_waiters)
+        };
+        waiters.into_iter().for_each(Waker::wake);
+    }
+}
+
+use std::task::Waker;
+
+/// Records `reason` as the process's end and aborts its task.
+/// Caller holds the lock; returns true if this call decided the end.
+fn kill_locked<M>(st: &mut State<M>, reason: ExitReason) -> bool {
+    if st.exited || st.kill_reason.is_some() {
+        return false;
+    }
+    st.kill_reason = Some(reason);
+    if let Some(task) = &st.task {
+        task.abort();
+    }
+    true
+}
+
+/// Queues a system message and wakes the receiver. Caller holds the lock.
+fn push_signal_locked<M>(st: &mut State<M>, has_signals: &AtomicBool, sig: Signal) -> Option<Waker> {
+    let extra = st.extra();
+    if extra.signals.len() >= SIGNAL_QUEUE_MAX {
+        extra.signals_dropped += 1;
+        return None;
+    }
+    extra.signals.push_back(sig);
+    has_signals.store(true, Ordering::Release);
+    st.queue.rx_waker.take()
+}
+
+/// How an exit signal was sent.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum SignalKind {
+    /// Through a link, when the sender exited.
+    Link,
+    /// Explicitly, with `Node::exit`.
+    Explicit,
+}
+
+/// The untyped view of a process, used by the node's table.
+pub(crate) trait AnyProcess: Send + Sync + 'static {
+    fn pid(&self) -> Pid;
+    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
+    fn message_type(&self) -> &'static str;
+    /// Delivers an exit signal; see `exit.rs` for the semantics.
+    fn exit_signal(&self, from: Pid, reason: ExitReason, kind: SignalKind);
+    /// Queues a down message.
+    fn down(&self, monitor: MonitorRef, pid: Pid, reason: ExitReason);
+    /// Adds a link end; false if the process has exited.
+    fn add_link(&self, other: Pid) -> bool;
+    fn remove_link(&self, other: Pid);
+    /// Adds a watcher; gives it back if the process has exited.
+    fn add_watcher(&self, monitor: MonitorRef, watcher: Watcher) -> Result<(), Watcher>;
+    fn remove_watcher(&self, monitor: MonitorRef);
+    /// Records a name or group on the process; false if it has exited.
+    fn note_membership(&self, name: Option<&str>, group: Option<&str>) -> bool;
+    fn forget_membership(&self, name: Option<&str>, group: Option<&str>);
+    fn info(&self) -> Option<ProcessInfo>;
+}
+
+/// A snapshot of a live process.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcessInfo {
+    /// The process.
+    pub pid: Pid,
+    /// The Rust type of the messages it receives.
+    pub message_type: &'static str,
+    /// Messages accepted and not yet received.
+    pub mailbox_len: usize,
+    /// Bytes accepted and not yet received.
+    pub mailbox_bytes: usize,
+    /// Slots allocated for the sender-side queue (shrinks with `shrink_to`).
+    pub mailbox_allocated: usize,
+    /// Messages dropped by the overflow policy.
+    pub dropped: u64,
+    /// System messages (exit, down) waiting.
+    pub signals_pending: usize,
+    /// Whether exit signals arrive as messages.
+    pub trap_exit: bool,
+    /// Linked processes.
+    pub links: Vec<Pid>,
+    /// Processes this one monitors.
+    pub monitors: Vec<Pid>,
+    /// Registered names.
+    pub names: Vec<String>,
+    /// How many times its supervisor restarted the child this process is.
+    pub restarts: u32,
+}
+
+impl<M: Message> AnyProcess for Process<M> {
+    fn pid(&self) -> Pid {
+        self.pid
+    }
+
+    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
+        self
+    }
+
+    fn message_type(&self) -> &'static str {
+        std::any::type_name::<M>()
+    }
+
+    fn exit_signal(&self, from: Pid, reason: ExitReason, kind: SignalKind) {
+        let mut st = self.state.lock();
+        if st.exited {
+            return;
+        }
+        let waker = if kind == SignalKind::Explicit && reason == ExitReason::Kill {
+            kill_locked(&mut st, ExitReason::Killed);
+            None
+        } else if st.trap_exit {
+            push_signal_locked(&mut st, &self.has_signals, Signal::Exit { from, reason })
+        } else if reason == ExitReason::Normal {
+            None
+        } else {
+            // A linked process killed with `Kill` exits `Killed`; the signal it
+            // sends on is `Killed`, which is an ordinary, trappable reason.
+            kill_locked(&mut st, reason);
+            None
+        };
+        drop(st);
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    fn down(&self, monitor: MonitorRef, pid: Pid, reason: ExitReason) {
+        let mut st = self.state.lock();
+        if st.exited {
+            return;
+        }
+        let waker = push_signal_locked(&mut st, &self.has_signals, Signal::Down { monitor, pid, reason });
+        drop(st);
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    fn add_link(&self, other: Pid) -> bool {
+        let mut st = self.state.lock();
+        if st.exited {
+            return false;
+        }
+        let links = &mut st.extra().links;
+        if !links.contains(&other) {
+            links.push(other);
+        }
+        true
+    }
+
+    fn remove_link(&self, other: Pid) {
+        if let Some(extra) = self.state.lock().extra.as_mut() {
+            extra.links.retain(|p| *p != other);
+        }
+    }
+
+    fn add_watcher(&self, monitor: MonitorRef, watcher: Watcher) -> Result<(), Watcher> {
+        let mut st = self.state.lock();
+        if st.exited {
+            return Err(watcher);
+        }
+        st.extra().watchers.push((monitor, watcher));
+        Ok(())
+    }
+
+    fn remove_watcher(&self, monitor: MonitorRef) {
+        if let Some(extra) = self.state.lock().extra.as_mut() {
+            extra.watchers.retain(|(m, _)| *m != monitor);
+        }
+    }
+
+    fn note_membership(&self, name: Option<&str>, group: Option<&str>) -> bool {
+        let mut st = self.state.lock();
+        if st.exited {
+            return false;
+        }
+        let extra = st.extra();
+        if let Some(n) = name {
+            extra.names.push(n.to_owned());
+        }
+        if let Some(g) = group
+            && !extra.groups.iter().any(|x| x == g)
+        {
+            extra.groups.push(g.to_owned());
+        }
+        true
+    }
+
+    fn forget_membership(&self, name: Option<&str>, group: Option<&str>) {
+        if let Some(extra) = self.state.lock().extra.as_mut() {
+            extra.names.retain(|n| Some(n.as_str()) != name);
+            extra.groups.retain(|g| Some(g.as_str()) != group);
+        }
+    }
+
+    fn info(&self) -> Option<ProcessInfo> {
+        let st = self.state.lock();
+        if st.exited {
+            return None;
+        }
+        let extra = st.extra.as_deref();
+        Some(ProcessInfo {
+            pid: self.pid,
+            message_type: std::any::type_name::<M>(),
+            mailbox_len: st.queue.len(&self.progress),
+            mailbox_bytes: st.queue.outstanding_bytes(&self.progress),
+            mailbox_allocated: st.queue.items.capacity(),
+            dropped: st.queue.dropped,
+            signals_pending: extra.map_or(0, |e| e.signals.len()),
+            trap_exit: st.trap_exit,
+            links: extra.map(|e| e.links.clone()).unwrap_or_default(),
+            monitors: extra.map(|e| e.monitors.iter().map(|(_, p)| *p).collect()).unwrap_or_default(),
+            names: extra.map(|e| e.names.clone()).unwrap_or_default(),
+            restarts: self.restarts,
+        })
+    }
+}
+
+/// Ends a process: marks it exited, drops its mailbox, removes it from the
+/// node and tells its links and monitors. Runs once, from the process's task.
+fn finish<M: Message>(node: &NodeShared, proc: &Process<M>, body_reason: Option<ExitReason>) {
+    let (reason, extra, leftovers, waiters, task) = {
+        let mut st = proc.state.lock();
+        if st.exited {
+            return;
+        }
+        st.exited = true;
+        // A reason recorded by a killer wins over the body's only if the body
+        // did not finish on its own first (then there is no body reason).
+        let reason = body_reason.or_else(|| st.kill_reason.take()).unwrap_or(ExitReason::Killed);
+        let leftovers = st.queue.close(&proc.config);
+        let waiters = std::mem::take(&mut st.queue.send_waiters);
+        (reason, st.extra.take(), leftovers, waiters, st.task.take())
+    };
+    drop(leftovers);
+    drop(task);
+    waiters.into_iter().for_each(Waker::wake);
+    node.table.remove(proc.pid);
+    if let Some(extra) = extra {
+        node.release_relations(proc.pid, *extra, &reason);
+    }
+    node.process_exited();
+}
+
+/// The task future of a process: polls the body, catches its panic, and runs
+/// [`finish`] exactly once whichever way the body ends.
+pub(crate) struct Runner<M: Message, F> {
+    node: Arc<NodeShared>,
+    proc: Arc<Process<M>>,
+    done: bool,
+    body: F,
+}
+
+impl<M: Message, F> Runner<M, F> {
+    pub fn new(node: Arc<NodeShared>, proc: Arc<Process<M>>, body: F) -> Self {
+        Self { node, proc, done: false, body }
+    }
+}
+
+impl<M: Message, F> Future for Runner<M, F>
+where
+    F: Future,
+    F::Output: IntoExit,
+{
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        // SAFETY: `body` is structurally pinned: it is never moved out of the
+        // Runner, and Runner's Drop does not touch it. The other fields are
+        // not pinned and are only used by reference.
+        let this = unsafe { self.get_unchecked_mut() };
+        if this.done {
+            return Poll::Ready(());
+        }
+        let body = unsafe { Pin::new_unchecked(&mut this.body) };
+        let reason = match catch_unwind(AssertUnwindSafe(|| body.poll(cx))) {
+            Ok(Poll::Pending) => return Poll::Pending,
+            Ok(Poll::Ready(out)) => out.into_exit(),
+            Err(payload) => ExitReason::Panic(panic_message(payload.as_ref()).into()),
+        };
+        this.done = true;
+        finish(&this.node, &this.proc, Some(reason));
+        Poll::Ready(())
+    }
+}
+
+impl<M: Message, F> Drop for Runner<M, F> {
+    fn drop(&mut self) {
+        if !self.done {
+            // Aborted (killed) or dropped by a runtime shutting down.
+            finish(&self.node, &self.proc, None);
+        }
+    }
+}
+
+fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}
+
+/// Stores the task handle once spawned; aborts at once if a kill came first.
+pub(crate) fn attach_task<M>(proc: &Process<M>, task: JoinHandle<()>) {
+    let mut st = proc.state.lock();
+    if st.exited {
+        return;
+    }
+    if st.kill_reason.is_some() {
+        task.abort();
+    }
+    st.task = Some(task);
+}
+
+/// Kills a process with `reason` (used for `Kill` and by node shutdown).
+pub(crate) fn kill<M>(proc: &Process<M>, reason: ExitReason) {
+    kill_locked(&mut proc.state.lock(), reason);
+}
