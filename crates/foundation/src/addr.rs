@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use crate::mailbox::{Offer, SendError};
-use crate::process::{AnyProcess, Process};
+use crate::process::Process;
 use crate::{Message, Pid};
 
 /// A typed handle to a local process receiving `M`.
@@ -159,14 +159,6 @@ impl<M: Message> Addr<M> {
     /// Whether two handles name the same process.
     pub fn same_process(&self, other: &Addr<M>) -> bool {
         Arc::ptr_eq(&self.proc, &other.proc)
-    }
-
-    pub(crate) fn process(&self) -> &Arc<Process<M>> {
-        &self.proc
-    }
-
-    pub(crate) fn as_any_process(&self) -> Arc<dyn AnyProcess> {
-        self.proc.clone()
     }
 }
 

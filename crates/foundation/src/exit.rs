@@ -102,6 +102,27 @@ impl IntoExit for ExitReason {
     }
 }
 
+/// Names the never type `!` on stable Rust (through `fn() -> !`'s output),
+/// so a body that loops forever (`async { loop { .. } }`, whose output is `!`
+/// under edition 2024's fallback) is a valid process body.
+pub trait FnOutput {
+    /// The return type.
+    type Output;
+}
+
+impl<O> FnOutput for fn() -> O {
+    type Output = O;
+}
+
+/// The never type, `!`.
+pub type Never = <fn() -> ! as FnOutput>::Output;
+
+impl IntoExit for Never {
+    fn into_exit(self) -> ExitReason {
+        self
+    }
+}
+
 impl<E: fmt::Display> IntoExit for Result<(), E> {
     fn into_exit(self) -> ExitReason {
         match self {

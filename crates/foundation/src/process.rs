@@ -23,7 +23,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
@@ -115,8 +115,6 @@ impl<M: Message> Process<M> {
     }
 }
 
-use std::task::Waker;
-
 /// Records `reason` as the process's end and aborts its task.
 /// Caller holds the lock; returns true if this call decided the end.
 fn kill_locked<M>(st: &mut State<M>, reason: ExitReason) -> bool {
@@ -153,7 +151,6 @@ pub(crate) enum SignalKind {
 
 /// The untyped view of a process, used by the node's table.
 pub(crate) trait AnyProcess: Send + Sync + 'static {
-    fn pid(&self) -> Pid;
     fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
     fn message_type(&self) -> &'static str;
     /// Delivers an exit signal; see `exit.rs` for the semantics.
@@ -202,10 +199,6 @@ pub struct ProcessInfo {
 }
 
 impl<M: Message> AnyProcess for Process<M> {
-    fn pid(&self) -> Pid {
-        self.pid
-    }
-
     fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
         self
     }
@@ -427,9 +420,4 @@ pub(crate) fn attach_task<M>(proc: &Process<M>, task: JoinHandle<()>) {
         task.abort();
     }
     st.task = Some(task);
-}
-
-/// Kills a process with `reason` (used for `Kill` and by node shutdown).
-pub(crate) fn kill<M>(proc: &Process<M>, reason: ExitReason) {
-    kill_locked(&mut proc.state.lock(), reason);
 }

@@ -1,0 +1,608 @@
+//! Supervisors, as OTP's `supervisor`.
+//!
+//! # Semantics
+//!
+//! A supervisor is a process that traps exits and is linked to each child.
+//!
+//! - **Start.** Children start one at a time in spec order. If one fails to
+//!   start, the ones already started are shut down in reverse order and the
+//!   supervisor fails to start with [`SupervisorError::StartFailed`].
+//! - **Child exit.** Whether a child is restarted depends on its [`Restart`]:
+//!   `Permanent` always, `Transient` unless the reason is `Normal` or
+//!   `Shutdown`, `Temporary` never (its spec is removed).
+//! - **Strategy.** On a restart, [`Strategy::OneForOne`] restarts the child
+//!   alone; [`Strategy::OneForAll`] shuts down all other children (in reverse
+//!   start order) and restarts all in order; [`Strategy::RestForOne`] does the
+//!   same for the children started after the failed one.
+//! - **Intensity.** Each restart is recorded. If more than `intensity`
+//!   restarts happen within `period`, the supervisor shuts down all children
+//!   and exits with [`ExitReason::RestartIntensity`]. A child that fails to
+//!   restart counts as another restart, so a crash loop always ends.
+//! - **Shutdown.** On an exit signal that is not `Normal` from a non-child
+//!   (its parent, or [`Supervisor::shutdown`]) the supervisor shuts down its
+//!   children in reverse start order and exits with that reason. Each child
+//!   is stopped per its [`Shutdown`]: `BrutalKill` kills at once; `Timeout(t)`
+//!   sends `Shutdown`, then kills if the child is still alive after `t`;
+//!   `Infinity` sends `Shutdown` and waits (for children that are
+//!   supervisors).
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+use crate::rt::Instant;
+use crate::{Addr, CallError, Ctx, Event, ExitReason, IntoExit, MailboxConfig, Message, Node, Pid, Reply, SpawnOpts};
+
+/// Wait for a killed child's exit before giving up on it. A kill lands at
+/// the child's next await point; a child that never awaits cannot be stopped.
+pub const KILL_WAIT_MAX: Duration = Duration::from_secs(5);
+/// Timeout of the handle's requests to the supervisor.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Which children restart when one fails.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Strategy {
+    /// Only the failed child.
+    #[default]
+    OneForOne,
+    /// All children.
+    OneForAll,
+    /// The failed child and those started after it.
+    RestForOne,
+}
+
+/// When a child is restarted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Restart {
+    /// Always.
+    #[default]
+    Permanent,
+    /// Only after an abnormal exit (not `Normal` or `Shutdown`).
+    Transient,
+    /// Never; the child is forgotten when it exits.
+    Temporary,
+}
+
+/// How a child is stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shutdown {
+    /// Killed at once.
+    BrutalKill,
+    /// Sent `Shutdown`; killed if still alive after this long.
+    Timeout(Duration),
+    /// Sent `Shutdown`; waited for as long as it takes.
+    Infinity,
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Self::Timeout(Duration::from_secs(5))
+    }
+}
+
+/// Supervisor errors.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SupervisorError {
+    /// A child's start function failed.
+    #[error("child `{id}` failed to start: {reason}")]
+    StartFailed {
+        /// The child id.
+        id: String,
+        /// Why.
+        reason: String,
+    },
+    /// No child with this id.
+    #[error("no child `{0}`")]
+    NotFound(String),
+    /// A child with this id exists already.
+    #[error("a child `{0}` exists already")]
+    AlreadyPresent(String),
+    /// The spec is invalid.
+    #[error("invalid supervisor spec: {0}")]
+    InvalidSpec(String),
+    /// The supervisor did not answer.
+    #[error("supervisor unreachable: {0}")]
+    Unreachable(#[from] CallError),
+}
+
+/// Starts one child: given the node and the options the supervisor needs
+/// honoured (link to it, restart count), spawns and returns the pid.
+pub type StartFn = Arc<dyn Fn(&Node, SpawnOpts) -> Result<Pid, String> + Send + Sync>;
+
+/// A [`StartFn`] that spawns `body` in a fresh process at each call.
+pub fn start_fn<M, F, Fut>(body: F) -> StartFn
+where
+    M: Message,
+    F: Fn(Ctx<M>) -> Fut + Send + Sync + 'static,
+    Fut: Future + Send + 'static,
+    Fut::Output: IntoExit,
+{
+    Arc::new(move |node: &Node, opts: SpawnOpts| node.spawn_with(opts, &body).map(|a| a.pid()).map_err(|e| e.to_string()))
+}
+
+/// A child: id, how to start it, when to restart it, how to stop it.
+#[derive(Clone)]
+pub struct ChildSpec {
+    /// Unique among the supervisor's children.
+    pub id: String,
+    /// The start function.
+    pub start: StartFn,
+    /// Restart type.
+    pub restart: Restart,
+    /// Shutdown method.
+    pub shutdown: Shutdown,
+    /// Mailbox of the child (the node's default when `None`).
+    pub mailbox: Option<Arc<MailboxConfig>>,
+}
+
+impl fmt::Debug for ChildSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChildSpec").field("id", &self.id).field("restart", &self.restart).field("shutdown", &self.shutdown).finish()
+    }
+}
+
+impl ChildSpec {
+    /// A child that runs `body` in a fresh process at each (re)start.
+    pub fn new<M, F, Fut>(id: impl Into<String>, body: F) -> Self
+    where
+        M: Message,
+        F: Fn(Ctx<M>) -> Fut + Send + Sync + 'static,
+        Fut: Future + Send + 'static,
+        Fut::Output: IntoExit,
+    {
+        Self::from_start(id, start_fn(body))
+    }
+
+    /// A child started by a custom function (e.g. a nested supervisor).
+    pub fn from_start(id: impl Into<String>, start: StartFn) -> Self {
+        Self { id: id.into(), start, restart: Restart::Permanent, shutdown: Shutdown::default(), mailbox: None }
+    }
+
+    /// With this restart type.
+    pub fn restart(mut self, restart: Restart) -> Self {
+        self.restart = restart;
+        self
+    }
+
+    /// With this shutdown method.
+    pub fn shutdown(mut self, shutdown: Shutdown) -> Self {
+        self.shutdown = shutdown;
+        self
+    }
+
+    /// With this mailbox.
+    pub fn mailbox(mut self, mailbox: Arc<MailboxConfig>) -> Self {
+        self.mailbox = Some(mailbox);
+        self
+    }
+}
+
+/// A supervisor's configuration.
+#[derive(Clone, Debug)]
+pub struct SupervisorSpec {
+    /// Restart strategy.
+    pub strategy: Strategy,
+    /// More than this many restarts within `period` makes the supervisor give up.
+    pub intensity: u32,
+    /// The window of the intensity limit.
+    pub period: Duration,
+    /// Children, in start order.
+    pub children: Vec<ChildSpec>,
+}
+
+impl Default for SupervisorSpec {
+    fn default() -> Self {
+        // OTP's defaults: 1 restart in 5 seconds.
+        Self { strategy: Strategy::OneForOne, intensity: 1, period: Duration::from_secs(5), children: Vec::new() }
+    }
+}
+
+/// A child as [`Supervisor::which_children`] reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChildInfo {
+    /// The child id.
+    pub id: String,
+    /// Its current pid, `None` while not running.
+    pub pid: Option<Pid>,
+    /// How many times it was restarted.
+    pub restarts: u32,
+    /// Its restart type.
+    pub restart: Restart,
+}
+
+/// Requests a supervisor handles.
+pub enum SupervisorMsg {
+    /// List children in start order.
+    WhichChildren(Reply<Vec<ChildInfo>>),
+    /// Add and start a child (appended to the start order).
+    StartChild(ChildSpec, Reply<Result<Pid, SupervisorError>>),
+    /// Stop a child; its spec stays (restart it with `RestartChild`).
+    TerminateChild(String, Reply<Result<(), SupervisorError>>),
+    /// Start a stopped child again.
+    RestartChild(String, Reply<Result<Pid, SupervisorError>>),
+    /// Forget a stopped child's spec.
+    DeleteChild(String, Reply<Result<(), SupervisorError>>),
+}
+
+impl Message for SupervisorMsg {}
+
+/// A handle on a running supervisor.
+#[derive(Clone, Debug)]
+pub struct Supervisor {
+    addr: Addr<SupervisorMsg>,
+    node: Node,
+}
+
+impl Supervisor {
+    /// Starts a top-level (unlinked) supervisor and its children.
+    pub async fn start(node: &Node, spec: SupervisorSpec) -> Result<Self, SupervisorError> {
+        Self::start_with(node, spec, SpawnOpts::default()).await
+    }
+
+    /// Starts a supervisor with spawn options (e.g. linked to a parent).
+    pub async fn start_with(node: &Node, spec: SupervisorSpec, mut opts: SpawnOpts) -> Result<Self, SupervisorError> {
+        validate(&spec)?;
+        let (ready_tx, ready_rx) = oneshot::channel();
+        opts.trap_exit = true;
+        let addr = node
+            .spawn_with(opts, move |ctx| run(ctx, spec, ready_tx))
+            .map_err(|e| SupervisorError::InvalidSpec(e.to_string()))?;
+        match ready_rx.await {
+            Ok(Ok(())) => Ok(Self { addr, node: node.clone() }),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(SupervisorError::Unreachable(CallError::NoReply)),
+        }
+    }
+
+    /// A [`StartFn`] that starts a supervisor as a child of another.
+    pub fn child_start(spec: SupervisorSpec) -> StartFn {
+        Arc::new(move |node: &Node, mut opts: SpawnOpts| {
+            validate(&spec).map_err(|e| e.to_string())?;
+            let spec = spec.clone();
+            opts.trap_exit = true;
+            let (ready_tx, _ready_rx) = oneshot::channel();
+            node.spawn_with(opts, move |ctx| run(ctx, spec, ready_tx)).map(|a| a.pid()).map_err(|e| e.to_string())
+        })
+    }
+
+    /// The supervisor's pid.
+    pub fn pid(&self) -> Pid {
+        self.addr.pid()
+    }
+
+    /// Children in start order.
+    pub async fn which_children(&self) -> Result<Vec<ChildInfo>, SupervisorError> {
+        Ok(self.addr.call(SupervisorMsg::WhichChildren, CALL_TIMEOUT).await?)
+    }
+
+    /// Adds and starts a child.
+    pub async fn start_child(&self, spec: ChildSpec) -> Result<Pid, SupervisorError> {
+        self.addr.call(|r| SupervisorMsg::StartChild(spec, r), CALL_TIMEOUT).await?
+    }
+
+    /// Stops a child (its spec stays).
+    pub async fn terminate_child(&self, id: &str) -> Result<(), SupervisorError> {
+        self.addr.call(|r| SupervisorMsg::TerminateChild(id.into(), r), CALL_TIMEOUT).await?
+    }
+
+    /// Starts a stopped child again.
+    pub async fn restart_child(&self, id: &str) -> Result<Pid, SupervisorError> {
+        self.addr.call(|r| SupervisorMsg::RestartChild(id.into(), r), CALL_TIMEOUT).await?
+    }
+
+    /// Forgets a stopped child.
+    pub async fn delete_child(&self, id: &str) -> Result<(), SupervisorError> {
+        self.addr.call(|r| SupervisorMsg::DeleteChild(id.into(), r), CALL_TIMEOUT).await?
+    }
+
+    /// Shuts the supervisor down (children in reverse order) and waits for it
+    /// to exit; returns its exit reason.
+    pub async fn shutdown(&self) -> ExitReason {
+        let exited = self.node.watch(self.pid());
+        self.node.exit(self.pid(), ExitReason::Shutdown);
+        exited.await
+    }
+}
+
+fn validate(spec: &SupervisorSpec) -> Result<(), SupervisorError> {
+    if spec.period.is_zero() {
+        return Err(SupervisorError::InvalidSpec("period must be above zero".into()));
+    }
+    let mut ids: Vec<&str> = spec.children.iter().map(|c| c.id.as_str()).collect();
+    ids.sort_unstable();
+    if let Some(w) = ids.windows(2).find(|w| w[0] == w[1]) {
+        return Err(SupervisorError::AlreadyPresent(w[0].to_owned()));
+    }
+    Ok(())
+}
+
+struct Child {
+    spec: ChildSpec,
+    pid: Option<Pid>,
+    restarts: u32,
+}
+
+/// The supervisor process's state.
+struct State {
+    ctx: Ctx<SupervisorMsg>,
+    strategy: Strategy,
+    intensity: u32,
+    period: Duration,
+    children: Vec<Child>,
+    restart_times: VecDeque<Instant>,
+    /// Events received while waiting for a particular child's exit.
+    stash: VecDeque<Event<SupervisorMsg>>,
+    /// Stopped children that did not exit within their kill wait.
+    unresponsive: Vec<Pid>,
+}
+
+async fn run(ctx: Ctx<SupervisorMsg>, spec: SupervisorSpec, ready: oneshot::Sender<Result<(), SupervisorError>>) -> ExitReason {
+    let children = spec.children.into_iter().map(|spec| Child { spec, pid: None, restarts: 0 }).collect();
+    let mut st = State {
+        ctx,
+        strategy: spec.strategy,
+        intensity: spec.intensity,
+        period: spec.period,
+        children,
+        restart_times: VecDeque::new(),
+        stash: VecDeque::new(),
+        unresponsive: Vec::new(),
+    };
+    if let Err(e) = st.start_range(0) {
+        st.stop_range(0).await;
+        let reason = ExitReason::error(&e);
+        let _ = ready.send(Err(e));
+        return reason;
+    }
+    let _ = ready.send(Ok(()));
+    loop {
+        let event = match st.stash.pop_front() {
+            Some(e) => e,
+            None => st.ctx.recv_event().await,
+        };
+        if let Some(reason) = st.handle(event).await {
+            return reason;
+        }
+    }
+}
+
+impl State {
+    fn index_of_pid(&self, pid: Pid) -> Option<usize> {
+        self.children.iter().position(|c| c.pid == Some(pid))
+    }
+
+    fn index_of_id(&self, id: &str) -> Option<usize> {
+        self.children.iter().position(|c| c.spec.id == id)
+    }
+
+    fn start_child(&mut self, i: usize) -> Result<Pid, SupervisorError> {
+        let child = &mut self.children[i];
+        let opts = SpawnOpts { mailbox: child.spec.mailbox.clone(), trap_exit: false, link: Some(self.ctx.pid()), restarts: child.restarts };
+        let pid = (child.spec.start)(self.ctx.node(), opts)
+            .map_err(|reason| SupervisorError::StartFailed { id: child.spec.id.clone(), reason })?;
+        child.pid = Some(pid);
+        Ok(pid)
+    }
+
+    /// Starts children `from..` that are not running, in order.
+    fn start_range(&mut self, from: usize) -> Result<(), SupervisorError> {
+        for i in from..self.children.len() {
+            if self.children[i].pid.is_none() {
+                self.start_child(i)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops children `from..` in reverse order.
+    async fn stop_range(&mut self, from: usize) {
+        for i in (from..self.children.len()).rev() {
+            self.stop_child(i).await;
+        }
+    }
+
+    async fn stop_child(&mut self, i: usize) {
+        let Some(pid) = self.children[i].pid.take() else { return };
+        // Watch with a monitor instead of the link: its Down ends the wait,
+        // and an Exit the child sent before the unlink is discarded here or
+        // in `await_exit` (a dying process signals links before monitors).
+        self.ctx.monitor(pid);
+        self.ctx.unlink(pid);
+        self.stash.retain(|e| !matches!(e, Event::Exit { from, .. } if *from == pid));
+        let stopped = match self.children[i].spec.shutdown {
+            Shutdown::BrutalKill => {
+                self.ctx.exit(pid, ExitReason::Kill);
+                self.await_exit(pid, Some(KILL_WAIT_MAX)).await
+            }
+            Shutdown::Timeout(t) => {
+                self.ctx.exit(pid, ExitReason::Shutdown);
+                if self.await_exit(pid, Some(t)).await {
+                    true
+                } else {
+                    self.ctx.exit(pid, ExitReason::Kill);
+                    self.await_exit(pid, Some(KILL_WAIT_MAX)).await
+                }
+            }
+            Shutdown::Infinity => {
+                self.ctx.exit(pid, ExitReason::Shutdown);
+                self.await_exit(pid, None).await
+            }
+        };
+        if !stopped {
+            // It never reached an await point; remember it so its late Exit
+            // is not taken for a stranger's.
+            self.unresponsive.push(pid);
+        }
+    }
+
+    /// Waits for `pid`'s down message, stashing other events. False on timeout.
+    async fn await_exit(&mut self, pid: Pid, timeout: Option<Duration>) -> bool {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            let event = match deadline {
+                Some(d) => match self.ctx.recv_event_timeout(d.saturating_duration_since(Instant::now())).await {
+                    Some(e) => e,
+                    None => return false,
+                },
+                None => self.ctx.recv_event().await,
+            };
+            match event {
+                Event::Down { pid: p, .. } if p == pid => return true,
+                Event::Exit { from, .. } if from == pid => {}
+                other => self.stash.push_back(other),
+            }
+        }
+    }
+
+    /// Handles one event; `Some(reason)` when the supervisor must exit.
+    async fn handle(&mut self, event: Event<SupervisorMsg>) -> Option<ExitReason> {
+        match event {
+            Event::Message(msg) => {
+                self.handle_request(msg).await;
+                None
+            }
+            Event::Exit { from, reason } => match self.index_of_pid(from) {
+                Some(i) => self.child_exited(i, reason).await,
+                None if reason == ExitReason::Normal => None,
+                None if self.unresponsive.contains(&from) => None,
+                None => {
+                    self.stop_range(0).await;
+                    Some(reason)
+                }
+            },
+            // Late Downs of children whose stop timed out.
+            Event::Down { pid, .. } => {
+                self.unresponsive.retain(|p| *p != pid);
+                None
+            }
+        }
+    }
+
+    async fn child_exited(&mut self, i: usize, reason: ExitReason) -> Option<ExitReason> {
+        self.children[i].pid = None;
+        let restart = match self.children[i].spec.restart {
+            Restart::Permanent => true,
+            Restart::Transient => !reason.is_clean(),
+            Restart::Temporary => false,
+        };
+        if self.children[i].spec.restart == Restart::Temporary {
+            self.children.remove(i);
+            return None;
+        }
+        if !restart {
+            return None;
+        }
+        let from = match self.strategy {
+            Strategy::OneForOne => i,
+            Strategy::OneForAll => 0,
+            Strategy::RestForOne => i,
+        };
+        self.stop_range_except(from, i).await;
+        self.restart_range(from).await
+    }
+
+    async fn stop_range_except(&mut self, from: usize, failed: usize) {
+        if self.strategy == Strategy::OneForOne {
+            return;
+        }
+        for j in (from..self.children.len()).rev() {
+            if j != failed {
+                self.stop_child(j).await;
+            }
+        }
+    }
+
+    /// Restarts children `from..` (each counted toward intensity), giving up
+    /// with `RestartIntensity` when the limit is passed.
+    async fn restart_range(&mut self, from: usize) -> Option<ExitReason> {
+        loop {
+            if !self.record_restart() {
+                self.stop_range(0).await;
+                return Some(ExitReason::RestartIntensity);
+            }
+            let todo: Vec<usize> = (from..self.children.len()).filter(|&j| self.children[j].pid.is_none()).collect();
+            let mut failed = false;
+            for j in todo {
+                if self.strategy == Strategy::OneForOne && j != from {
+                    break;
+                }
+                self.children[j].restarts += 1;
+                if self.start_child(j).is_err() {
+                    failed = true;
+                    break;
+                }
+            }
+            if !failed {
+                return None;
+            }
+        }
+    }
+
+    /// Records a restart now; false if that passes the intensity limit.
+    fn record_restart(&mut self) -> bool {
+        let now = Instant::now();
+        while self.restart_times.front().is_some_and(|t| now.duration_since(*t) > self.period) {
+            self.restart_times.pop_front();
+        }
+        self.restart_times.push_back(now);
+        self.restart_times.len() <= self.intensity as usize
+    }
+
+    async fn handle_request(&mut self, msg: SupervisorMsg) {
+        match msg {
+            SupervisorMsg::WhichChildren(reply) => {
+                let infos = self
+                    .children
+                    .iter()
+                    .map(|c| ChildInfo { id: c.spec.id.clone(), pid: c.pid, restarts: c.restarts, restart: c.spec.restart })
+                    .collect();
+                let _ = reply.send(infos);
+            }
+            SupervisorMsg::StartChild(spec, reply) => {
+                let result = if self.index_of_id(&spec.id).is_some() {
+                    Err(SupervisorError::AlreadyPresent(spec.id))
+                } else {
+                    self.children.push(Child { spec, pid: None, restarts: 0 });
+                    let i = self.children.len() - 1;
+                    self.start_child(i).inspect_err(|_| {
+                        self.children.pop();
+                    })
+                };
+                let _ = reply.send(result);
+            }
+            SupervisorMsg::TerminateChild(id, reply) => {
+                let result = match self.index_of_id(&id) {
+                    Some(i) => {
+                        self.stop_child(i).await;
+                        Ok(())
+                    }
+                    None => Err(SupervisorError::NotFound(id)),
+                };
+                let _ = reply.send(result);
+            }
+            SupervisorMsg::RestartChild(id, reply) => {
+                let result = match self.index_of_id(&id) {
+                    Some(i) if self.children[i].pid.is_some() => Err(SupervisorError::AlreadyPresent(id)),
+                    Some(i) => self.start_child(i),
+                    None => Err(SupervisorError::NotFound(id)),
+                };
+                let _ = reply.send(result);
+            }
+            SupervisorMsg::DeleteChild(id, reply) => {
+                let result = match self.index_of_id(&id) {
+                    Some(i) if self.children[i].pid.is_some() => Err(SupervisorError::AlreadyPresent(id)),
+                    Some(i) => {
+                        self.children.remove(i);
+                        Ok(())
+                    }
+                    None => Err(SupervisorError::NotFound(id)),
+                };
+                let _ = reply.send(result);
+            }
+        }
+    }
+}
