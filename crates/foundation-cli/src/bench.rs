@@ -4,6 +4,7 @@
 //! line, `{"bench": NAME, "value": NUMBER, "unit": UNIT}`. Each figure is the
 //! median of `--runs` runs, each on a fresh multi-threaded runtime.
 
+mod ecosystem;
 mod process;
 
 use std::time::Duration;
@@ -62,31 +63,26 @@ impl Sizes {
 
     /// A fresh multi-threaded runtime for one measured run.
     pub fn runtime(&self) -> anyhow::Result<tokio::runtime::Runtime> {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(self.workers)
-            .enable_all()
-            .build()
-            .context("building the tokio runtime")
+        tokio::runtime::Builder::new_multi_thread().worker_threads(self.workers).enable_all().build().context("building the tokio runtime")
     }
 }
 
 fn all_benches() -> Vec<Bench> {
-    process::benches()
+    let mut all = ecosystem::benches();
+    all.extend(process::benches());
+    all
 }
 
 /// Runs the selected benches and prints their figures.
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     let sizes = Sizes { quick: args.quick, workers };
-    let selected: Vec<Bench> = all_benches()
-        .into_iter()
-        .filter(|b| args.only.as_deref().is_none_or(|p| b.name.starts_with(p)))
-        .collect();
+    let selected: Vec<Bench> = all_benches().into_iter().filter(|b| args.only.as_deref().is_none_or(|p| b.name.starts_with(p))).collect();
     if selected.is_empty() {
         bail!("no bench name starts with {:?}; run `foundation bench` to list them all", args.only.as_deref().unwrap_or_default());
     }
     if !args.json {
-        println!("{:<32} {:>14} {:<8} {}", "bench", "median", "unit", "target");
+        println!("{:<32} {:>14} {:<8} target", "bench", "median", "unit");
     }
     for bench in &selected {
         let mut values = Vec::with_capacity(args.runs as usize);

@@ -19,11 +19,7 @@ pub struct WaitTimeout(pub Duration);
 /// assert!(r.is_ok());
 /// # });
 /// ```
-pub async fn wait_for_condition(
-    mut condition: impl FnMut() -> bool,
-    timeout: Duration,
-    interval: Duration,
-) -> Result<(), WaitTimeout> {
+pub async fn wait_for_condition(mut condition: impl FnMut() -> bool, timeout: Duration, interval: Duration) -> Result<(), WaitTimeout> {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         if condition() {
@@ -39,11 +35,7 @@ pub async fn wait_for_condition(
 /// Panics with `what` unless `condition` holds within `timeout`
 /// (checked every 5 ms).
 #[track_caller]
-pub fn assert_eventually(
-    what: &str,
-    condition: impl FnMut() -> bool,
-    timeout: Duration,
-) -> impl Future<Output = ()> {
+pub fn assert_eventually(what: &str, condition: impl FnMut() -> bool, timeout: Duration) -> impl Future<Output = ()> {
     let caller = std::panic::Location::caller();
     async move {
         if wait_for_condition(condition, timeout, Duration::from_millis(5)).await.is_err() {

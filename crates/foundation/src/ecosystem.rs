@@ -138,7 +138,10 @@ impl EcosystemConfig {
         }
         self.mailbox.validate()?;
         if self.mailbox.shared_budget.is_some() {
-            return Err(ConfigError::new("mailbox.shared_budget", "set memory_strategy: SharedHeap instead; the ecosystem makes the budget"));
+            return Err(ConfigError::new(
+                "mailbox.shared_budget",
+                "set memory_strategy: SharedHeap instead; the ecosystem makes the budget",
+            ));
         }
         if self.memory_strategy == Some(MemoryStrategy::SharedHeap) && self.mailbox.max_bytes == usize::MAX {
             return Err(ConfigError::new("memory_strategy", "shared_heap needs a finite mailbox.max_bytes to share"));

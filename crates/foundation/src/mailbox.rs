@@ -120,7 +120,10 @@ impl MailboxConfig {
         if self.max_bytes < self.max_message_bytes && self.max_bytes != usize::MAX {
             return Err(ConfigError::new(
                 "mailbox.max_bytes",
-                format!("{} is below max_message_bytes {}; no message that size could ever be queued", self.max_bytes, self.max_message_bytes),
+                format!(
+                    "{} is below max_message_bytes {}; no message that size could ever be queued",
+                    self.max_bytes, self.max_message_bytes
+                ),
             ));
         }
         Ok(())
@@ -170,10 +173,7 @@ impl ByteBudget {
     }
 
     pub(crate) fn try_reserve(&self, bytes: usize) -> bool {
-        self.0
-            .used
-            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |u| u.checked_add(bytes).filter(|n| *n <= self.0.limit))
-            .is_ok()
+        self.0.used.fetch_update(Ordering::AcqRel, Ordering::Relaxed, |u| u.checked_add(bytes).filter(|n| *n <= self.0.limit)).is_ok()
     }
 
     pub(crate) fn release(&self, bytes: usize) {
@@ -279,15 +279,7 @@ pub(crate) enum Offer<M> {
 
 impl<M: Message> Queue<M> {
     pub fn new() -> Self {
-        Self {
-            items: VecDeque::new(),
-            bytes: 0,
-            taken: 0,
-            taken_bytes: 0,
-            rx_waker: None,
-            send_waiters: Vec::new(),
-            dropped: 0,
-        }
+        Self { items: VecDeque::new(), bytes: 0, taken: 0, taken_bytes: 0, rx_waker: None, send_waiters: Vec::new(), dropped: 0 }
     }
 
     /// Messages accepted and not yet received (exact).

@@ -93,14 +93,7 @@ impl<M: Message> Process<M> {
             config,
             progress: Progress::default(),
             has_signals: AtomicBool::new(false),
-            state: Mutex::new(State {
-                queue: Queue::new(),
-                exited: false,
-                trap_exit,
-                kill_reason: None,
-                task: None,
-                extra: None,
-            }),
+            state: Mutex::new(State { queue: Queue::new(), exited: false, trap_exit, kill_reason: None, task: None, extra: None }),
         }
     }
 
@@ -343,10 +336,11 @@ fn finish<M: Message>(node: &NodeShared, proc: &Process<M>, body_reason: Option<
     drop(task);
     waiters.into_iter().for_each(Waker::wake);
     node.table.remove(proc.pid);
+    // Counted out before anyone is told, so a watcher that wakes sees it gone.
+    node.process_exited();
     if let Some(extra) = extra {
         node.release_relations(proc.pid, *extra, &reason);
     }
-    node.process_exited();
 }
 
 /// The task future of a process: polls the body, catches its panic, and runs

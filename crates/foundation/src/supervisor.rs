@@ -4,8 +4,10 @@
 //!
 //! A supervisor is a process that traps exits and is linked to each child.
 //!
-//! - **Start.** Children start one at a time in spec order. If one fails to
-//!   start, the ones already started are shut down in reverse order and the
+//! - **Start.** Children start one at a time in spec order: each start
+//!   function runs, and its process is spawned and linked, before the next
+//!   one's. (There is no `init` handshake: the bodies then run concurrently.)
+//!   If one fails to start, the ones already started are shut down in reverse order and the
 //!   supervisor fails to start with [`SupervisorError::StartFailed`].
 //! - **Child exit.** Whether a child is restarted depends on its [`Restart`]:
 //!   `Permanent` always, `Transient` unless the reason is `Normal` or
@@ -137,6 +139,9 @@ pub struct ChildSpec {
     pub shutdown: Shutdown,
     /// Mailbox of the child (the node's default when `None`).
     pub mailbox: Option<Arc<MailboxConfig>>,
+    /// Start the child trapping exits, so it sees the supervisor's
+    /// `Shutdown` as a message however early it comes.
+    pub trap_exit: bool,
 }
 
 impl fmt::Debug for ChildSpec {
@@ -159,7 +164,7 @@ impl ChildSpec {
 
     /// A child started by a custom function (e.g. a nested supervisor).
     pub fn from_start(id: impl Into<String>, start: StartFn) -> Self {
-        Self { id: id.into(), start, restart: Restart::Permanent, shutdown: Shutdown::default(), mailbox: None }
+        Self { id: id.into(), start, restart: Restart::Permanent, shutdown: Shutdown::default(), mailbox: None, trap_exit: false }
     }
 
     /// With this restart type.
@@ -171,6 +176,12 @@ impl ChildSpec {
     /// With this shutdown method.
     pub fn shutdown(mut self, shutdown: Shutdown) -> Self {
         self.shutdown = shutdown;
+        self
+    }
+
+    /// Starting with trap-exit on (see [`ChildSpec::trap_exit`]).
+    pub fn trapping_exits(mut self) -> Self {
+        self.trap_exit = true;
         self
     }
 
@@ -248,9 +259,7 @@ impl Supervisor {
         validate(&spec)?;
         let (ready_tx, ready_rx) = oneshot::channel();
         opts.trap_exit = true;
-        let addr = node
-            .spawn_with(opts, move |ctx| run(ctx, spec, ready_tx))
-            .map_err(|e| SupervisorError::InvalidSpec(e.to_string()))?;
+        let addr = node.spawn_with(opts, move |ctx| run(ctx, spec, ready_tx)).map_err(|e| SupervisorError::InvalidSpec(e.to_string()))?;
         match ready_rx.await {
             Ok(Ok(())) => Ok(Self { addr, node: node.clone() }),
             Ok(Err(e)) => Err(e),
@@ -381,7 +390,12 @@ impl State {
 
     fn start_child(&mut self, i: usize) -> Result<Pid, SupervisorError> {
         let child = &mut self.children[i];
-        let opts = SpawnOpts { mailbox: child.spec.mailbox.clone(), trap_exit: false, link: Some(self.ctx.pid()), restarts: child.restarts };
+        let opts = SpawnOpts {
+            mailbox: child.spec.mailbox.clone(),
+            trap_exit: child.spec.trap_exit,
+            link: Some(self.ctx.pid()),
+            restarts: child.restarts,
+        };
         let pid = (child.spec.start)(self.ctx.node(), opts)
             .map_err(|reason| SupervisorError::StartFailed { id: child.spec.id.clone(), reason })?;
         child.pid = Some(pid);

@@ -200,7 +200,7 @@ async fn panic_reaches_links_and_monitors_as_exit_reason() {
     foundation_testkit::assert_eventually("monitored", || !node.process_info(trapper.pid()).unwrap().monitors.is_empty(), WAIT).await;
     crasher.send(()).await.expect("alive");
     let reason = ExitReason::Panic("handler bug".into());
-    let mut got = vec![next(&mut rx).await, next(&mut rx).await];
+    let mut got = [next(&mut rx).await, next(&mut rx).await];
     got.sort_by_key(|e| matches!(e, Event::Down { .. }));
     assert_eq!(got[0], Event::Exit { from: crasher.pid(), reason: reason.clone() });
     assert!(matches!(&got[1], Event::Down { pid, reason: r, .. } if *pid == crasher.pid() && *r == reason));

@@ -3,9 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use foundation::{
-    CallError, Ctx, ExitReason, MailboxConfig, Message, Node, Overflow, RegistryError, Reply, SendError, SpawnOpts,
-};
+use foundation::{CallError, Ctx, ExitReason, MailboxConfig, Message, Node, Overflow, RegistryError, Reply, SendError, SpawnOpts};
 use foundation_testkit::assert_eventually;
 use tokio::sync::oneshot;
 
@@ -24,7 +22,12 @@ fn forwarder(node: &Node, out: tokio::sync::mpsc::UnboundedSender<u64>) -> found
 }
 
 /// A process that waits for a oneshot before it starts receiving.
-fn gated(node: &Node, cfg: MailboxConfig, gate: oneshot::Receiver<()>, out: tokio::sync::mpsc::UnboundedSender<u64>) -> foundation::Addr<u64> {
+fn gated(
+    node: &Node,
+    cfg: MailboxConfig,
+    gate: oneshot::Receiver<()>,
+    out: tokio::sync::mpsc::UnboundedSender<u64>,
+) -> foundation::Addr<u64> {
     let opts = SpawnOpts { mailbox: Some(Arc::new(cfg)), ..SpawnOpts::default() };
     node.spawn_with(opts, move |mut ctx: Ctx<u64>| async move {
         let _ = gate.await;

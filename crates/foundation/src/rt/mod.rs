@@ -120,9 +120,7 @@ impl Rt {
     /// Builds the seam from a config.
     pub fn new(config: RtConfig) -> Self {
         let rng = Mutex::new(StdRng::seed_from_u64(config.seed));
-        Self {
-            inner: Arc::new(RtInner { seed: config.seed, clock: config.clock, rng, network: config.network }),
-        }
+        Self { inner: Arc::new(RtInner { seed: config.seed, clock: config.clock, rng, network: config.network }) }
     }
 
     /// The seed this node's RNG started from (print it to replay a run).
@@ -159,7 +157,7 @@ impl Rt {
     /// A fresh RNG derived from the node's stream (for a component that wants
     /// its own, e.g. a backoff schedule), still determined by the seed.
     pub fn fork_rng(&self) -> StdRng {
-        self.with_rng(|r| StdRng::from_rng(r))
+        self.with_rng(StdRng::from_rng)
     }
 
     /// The node's network.

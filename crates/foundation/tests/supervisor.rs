@@ -1,0 +1,239 @@
+//! Supervisor strategies, restart types, intensity, ordered start and
+//! reverse-order shutdown with per-child timeouts.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use foundation::supervisor::{ChildSpec, Restart, Shutdown, Strategy, Supervisor, SupervisorError, SupervisorSpec};
+use foundation::{Ctx, ExitReason, Node, Pid};
+use foundation_testkit::assert_eventually;
+use parking_lot::Mutex;
+
+const WAIT: Duration = Duration::from_secs(5);
+
+/// A child that logs "start <id>" when started (synchronously, by its start
+/// function) and "stop <id>" when it gets its shutdown signal.
+fn logged(id: &'static str, log: Arc<Mutex<Vec<String>>>) -> ChildSpec {
+    ChildSpec::new(id, move |mut ctx: Ctx<ExitReason>| {
+        let log = log.clone();
+        log.lock().push(format!("start {id}"));
+        async move {
+            loop {
+                match ctx.recv_event().await {
+                    foundation::Event::Message(reason) => return reason,
+                    foundation::Event::Exit { reason, .. } => {
+                        log.lock().push(format!("stop {id}"));
+                        return reason;
+                    }
+                    foundation::Event::Down { .. } => {}
+                }
+            }
+        }
+    })
+    .trapping_exits()
+}
+
+async fn pids(sup: &Supervisor) -> Vec<Option<Pid>> {
+    sup.which_children().await.expect("supervisor answers").into_iter().map(|c| c.pid).collect()
+}
+
+async fn kill_and_wait_restart(node: &Node, sup: &Supervisor, victim: Pid) {
+    let exited = node.watch(victim);
+    node.exit(victim, ExitReason::Kill);
+    exited.await;
+    for _ in 0..500 {
+        let now = pids(sup).await;
+        if now.iter().all(|p| p.is_some_and(|p| node.is_alive(p))) && !now.contains(&Some(victim)) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("children not restarted within the wait");
+}
+
+fn spec(strategy: Strategy, children: Vec<ChildSpec>) -> SupervisorSpec {
+    SupervisorSpec { strategy, intensity: 10, period: Duration::from_secs(5), children }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_for_one_restarts_only_the_failed_child() {
+    let node = Node::new("t");
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let sup = Supervisor::start(
+        &node,
+        spec(Strategy::OneForOne, vec![logged("a", log.clone()), logged("b", log.clone()), logged("c", log.clone())]),
+    )
+    .await
+    .expect("starts");
+    let before = pids(&sup).await;
+    assert_eq!(*log.lock(), ["start a", "start b", "start c"], "ordered start");
+    kill_and_wait_restart(&node, &sup, before[1].unwrap()).await;
+    let after = pids(&sup).await;
+    assert_eq!(after[0], before[0]);
+    assert_ne!(after[1], before[1]);
+    assert_eq!(after[2], before[2]);
+    let infos = sup.which_children().await.unwrap();
+    assert_eq!(infos.iter().map(|c| c.restarts).collect::<Vec<_>>(), [0, 1, 0]);
+    assert_eq!(node.process_info(after[1].unwrap()).unwrap().restarts, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_for_all_restarts_every_child_in_order() {
+    let node = Node::new("t");
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let sup = Supervisor::start(
+        &node,
+        spec(Strategy::OneForAll, vec![logged("a", log.clone()), logged("b", log.clone()), logged("c", log.clone())]),
+    )
+    .await
+    .expect("starts");
+    let before = pids(&sup).await;
+    log.lock().clear();
+    kill_and_wait_restart(&node, &sup, before[1].unwrap()).await;
+    let after = pids(&sup).await;
+    assert!(before.iter().zip(&after).all(|(b, a)| b != a), "all replaced: {before:?} -> {after:?}");
+    assert_eq!(*log.lock(), ["stop c", "stop a", "start a", "start b", "start c"], "others stop in reverse, all start in order");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_for_one_restarts_the_failed_child_and_later_ones() {
+    let node = Node::new("t");
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let sup = Supervisor::start(
+        &node,
+        spec(Strategy::RestForOne, vec![logged("a", log.clone()), logged("b", log.clone()), logged("c", log.clone())]),
+    )
+    .await
+    .expect("starts");
+    let before = pids(&sup).await;
+    log.lock().clear();
+    kill_and_wait_restart(&node, &sup, before[1].unwrap()).await;
+    let after = pids(&sup).await;
+    assert_eq!(after[0], before[0], "a started before b: untouched");
+    assert_ne!(after[1], before[1]);
+    assert_ne!(after[2], before[2]);
+    assert_eq!(*log.lock(), ["stop c", "start b", "start c"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn intensity_limit_makes_the_supervisor_give_up() {
+    let node = Node::new("t");
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let spec = SupervisorSpec {
+        strategy: Strategy::OneForOne,
+        intensity: 3,
+        period: Duration::from_secs(60),
+        children: vec![logged("a", log.clone()), logged("b", log)],
+    };
+    let sup = Supervisor::start(&node, spec).await.expect("starts");
+    let sup_exit = node.watch(sup.pid());
+    for _ in 0..3 {
+        let a = pids(&sup).await[0].unwrap();
+        kill_and_wait_restart(&node, &sup, a).await;
+    }
+    let a = pids(&sup).await[0].unwrap();
+    node.exit(a, ExitReason::Kill);
+    assert_eq!(sup_exit.await, ExitReason::RestartIntensity, "the 4th restart in the period is one too many");
+    assert_eventually("children stopped with it", || node.live_processes() == 0, WAIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_types_permanent_transient_temporary() {
+    let node = Node::new("t");
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let children = vec![
+        logged("perm", log.clone()).restart(Restart::Permanent),
+        logged("trans", log.clone()).restart(Restart::Transient),
+        logged("temp", log.clone()).restart(Restart::Temporary),
+    ];
+    let sup = Supervisor::start(&node, spec(Strategy::OneForOne, children)).await.expect("starts");
+    let p = pids(&sup).await;
+    let stop = |pid: Pid, reason: ExitReason| {
+        let node = node.clone();
+        async move {
+            let exited = node.watch(pid);
+            node.send(pid, reason).await.expect("alive");
+            exited.await
+        }
+    };
+    stop(p[0].unwrap(), ExitReason::Normal).await;
+    stop(p[1].unwrap(), ExitReason::Normal).await;
+    stop(p[2].unwrap(), ExitReason::error("bad")).await;
+    for _ in 0..200 {
+        let infos = sup.which_children().await.unwrap();
+        if infos.len() == 2 && infos[0].pid.is_some() && infos[0].pid != p[0] {
+            assert_eq!(infos[1].id, "trans");
+            assert_eq!(infos[1].pid, None, "transient not restarted after a normal exit");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let infos = sup.which_children().await.unwrap();
+    assert_eq!(infos.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), ["perm", "trans"], "temporary forgotten");
+    // A transient child that crashes is restarted.
+    let trans = sup.restart_child("trans").await.expect("restartable");
+    stop(trans, ExitReason::error("crash")).await;
+    for _ in 0..200 {
+        if sup.which_children().await.unwrap()[1].pid.is_some_and(|p| p != trans) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("transient child not restarted after an abnormal exit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_is_reverse_order_and_kills_after_the_timeout() {
+    let node = Node::new("t");
+    let log = Arc::new(Mutex::new(Vec::new()));
+    // "stubborn" ignores shutdown and must be killed after its 50 ms.
+    let stubborn = ChildSpec::new("stubborn", |mut ctx: Ctx<()>| async move {
+        ctx.trap_exit(true);
+        loop {
+            ctx.recv_event().await;
+        }
+    })
+    .shutdown(Shutdown::Timeout(Duration::from_millis(50)));
+    let children =
+        vec![logged("a", log.clone()), stubborn, logged("c", log.clone()).shutdown(Shutdown::BrutalKill), logged("d", log.clone())];
+    let sup = Supervisor::start(&node, spec(Strategy::OneForOne, children)).await.expect("starts");
+    let p = pids(&sup).await;
+    let stubborn_exit = node.watch(p[1].unwrap());
+    let c_exit = node.watch(p[2].unwrap());
+    log.lock().clear();
+    assert_eq!(sup.shutdown().await, ExitReason::Shutdown);
+    assert_eq!(*log.lock(), ["stop d", "stop a"], "reverse order; c was brutally killed without a stop");
+    assert_eq!(stubborn_exit.await, ExitReason::Killed);
+    assert_eq!(c_exit.await, ExitReason::Killed);
+    assert_eq!(node.live_processes(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_start_stops_started_children_and_reports() {
+    let node = Node::new("t");
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let broken = ChildSpec::from_start("broken", Arc::new(|_: &Node, _| Err("no config".to_owned())));
+    let err = Supervisor::start(&node, spec(Strategy::OneForOne, vec![logged("a", log.clone()), broken])).await.expect_err("fails");
+    assert_eq!(err, SupervisorError::StartFailed { id: "broken".into(), reason: "no config".into() });
+    assert_eventually("nothing left", || node.live_processes() == 0, WAIT).await;
+    assert_eq!(*log.lock(), ["start a", "stop a"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamic_children_and_nested_supervisors() {
+    let node = Node::new("t");
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let inner = SupervisorSpec { children: vec![logged("leaf", log.clone())], ..SupervisorSpec::default() };
+    let nested = ChildSpec::from_start("inner", Supervisor::child_start(inner)).shutdown(Shutdown::Infinity);
+    let sup = Supervisor::start(&node, spec(Strategy::OneForOne, vec![nested])).await.expect("starts");
+    let extra = sup.start_child(logged("extra", log.clone())).await.expect("added");
+    assert_eq!(sup.start_child(logged("extra", log.clone())).await, Err(SupervisorError::AlreadyPresent("extra".into())));
+    assert_eq!(node.live_processes(), 4, "outer, inner, leaf, extra");
+    sup.terminate_child("extra").await.expect("stops");
+    assert!(!node.is_alive(extra));
+    assert_eq!(sup.delete_child("extra").await, Ok(()));
+    assert_eq!(sup.terminate_child("extra").await, Err(SupervisorError::NotFound("extra".into())));
+    assert_eq!(sup.shutdown().await, ExitReason::Shutdown);
+    assert_eq!(node.live_processes(), 0, "the nested tree is gone");
+    assert!(log.lock().ends_with(&["stop leaf".to_owned()]));
+}
