@@ -2,6 +2,11 @@
 
 mod bench;
 
+// mimalloc: fewer page faults on spawn bursts and tighter size classes for
+// small process blocks than glibc malloc (see README figures).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Parser, Subcommand};
 
 /// Foundation: BEAM-style processes, supervision and clusters for Rust.

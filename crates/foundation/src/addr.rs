@@ -116,7 +116,7 @@ impl<M: Message> Addr<M> {
         match st.queue.offer(&self.proc.config, &self.proc.progress, msg) {
             Offer::Full(m) => {
                 *slot = Some(m);
-                st.queue.send_waiters.push(cx.waker().clone());
+                st.extra().send_waiters.push(cx.waker().clone());
                 self.proc.progress.senders_waiting.store(true, Ordering::Relaxed);
                 Poll::Pending
             }

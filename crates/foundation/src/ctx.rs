@@ -171,12 +171,14 @@ impl<M: Message> Ctx<M> {
         self.consumed_bytes = 0;
         self.proc.progress.consumed.store(0, Ordering::Release);
         self.proc.progress.consumed_bytes.store(0, Ordering::Release);
-        let waiters = if q.send_waiters.is_empty() {
-            Vec::new()
-        } else {
-            self.proc.progress.senders_waiting.store(false, Ordering::Relaxed);
-            std::mem::take(&mut q.send_waiters)
+        let waiters = match st.extra.as_mut() {
+            Some(extra) if !extra.send_waiters.is_empty() => {
+                self.proc.progress.senders_waiting.store(false, Ordering::Relaxed);
+                std::mem::take(&mut extra.send_waiters)
+            }
+            _ => Vec::new(),
         };
+        let q = &mut st.queue;
         if q.items.is_empty() {
             if let Some(cx) = cx {
                 match &q.rx_waker {

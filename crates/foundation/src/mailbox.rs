@@ -253,8 +253,6 @@ pub(crate) struct Queue<M> {
     pub taken_bytes: usize,
     /// The receiver, when it waits for a message.
     pub rx_waker: Option<Waker>,
-    /// Senders waiting for room.
-    pub send_waiters: Vec<Waker>,
     /// Messages dropped by the overflow policy.
     pub dropped: u64,
 }
@@ -279,7 +277,7 @@ pub(crate) enum Offer<M> {
 
 impl<M: Message> Queue<M> {
     pub fn new() -> Self {
-        Self { items: VecDeque::new(), bytes: 0, taken: 0, taken_bytes: 0, rx_waker: None, send_waiters: Vec::new(), dropped: 0 }
+        Self { items: VecDeque::new(), bytes: 0, taken: 0, taken_bytes: 0, rx_waker: None, dropped: 0 }
     }
 
     /// Messages accepted and not yet received (exact).

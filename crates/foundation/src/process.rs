@@ -43,8 +43,9 @@ pub(crate) struct State<M> {
     pub queue: Queue<M>,
     pub exited: bool,
     pub trap_exit: bool,
-    /// The exit reason recorded by whoever decided the process must end.
-    pub kill_reason: Option<ExitReason>,
+    /// The exit reason recorded by whoever decided the process must end
+    /// (boxed: rare, and an idle process should stay small).
+    pub kill_reason: Option<Box<ExitReason>>,
     pub task: Option<JoinHandle<()>>,
     /// Rarely used relations, allocated on first use to keep idle processes small.
     pub extra: Option<Box<Extra>>,
@@ -58,6 +59,8 @@ pub(crate) enum Watcher {
 
 #[derive(Default)]
 pub(crate) struct Extra {
+    /// Senders waiting for room in the mailbox.
+    pub send_waiters: Vec<Waker>,
     pub signals: VecDeque<Signal>,
     pub signals_dropped: u64,
     pub links: Vec<Pid>,
@@ -102,7 +105,7 @@ impl<M: Message> Process<M> {
         let waiters = {
             let mut st = self.state.lock();
             self.progress.senders_waiting.store(false, Ordering::Relaxed);
-            std::mem::take(&mut st.queue.send_waiters)
+            st.extra.as_mut().map(|e| std::mem::take(&mut e.send_waiters)).unwrap_or_default()
         };
         waiters.into_iter().for_each(Waker::wake);
     }
@@ -114,7 +117,7 @@ fn kill_locked<M>(st: &mut State<M>, reason: ExitReason) -> bool {
     if st.exited || st.kill_reason.is_some() {
         return false;
     }
-    st.kill_reason = Some(reason);
+    st.kill_reason = Some(Box::new(reason));
     if let Some(task) = &st.task {
         task.abort();
     }
@@ -327,10 +330,11 @@ fn finish<M: Message>(node: &NodeShared, proc: &Process<M>, body_reason: Option<
         st.exited = true;
         // A reason recorded by a killer wins over the body's only if the body
         // did not finish on its own first (then there is no body reason).
-        let reason = body_reason.or_else(|| st.kill_reason.take()).unwrap_or(ExitReason::Killed);
+        let reason = body_reason.or_else(|| st.kill_reason.take().map(|r| *r)).unwrap_or(ExitReason::Killed);
         let leftovers = st.queue.close(&proc.config);
-        let waiters = std::mem::take(&mut st.queue.send_waiters);
-        (reason, st.extra.take(), leftovers, waiters, st.task.take())
+        let mut extra = st.extra.take();
+        let waiters = extra.as_mut().map(|e| std::mem::take(&mut e.send_waiters)).unwrap_or_default();
+        (reason, extra, leftovers, waiters, st.task.take())
     };
     drop(leftovers);
     drop(task);
@@ -414,4 +418,22 @@ pub(crate) fn attach_task<M>(proc: &Process<M>, task: JoinHandle<()>) {
         task.abort();
     }
     st.task = Some(task);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An idle process costs its `Process` block plus its task: keep the block
+    /// within the allocator's 192-byte class (see the `process.idle_bytes` bench).
+    #[test]
+    fn process_block_stays_small() {
+        let size = std::mem::size_of::<Process<u64>>() + 2 * std::mem::size_of::<usize>(); // + Arc counts
+        eprintln!(
+            "Process<u64> block: {size} B, State: {} B, Queue: {} B",
+            std::mem::size_of::<State<u64>>(),
+            std::mem::size_of::<Queue<u64>>()
+        );
+        assert!(size <= 192, "Process block grew to {size} B");
+    }
 }
