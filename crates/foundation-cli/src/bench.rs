@@ -5,7 +5,7 @@
 //! median of `--runs` runs, each on a fresh multi-threaded runtime.
 
 mod ecosystem;
-mod process;
+pub mod process;
 
 use std::time::Duration;
 

@@ -21,11 +21,27 @@ struct Cli {
 enum Command {
     /// Runs the benchmarks and prints a table (or JSON lines).
     Bench(bench::BenchArgs),
+    /// Internal: one measurement in a fresh process, for `bench`.
+    #[command(hide = true)]
+    BenchProbe {
+        /// The probe (`idle-bytes`).
+        probe: String,
+        /// Its size.
+        n: usize,
+        /// Runtime worker threads.
+        #[arg(long)]
+        workers: usize,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Bench(args) => bench::run(&args),
+        Command::BenchProbe { probe, n, workers } => {
+            anyhow::ensure!(probe == "idle-bytes", "unknown probe `{probe}`; the only probe is idle-bytes");
+            println!("{}", bench::process::idle_bytes_probe(n, workers)?);
+            Ok(())
+        }
     }
 }

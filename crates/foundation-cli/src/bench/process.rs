@@ -50,18 +50,31 @@ fn spawn_idle(sizes: &Sizes) -> anyhow::Result<f64> {
     })
 }
 
+/// Resident memory per idle process, measured in a fresh child process of
+/// this binary: in this one, memory freed by earlier benches would be reused
+/// and hide the real cost.
 fn idle_bytes(sizes: &Sizes) -> anyhow::Result<f64> {
     let n = sizes.pick(1_000_000, 100_000);
+    let exe = std::env::current_exe().context("locating the foundation binary")?;
+    let out = std::process::Command::new(exe)
+        .args(["bench-probe", "idle-bytes", &n.to_string(), "--workers", &sizes.workers.to_string()])
+        .output()
+        .context("running the idle-bytes probe")?;
+    ensure!(out.status.success(), "idle-bytes probe failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().parse().context("parsing the probe's figure")
+}
+
+/// The probe run by [`idle_bytes`] in a fresh process.
+pub fn idle_bytes_probe(n: usize, workers: usize) -> anyhow::Result<f64> {
+    let sizes = Sizes { quick: false, workers };
     let rt = sizes.runtime()?;
     rt.block_on(async {
         let node = Node::new("bench");
-        // Warm the allocator and the runtime so the baseline is not empty.
+        // Warm the runtime and the allocator so the baseline holds them.
         spawn_many(&node, 1000).await;
         node.shutdown(std::time::Duration::from_secs(10)).await;
         let before = foundation_testkit::rss_bytes().context("reading resident memory")?;
         spawn_many(&node, n).await;
-        // Let every process reach its idle state (polled once).
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         let after = foundation_testkit::rss_bytes().context("reading resident memory")?;
         let left = node.shutdown(std::time::Duration::from_secs(60)).await;
         ensure!(left == 0, "{left} processes outlived shutdown");
