@@ -258,7 +258,7 @@ pub async fn spawn_ecosystem(node: &Node, config: EcosystemConfig) -> Result<Eco
     children.extend((0..count).map(|i| child(format!("worker-{i}"), worker_start.clone(), &mailbox, &config)));
     let spec = SupervisorSpec { strategy: Strategy::OneForOne, intensity: config.max_restarts, period: config.restart_period, children };
     let supervisor = Supervisor::start(node, spec).await?;
-    let pids: Vec<Pid> = supervisor.which_children().await?.into_iter().filter_map(|c| c.pid).collect();
+    let pids: Vec<Pid> = supervisor.child_pids().await?.into_iter().flatten().collect();
     let (coordinator, workers) = pids.split_first().map(|(c, w)| (*c, w.to_vec())).ok_or(EcosystemError::StillAlive(0))?;
     Ok(Ecosystem { coordinator, workers, supervisor, node: node.clone() })
 }

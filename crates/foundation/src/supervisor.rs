@@ -229,6 +229,8 @@ pub struct ChildInfo {
 pub enum SupervisorMsg {
     /// List children in start order.
     WhichChildren(Reply<Vec<ChildInfo>>),
+    /// Current pids of the children in start order (no ids: cheaper).
+    ChildPids(Reply<Vec<Option<Pid>>>),
     /// Add and start a child (appended to the start order).
     StartChild(ChildSpec, Reply<Result<Pid, SupervisorError>>),
     /// Stop a child; its spec stays (restart it with `RestartChild`).
@@ -286,6 +288,11 @@ impl Supervisor {
     /// Children in start order.
     pub async fn which_children(&self) -> Result<Vec<ChildInfo>, SupervisorError> {
         Ok(self.addr.call(SupervisorMsg::WhichChildren, CALL_TIMEOUT).await?)
+    }
+
+    /// Current pids of the children in start order (`None` while not running).
+    pub async fn child_pids(&self) -> Result<Vec<Option<Pid>>, SupervisorError> {
+        Ok(self.addr.call(SupervisorMsg::ChildPids, CALL_TIMEOUT).await?)
     }
 
     /// Adds and starts a child.
@@ -575,6 +582,9 @@ impl State {
                     .map(|c| ChildInfo { id: c.spec.id.clone(), pid: c.pid, restarts: c.restarts, restart: c.spec.restart })
                     .collect();
                 let _ = reply.send(infos);
+            }
+            SupervisorMsg::ChildPids(reply) => {
+                let _ = reply.send(self.children.iter().map(|c| c.pid).collect());
             }
             SupervisorMsg::StartChild(spec, reply) => {
                 let result = if self.index_of_id(&spec.id).is_some() {
