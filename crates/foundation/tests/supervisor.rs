@@ -55,17 +55,19 @@ fn spec(strategy: Strategy, children: Vec<ChildSpec>) -> SupervisorSpec {
     SupervisorSpec { strategy, intensity: 10, period: Duration::from_secs(5), children }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_for_one_restarts_only_the_failed_child() {
+/// A supervisor over three logged children a, b, c; returns their pids.
+async fn start_abc(strategy: Strategy) -> (Node, Arc<Mutex<Vec<String>>>, Supervisor, Vec<Option<Pid>>) {
     let node = Node::new("t");
     let log = Arc::new(Mutex::new(Vec::new()));
-    let sup = Supervisor::start(
-        &node,
-        spec(Strategy::OneForOne, vec![logged("a", log.clone()), logged("b", log.clone()), logged("c", log.clone())]),
-    )
-    .await
-    .expect("starts");
+    let children = vec![logged("a", log.clone()), logged("b", log.clone()), logged("c", log.clone())];
+    let sup = Supervisor::start(&node, spec(strategy, children)).await.expect("starts");
     let before = pids(&sup).await;
+    (node, log, sup, before)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_for_one_restarts_only_the_failed_child() {
+    let (node, log, sup, before) = start_abc(Strategy::OneForOne).await;
     assert_eq!(*log.lock(), ["start a", "start b", "start c"], "ordered start");
     kill_and_wait_restart(&node, &sup, before[1].unwrap()).await;
     let after = pids(&sup).await;
@@ -79,15 +81,7 @@ async fn one_for_one_restarts_only_the_failed_child() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_for_all_restarts_every_child_in_order() {
-    let node = Node::new("t");
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let sup = Supervisor::start(
-        &node,
-        spec(Strategy::OneForAll, vec![logged("a", log.clone()), logged("b", log.clone()), logged("c", log.clone())]),
-    )
-    .await
-    .expect("starts");
-    let before = pids(&sup).await;
+    let (node, log, sup, before) = start_abc(Strategy::OneForAll).await;
     log.lock().clear();
     kill_and_wait_restart(&node, &sup, before[1].unwrap()).await;
     let after = pids(&sup).await;
@@ -97,15 +91,7 @@ async fn one_for_all_restarts_every_child_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rest_for_one_restarts_the_failed_child_and_later_ones() {
-    let node = Node::new("t");
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let sup = Supervisor::start(
-        &node,
-        spec(Strategy::RestForOne, vec![logged("a", log.clone()), logged("b", log.clone()), logged("c", log.clone())]),
-    )
-    .await
-    .expect("starts");
-    let before = pids(&sup).await;
+    let (node, log, sup, before) = start_abc(Strategy::RestForOne).await;
     log.lock().clear();
     kill_and_wait_restart(&node, &sup, before[1].unwrap()).await;
     let after = pids(&sup).await;
