@@ -42,16 +42,13 @@ pub enum Event<M> {
 /// The receive side batches: it takes every waiting message in one locked
 /// swap and then hands them out without locking.
 pub struct Ctx<M: Message> {
-    node: Node,
     proc: Arc<Process<M>>,
     batch: VecDeque<M>,
-    consumed: usize,
-    consumed_bytes: usize,
 }
 
 impl<M: Message> Ctx<M> {
-    pub(crate) fn new(node: Node, proc: Arc<Process<M>>) -> Self {
-        Self { node, proc, batch: VecDeque::new(), consumed: 0, consumed_bytes: 0 }
+    pub(crate) fn new(proc: Arc<Process<M>>) -> Self {
+        Self { proc, batch: VecDeque::new() }
     }
 
     /// This process's pid.
@@ -61,7 +58,7 @@ impl<M: Message> Ctx<M> {
 
     /// The node this process runs on.
     pub fn node(&self) -> &Node {
-        &self.node
+        &self.proc.node
     }
 
     /// A typed handle on this process.
@@ -110,14 +107,14 @@ impl<M: Message> Ctx<M> {
     }
 
     fn pop_signal(&mut self) -> Option<Signal> {
-        if !self.proc.has_signals.load(Ordering::Acquire) {
+        if !self.proc.progress.has_signals.load(Ordering::Acquire) {
             return None;
         }
         let mut st = self.proc.state.lock();
         let extra = st.extra.as_mut()?;
         let sig = extra.signals.pop_front();
         if extra.signals.is_empty() {
-            self.proc.has_signals.store(false, Ordering::Release);
+            self.proc.progress.has_signals.store(false, Ordering::Release);
         }
         sig
     }
@@ -144,11 +141,11 @@ impl<M: Message> Ctx<M> {
     fn pop_batch(&mut self) -> Option<M> {
         let m = self.batch.pop_front()?;
         let bytes = m.total_bytes();
-        self.consumed += 1;
-        self.consumed_bytes += bytes;
+        // Only this process writes its progress counters, so load-add-store
+        // needs no read-modify-write instruction.
         let progress = &self.proc.progress;
-        progress.consumed.store(self.consumed, Ordering::Release);
-        progress.consumed_bytes.store(self.consumed_bytes, Ordering::Release);
+        progress.consumed.store(progress.consumed.load(Ordering::Relaxed) + 1, Ordering::Release);
+        progress.consumed_bytes.store(progress.consumed_bytes.load(Ordering::Relaxed) + bytes, Ordering::Release);
         if let Some(budget) = &self.proc.config.shared_budget {
             budget.release(bytes);
         }
@@ -167,8 +164,6 @@ impl<M: Message> Ctx<M> {
         let q = &mut st.queue;
         q.taken = 0;
         q.taken_bytes = 0;
-        self.consumed = 0;
-        self.consumed_bytes = 0;
         self.proc.progress.consumed.store(0, Ordering::Release);
         self.proc.progress.consumed_bytes.store(0, Ordering::Release);
         let waiters = match st.extra.as_mut() {
@@ -220,7 +215,7 @@ impl<M: Message> Ctx<M> {
         if other == self.pid() {
             return Ok(());
         }
-        let target = self.node.shared.get(other).ok_or(ExitReason::NoProc)?;
+        let target = self.proc.node.shared.get(other).ok_or(ExitReason::NoProc)?;
         if !target.add_link(self.pid()) {
             return Err(ExitReason::NoProc);
         }
@@ -231,7 +226,7 @@ impl<M: Message> Ctx<M> {
     /// Removes a link (both ends). Unlinking a pid that is not linked is a no-op.
     pub fn unlink(&mut self, other: Pid) {
         self.proc.remove_link(other);
-        if let Some(t) = self.node.shared.get(other) {
+        if let Some(t) = self.proc.node.shared.get(other) {
             t.remove_link(self.pid());
         }
     }
@@ -239,9 +234,9 @@ impl<M: Message> Ctx<M> {
     /// Monitors `target`: one [`Event::Down`] arrives when it ends, or at once
     /// with `NoProc` if it is not alive.
     pub fn monitor(&mut self, target: Pid) -> MonitorRef {
-        let mref = self.node.shared.new_ref();
+        let mref = self.proc.node.shared.new_ref();
         let me = self.pid();
-        let installed = match self.node.shared.get(target) {
+        let installed = match self.proc.node.shared.get(target) {
             Some(t) => t.add_watcher(mref, Watcher::Process(me)).is_ok(),
             None => false,
         };
@@ -262,7 +257,7 @@ impl<M: Message> Ctx<M> {
             let pos = extra.monitors.iter().position(|(m, _)| *m == monitor);
             pos.map(|i| extra.monitors.swap_remove(i).1)
         };
-        if let Some(t) = target.and_then(|t| self.node.shared.get(t)) {
+        if let Some(t) = target.and_then(|t| self.proc.node.shared.get(t)) {
             t.remove_watcher(monitor);
         }
     }
@@ -276,7 +271,7 @@ impl<M: Message> Ctx<M> {
         Fut::Output: IntoExit,
     {
         let opts = SpawnOpts { link: Some(self.pid()), ..SpawnOpts::default() };
-        self.node.spawn_with(opts, body).expect("default mailbox config is valid")
+        self.proc.node.spawn_with(opts, body).expect("default mailbox config is valid")
     }
 
     /// Spawns a linked process with options.
@@ -288,12 +283,12 @@ impl<M: Message> Ctx<M> {
         Fut::Output: IntoExit,
     {
         opts.link = Some(self.pid());
-        self.node.spawn_with(opts, body)
+        self.proc.node.spawn_with(opts, body)
     }
 
     /// Sends an exit signal from this process to `pid` (see [`Node::exit`]).
     pub fn exit(&self, pid: Pid, reason: ExitReason) -> bool {
-        self.node.shared.exit_from(self.pid(), pid, reason)
+        self.proc.node.shared.exit_from(self.pid(), pid, reason)
     }
 }
 

@@ -264,6 +264,9 @@ pub(crate) struct Progress {
     pub consumed: AtomicUsize,
     pub consumed_bytes: AtomicUsize,
     pub senders_waiting: AtomicBool,
+    /// Set when the process's signal queue is non-empty, so the receiver
+    /// can skip the lock (kept here, in padding, to keep processes small).
+    pub has_signals: AtomicBool,
 }
 
 /// What a sender's offer came to.

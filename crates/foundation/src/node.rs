@@ -202,12 +202,12 @@ impl Node {
     {
         let shared = &self.shared;
         let pid = Pid::new(shared.id, shared.next_id.fetch_add(1, Ordering::Relaxed));
-        let proc = Arc::new(Process::<M>::new(pid, mailbox, trap, restarts));
+        let proc = Arc::new(Process::<M>::new(self.clone(), pid, mailbox, trap, restarts));
         let link_failed = link.is_some_and(|other| !shared.link_new(&proc, other));
         shared.live.fetch_add(1, Ordering::Relaxed);
         shared.table.insert(pid, proc.clone());
-        let fut = body(Ctx::new(self.clone(), proc.clone()));
-        let task = crate::rt::spawn(Runner::new(shared.clone(), proc.clone(), fut));
+        let fut = body(Ctx::new(proc.clone()));
+        let task = crate::rt::spawn(Runner::new(proc.clone(), fut));
         process::attach_task(&proc, task);
         if let (true, Some(other)) = (link_failed, link) {
             proc.exit_signal(other, ExitReason::NoProc, SignalKind::Link);
