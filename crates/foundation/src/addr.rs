@@ -29,7 +29,7 @@ impl<M: Message> Clone for Addr<M> {
 
 impl<M: Message> std::fmt::Debug for Addr<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Addr({})", self.proc.pid)
+        write!(f, "Addr({})", self.proc.pid())
     }
 }
 
@@ -65,7 +65,7 @@ impl<M: Message> Addr<M> {
 
     /// The process's pid.
     pub fn pid(&self) -> Pid {
-        self.proc.pid
+        self.proc.pid()
     }
 
     /// Whether the process is alive.

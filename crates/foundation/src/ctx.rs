@@ -53,7 +53,7 @@ impl<M: Message> Ctx<M> {
 
     /// This process's pid.
     pub fn pid(&self) -> Pid {
-        self.proc.pid
+        self.proc.pid()
     }
 
     /// The node this process runs on.
@@ -195,7 +195,7 @@ impl<M: Message> Ctx<M> {
             self.batch.push_back(m);
         } else {
             std::mem::swap(&mut q.items, &mut self.batch);
-            q.taken = self.batch.len();
+            q.taken = u32::try_from(self.batch.len()).expect("a batch is at most the capacity, at most u32::MAX");
             q.taken_bytes = q.bytes;
             q.bytes = 0;
         }

@@ -34,13 +34,15 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::task::Waker;
 
 use crate::Message;
 
 /// Default bound on messages in one mailbox.
 pub const MAILBOX_CAPACITY_DEFAULT: usize = 1024;
+/// Largest message bound a mailbox can have (batch counters are 32-bit).
+pub const MAILBOX_CAPACITY_MAX: usize = u32::MAX as usize;
 /// Default bound on bytes in one mailbox (64 MiB).
 pub const MAILBOX_BYTES_DEFAULT: usize = 64 << 20;
 /// Default bound on one message (16 MiB).
@@ -97,10 +99,11 @@ impl MailboxConfig {
         Self { capacity, ..Self::default() }
     }
 
-    /// No message or byte bound (only the per-message size limit remains).
-    /// Use only where the sender is known to be slower than the receiver.
+    /// No byte bound and the largest message bound ([`MAILBOX_CAPACITY_MAX`]);
+    /// only the per-message size limit remains. Use only where the sender is
+    /// known to be slower than the receiver.
     pub fn unbounded() -> Self {
-        Self { capacity: usize::MAX, max_bytes: usize::MAX, ..Self::default() }
+        Self { capacity: MAILBOX_CAPACITY_MAX, max_bytes: usize::MAX, ..Self::default() }
     }
 
     /// The same config with another overflow policy.
@@ -111,8 +114,8 @@ impl MailboxConfig {
 
     /// Checks the bounds; the error names the bad field.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.capacity == 0 {
-            return Err(ConfigError::new("mailbox.capacity", "must be at least 1"));
+        if self.capacity == 0 || self.capacity > MAILBOX_CAPACITY_MAX {
+            return Err(ConfigError::new("mailbox.capacity", format!("must be 1..={MAILBOX_CAPACITY_MAX}")));
         }
         if self.max_message_bytes == 0 {
             return Err(ConfigError::new("mailbox.max_message_bytes", "must be at least 1"));
@@ -247,21 +250,22 @@ pub(crate) struct Queue<M> {
     pub items: VecDeque<M>,
     /// Bytes of `items`.
     pub bytes: usize,
-    /// Size of the batch the receiver took at its last swap.
-    pub taken: usize,
+    /// Size of the batch the receiver took at its last swap (a batch is at
+    /// most `capacity`, which is at most `u32::MAX`).
+    pub taken: u32,
     /// Bytes of that batch.
     pub taken_bytes: usize,
     /// The receiver, when it waits for a message.
     pub rx_waker: Option<Waker>,
-    /// Messages dropped by the overflow policy.
-    pub dropped: u64,
+    /// Messages dropped by the overflow policy (saturating).
+    pub dropped: u32,
 }
 
 /// Written by the receiver without the lock: how much of its batch it has
 /// consumed. Senders read it only when the mailbox looks full.
 #[derive(Default)]
 pub(crate) struct Progress {
-    pub consumed: AtomicUsize,
+    pub consumed: AtomicU32,
     pub consumed_bytes: AtomicUsize,
     pub senders_waiting: AtomicBool,
     /// Set when the process's signal queue is non-empty, so the receiver
@@ -285,7 +289,7 @@ impl<M: Message> Queue<M> {
 
     /// Messages accepted and not yet received (exact).
     pub fn len(&self, progress: &Progress) -> usize {
-        self.items.len() + self.taken - progress.consumed.load(Ordering::Acquire).min(self.taken)
+        self.items.len() + (self.taken - progress.consumed.load(Ordering::Acquire).min(self.taken)) as usize
     }
 
     /// Bytes accepted and not yet received (exact).
@@ -294,7 +298,7 @@ impl<M: Message> Queue<M> {
     }
 
     fn has_room(&self, cfg: &MailboxConfig, progress: &Progress, bytes: usize) -> bool {
-        let quick = self.items.len() + self.taken < cfg.capacity && self.bytes + self.taken_bytes + bytes <= cfg.max_bytes;
+        let quick = self.items.len() + (self.taken as usize) < cfg.capacity && self.bytes + self.taken_bytes + bytes <= cfg.max_bytes;
         quick || (self.len(progress) < cfg.capacity && self.outstanding_bytes(progress).saturating_add(bytes) <= cfg.max_bytes)
     }
 
@@ -308,12 +312,12 @@ impl<M: Message> Queue<M> {
             match cfg.overflow {
                 Overflow::Backpressure => return Offer::Full(msg),
                 Overflow::DropNewest => {
-                    self.dropped += 1;
+                    self.dropped = self.dropped.saturating_add(1);
                     return Offer::Dropped(msg);
                 }
                 Overflow::DropOldest => {
                     if !self.evict_oldest_until_room(cfg, progress, bytes) {
-                        self.dropped += 1;
+                        self.dropped = self.dropped.saturating_add(1);
                         return Offer::Dropped(msg);
                     }
                 }
@@ -325,7 +329,7 @@ impl<M: Message> Queue<M> {
             return match cfg.overflow {
                 Overflow::Backpressure => Offer::Full(msg),
                 _ => {
-                    self.dropped += 1;
+                    self.dropped = self.dropped.saturating_add(1);
                     Offer::Dropped(msg)
                 }
             };
@@ -343,7 +347,7 @@ impl<M: Message> Queue<M> {
             if let Some(budget) = &cfg.shared_budget {
                 budget.release(old_bytes);
             }
-            self.dropped += 1;
+            self.dropped = self.dropped.saturating_add(1);
         }
         true
     }

@@ -401,7 +401,7 @@ impl NodeShared {
     /// Links a process that is not running yet to `other`.
     fn link_new<M: Message>(&self, proc: &Process<M>, other: Pid) -> bool {
         match self.get(other) {
-            Some(o) if o.add_link(proc.pid) => proc.add_link(other),
+            Some(o) if o.add_link(proc.pid()) => proc.add_link(other),
             _ => false,
         }
     }

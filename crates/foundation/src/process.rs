@@ -45,9 +45,6 @@ pub(crate) struct State<M> {
     pub trap_exit: bool,
     /// Restart count given at spawn (reported in `ProcessInfo`).
     pub restarts: u32,
-    /// The exit reason recorded by whoever decided the process must end
-    /// (boxed: rare, and an idle process should stay small).
-    pub kill_reason: Option<Box<ExitReason>>,
     pub task: Option<JoinHandle<()>>,
     /// Rarely used relations, allocated on first use to keep idle processes small.
     pub extra: Option<Box<Extra>>,
@@ -61,6 +58,8 @@ pub(crate) enum Watcher {
 
 #[derive(Default)]
 pub(crate) struct Extra {
+    /// The exit reason recorded by whoever decided the process must end.
+    pub kill_reason: Option<ExitReason>,
     /// Senders waiting for room in the mailbox.
     pub send_waiters: Vec<Waker>,
     pub signals: VecDeque<Signal>,
@@ -75,7 +74,8 @@ pub(crate) struct Extra {
 }
 
 pub(crate) struct Process<M> {
-    pub pid: Pid,
+    /// The local part of the pid (the node part comes from `node`).
+    pub id: u64,
     /// The node the process lives on. Held here (not in the task future or
     /// the `Ctx`) to keep an idle process small; it is a cycle only while the
     /// process is in the node's table, i.e. alive.
@@ -91,22 +91,23 @@ impl<M> State<M> {
     }
 }
 
+impl<M> Process<M> {
+    /// The process's pid.
+    #[inline]
+    pub fn pid(&self) -> Pid {
+        Pid::new(self.node.id(), self.id)
+    }
+}
+
 impl<M: Message> Process<M> {
     pub fn new(node: crate::Node, pid: Pid, config: Arc<MailboxConfig>, trap_exit: bool, restarts: u32) -> Self {
+        debug_assert_eq!(pid.node(), node.id());
         Self {
-            pid,
+            id: pid.id(),
             node,
             config,
             progress: Progress::default(),
-            state: Mutex::new(State {
-                queue: Queue::new(),
-                exited: false,
-                trap_exit,
-                restarts,
-                kill_reason: None,
-                task: None,
-                extra: None,
-            }),
+            state: Mutex::new(State { queue: Queue::new(), exited: false, trap_exit, restarts, task: None, extra: None }),
         }
     }
 
@@ -124,10 +125,10 @@ impl<M: Message> Process<M> {
 /// Records `reason` as the process's end and aborts its task.
 /// Caller holds the lock; returns true if this call decided the end.
 fn kill_locked<M>(st: &mut State<M>, reason: ExitReason) -> bool {
-    if st.exited || st.kill_reason.is_some() {
+    if st.exited || st.extra.as_ref().is_some_and(|e| e.kill_reason.is_some()) {
         return false;
     }
-    st.kill_reason = Some(Box::new(reason));
+    st.extra().kill_reason = Some(reason);
     if let Some(task) = &st.task {
         task.abort();
     }
@@ -313,12 +314,12 @@ impl<M: Message> AnyProcess for Process<M> {
         }
         let extra = st.extra.as_deref();
         Some(ProcessInfo {
-            pid: self.pid,
+            pid: self.pid(),
             message_type: std::any::type_name::<M>(),
             mailbox_len: st.queue.len(&self.progress),
             mailbox_bytes: st.queue.outstanding_bytes(&self.progress),
             mailbox_allocated: st.queue.items.capacity(),
-            dropped: st.queue.dropped,
+            dropped: u64::from(st.queue.dropped),
             signals_pending: extra.map_or(0, |e| e.signals.len()),
             trap_exit: st.trap_exit,
             links: extra.map(|e| e.links.clone()).unwrap_or_default(),
@@ -340,20 +341,21 @@ fn finish<M: Message>(node: &NodeShared, proc: &Process<M>, body_reason: Option<
         st.exited = true;
         // A reason recorded by a killer wins over the body's only if the body
         // did not finish on its own first (then there is no body reason).
-        let reason = body_reason.or_else(|| st.kill_reason.take().map(|r| *r)).unwrap_or(ExitReason::Killed);
         let leftovers = st.queue.close(&proc.config);
         let mut extra = st.extra.take();
+        let killed_for = extra.as_mut().and_then(|e| e.kill_reason.take());
+        let reason = body_reason.or(killed_for).unwrap_or(ExitReason::Killed);
         let waiters = extra.as_mut().map(|e| std::mem::take(&mut e.send_waiters)).unwrap_or_default();
         (reason, extra, leftovers, waiters, st.task.take())
     };
     drop(leftovers);
     drop(task);
     waiters.into_iter().for_each(Waker::wake);
-    node.table.remove(proc.pid);
+    node.table.remove(proc.pid());
     // Counted out before anyone is told, so a watcher that wakes sees it gone.
     node.process_exited();
     if let Some(extra) = extra {
-        node.release_relations(proc.pid, *extra, &reason);
+        node.release_relations(proc.pid(), *extra, &reason);
     }
 }
 
@@ -423,7 +425,7 @@ pub(crate) fn attach_task<M>(proc: &Process<M>, task: JoinHandle<()>) {
     if st.exited {
         return;
     }
-    if st.kill_reason.is_some() {
+    if st.extra.as_ref().is_some_and(|e| e.kill_reason.is_some()) {
         task.abort();
     }
     st.task = Some(task);
@@ -434,7 +436,7 @@ mod tests {
     use super::*;
 
     /// An idle process costs its `Process` block plus its task: keep the block
-    /// within the allocator's 192-byte class (see the `process.idle_bytes` bench).
+    /// within the allocator's 160-byte class (see the `process.idle_bytes` bench).
     #[test]
     fn process_block_stays_small() {
         let size = std::mem::size_of::<Process<u64>>() + 2 * std::mem::size_of::<usize>(); // + Arc counts
@@ -443,7 +445,7 @@ mod tests {
             std::mem::size_of::<State<u64>>(),
             std::mem::size_of::<Queue<u64>>()
         );
-        assert!(size <= 192, "Process block grew to {size} B");
+        assert!(size <= 160, "Process block grew to {size} B");
     }
 
     /// A tokio task is its future plus about 112 bytes, rounded up to 128:
