@@ -78,7 +78,6 @@ pub(crate) struct NodeShared {
     pub name: String,
     pub rt: Rt,
     pub table: Table,
-    next_id: AtomicU64,
     next_ref: AtomicU64,
     live: AtomicUsize,
     all_exited: Notify,
@@ -117,7 +116,6 @@ impl Node {
             name: config.name,
             rt: Rt::new(config.rt),
             table: Table::new(),
-            next_id: AtomicU64::new(1),
             next_ref: AtomicU64::new(1),
             live: AtomicUsize::new(0),
             all_exited: Notify::new(),
@@ -201,11 +199,10 @@ impl Node {
         Fut::Output: IntoExit,
     {
         let shared = &self.shared;
-        let pid = Pid::new(shared.id, shared.next_id.fetch_add(1, Ordering::Relaxed));
-        let proc = Arc::new(Process::<M>::new(self.clone(), pid, mailbox, trap, restarts));
-        let link_failed = link.is_some_and(|other| !shared.link_new(&proc, other));
         shared.live.fetch_add(1, Ordering::Relaxed);
-        shared.table.insert(pid, proc.clone());
+        let proc =
+            shared.table.insert_with(|id| Arc::new(Process::<M>::new(self.clone(), Pid::new(shared.id, id), mailbox, trap, restarts)));
+        let link_failed = link.is_some_and(|other| !shared.link_new(&proc, other));
         let fut = body(Ctx::new(proc.clone()));
         let task = crate::rt::spawn(Runner::new(proc.clone(), fut));
         process::attach_task(&proc, task);

@@ -1,9 +1,10 @@
 //! Process identifiers.
 //!
-//! A [`Pid`] names one process for its whole life and never again: local ids
-//! are never reused within a node incarnation, and a restarted node gets a new
-//! `creation`, so a pid that outlived its process (or its node) can never reach
-//! a newer process by accident.
+//! A [`Pid`] names one process for its whole life and never again: a local
+//! id is a table slot plus that slot's generation (see the node's table), so
+//! a later process in the same slot has another id; and a restarted node gets
+//! a new `creation`. A pid that outlived its process (or its node) cannot
+//! reach a newer process by accident.
 
 use std::fmt;
 

@@ -158,6 +158,8 @@ pub(crate) enum SignalKind {
 
 /// The untyped view of a process, used by the node's table.
 pub(crate) trait AnyProcess: Send + Sync + 'static {
+    /// The local part of the pid.
+    fn local_id(&self) -> u64;
     fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
     fn message_type(&self) -> &'static str;
     /// Delivers an exit signal; see `exit.rs` for the semantics.
@@ -206,6 +208,10 @@ pub struct ProcessInfo {
 }
 
 impl<M: Message> AnyProcess for Process<M> {
+    fn local_id(&self) -> u64 {
+        self.id
+    }
+
     fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
         self
     }
