@@ -78,7 +78,7 @@ impl Table {
         let (shard_no, slot) = split(pid.id());
         let removed = {
             let mut shard = self.shards[shard_no].lock();
-            if !shard.slots.get(slot).and_then(Option::as_ref).is_some_and(|p| p.local_id() == pid.id()) {
+            if shard.slots.get(slot).and_then(Option::as_ref).is_none_or(|p| p.local_id() != pid.id()) {
                 return;
             }
             let generation = (pid.id() >> 32) as u32;
