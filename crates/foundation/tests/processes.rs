@@ -387,3 +387,34 @@ async fn node_shutdown_leaves_no_process() {
     assert_eq!(node.shutdown(WAIT).await, 0);
     assert!(node.processes().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reused_table_slot_never_answers_to_an_old_pid() {
+    let node = Node::new("t");
+    let mut old = Vec::new();
+    for _ in 0..200 {
+        let p = node.spawn(|mut c: Ctx<u64>| async move {
+            c.recv().await;
+        });
+        let exited = node.watch(p.pid());
+        p.send(0).await.expect("alive");
+        exited.await;
+        old.push(p.pid());
+    }
+    // Slots are reused newest first, so these take the slots the old ones had.
+    let new: Vec<_> = (0..200)
+        .map(|_| {
+            node.spawn(|mut c: Ctx<u64>| async move {
+                c.recv().await;
+            })
+            .pid()
+        })
+        .collect();
+    for pid in &old {
+        assert!(!node.is_alive(*pid), "{pid:?} is dead; its slot's new occupant must not answer to it");
+        assert!(matches!(node.try_send(*pid, 1u64), Err(SendError::NoProc(_))));
+        assert!(!new.contains(pid));
+    }
+    assert!(new.iter().all(|p| node.is_alive(*p)));
+    assert_eq!(node.processes().len(), 200);
+}
