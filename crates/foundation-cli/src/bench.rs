@@ -2,7 +2,8 @@
 //!
 //! Output contract: a table by default; with `--json`, one JSON object per
 //! line, `{"bench": NAME, "value": NUMBER, "unit": UNIT}`. Each figure is the
-//! median of `--runs` runs, each on a fresh multi-threaded runtime.
+//! median of `--runs` runs after one unmeasured warm-up run, all on one
+//! multi-threaded runtime per bench (a fresh `Node` each run).
 
 mod ecosystem;
 pub mod process;
@@ -12,6 +13,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use clap::Args;
 use serde::Serialize;
+use tokio::runtime::Runtime;
 
 /// Options of `foundation bench`.
 #[derive(Args, Debug)]
@@ -46,8 +48,10 @@ pub struct Bench {
     pub name: &'static str,
     pub unit: &'static str,
     pub target: &'static str,
-    /// Measures once; returns the figure in `unit`.
-    pub run: fn(&Sizes) -> anyhow::Result<f64>,
+    /// Measures once on the bench's runtime; returns the figure in `unit`.
+    pub run: fn(&Sizes, &Runtime) -> anyhow::Result<f64>,
+    /// Run once unmeasured first (allocator, threads and caches warm).
+    pub warmup: bool,
 }
 
 /// Workload sizes (full or `--quick`).
@@ -61,7 +65,7 @@ impl Sizes {
         if self.quick { quick } else { full }
     }
 
-    /// A fresh multi-threaded runtime for one measured run.
+    /// A multi-threaded runtime with one worker per core (or `--workers`).
     pub fn runtime(&self) -> anyhow::Result<tokio::runtime::Runtime> {
         tokio::runtime::Builder::new_multi_thread().worker_threads(self.workers).enable_all().build().context("building the tokio runtime")
     }
@@ -85,9 +89,13 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         println!("{:<32} {:>14} {:<8} target", "bench", "median", "unit");
     }
     for bench in &selected {
+        let rt = sizes.runtime()?;
+        if bench.warmup {
+            (bench.run)(&sizes, &rt).with_context(|| format!("bench {} (warm-up)", bench.name))?;
+        }
         let mut values = Vec::with_capacity(args.runs as usize);
         for _ in 0..args.runs {
-            values.push((bench.run)(&sizes).with_context(|| format!("bench {}", bench.name))?);
+            values.push((bench.run)(&sizes, &rt).with_context(|| format!("bench {}", bench.name))?);
         }
         let value = median(&mut values);
         if args.json {

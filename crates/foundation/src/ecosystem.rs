@@ -257,8 +257,7 @@ pub async fn spawn_ecosystem(node: &Node, config: EcosystemConfig) -> Result<Eco
     let worker_start = with_membership(config.workers.0.start.clone(), None, group);
     children.extend((0..count).map(|i| child(format!("worker-{i}"), worker_start.clone(), &mailbox, &config)));
     let spec = SupervisorSpec { strategy: Strategy::OneForOne, intensity: config.max_restarts, period: config.restart_period, children };
-    let supervisor = Supervisor::start(node, spec).await?;
-    let pids: Vec<Pid> = supervisor.child_pids().await?.into_iter().flatten().collect();
+    let (supervisor, pids) = Supervisor::start_reporting(node, spec, SpawnOpts::default()).await?;
     let (coordinator, workers) = pids.split_first().map(|(c, w)| (*c, w.to_vec())).ok_or(EcosystemError::StillAlive(0))?;
     Ok(Ecosystem { coordinator, workers, supervisor, node: node.clone() })
 }

@@ -38,6 +38,69 @@ use crate::{ExitReason, IntoExit, Message, MonitorRef, Pid};
 /// Past it, new signals are dropped and counted.
 pub const SIGNAL_QUEUE_MAX: usize = 65_536;
 
+/// A set of pids that is a small vector while small (most processes have
+/// one link, to their supervisor) and a B-tree when large (a supervisor links
+/// to every child, and each add and remove must not cost O(children)).
+#[derive(Debug)]
+pub(crate) enum PidSet {
+    Few(Vec<Pid>),
+    Many(std::collections::BTreeSet<Pid>),
+}
+
+/// Above this many members a `PidSet` becomes a B-tree.
+const PID_SET_FEW_MAX: usize = 16;
+
+impl Default for PidSet {
+    fn default() -> Self {
+        Self::Few(Vec::new())
+    }
+}
+
+impl PidSet {
+    pub fn insert(&mut self, pid: Pid) {
+        match self {
+            Self::Few(v) if v.contains(&pid) => {}
+            Self::Few(v) if v.len() < PID_SET_FEW_MAX => v.push(pid),
+            Self::Few(v) => {
+                let mut set: std::collections::BTreeSet<Pid> = v.drain(..).collect();
+                set.insert(pid);
+                *self = Self::Many(set);
+            }
+            Self::Many(s) => {
+                s.insert(pid);
+            }
+        }
+    }
+
+    pub fn remove(&mut self, pid: &Pid) {
+        match self {
+            Self::Few(v) => v.retain(|p| p != pid),
+            Self::Many(s) => {
+                s.remove(pid);
+            }
+        }
+    }
+
+    pub fn to_vec(&self) -> Vec<Pid> {
+        match self {
+            Self::Few(v) => v.clone(),
+            Self::Many(s) => s.iter().copied().collect(),
+        }
+    }
+}
+
+impl IntoIterator for PidSet {
+    type Item = Pid;
+    type IntoIter = Box<dyn Iterator<Item = Pid>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        match self {
+            Self::Few(v) => Box::new(v.into_iter()),
+            Self::Many(s) => Box::new(s.into_iter()),
+        }
+    }
+}
+
 /// A process's state: mailbox plus control, one lock.
 pub(crate) struct State<M> {
     pub queue: Queue<M>,
@@ -64,7 +127,7 @@ pub(crate) struct Extra {
     pub send_waiters: Vec<Waker>,
     pub signals: VecDeque<Signal>,
     pub signals_dropped: u64,
-    pub links: Vec<Pid>,
+    pub links: PidSet,
     /// Monitors this process holds on others.
     pub monitors: Vec<(MonitorRef, Pid)>,
     /// Monitors others hold on this process.
@@ -261,16 +324,13 @@ impl<M: Message> AnyProcess for Process<M> {
         if st.exited {
             return false;
         }
-        let links = &mut st.extra().links;
-        if !links.contains(&other) {
-            links.push(other);
-        }
+        st.extra().links.insert(other);
         true
     }
 
     fn remove_link(&self, other: Pid) {
         if let Some(extra) = self.state.lock().extra.as_mut() {
-            extra.links.retain(|p| *p != other);
+            extra.links.remove(&other);
         }
     }
 
@@ -328,7 +388,7 @@ impl<M: Message> AnyProcess for Process<M> {
             dropped: u64::from(st.queue.dropped),
             signals_pending: extra.map_or(0, |e| e.signals.len()),
             trap_exit: st.trap_exit,
-            links: extra.map(|e| e.links.clone()).unwrap_or_default(),
+            links: extra.map(|e| e.links.to_vec()).unwrap_or_default(),
             monitors: extra.map(|e| e.monitors.iter().map(|(_, p)| *p).collect()).unwrap_or_default(),
             names: extra.map(|e| e.names.clone()).unwrap_or_default(),
             restarts: st.restarts,

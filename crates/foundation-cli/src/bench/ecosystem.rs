@@ -7,12 +7,14 @@ use foundation::ecosystem::{EcosystemConfig, ProcessSpec, shutdown_ecosystem, sp
 use foundation::{Addr, Ctx, Message, Node};
 use tokio::sync::oneshot;
 
+use tokio::runtime::Runtime;
+
 use super::{Bench, Sizes};
 
 pub fn benches() -> Vec<Bench> {
     vec![
-        Bench { name: "ecosystem.spawn_1000_workers", unit: "ms", target: "<= 0.5", run: spawn_1000 },
-        Bench { name: "ecosystem.request_ack_10k", unit: "ms", target: "<= 1", run: request_ack_10k },
+        Bench { name: "ecosystem.spawn_1000_workers", unit: "ms", target: "<= 0.5", run: spawn_1000, warmup: true },
+        Bench { name: "ecosystem.request_ack_10k", unit: "ms", target: "<= 1", run: request_ack_10k, warmup: true },
     ]
 }
 
@@ -36,8 +38,7 @@ fn config() -> EcosystemConfig {
     EcosystemConfig::new(coordinator, worker, 1000).self_healing()
 }
 
-fn spawn_1000(sizes: &Sizes) -> anyhow::Result<f64> {
-    let rt = sizes.runtime()?;
+fn spawn_1000(_sizes: &Sizes, rt: &Runtime) -> anyhow::Result<f64> {
     rt.block_on(async {
         let node = Node::new("bench");
         let start = Instant::now();
@@ -49,9 +50,8 @@ fn spawn_1000(sizes: &Sizes) -> anyhow::Result<f64> {
     })
 }
 
-fn request_ack_10k(sizes: &Sizes) -> anyhow::Result<f64> {
+fn request_ack_10k(_sizes: &Sizes, rt: &Runtime) -> anyhow::Result<f64> {
     const REQUESTS: usize = 10_000;
-    let rt = sizes.runtime()?;
     rt.block_on(async {
         let node = Node::new("bench");
         let eco = spawn_ecosystem(&node, config()).await?;

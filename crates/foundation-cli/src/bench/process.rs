@@ -6,14 +6,16 @@ use anyhow::{Context as _, ensure};
 use foundation::{Addr, Ctx, Node};
 use tokio::sync::oneshot;
 
+use tokio::runtime::Runtime;
+
 use super::{Bench, Sizes, ns_per};
 
 pub fn benches() -> Vec<Bench> {
     vec![
-        Bench { name: "process.spawn_idle", unit: "ns", target: "<= 500", run: spawn_idle },
-        Bench { name: "process.idle_bytes", unit: "B", target: "<= 512", run: idle_bytes },
-        Bench { name: "message.one_to_one", unit: "msg/s", target: ">= 20M", run: one_to_one },
-        Bench { name: "message.ping_pong_rtt", unit: "ns", target: "<= 250", run: ping_pong_rtt },
+        Bench { name: "process.spawn_idle", unit: "ns", target: "<= 500", run: spawn_idle, warmup: true },
+        Bench { name: "process.idle_bytes", unit: "B", target: "<= 512", run: idle_bytes, warmup: false },
+        Bench { name: "message.one_to_one", unit: "msg/s", target: ">= 20M", run: one_to_one, warmup: true },
+        Bench { name: "message.ping_pong_rtt", unit: "ns", target: "<= 250", run: ping_pong_rtt, warmup: true },
     ]
 }
 
@@ -37,9 +39,8 @@ async fn spawn_many(node: &Node, n: usize) -> std::time::Duration {
     .expect("spawner task")
 }
 
-fn spawn_idle(sizes: &Sizes) -> anyhow::Result<f64> {
+fn spawn_idle(sizes: &Sizes, rt: &Runtime) -> anyhow::Result<f64> {
     let n = sizes.pick(1_000_000, 100_000);
-    let rt = sizes.runtime()?;
     rt.block_on(async {
         let node = Node::new("bench");
         let elapsed = spawn_many(&node, n).await;
@@ -53,7 +54,7 @@ fn spawn_idle(sizes: &Sizes) -> anyhow::Result<f64> {
 /// Resident memory per idle process, measured in a fresh child process of
 /// this binary: in this one, memory freed by earlier benches would be reused
 /// and hide the real cost.
-fn idle_bytes(sizes: &Sizes) -> anyhow::Result<f64> {
+fn idle_bytes(sizes: &Sizes, _rt: &Runtime) -> anyhow::Result<f64> {
     let n = sizes.pick(1_000_000, 100_000);
     let exe = std::env::current_exe().context("locating the foundation binary")?;
     let out = std::process::Command::new(exe)
@@ -82,9 +83,8 @@ pub fn idle_bytes_probe(n: usize, workers: usize) -> anyhow::Result<f64> {
     })
 }
 
-fn one_to_one(sizes: &Sizes) -> anyhow::Result<f64> {
+fn one_to_one(sizes: &Sizes, rt: &Runtime) -> anyhow::Result<f64> {
     let n = sizes.pick(10_000_000, 1_000_000);
-    let rt = sizes.runtime()?;
     rt.block_on(async {
         let node = Node::new("bench");
         let (done_tx, done_rx) = oneshot::channel::<Instant>();
@@ -120,9 +120,8 @@ enum Ball {
 }
 impl foundation::Message for Ball {}
 
-fn ping_pong_rtt(sizes: &Sizes) -> anyhow::Result<f64> {
+fn ping_pong_rtt(sizes: &Sizes, rt: &Runtime) -> anyhow::Result<f64> {
     let n = sizes.pick(1_000_000, 100_000);
-    let rt = sizes.runtime()?;
     rt.block_on(async {
         let node = Node::new("bench");
         let pong = node.spawn(|mut ctx: Ctx<Ball>| async move {
