@@ -4,6 +4,7 @@ mod bench;
 
 // mimalloc: fewer page faults on spawn bursts and tighter size classes for
 // small process blocks than glibc malloc (see README figures).
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

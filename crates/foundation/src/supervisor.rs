@@ -42,8 +42,6 @@ use crate::{Addr, CallError, Ctx, Event, ExitReason, IntoExit, MailboxConfig, Me
 /// Wait for a killed child's exit before giving up on it. A kill lands at
 /// the child's next await point; a child that never awaits cannot be stopped.
 pub const KILL_WAIT_MAX: Duration = Duration::from_secs(5);
-/// Children started between two yields of a starting supervisor.
-const START_YIELD_EVERY: usize = 128;
 /// Timeout of the handle's requests to the supervisor.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -378,7 +376,7 @@ async fn run(ctx: Ctx<SupervisorMsg>, spec: SupervisorSpec, ready: Ready) -> Exi
         stash: VecDeque::new(),
         unresponsive: Vec::new(),
     };
-    if let Err(e) = st.start_range(0).await {
+    if let Err(e) = st.start_range(0) {
         st.stop_range(0).await;
         let reason = ExitReason::error(&e);
         let _ = ready.send(Err(e));
@@ -420,16 +418,10 @@ impl State {
     }
 
     /// Starts children `from..` that are not running, in order.
-    async fn start_range(&mut self, from: usize) -> Result<(), SupervisorError> {
+    fn start_range(&mut self, from: usize) -> Result<(), SupervisorError> {
         for i in from..self.children.len() {
             if self.children[i].pid.is_none() {
                 self.start_child(i)?;
-                if i % START_YIELD_EVERY == START_YIELD_EVERY - 1 {
-                    // Let this worker run the children just spawned while they
-                    // are hot in its queue, before the queue overflows to the
-                    // shared injection queue.
-                    tokio::task::yield_now().await;
-                }
             }
         }
         Ok(())
