@@ -30,6 +30,9 @@ pub struct BenchArgs {
     /// Runs per bench; the median is reported.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=50))]
     runs: u32,
+    /// Print every run's figure to stderr (the spread behind each median).
+    #[arg(long)]
+    verbose: bool,
     /// Worker threads of the runtime (default: one per core).
     #[arg(long)]
     workers: Option<usize>,
@@ -96,6 +99,10 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         let mut values = Vec::with_capacity(args.runs as usize);
         for _ in 0..args.runs {
             values.push((bench.run)(&sizes, &rt).with_context(|| format!("bench {}", bench.name))?);
+        }
+        if args.verbose {
+            let shown: Vec<String> = values.iter().map(|v| format_value(*v)).collect();
+            eprintln!("{}: runs {}", bench.name, shown.join(" "));
         }
         let value = median(&mut values);
         if args.json {
