@@ -84,16 +84,22 @@ impl<M: Message> Addr<M> {
         self.settle(offer)
     }
 
+    /// Turns an offer into the send's result. Called with the lock released:
+    /// it wakes the receiver and drops evicted messages.
     fn settle(&self, offer: Offer<M>) -> Result<(), SendError<M>> {
         match offer {
-            Offer::Accepted(waker) => {
+            Offer::Accepted(waker, evicted) => {
                 if let Some(w) = waker {
                     w.wake();
                 }
+                drop(evicted);
                 Ok(())
             }
-            Offer::Full(m) => Err(SendError::Full(m)),
-            Offer::Dropped(m) => Err(SendError::Dropped(m)),
+            Offer::Full(m) | Offer::NoBudget(m) => Err(SendError::Full(m)),
+            Offer::Dropped(m, evicted) => {
+                drop(evicted);
+                Err(SendError::Dropped(m))
+            }
             Offer::TooLarge(msg, bytes) => Err(SendError::TooLarge { msg, bytes, limit: self.proc.config.max_message_bytes }),
         }
     }
@@ -113,11 +119,27 @@ impl<M: Message> Addr<M> {
         if st.exited {
             return Poll::Ready(Err(SendError::NoProc(Some(msg))));
         }
-        match st.queue.offer(&self.proc.config, &self.proc.progress, msg) {
+        let cfg = &self.proc.config;
+        let offer = match st.queue.offer(cfg, &self.proc.progress, msg) {
+            // Register, then look once more: room freed between the first
+            // look and the registration is seen now (see `mailbox` docs).
             Offer::Full(m) => {
+                let waiters = &mut st.extra().send_waiters;
+                if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                    waiters.push(cx.waker().clone());
+                }
+                self.proc.progress.senders_waiting.store(true, Ordering::SeqCst);
+                st.queue.offer(cfg, &self.proc.progress, m)
+            }
+            Offer::NoBudget(m) => {
+                cfg.shared_budget.as_ref().expect("NoBudget implies a shared budget").wait(cx.waker());
+                st.queue.offer(cfg, &self.proc.progress, m)
+            }
+            other => other,
+        };
+        match offer {
+            Offer::Full(m) | Offer::NoBudget(m) => {
                 *slot = Some(m);
-                st.extra().send_waiters.push(cx.waker().clone());
-                self.proc.progress.senders_waiting.store(true, Ordering::Relaxed);
                 Poll::Pending
             }
             offer => {

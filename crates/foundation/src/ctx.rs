@@ -9,7 +9,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use crate::exit::{MonitorRef, Signal};
-use crate::mailbox::ConfigError;
+use crate::node::SpawnError;
 use crate::node::SpawnOpts;
 use crate::process::{AnyProcess, Process, Watcher};
 use crate::{Addr, ExitReason, IntoExit, Message, Node, Pid};
@@ -35,6 +35,15 @@ pub enum Event<M> {
         /// Why (`NoProc` if it was already gone when monitored).
         reason: ExitReason,
     },
+}
+
+impl<M> From<Signal> for Event<M> {
+    fn from(sig: Signal) -> Self {
+        match sig {
+            Signal::Exit { from, reason } => Event::Exit { from, reason },
+            Signal::Down { monitor, pid, reason } => Event::Down { monitor, pid, reason },
+        }
+    }
 }
 
 /// Handed to a process body: its mailbox and its own operations.
@@ -98,12 +107,14 @@ impl<M: Message> Ctx<M> {
 
     fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Event<M>> {
         if let Some(sig) = self.pop_signal() {
-            return Poll::Ready(match sig {
-                Signal::Exit { from, reason } => Event::Exit { from, reason },
-                Signal::Down { monitor, pid, reason } => Event::Down { monitor, pid, reason },
-            });
+            return Poll::Ready(sig.into());
         }
-        self.poll_recv(cx).map(Event::Message)
+        match self.poll_recv(cx) {
+            Poll::Ready(m) => Poll::Ready(Event::Message(m)),
+            // A signal queued after the first look but before the waker was
+            // registered (under the lock) did not wake us: look again now.
+            Poll::Pending => self.pop_signal().map_or(Poll::Pending, |sig| Poll::Ready(sig.into())),
+        }
     }
 
     fn pop_signal(&mut self) -> Option<Signal> {
@@ -142,14 +153,15 @@ impl<M: Message> Ctx<M> {
         let m = self.batch.pop_front()?;
         let bytes = m.total_bytes();
         // Only this process writes its progress counters, so load-add-store
-        // needs no read-modify-write instruction.
+        // needs no read-modify-write; the SeqCst store pairs with a waiting
+        // sender's SeqCst flag store (see `mailbox` docs).
         let progress = &self.proc.progress;
-        progress.consumed.store(progress.consumed.load(Ordering::Relaxed) + 1, Ordering::Release);
         progress.consumed_bytes.store(progress.consumed_bytes.load(Ordering::Relaxed) + bytes, Ordering::Release);
+        progress.consumed.store(progress.consumed.load(Ordering::Relaxed) + 1, Ordering::SeqCst);
         if let Some(budget) = &self.proc.config.shared_budget {
             budget.release(bytes);
         }
-        if progress.senders_waiting.load(Ordering::Relaxed) {
+        if progress.senders_waiting.load(Ordering::SeqCst) {
             self.proc.wake_senders();
         }
         Some(m)
@@ -215,12 +227,14 @@ impl<M: Message> Ctx<M> {
         if other == self.pid() {
             return Ok(());
         }
-        let target = self.proc.node.shared.get(other).ok_or(ExitReason::NoProc)?;
-        if !target.add_link(self.pid()) {
-            return Err(ExitReason::NoProc);
-        }
+        // Our end first, so a signal from `other` exiting right after its
+        // end is added finds the link here.
         self.proc.add_link(other);
-        Ok(())
+        if self.proc.node.shared.get(other).is_some_and(|t| t.add_link(self.pid())) {
+            return Ok(());
+        }
+        self.proc.remove_link(other);
+        Err(ExitReason::NoProc)
     }
 
     /// Removes a link (both ends). Unlinking a pid that is not linked is a no-op.
@@ -236,13 +250,13 @@ impl<M: Message> Ctx<M> {
     pub fn monitor(&mut self, target: Pid) -> MonitorRef {
         let mref = self.proc.node.shared.new_ref();
         let me = self.pid();
+        // Held before it is installed, so a Down racing in finds it.
+        self.proc.state.lock().extra().monitors.push((mref, target));
         let installed = match self.proc.node.shared.get(target) {
             Some(t) => t.add_watcher(mref, Watcher::Process(me)).is_ok(),
             None => false,
         };
-        if installed {
-            self.proc.state.lock().extra().monitors.push((mref, target));
-        } else {
+        if !installed {
             self.proc.down(mref, target, ExitReason::NoProc);
         }
         mref
@@ -271,11 +285,11 @@ impl<M: Message> Ctx<M> {
         Fut::Output: IntoExit,
     {
         let opts = SpawnOpts { link: Some(self.pid()), ..SpawnOpts::default() };
-        self.proc.node.spawn_with(opts, body).expect("default mailbox config is valid")
+        self.proc.node.spawn_with(opts, body).expect("default mailbox, no name or group: cannot fail")
     }
 
     /// Spawns a linked process with options.
-    pub fn spawn_link_with<N, F, Fut>(&self, mut opts: SpawnOpts, body: F) -> Result<Addr<N>, ConfigError>
+    pub fn spawn_link_with<N, F, Fut>(&self, mut opts: SpawnOpts, body: F) -> Result<Addr<N>, SpawnError>
     where
         N: Message,
         F: FnOnce(Ctx<N>) -> Fut,

@@ -225,21 +225,16 @@ fn child(id: String, start: StartFn, mailbox: &Arc<MailboxConfig>, config: &Ecos
     ChildSpec::from_start(id, start).restart(restart).shutdown(Shutdown::Timeout(config.shutdown_timeout)).mailbox(mailbox.clone())
 }
 
-/// Wraps a start function so each new process also takes the ecosystem's
-/// name or group membership.
+/// Wraps a start function so each new process takes the ecosystem's name
+/// or group before its body runs (a spawn whose name is taken runs nothing).
 fn with_membership(start: StartFn, name: Option<String>, group: Option<String>) -> StartFn {
     if name.is_none() && group.is_none() {
         return start;
     }
-    Arc::new(move |node: &Node, opts: SpawnOpts| {
-        let pid = start(node, opts)?;
-        if let Some(n) = &name {
-            node.register(n, pid).map_err(|e| e.to_string())?;
-        }
-        if let Some(g) = &group {
-            node.join(g, pid).map_err(|e| e.to_string())?;
-        }
-        Ok(pid)
+    Arc::new(move |node: &Node, mut opts: SpawnOpts| {
+        opts.name.clone_from(&name);
+        opts.group.clone_from(&group);
+        start(node, opts)
     })
 }
 

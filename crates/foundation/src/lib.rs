@@ -29,6 +29,6 @@ pub use ctx::{Ctx, Event};
 pub use exit::{ExitReason, IntoExit, MonitorRef};
 pub use mailbox::{ByteBudget, ConfigError, MailboxConfig, Overflow, SendError};
 pub use message::Message;
-pub use node::{NAME_BYTES_MAX, Node, NodeConfig, RegistryError, SpawnOpts};
+pub use node::{NAME_BYTES_MAX, Node, NodeConfig, RegistryError, SpawnError, SpawnOpts};
 pub use pid::{NodeId, Pid};
 pub use process::{ProcessInfo, SIGNAL_QUEUE_MAX};

@@ -14,8 +14,10 @@
 //!   for room.
 //! - [`Overflow::DropNewest`]: the new message is refused with
 //!   [`SendError::Dropped`] and counted in the process's `dropped`.
-//! - [`Overflow::DropOldest`]: the oldest message not yet taken by the
-//!   receiver is discarded (counted) to make room; the send succeeds.
+//! - [`Overflow::DropOldest`]: the oldest messages not yet taken by the
+//!   receiver are discarded (counted) to make room and the send succeeds;
+//!   only if nothing is left to discard (a shared budget spent by other
+//!   mailboxes) is the new message dropped too.
 //!
 //! Nothing accepted is ever lost while the receiver lives: accepted messages
 //! are delivered exactly once, in the order they were accepted from any one
@@ -27,7 +29,11 @@
 //! The receiver takes the whole queue in one locked swap and then pops from
 //! its private batch without locking; senders only lock an uncontended mutex.
 //! Room is released as the receiver consumes (a counter the sender reads only
-//! when the mailbox looks full), so the bound is exact, not per batch.
+//! when the mailbox looks full), so the bound is exact, not per batch. A
+//! sender that finds the mailbox full registers, raises `senders_waiting`
+//! and looks once more; the receiver publishes each consumption and then
+//! reads the flag. Both sides order these with `SeqCst`, so one of them
+//! always sees the other: no sender waits while there is room.
 //! Under `DropOldest` the receiver takes one message at a time, so the oldest
 //! unreceived message is always droppable.
 
@@ -151,18 +157,29 @@ impl ConfigError {
 }
 
 /// A byte budget shared by several mailboxes (an ecosystem's "shared heap").
+///
+/// A sender refused by the budget (under backpressure) waits on the budget,
+/// not on the mailbox: room comes back when *any* mailbox sharing it
+/// releases bytes.
 #[derive(Clone)]
 pub struct ByteBudget(Arc<BudgetInner>);
 
 struct BudgetInner {
     limit: usize,
     used: AtomicUsize,
+    has_waiters: AtomicBool,
+    waiters: parking_lot::Mutex<Vec<Waker>>,
 }
 
 impl ByteBudget {
     /// A budget of `limit` bytes.
     pub fn new(limit: usize) -> Self {
-        Self(Arc::new(BudgetInner { limit, used: AtomicUsize::new(0) }))
+        Self(Arc::new(BudgetInner {
+            limit,
+            used: AtomicUsize::new(0),
+            has_waiters: AtomicBool::new(false),
+            waiters: parking_lot::Mutex::new(Vec::new()),
+        }))
     }
 
     /// Bytes reserved by queued messages right now.
@@ -176,12 +193,32 @@ impl ByteBudget {
     }
 
     pub(crate) fn try_reserve(&self, bytes: usize) -> bool {
-        self.0.used.fetch_update(Ordering::AcqRel, Ordering::Relaxed, |u| u.checked_add(bytes).filter(|n| *n <= self.0.limit)).is_ok()
+        self.0.used.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |u| u.checked_add(bytes).filter(|n| *n <= self.0.limit)).is_ok()
     }
 
     pub(crate) fn release(&self, bytes: usize) {
-        let prev = self.0.used.fetch_sub(bytes, Ordering::AcqRel);
+        // SeqCst on both sides (here and in `wait`) so that a waiter either
+        // sees these bytes free when it retries or is woken here.
+        let prev = self.0.used.fetch_sub(bytes, Ordering::SeqCst);
         debug_assert!(prev >= bytes, "byte budget released more than it reserved");
+        if self.0.has_waiters.load(Ordering::SeqCst) {
+            let waiters = {
+                let mut w = self.0.waiters.lock();
+                self.0.has_waiters.store(false, Ordering::SeqCst);
+                std::mem::take(&mut *w)
+            };
+            waiters.into_iter().for_each(Waker::wake);
+        }
+    }
+
+    /// Registers a sender to be woken at the next release. The caller
+    /// retries its reservation afterwards, closing the race with `release`.
+    pub(crate) fn wait(&self, waker: &Waker) {
+        let mut w = self.0.waiters.lock();
+        if !w.iter().any(|x| x.will_wake(waker)) {
+            w.push(waker.clone());
+        }
+        self.0.has_waiters.store(true, Ordering::SeqCst);
     }
 }
 
@@ -273,12 +310,18 @@ pub(crate) struct Progress {
     pub has_signals: AtomicBool,
 }
 
-/// What a sender's offer came to.
+/// What a sender's offer came to. Messages evicted by `DropOldest` come
+/// back so the caller drops them after releasing the process lock (a
+/// message's `Drop` may send to this very process).
 pub(crate) enum Offer<M> {
     /// Queued; wake this receiver if any.
-    Accepted(Option<Waker>),
+    Accepted(Option<Waker>, Vec<M>),
+    /// Over this mailbox's bounds (backpressure).
     Full(M),
-    Dropped(M),
+    /// Within this mailbox's bounds, but the shared budget is spent (backpressure).
+    NoBudget(M),
+    /// Refused by a drop policy.
+    Dropped(M, Vec<M>),
     TooLarge(M, usize),
 }
 
@@ -289,12 +332,12 @@ impl<M: Message> Queue<M> {
 
     /// Messages accepted and not yet received (exact).
     pub fn len(&self, progress: &Progress) -> usize {
-        self.items.len() + (self.taken - progress.consumed.load(Ordering::Acquire).min(self.taken)) as usize
+        self.items.len() + (self.taken - progress.consumed.load(Ordering::SeqCst).min(self.taken)) as usize
     }
 
     /// Bytes accepted and not yet received (exact).
     pub fn outstanding_bytes(&self, progress: &Progress) -> usize {
-        self.bytes + self.taken_bytes - progress.consumed_bytes.load(Ordering::Acquire).min(self.taken_bytes)
+        self.bytes + self.taken_bytes - progress.consumed_bytes.load(Ordering::SeqCst).min(self.taken_bytes)
     }
 
     fn has_room(&self, cfg: &MailboxConfig, progress: &Progress, bytes: usize) -> bool {
@@ -302,54 +345,47 @@ impl<M: Message> Queue<M> {
         quick || (self.len(progress) < cfg.capacity && self.outstanding_bytes(progress).saturating_add(bytes) <= cfg.max_bytes)
     }
 
-    /// Tries to queue `msg` under `cfg`'s bounds and policy.
+    /// Tries to queue `msg` under `cfg`'s bounds, shared budget and policy.
     pub fn offer(&mut self, cfg: &MailboxConfig, progress: &Progress, msg: M) -> Offer<M> {
         let bytes = msg.total_bytes();
         if bytes > cfg.max_message_bytes {
             return Offer::TooLarge(msg, bytes);
         }
-        if !self.has_room(cfg, progress, bytes) {
+        let mut evicted = Vec::new();
+        loop {
+            let room = self.has_room(cfg, progress, bytes);
+            if room && cfg.shared_budget.as_ref().is_none_or(|b| b.try_reserve(bytes)) {
+                break;
+            }
             match cfg.overflow {
+                Overflow::Backpressure if room => return Offer::NoBudget(msg),
                 Overflow::Backpressure => return Offer::Full(msg),
                 Overflow::DropNewest => {
                     self.dropped = self.dropped.saturating_add(1);
-                    return Offer::Dropped(msg);
+                    return Offer::Dropped(msg, evicted);
                 }
-                Overflow::DropOldest => {
-                    if !self.evict_oldest_until_room(cfg, progress, bytes) {
+                Overflow::DropOldest => match self.items.pop_front() {
+                    Some(old) => {
+                        let old_bytes = old.total_bytes();
+                        self.bytes -= old_bytes;
+                        if let Some(budget) = &cfg.shared_budget {
+                            budget.release(old_bytes);
+                        }
                         self.dropped = self.dropped.saturating_add(1);
-                        return Offer::Dropped(msg);
+                        evicted.push(old);
                     }
-                }
+                    // Nothing left to evict (the receiver holds the rest, or
+                    // other mailboxes hold the shared budget): drop the new one.
+                    None => {
+                        self.dropped = self.dropped.saturating_add(1);
+                        return Offer::Dropped(msg, evicted);
+                    }
+                },
             }
-        }
-        if let Some(budget) = &cfg.shared_budget
-            && !budget.try_reserve(bytes)
-        {
-            return match cfg.overflow {
-                Overflow::Backpressure => Offer::Full(msg),
-                _ => {
-                    self.dropped = self.dropped.saturating_add(1);
-                    Offer::Dropped(msg)
-                }
-            };
         }
         self.items.push_back(msg);
         self.bytes += bytes;
-        Offer::Accepted(self.rx_waker.take())
-    }
-
-    fn evict_oldest_until_room(&mut self, cfg: &MailboxConfig, progress: &Progress, bytes: usize) -> bool {
-        while !self.has_room(cfg, progress, bytes) {
-            let Some(old) = self.items.pop_front() else { return false };
-            let old_bytes = old.total_bytes();
-            self.bytes -= old_bytes;
-            if let Some(budget) = &cfg.shared_budget {
-                budget.release(old_bytes);
-            }
-            self.dropped = self.dropped.saturating_add(1);
-        }
-        true
+        Offer::Accepted(self.rx_waker.take(), evicted)
     }
 
     /// Drops everything queued (the process exited); returns the messages so

@@ -51,6 +51,22 @@ pub struct SpawnOpts {
     pub link: Option<Pid>,
     /// Restart count reported in [`ProcessInfo::restarts`].
     pub restarts: u32,
+    /// Register this name for the process before its body runs; if the name
+    /// is taken the spawn fails and nothing runs.
+    pub name: Option<String>,
+    /// Join this group before the body runs.
+    pub group: Option<String>,
+}
+
+/// Why [`Node::spawn_with`] spawned nothing.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SpawnError {
+    /// The mailbox config is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The name or group could not be taken.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
 }
 
 /// Errors of the name registry and process groups.
@@ -170,28 +186,29 @@ impl Node {
         Fut: Future + Send + 'static,
         Fut::Output: IntoExit,
     {
-        self.spawn_inner(self.shared.default_mailbox.clone(), false, None, 0, body)
+        self.spawn_inner(self.shared.default_mailbox.clone(), &SpawnOpts::default(), body).expect("no name or group to take")
     }
 
-    /// Spawns a process with options; fails only on an invalid mailbox config.
-    pub fn spawn_with<M, F, Fut>(&self, opts: SpawnOpts, body: F) -> Result<Addr<M>, ConfigError>
+    /// Spawns a process with options. Fails, with nothing left running, on an
+    /// invalid mailbox config or a name or group that cannot be taken.
+    pub fn spawn_with<M, F, Fut>(&self, opts: SpawnOpts, body: F) -> Result<Addr<M>, SpawnError>
     where
         M: Message,
         F: FnOnce(Ctx<M>) -> Fut,
         Fut: Future + Send + 'static,
         Fut::Output: IntoExit,
     {
-        let mailbox = match opts.mailbox {
+        let mailbox = match &opts.mailbox {
             Some(cfg) => {
                 cfg.validate()?;
-                cfg
+                cfg.clone()
             }
             None => self.shared.default_mailbox.clone(),
         };
-        Ok(self.spawn_inner(mailbox, opts.trap_exit, opts.link, opts.restarts, body))
+        Ok(self.spawn_inner(mailbox, &opts, body)?)
     }
 
-    fn spawn_inner<M, F, Fut>(&self, mailbox: Arc<MailboxConfig>, trap: bool, link: Option<Pid>, restarts: u32, body: F) -> Addr<M>
+    fn spawn_inner<M, F, Fut>(&self, mailbox: Arc<MailboxConfig>, opts: &SpawnOpts, body: F) -> Result<Addr<M>, RegistryError>
     where
         M: Message,
         F: FnOnce(Ctx<M>) -> Fut,
@@ -200,16 +217,28 @@ impl Node {
     {
         let shared = &self.shared;
         shared.live.fetch_add(1, Ordering::Relaxed);
-        let proc =
-            shared.table.insert_with(|id| Arc::new(Process::<M>::new(self.clone(), Pid::new(shared.id, id), mailbox, trap, restarts)));
-        let link_failed = link.is_some_and(|other| !shared.link_new(&proc, other));
+        let make = |id| Arc::new(Process::<M>::new(self.clone(), Pid::new(shared.id, id), mailbox, opts.trap_exit, opts.restarts));
+        let proc = shared.table.insert_with(make);
+        // Until the task is spawned, any early return or panic (a name taken,
+        // the body's constructor panicking, no runtime) ends the process
+        // cleanly: out of the table, counted out, its links told.
+        let guard = process::SpawnGuard::new(&proc);
+        if let Some(name) = &opts.name {
+            self.register(name, proc.pid())?;
+        }
+        if let Some(group) = &opts.group {
+            self.join(group, proc.pid())?;
+        }
+        let link_failed = opts.link.is_some_and(|other| !shared.link_new(&proc, other));
         let fut = body(Ctx::new(proc.clone()));
         let task = crate::rt::spawn(Runner::new(proc.clone(), fut));
+        guard.disarm();
         process::attach_task(&proc, task);
-        if let (true, Some(other)) = (link_failed, link) {
-            proc.exit_signal(other, ExitReason::NoProc, SignalKind::Link);
+        if let (true, Some(other)) = (link_failed, opts.link) {
+            // As OTP's spawn_link to a dead parent: an exit signal `noproc`.
+            proc.exit_signal(other, ExitReason::NoProc, SignalKind::Explicit);
         }
-        Addr::from_process(proc)
+        Ok(Addr::from_process(proc))
     }
 
     /// Number of live processes on this node.
@@ -295,7 +324,10 @@ impl Node {
 
     /// Removes a name; returns the pid it named.
     pub fn unregister(&self, name: &str) -> Option<Pid> {
-        let pid = self.shared.registry.lock().remove(name)?;
+        // The process forgets the name under the registry lock, so a
+        // concurrent `register` of the same name cannot be undone by it.
+        let mut reg = self.shared.registry.lock();
+        let pid = reg.remove(name)?;
         if let Some(p) = self.shared.get(pid) {
             p.forget_membership(Some(name), None);
         }
@@ -333,7 +365,9 @@ impl Node {
 
     /// Removes `pid` from `group`; returns whether it was a member.
     pub fn leave(&self, group: &str, pid: Pid) -> bool {
-        let removed = self.shared.leave_group(group, pid);
+        // Under the groups lock, as `unregister` (a racing `join` stays).
+        let mut groups = self.shared.groups.lock();
+        let removed = NodeShared::leave_group_locked(&mut groups, group, pid);
         if let Some(p) = self.shared.get(pid) {
             p.forget_membership(None, Some(group));
         }
@@ -395,12 +429,15 @@ impl NodeShared {
         }
     }
 
-    /// Links a process that is not running yet to `other`.
+    /// Links a process that is not running yet to `other`. Our end first:
+    /// if `other` exits in between, its signal finds the link and arrives.
     fn link_new<M: Message>(&self, proc: &Process<M>, other: Pid) -> bool {
-        match self.get(other) {
-            Some(o) if o.add_link(proc.pid()) => proc.add_link(other),
-            _ => false,
+        proc.add_link(other);
+        if self.get(other).is_some_and(|o| o.add_link(proc.pid())) {
+            return true;
         }
+        proc.remove_link(other);
+        false
     }
 
     pub fn exit_from(&self, from: Pid, to: Pid, reason: ExitReason) -> bool {
@@ -414,7 +451,10 @@ impl NodeShared {
     }
 
     fn leave_group(&self, group: &str, pid: Pid) -> bool {
-        let mut groups = self.groups.lock();
+        Self::leave_group_locked(&mut self.groups.lock(), group, pid)
+    }
+
+    fn leave_group_locked(groups: &mut BTreeMap<String, BTreeSet<Pid>>, group: &str, pid: Pid) -> bool {
         let Some(members) = groups.get_mut(group) else { return false };
         let removed = members.remove(&pid);
         if members.is_empty() {
@@ -444,7 +484,7 @@ impl NodeShared {
         }
         for other in extra.links {
             if let Some(o) = self.get(other) {
-                o.remove_link(pid);
+                // Takes down the other end of the link as it delivers.
                 o.exit_signal(pid, reason.clone(), SignalKind::Link);
             }
         }

@@ -72,12 +72,17 @@ impl PidSet {
         }
     }
 
-    pub fn remove(&mut self, pid: &Pid) {
+    /// Removes `pid`; returns whether it was there.
+    pub fn remove(&mut self, pid: &Pid) -> bool {
         match self {
-            Self::Few(v) => v.retain(|p| p != pid),
-            Self::Many(s) => {
-                s.remove(pid);
-            }
+            Self::Few(v) => match v.iter().position(|p| p == pid) {
+                Some(i) => {
+                    v.swap_remove(i);
+                    true
+                }
+                None => false,
+            },
+            Self::Many(s) => s.remove(pid),
         }
     }
 
@@ -227,7 +232,7 @@ pub(crate) trait AnyProcess: Send + Sync + 'static {
     fn message_type(&self) -> &'static str;
     /// Delivers an exit signal; see `exit.rs` for the semantics.
     fn exit_signal(&self, from: Pid, reason: ExitReason, kind: SignalKind);
-    /// Queues a down message.
+    /// Queues a down message, if the process still holds that monitor.
     fn down(&self, monitor: MonitorRef, pid: Pid, reason: ExitReason);
     /// Adds a link end; false if the process has exited.
     fn add_link(&self, other: Pid) -> bool;
@@ -258,6 +263,8 @@ pub struct ProcessInfo {
     pub dropped: u64,
     /// System messages (exit, down) waiting.
     pub signals_pending: usize,
+    /// System messages dropped because the signal queue was at [`SIGNAL_QUEUE_MAX`].
+    pub signals_dropped: u64,
     /// Whether exit signals arrive as messages.
     pub trap_exit: bool,
     /// Linked processes.
@@ -288,6 +295,11 @@ impl<M: Message> AnyProcess for Process<M> {
         if st.exited {
             return;
         }
+        // A link's signal counts only while the link stands; taking it down
+        // here makes `unlink` final: no exit signal arrives after it.
+        if kind == SignalKind::Link && !st.extra.as_mut().is_some_and(|e| e.links.remove(&from)) {
+            return;
+        }
         let waker = if kind == SignalKind::Explicit && reason == ExitReason::Kill {
             kill_locked(&mut st, ExitReason::Killed);
             None
@@ -312,6 +324,12 @@ impl<M: Message> AnyProcess for Process<M> {
         if st.exited {
             return;
         }
+        // Delivered only while the monitor is held, and the monitor ends with
+        // its Down: after `demonitor` returns, no Down for it can arrive.
+        let Some(held) = st.extra.as_mut().and_then(|e| e.monitors.iter().position(|(m, _)| *m == monitor)) else {
+            return;
+        };
+        st.extra().monitors.swap_remove(held);
         let waker = push_signal_locked(&mut st, &self.progress.has_signals, Signal::Down { monitor, pid, reason });
         drop(st);
         if let Some(w) = waker {
@@ -387,6 +405,7 @@ impl<M: Message> AnyProcess for Process<M> {
             mailbox_allocated: st.queue.items.capacity(),
             dropped: u64::from(st.queue.dropped),
             signals_pending: extra.map_or(0, |e| e.signals.len()),
+            signals_dropped: extra.map_or(0, |e| e.signals_dropped),
             trap_exit: st.trap_exit,
             links: extra.map(|e| e.links.to_vec()).unwrap_or_default(),
             monitors: extra.map(|e| e.monitors.iter().map(|(_, p)| *p).collect()).unwrap_or_default(),
@@ -414,7 +433,6 @@ fn finish<M: Message>(node: &NodeShared, proc: &Process<M>, body_reason: Option<
         let waiters = extra.as_mut().map(|e| std::mem::take(&mut e.send_waiters)).unwrap_or_default();
         (reason, extra, leftovers, waiters, st.task.take())
     };
-    drop(leftovers);
     drop(task);
     waiters.into_iter().for_each(Waker::wake);
     node.table.remove(proc.pid());
@@ -423,6 +441,9 @@ fn finish<M: Message>(node: &NodeShared, proc: &Process<M>, body_reason: Option<
     if let Some(extra) = extra {
         node.release_relations(proc.pid(), *extra, &reason);
     }
+    // Last: a message's `Drop` is user code and may panic; the process is
+    // fully gone by now whatever it does.
+    drop(leftovers);
 }
 
 /// The task future of a process: polls the body, catches its panic, and runs
@@ -482,6 +503,31 @@ fn panic_message(payload: &(dyn Any + Send)) -> String {
         s.clone()
     } else {
         "non-string panic payload".to_owned()
+    }
+}
+
+/// Ends a process whose spawn did not complete (see `Node::spawn_inner`).
+pub(crate) struct SpawnGuard<'a, M: Message> {
+    proc: &'a Process<M>,
+    armed: bool,
+}
+
+impl<'a, M: Message> SpawnGuard<'a, M> {
+    pub fn new(proc: &'a Process<M>) -> Self {
+        Self { proc, armed: true }
+    }
+
+    /// The task is spawned: from now on the `Runner` owns the ending.
+    pub fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl<M: Message> Drop for SpawnGuard<'_, M> {
+    fn drop(&mut self) {
+        if self.armed {
+            finish(&self.proc.node.shared, self.proc, Some(ExitReason::error("spawn failed")));
+        }
     }
 }
 

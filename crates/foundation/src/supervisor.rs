@@ -20,9 +20,13 @@
 //!   restarts happen within `period`, the supervisor shuts down all children
 //!   and exits with [`ExitReason::RestartIntensity`]. A child that fails to
 //!   restart counts as another restart, so a crash loop always ends.
-//! - **Shutdown.** On an exit signal that is not `Normal` from a non-child
-//!   (its parent, or [`Supervisor::shutdown`]) the supervisor shuts down its
-//!   children in reverse start order and exits with that reason. Each child
+//!   Under one_for_all and rest_for_one, temporary siblings that the restart
+//!   stops are forgotten, not restarted.
+//! - **Shutdown.** On an exit signal from its parent (the process it was
+//!   started linked to), whatever the reason, or on one that is not `Normal`
+//!   from any other non-child ([`Supervisor::shutdown`] sends `Shutdown`),
+//!   the supervisor shuts down its children in reverse start order and
+//!   exits with that reason. Each child
 //!   is stopped per its [`Shutdown`]: `BrutalKill` kills at once; `Timeout(t)`
 //!   sends `Shutdown`, then kills if the child is still alive after `t`;
 //!   `Infinity` sends `Shutdown` and waits (for children that are
@@ -267,7 +271,9 @@ impl Supervisor {
         validate(&spec)?;
         let (ready_tx, ready_rx) = oneshot::channel();
         opts.trap_exit = true;
-        let addr = node.spawn_with(opts, move |ctx| run(ctx, spec, ready_tx)).map_err(|e| SupervisorError::InvalidSpec(e.to_string()))?;
+        let parent = opts.link;
+        let addr =
+            node.spawn_with(opts, move |ctx| run(ctx, spec, parent, ready_tx)).map_err(|e| SupervisorError::InvalidSpec(e.to_string()))?;
         match ready_rx.await {
             Ok(Ok(pids)) => Ok((Self { addr, node: node.clone() }, pids)),
             Ok(Err(e)) => Err(e),
@@ -275,14 +281,18 @@ impl Supervisor {
         }
     }
 
-    /// A [`StartFn`] that starts a supervisor as a child of another.
+    /// A [`StartFn`] that starts a supervisor as a child of another. Start
+    /// functions cannot wait, so a nested supervisor whose own children fail
+    /// to start shows as a child that exits (with the start error) right
+    /// after it started, not as a start error of the parent.
     pub fn child_start(spec: SupervisorSpec) -> StartFn {
         Arc::new(move |node: &Node, mut opts: SpawnOpts| {
             validate(&spec).map_err(|e| e.to_string())?;
             let spec = spec.clone();
             opts.trap_exit = true;
             let (ready_tx, _ready_rx) = oneshot::channel();
-            node.spawn_with(opts, move |ctx| run(ctx, spec, ready_tx)).map(|a| a.pid()).map_err(|e| e.to_string())
+            let parent = opts.link;
+            node.spawn_with(opts, move |ctx| run(ctx, spec, parent, ready_tx)).map(|a| a.pid()).map_err(|e| e.to_string())
         })
     }
 
@@ -359,12 +369,15 @@ struct State {
     stash: VecDeque<Event<SupervisorMsg>>,
     /// Stopped children that did not exit within their kill wait.
     unresponsive: Vec<Pid>,
+    /// The process the supervisor was started linked to: its exit, for any
+    /// reason, shuts the supervisor down (as OTP).
+    parent: Option<Pid>,
 }
 
 /// Tells the starter how the start went (and the children's pids).
 type Ready = oneshot::Sender<Result<Vec<Pid>, SupervisorError>>;
 
-async fn run(ctx: Ctx<SupervisorMsg>, spec: SupervisorSpec, ready: Ready) -> ExitReason {
+async fn run(ctx: Ctx<SupervisorMsg>, spec: SupervisorSpec, parent: Option<Pid>, ready: Ready) -> ExitReason {
     let children = spec.children.into_iter().map(|spec| Child { spec, pid: None, restarts: 0 }).collect();
     let mut st = State {
         ctx,
@@ -375,6 +388,7 @@ async fn run(ctx: Ctx<SupervisorMsg>, spec: SupervisorSpec, ready: Ready) -> Exi
         restart_times: VecDeque::new(),
         stash: VecDeque::new(),
         unresponsive: Vec::new(),
+        parent,
     };
     if let Err(e) = st.start_range(0) {
         st.stop_range(0).await;
@@ -410,6 +424,7 @@ impl State {
             trap_exit: child.spec.trap_exit,
             link: Some(self.ctx.pid()),
             restarts: child.restarts,
+            ..SpawnOpts::default()
         };
         let pid = (child.spec.start)(self.ctx.node(), opts)
             .map_err(|reason| SupervisorError::StartFailed { id: child.spec.id.clone(), reason })?;
@@ -496,6 +511,10 @@ impl State {
             }
             Event::Exit { from, reason } => match self.index_of_pid(from) {
                 Some(i) => self.child_exited(i, reason).await,
+                None if self.parent == Some(from) => {
+                    self.stop_range(0).await;
+                    Some(reason)
+                }
                 None if reason == ExitReason::Normal => None,
                 None if self.unresponsive.contains(&from) => None,
                 None => {
@@ -534,6 +553,8 @@ impl State {
         self.restart_range(from).await
     }
 
+    /// Stops the siblings a restart takes down (reverse order). Temporary
+    /// ones are forgotten, as OTP does: they are never restarted.
     async fn stop_range_except(&mut self, from: usize, failed: usize) {
         if self.strategy == Strategy::OneForOne {
             return;
@@ -541,6 +562,11 @@ impl State {
         for j in (from..self.children.len()).rev() {
             if j != failed {
                 self.stop_child(j).await;
+                if self.children[j].spec.restart == Restart::Temporary {
+                    // Removing `j` shifts only later indices, which this
+                    // reverse loop has already passed.
+                    self.children.remove(j);
+                }
             }
         }
     }

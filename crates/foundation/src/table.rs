@@ -3,8 +3,8 @@
 //! A local id is `generation << 32 | index`, where `index` names a slot
 //! (`slot * SHARDS + shard`) and `generation` counts the slot's occupants.
 //! A stale pid (its process gone, its slot reused) carries an old generation
-//! and finds nothing. Ids repeat only after one slot's 32-bit generation
-//! wraps, i.e. after four billion processes lived in that one slot.
+//! and finds nothing. A slot whose 32-bit generation is used up is retired,
+//! so an id is never issued twice in a node incarnation.
 //!
 //! A slab costs 16 bytes per slot (the `Arc` to the process) and no hashing;
 //! freed slots are reused first, newest first. The table keeps the size of
@@ -82,8 +82,11 @@ impl Table {
                 return;
             }
             let generation = (pid.id() >> 32) as u32;
-            let next = generation.checked_add(1).unwrap_or(1);
-            shard.free.push((slot as u32, next));
+            // A slot whose generation would wrap is retired, never reused:
+            // ids stay unique for the node incarnation's whole life.
+            if let Some(next) = generation.checked_add(1) {
+                shard.free.push((slot as u32, next));
+            }
             shard.slots[slot].take()
         };
         // Dropped outside the shard lock: the last reference may free a mailbox.

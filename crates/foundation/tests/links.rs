@@ -227,3 +227,47 @@ async fn spawn_link_chain_dies_together_on_kill() {
     assert_eq!(gc_exit.await, ExitReason::Killed, "kill propagates through links as killed");
     foundation_testkit::assert_eventually("all gone", || node.live_processes() == 0, WAIT).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn monitors_end_with_their_down() {
+    let node = Node::new("t");
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let watcher = observer(&node, false, tx);
+    for _ in 0..3 {
+        let target = observer(&node, false, mpsc::unbounded_channel().0);
+        watcher.send(Cmd::Monitor(target.pid())).await.expect("alive");
+        foundation_testkit::assert_eventually("monitoring", || node.process_info(watcher.pid()).unwrap().monitors.len() == 1, WAIT).await;
+        node.exit(target.pid(), ExitReason::Kill);
+        assert!(matches!(next(&mut rx).await, Event::Down { .. }));
+        assert!(node.process_info(watcher.pid()).unwrap().monitors.is_empty(), "a fired monitor is gone");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_exit_signal_arrives_after_unlink() {
+    let node = Node::new("t");
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let trapper = node.spawn(move |mut ctx: Ctx<Pid>| async move {
+        ctx.trap_exit(true);
+        loop {
+            match ctx.recv_event().await {
+                Event::Message(p) => {
+                    ctx.link(p).expect("alive");
+                    ctx.unlink(p);
+                    let _ = tx.send(Event::Message(()));
+                }
+                Event::Exit { from, reason } => {
+                    let _ = tx.send(Event::Exit { from, reason });
+                }
+                Event::Down { .. } => {}
+            }
+        }
+    });
+    let victim = observer(&node, false, mpsc::unbounded_channel().0);
+    trapper.send(victim.pid()).await.expect("alive");
+    assert_eq!(next(&mut rx).await, Event::Message(()));
+    let exited = node.watch(victim.pid());
+    node.exit(victim.pid(), ExitReason::error("late"));
+    exited.await;
+    assert!(tokio::time::timeout(Duration::from_millis(50), rx.recv()).await.is_err(), "unlinked: no Exit");
+}

@@ -3,7 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use foundation::{CallError, Ctx, ExitReason, MailboxConfig, Message, Node, Overflow, RegistryError, Reply, SendError, SpawnOpts};
+use foundation::{
+    ByteBudget, CallError, Ctx, ExitReason, MailboxConfig, Message, Node, Overflow, RegistryError, Reply, SendError, SpawnError, SpawnOpts,
+};
 use foundation_testkit::assert_eventually;
 use tokio::sync::oneshot;
 
@@ -222,7 +224,11 @@ async fn call_replies_times_out_and_reports_no_reply() {
     let t = Duration::from_millis(200);
     assert_eq!(server.call(|r| Req::Echo(9, r), t).await, Ok(9));
     assert_eq!(server.call(Req::Ignore, Duration::from_millis(20)).await, Err(CallError::Timeout));
+    let exited = node.watch(server.pid());
     assert_eq!(server.call(Req::Stop, t).await, Err(CallError::NoReply));
+    // The reply handle is dropped just before the body returns: wait for the
+    // exit itself before calling a dead process.
+    assert_eq!(exited.await, ExitReason::Normal);
     assert_eq!(server.call(|r| Req::Echo(1, r), t).await, Err(CallError::NoProc));
 }
 
@@ -371,7 +377,7 @@ async fn invalid_mailbox_config_names_the_field() {
     let node = Node::new("t");
     let opts = SpawnOpts { mailbox: Some(Arc::new(MailboxConfig::bounded(0))), ..SpawnOpts::default() };
     let err = node.spawn_with(opts, |_c: Ctx<()>| async {}).expect_err("capacity 0 is invalid");
-    assert_eq!(err.field, "mailbox.capacity");
+    assert!(matches!(err, SpawnError::Config(ref e) if e.field == "mailbox.capacity"), "{err}");
     assert_eq!(node.live_processes(), 0);
 }
 
@@ -417,4 +423,98 @@ async fn a_reused_table_slot_never_answers_to_an_old_pid() {
     }
     assert!(new.iter().all(|p| node.is_alive(*p)));
     assert_eq!(node.processes().len(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_taken_name_fails_the_spawn_and_runs_nothing() {
+    let node = Node::new("t");
+    let first = node.spawn(|mut c: Ctx<u64>| async move {
+        c.recv().await;
+    });
+    node.register("svc", first.pid()).expect("free");
+    let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ran2 = ran.clone();
+    let opts = SpawnOpts { name: Some("svc".into()), ..SpawnOpts::default() };
+    let err = node
+        .spawn_with(opts, move |_c: Ctx<u64>| async move {
+            ran2.store(true, std::sync::atomic::Ordering::SeqCst);
+        })
+        .expect_err("name taken");
+    assert_eq!(err, SpawnError::Registry(RegistryError::AlreadyRegistered("svc".into(), first.pid())));
+    assert_eq!(node.live_processes(), 1, "the failed spawn left nothing behind");
+    assert!(!ran.load(std::sync::atomic::Ordering::SeqCst));
+    let opts = SpawnOpts { name: Some("other".into()), group: Some("g".into()), ..SpawnOpts::default() };
+    let second = node.spawn_with(opts, |_c: Ctx<u64>| std::future::pending::<()>()).expect("free name");
+    assert_eq!(node.whereis("other"), Some(second.pid()));
+    assert_eq!(node.members("g"), vec![second.pid()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_body_constructor_leaves_no_zombie() {
+    let node = Node::new("t");
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        node.spawn(|_c: Ctx<u64>| -> std::future::Ready<()> { panic!("constructor bug") });
+    }));
+    assert!(caught.is_err(), "the panic reaches the caller");
+    assert_eq!(node.live_processes(), 0);
+    assert!(node.processes().is_empty());
+    assert_eq!(node.shutdown(WAIT).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_blocked_on_a_shared_budget_wakes_when_another_mailbox_frees_it() {
+    let node = Node::new("t");
+    let budget = ByteBudget::new(100);
+    let per_msg = std::mem::size_of::<Vec<u8>>() + 40;
+    let cfg = Arc::new(MailboxConfig { shared_budget: Some(budget.clone()), ..MailboxConfig::default() });
+    let opts = || SpawnOpts { mailbox: Some(cfg.clone()), ..SpawnOpts::default() };
+    // `a` holds the whole budget until it is told to read.
+    let (go_tx, go_rx) = oneshot::channel::<()>();
+    let a = node
+        .spawn_with(opts(), move |mut c: Ctx<Vec<u8>>| async move {
+            let _ = go_rx.await;
+            loop {
+                c.recv().await;
+            }
+        })
+        .expect("valid");
+    let b = node.spawn_with(opts(), |_c: Ctx<Vec<u8>>| std::future::pending::<()>()).expect("valid");
+    let mut sent = 0;
+    while a.try_send(vec![0; 40]).is_ok() {
+        sent += 1;
+    }
+    assert_eq!(sent, 100 / per_msg);
+    assert!(matches!(b.try_send(vec![0; 40]), Err(SendError::Full(_))), "b's mailbox is empty but the budget is spent");
+    let blocked = tokio::spawn(async move { b.send(vec![0; 40]).await });
+    let still_blocked = tokio::time::timeout(Duration::from_millis(30), async {
+        while !blocked.is_finished() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert!(still_blocked.is_err(), "b's sender waits while the budget is spent");
+    go_tx.send(()).expect("a waits");
+    tokio::time::timeout(WAIT, blocked).await.expect("b's sender woken by a's release").expect("task").expect("sent");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drop_oldest_eviction_may_send_to_the_same_process() {
+    struct Loud(Option<foundation::Addr<Loud>>);
+    impl Message for Loud {}
+    impl Drop for Loud {
+        fn drop(&mut self) {
+            if let Some(to) = self.0.take() {
+                let _ = to.try_send(Loud(None));
+            }
+        }
+    }
+    let node = Node::new("t");
+    let mailbox = Arc::new(MailboxConfig::bounded(2).with_overflow(Overflow::DropOldest));
+    let p = node.spawn_with(SpawnOpts { mailbox: Some(mailbox), ..SpawnOpts::default() }, |_c: Ctx<Loud>| std::future::pending::<()>());
+    let p = p.expect("valid");
+    for _ in 0..5 {
+        // Each eviction drops a Loud that sends to `p` itself: no deadlock.
+        p.try_send(Loud(Some(p.clone()))).expect("drop-oldest accepts");
+    }
+    assert!(node.process_info(p.pid()).expect("alive").dropped >= 3);
 }

@@ -223,3 +223,43 @@ async fn dynamic_children_and_nested_supervisors() {
     assert_eq!(node.live_processes(), 0, "the nested tree is gone");
     assert!(log.lock().ends_with(&["stop leaf".to_owned()]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_for_all_forgets_temporary_siblings_it_stops() {
+    let node = Node::new("t");
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let children = vec![logged("a", log.clone()), logged("temp", log.clone()).restart(Restart::Temporary), logged("c", log.clone())];
+    let sup = Supervisor::start(&node, spec(Strategy::OneForAll, children)).await.expect("starts");
+    let a = pids(&sup).await[0].unwrap();
+    let exited = node.watch(a);
+    node.exit(a, ExitReason::Kill);
+    exited.await;
+    for _ in 0..500 {
+        let infos = sup.which_children().await.unwrap();
+        if infos.len() == 2 && infos.iter().all(|c| c.pid.is_some_and(|p| node.is_alive(p) && Some(p) != Some(a))) {
+            assert_eq!(infos.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), ["a", "c"]);
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("expected a and c restarted and temp forgotten: {:?}", sup.which_children().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_supervisor_stops_when_its_parent_exits_even_normally() {
+    let node = Node::new("t");
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let parent = node.spawn(move |mut ctx: Ctx<()>| async move {
+        let opts = foundation::SpawnOpts { link: Some(ctx.pid()), ..Default::default() };
+        let node = ctx.node().clone();
+        let sup = Supervisor::start_with(&node, spec(Strategy::OneForOne, vec![logged("a", log)]), opts).await.expect("starts");
+        let _ = tx.send(sup.pid());
+        ctx.recv().await;
+    });
+    let sup = rx.await.expect("started");
+    let sup_exit = node.watch(sup);
+    parent.send(()).await.expect("alive");
+    assert_eq!(sup_exit.await, ExitReason::Normal);
+    assert_eventually("the tree is gone", || node.live_processes() == 0, WAIT).await;
+}
