@@ -80,6 +80,7 @@ impl<M: Message> Addr<M> {
             return Err(SendError::NoProc(Some(msg)));
         }
         let offer = st.queue.offer(&self.proc.config, &self.proc.progress, msg);
+        st.count_drops(&offer);
         drop(st);
         self.settle(offer)
     }
@@ -88,7 +89,13 @@ impl<M: Message> Addr<M> {
     /// it wakes the receiver and drops evicted messages.
     fn settle(&self, offer: Offer<M>) -> Result<(), SendError<M>> {
         match offer {
-            Offer::Accepted(waker, evicted) => {
+            Offer::Accepted(waker) => {
+                if let Some(w) = waker {
+                    w.wake();
+                }
+                Ok(())
+            }
+            Offer::AcceptedEvicting(waker, evicted) => {
                 if let Some(w) = waker {
                     w.wake();
                 }
@@ -119,33 +126,71 @@ impl<M: Message> Addr<M> {
         if st.exited {
             return Poll::Ready(Err(SendError::NoProc(Some(msg))));
         }
-        let cfg = &self.proc.config;
-        let offer = match st.queue.offer(cfg, &self.proc.progress, msg) {
-            // Register, then look once more: room freed between the first
-            // look and the registration is seen now (see `mailbox` docs).
-            Offer::Full(m) => {
-                let waiters = &mut st.extra().send_waiters;
-                if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
-                    waiters.push(cx.waker().clone());
+        match st.queue.offer(&self.proc.config, &self.proc.progress, msg) {
+            Offer::Accepted(waker) => {
+                drop(st);
+                coop.made_progress();
+                if let Some(w) = waker {
+                    w.wake();
                 }
-                self.proc.progress.senders_waiting.store(true, Ordering::SeqCst);
-                st.queue.offer(cfg, &self.proc.progress, m)
+                Poll::Ready(Ok(()))
             }
-            Offer::NoBudget(m) => {
-                cfg.shared_budget.as_ref().expect("NoBudget implies a shared budget").wait(cx.waker());
-                st.queue.offer(cfg, &self.proc.progress, m)
-            }
-            other => other,
-        };
-        match offer {
-            Offer::Full(m) | Offer::NoBudget(m) => {
-                *slot = Some(m);
-                Poll::Pending
-            }
+            refused @ (Offer::Full(_) | Offer::NoBudget(_)) => match self.register_and_retry(&mut st, cx, refused) {
+                Ok(offer) => {
+                    st.count_drops(&offer);
+                    drop(st);
+                    coop.made_progress();
+                    Poll::Ready(self.settle(offer))
+                }
+                Err(m) => {
+                    *slot = Some(m);
+                    Poll::Pending
+                }
+            },
             offer => {
+                st.count_drops(&offer);
                 drop(st);
                 coop.made_progress();
                 Poll::Ready(self.settle(offer))
+            }
+        }
+    }
+
+    /// The mailbox (or its shared budget) is full: register to be woken, then
+    /// look once more, so room freed in between is not missed (see the
+    /// `mailbox` docs). `Err` gives the message back to wait with it.
+    #[cold]
+    fn register_and_retry(&self, st: &mut crate::process::State<M>, cx: &Context<'_>, refused: Offer<M>) -> Result<Offer<M>, M> {
+        let cfg = &self.proc.config;
+        let (msg, over_budget) = match refused {
+            Offer::Full(m) => (m, false),
+            Offer::NoBudget(m) => (m, true),
+            _ => unreachable!("only refusals are retried"),
+        };
+        if over_budget {
+            // Not this mailbox's bounds: the shared budget. Wait on it.
+            cfg.shared_budget.as_ref().expect("only a shared budget refuses a mailbox with room").wait(cx.waker());
+        } else {
+            let waiters = &mut st.extra().send_waiters;
+            if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                waiters.push(cx.waker().clone());
+            }
+            self.proc.progress.senders_waiting.store(true, Ordering::SeqCst);
+            std::sync::atomic::fence(Ordering::SeqCst);
+        }
+        match st.queue.offer(cfg, &self.proc.progress, msg) {
+            Offer::Full(m) | Offer::NoBudget(m) => Err(m),
+            offer => {
+                if !over_budget {
+                    // Room after all: withdraw, so the receiver does not wake
+                    // a sender that is not waiting.
+                    let waiters = &mut st.extra().send_waiters;
+                    waiters.retain(|w| !w.will_wake(cx.waker()));
+                    if waiters.is_empty() {
+                        self.proc.progress.senders_waiting.store(false, Ordering::Relaxed);
+                    }
+                }
+                Ok(offer)
             }
         }
     }

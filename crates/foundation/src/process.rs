@@ -126,6 +126,8 @@ pub(crate) enum Watcher {
 
 #[derive(Default)]
 pub(crate) struct Extra {
+    /// Messages dropped by the mailbox's overflow policy.
+    pub dropped: u64,
     /// The exit reason recorded by whoever decided the process must end.
     pub kill_reason: Option<ExitReason>,
     /// Senders waiting for room in the mailbox.
@@ -156,6 +158,14 @@ pub(crate) struct Process<M> {
 impl<M> State<M> {
     pub fn extra(&mut self) -> &mut Extra {
         self.extra.get_or_insert_with(Box::default)
+    }
+
+    /// Counts what an offer's overflow policy dropped.
+    pub fn count_drops(&mut self, offer: &crate::mailbox::Offer<M>) {
+        let n = offer.dropped();
+        if n > 0 {
+            self.extra().dropped += n;
+        }
     }
 }
 
@@ -403,7 +413,7 @@ impl<M: Message> AnyProcess for Process<M> {
             mailbox_len: st.queue.len(&self.progress),
             mailbox_bytes: st.queue.outstanding_bytes(&self.progress),
             mailbox_allocated: st.queue.items.capacity(),
-            dropped: u64::from(st.queue.dropped),
+            dropped: extra.map_or(0, |e| e.dropped),
             signals_pending: extra.map_or(0, |e| e.signals.len()),
             signals_dropped: extra.map_or(0, |e| e.signals_dropped),
             trap_exit: st.trap_exit,
