@@ -1,0 +1,37 @@
+//! `foundation bench` end to end: the JSON line contract and bad input.
+
+use std::process::Command;
+
+fn foundation() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_foundation"))
+}
+
+#[test]
+fn json_lines_follow_the_contract() {
+    let out =
+        foundation().args(["bench", "--only", "process.idle_bytes", "--quick", "--json", "--runs", "1"]).output().expect("run foundation");
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).expect("utf-8");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "one bench selected, one line: {stdout}");
+    let v: serde_json::Value = serde_json::from_str(lines[0]).expect("a JSON object");
+    assert_eq!(v["bench"], "process.idle_bytes");
+    assert_eq!(v["unit"], "B");
+    let bytes = v["value"].as_f64().expect("a number");
+    assert!(bytes > 64.0 && bytes < 4096.0, "an idle process costs some bytes, not kilobytes: {bytes}");
+    assert_eq!(v.as_object().map(|o| o.len()), Some(3), "exactly bench, value, unit");
+}
+
+#[test]
+fn unknown_prefix_is_an_error_that_says_what_to_do() {
+    let out = foundation().args(["bench", "--only", "nope."]).output().expect("run foundation");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no bench name starts with") && stderr.contains("nope."), "{stderr}");
+}
+
+#[test]
+fn bad_runs_value_is_refused_by_the_parser() {
+    let out = foundation().args(["bench", "--runs", "0"]).output().expect("run foundation");
+    assert_eq!(out.status.code(), Some(2), "clap usage errors exit 2");
+}
