@@ -2,8 +2,11 @@
 //!
 //! Output contract: a table by default; with `--json`, one JSON object per
 //! line, `{"bench": NAME, "value": NUMBER, "unit": UNIT}`. Each figure is the
-//! median of `--runs` runs after one unmeasured warm-up run, all on one
-//! multi-threaded runtime per bench (a fresh `Node` each run).
+//! median of `--runs` runs after one unmeasured warm-up run. Processes run on
+//! a scheduler pool, one scheduler per core (`--workers`), or with `--tokio`
+//! on tokio's work-stealing runtime; each run uses a fresh `Node`, and each
+//! bench's processes are spawned from one root process, as the seed's
+//! benchmarks run from their test process.
 
 mod ecosystem;
 pub mod process;
@@ -12,8 +15,14 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::Args;
+use std::future::Future;
+use std::sync::Arc;
+
+use foundation::rt::{RtConfig, SchedulerPool, Spawner};
+use foundation::{Ctx, Node, NodeConfig};
 use serde::Serialize;
 use tokio::runtime::Runtime;
+use tokio::sync::oneshot;
 
 /// Options of `foundation bench`.
 #[derive(Args, Debug)]
@@ -33,9 +42,13 @@ pub struct BenchArgs {
     /// Print every run's figure to stderr (the spread behind each median).
     #[arg(long)]
     verbose: bool,
-    /// Worker threads of the runtime (default: one per core).
+    /// Schedulers (or tokio workers with `--tokio`); default one per core.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    workers: Option<u16>,
+    /// Run processes on tokio's work-stealing runtime instead of
+    /// Foundation's scheduler pool.
     #[arg(long)]
-    workers: Option<usize>,
+    tokio: bool,
 }
 
 /// One reported figure.
@@ -51,27 +64,72 @@ pub struct Bench {
     pub name: &'static str,
     pub unit: &'static str,
     pub target: &'static str,
-    /// Measures once on the bench's runtime; returns the figure in `unit`.
-    pub run: fn(&Sizes, &Runtime) -> anyhow::Result<f64>,
+    /// Measures once; returns the figure in `unit`.
+    pub run: fn(&Sizes, &Harness) -> anyhow::Result<f64>,
     /// Run once unmeasured first (allocator, threads and caches warm).
     pub warmup: bool,
 }
 
-/// Workload sizes (full or `--quick`).
+/// Workload sizes (full or `--quick`) and where processes run.
 pub struct Sizes {
     pub quick: bool,
     pub workers: usize,
+    pub tokio: bool,
 }
 
 impl Sizes {
     pub fn pick(&self, full: usize, quick: usize) -> usize {
         if self.quick { quick } else { full }
     }
+}
 
-    /// A multi-threaded runtime with one worker per core (or `--workers`).
-    pub fn runtime(&self) -> anyhow::Result<tokio::runtime::Runtime> {
-        tokio::runtime::Builder::new_multi_thread().worker_threads(self.workers).enable_all().build().context("building the tokio runtime")
+/// What a bench runs on: a driver runtime for the harness's own awaiting,
+/// and where the processes run (a scheduler pool, or with `--tokio` the
+/// driver itself, multi-threaded).
+pub struct Harness {
+    pub driver: Runtime,
+    pool: Option<Arc<SchedulerPool>>,
+}
+
+impl Harness {
+    pub fn new(sizes: &Sizes) -> anyhow::Result<Self> {
+        if sizes.tokio {
+            let driver = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(sizes.workers)
+                .enable_all()
+                .build()
+                .context("building the tokio runtime")?;
+            return Ok(Self { driver, pool: None });
+        }
+        let driver = tokio::runtime::Builder::new_current_thread().enable_all().build().context("building the driver runtime")?;
+        let pool = SchedulerPool::new(sizes.workers).context("starting the scheduler pool")?;
+        Ok(Self { driver, pool: Some(pool) })
     }
+
+    /// A fresh node whose processes run where this harness says.
+    pub fn node(&self) -> Node {
+        let Some(pool) = &self.pool else { return Node::new("bench") };
+        let rt = RtConfig { spawner: Spawner::Pool(pool.clone()), ..RtConfig::default() };
+        Node::with_config(NodeConfig { name: "bench".into(), rt, ..NodeConfig::default() }).expect("the default node config is valid")
+    }
+}
+
+/// Runs `f` as the bench's root process (like the seed's test process) and
+/// returns its result. Processes it spawns are placed next to it.
+pub async fn in_root<T, F, Fut>(node: &Node, f: F) -> anyhow::Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce(Ctx<()>) -> Fut,
+    Fut: Future<Output = T> + Send + 'static,
+{
+    let (tx, rx) = oneshot::channel();
+    node.spawn(move |ctx| {
+        let work = f(ctx);
+        async move {
+            let _ = tx.send(work.await);
+        }
+    });
+    rx.await.context("the root process ended without a result")
 }
 
 fn all_benches() -> Vec<Bench> {
@@ -82,8 +140,8 @@ fn all_benches() -> Vec<Bench> {
 
 /// Runs the selected benches and prints their figures.
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
-    let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
-    let sizes = Sizes { quick: args.quick, workers };
+    let workers = args.workers.map_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()), usize::from);
+    let sizes = Sizes { quick: args.quick, workers, tokio: args.tokio };
     let selected: Vec<Bench> = all_benches().into_iter().filter(|b| args.only.as_deref().is_none_or(|p| b.name.starts_with(p))).collect();
     if selected.is_empty() {
         bail!("no bench name starts with {:?}; run `foundation bench` to list them all", args.only.as_deref().unwrap_or_default());
@@ -92,13 +150,13 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         println!("{:<32} {:>14} {:<8} target", "bench", "median", "unit");
     }
     for bench in &selected {
-        let rt = sizes.runtime()?;
+        let harness = Harness::new(&sizes)?;
         if bench.warmup {
-            (bench.run)(&sizes, &rt).with_context(|| format!("bench {} (warm-up)", bench.name))?;
+            (bench.run)(&sizes, &harness).with_context(|| format!("bench {} (warm-up)", bench.name))?;
         }
         let mut values = Vec::with_capacity(args.runs as usize);
         for _ in 0..args.runs {
-            values.push((bench.run)(&sizes, &rt).with_context(|| format!("bench {}", bench.name))?);
+            values.push((bench.run)(&sizes, &harness).with_context(|| format!("bench {}", bench.name))?);
         }
         if args.verbose {
             let shown: Vec<String> = values.iter().map(|v| format_value(*v)).collect();

@@ -29,9 +29,12 @@ enum Command {
         probe: String,
         /// Its size.
         n: usize,
-        /// Runtime worker threads.
+        /// Schedulers (or tokio workers).
         #[arg(long)]
         workers: usize,
+        /// On tokio's work-stealing runtime.
+        #[arg(long)]
+        tokio: bool,
     },
 }
 
@@ -39,9 +42,9 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Bench(args) => bench::run(&args),
-        Command::BenchProbe { probe, n, workers } => {
+        Command::BenchProbe { probe, n, workers, tokio } => {
             anyhow::ensure!(probe == "idle-bytes", "unknown probe `{probe}`; the only probe is idle-bytes");
-            println!("{}", bench::process::idle_bytes_probe(n, workers)?);
+            println!("{}", bench::process::idle_bytes_probe(n, workers, tokio)?);
             Ok(())
         }
     }

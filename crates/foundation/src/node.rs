@@ -56,6 +56,9 @@ pub struct SpawnOpts {
     pub name: Option<String>,
     /// Join this group before the body runs.
     pub group: Option<String>,
+    /// Run on this scheduler of the node's [`SchedulerPool`](crate::rt::SchedulerPool)
+    /// instead of next to the spawner. Refused on a node without a pool.
+    pub scheduler: Option<usize>,
 }
 
 /// Why [`Node::spawn_with`] spawned nothing.
@@ -67,6 +70,14 @@ pub enum SpawnError {
     /// The name or group could not be taken.
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    /// `SpawnOpts::scheduler` names no scheduler of this node.
+    #[error("no scheduler {index}: this node has {available} (0 means it runs on the ambient tokio runtime, without a pool)")]
+    NoScheduler {
+        /// The scheduler asked for.
+        index: usize,
+        /// Schedulers the node has.
+        available: usize,
+    },
 }
 
 /// Errors of the name registry and process groups.
@@ -205,6 +216,10 @@ impl Node {
             }
             None => self.shared.default_mailbox.clone(),
         };
+        let available = self.shared.rt.schedulers();
+        if let Some(index) = opts.scheduler.filter(|i| *i >= available) {
+            return Err(SpawnError::NoScheduler { index, available });
+        }
         Ok(self.spawn_inner(mailbox, &opts, body)?)
     }
 
@@ -231,7 +246,11 @@ impl Node {
         }
         let link_failed = opts.link.is_some_and(|other| !shared.link_new(&proc, other));
         let fut = body(Ctx::new(proc.clone()));
-        let task = crate::rt::spawn(Runner::new(proc.clone(), fut));
+        let runner = Runner::new(proc.clone(), fut);
+        let task = match opts.scheduler {
+            Some(index) => shared.rt.spawn_on(index, runner).unwrap_or_else(|_| unreachable!("scheduler index checked by spawn_with")),
+            None => shared.rt.spawn(runner),
+        };
         guard.disarm();
         process::attach_task(&proc, task);
         if let (true, Some(other)) = (link_failed, opts.link) {

@@ -4,12 +4,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, ensure};
 use foundation::ecosystem::{EcosystemConfig, ProcessSpec, shutdown_ecosystem, spawn_ecosystem};
-use foundation::{Addr, Ctx, Message, Node};
-use tokio::sync::oneshot;
+use foundation::{Addr, Ctx, Message};
 
-use tokio::runtime::Runtime;
-
-use super::{Bench, Sizes};
+use super::{Bench, Harness, Sizes, in_root};
 
 pub fn benches() -> Vec<Bench> {
     vec![
@@ -38,52 +35,54 @@ fn config() -> EcosystemConfig {
     EcosystemConfig::new(coordinator, worker, 1000).self_healing()
 }
 
-fn spawn_1000(_sizes: &Sizes, rt: &Runtime) -> anyhow::Result<f64> {
-    rt.block_on(async {
-        let node = Node::new("bench");
-        // Timed from a task on the runtime, as the seed times it from a BEAM
-        // process: the caller is on a scheduler, not an outside thread.
-        let caller = node.clone();
-        let (elapsed, eco) = tokio::spawn(async move {
+fn spawn_1000(_sizes: &Sizes, h: &Harness) -> anyhow::Result<f64> {
+    h.driver.block_on(async {
+        let node = h.node();
+        // Timed in the root process, as the seed times it from its test process.
+        let (elapsed, eco) = in_root(&node, |ctx: Ctx<()>| async move {
             let start = Instant::now();
-            let eco = spawn_ecosystem(&caller, config()).await;
+            let eco = spawn_ecosystem(ctx.node(), config()).await;
             (start.elapsed(), eco)
         })
-        .await
-        .context("timing task")?;
+        .await?;
         let eco = eco?;
         ensure!(eco.workers.len() == 1000, "expected 1000 workers, got {}", eco.workers.len());
         shutdown_ecosystem(&eco).await?;
+        node.shutdown(Duration::from_secs(10)).await;
         Ok(elapsed.as_secs_f64() * 1e3)
     })
 }
 
-fn request_ack_10k(_sizes: &Sizes, rt: &Runtime) -> anyhow::Result<f64> {
+fn request_ack_10k(_sizes: &Sizes, h: &Harness) -> anyhow::Result<f64> {
     const REQUESTS: usize = 10_000;
-    rt.block_on(async {
-        let node = Node::new("bench");
-        let eco = spawn_ecosystem(&node, config()).await?;
-        let workers: Vec<Addr<Request>> = eco.workers.iter().filter_map(|p| node.addr(*p)).collect();
-        ensure!(workers.len() == 1000, "workers not addressable");
-        let (done_tx, done_rx) = oneshot::channel::<Duration>();
-        // The requester: sends all requests, then awaits all acks.
-        let big_mailbox = std::sync::Arc::new(foundation::MailboxConfig::bounded(REQUESTS));
-        let opts = foundation::SpawnOpts { mailbox: Some(big_mailbox), ..Default::default() };
+    h.driver.block_on(async {
+        let node = h.node();
+        // The root process spawns the ecosystem, then is the requester:
+        // sends all requests, then awaits all acks. Its mailbox holds them all.
+        let big = std::sync::Arc::new(foundation::MailboxConfig::bounded(REQUESTS));
+        let opts = foundation::SpawnOpts { mailbox: Some(big), ..Default::default() };
+        let (tx, rx) = tokio::sync::oneshot::channel();
         node.spawn_with(opts, move |mut ctx: Ctx<u32>| async move {
-            let me = ctx.addr();
-            let start = Instant::now();
-            for i in 0..REQUESTS {
-                if workers[i % workers.len()].send(Request(me.clone())).await.is_err() {
-                    return;
+            let result = async {
+                let eco = spawn_ecosystem(ctx.node(), config()).await?;
+                let workers: Vec<Addr<Request>> = eco.workers.iter().filter_map(|p| ctx.node().addr(*p)).collect();
+                ensure!(workers.len() == 1000, "workers not addressable");
+                let me = ctx.addr();
+                let start = Instant::now();
+                for i in 0..REQUESTS {
+                    workers[i % workers.len()].send(Request(me.clone())).await.map_err(|e| anyhow::anyhow!("request: {e}"))?;
                 }
+                for _ in 0..REQUESTS {
+                    ctx.recv().await;
+                }
+                let elapsed = start.elapsed();
+                shutdown_ecosystem(&eco).await?;
+                Ok(elapsed)
             }
-            for _ in 0..REQUESTS {
-                ctx.recv().await;
-            }
-            let _ = done_tx.send(start.elapsed());
+            .await;
+            let _ = tx.send(result);
         })?;
-        let elapsed = done_rx.await.context("requester finished")?;
-        shutdown_ecosystem(&eco).await?;
+        let elapsed = rx.await.context("the requester ended without a result")??;
         node.shutdown(Duration::from_secs(10)).await;
         Ok(elapsed.as_secs_f64() * 1e3)
     })

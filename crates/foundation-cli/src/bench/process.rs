@@ -1,14 +1,12 @@
 //! Process-layer benches: spawn, idle memory, one-to-one throughput, ping-pong.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, ensure};
 use foundation::{Addr, Ctx, Node};
 use tokio::sync::oneshot;
 
-use tokio::runtime::Runtime;
-
-use super::{Bench, Sizes, ns_per};
+use super::{Bench, Harness, Sizes, in_root, ns_per};
 
 pub fn benches() -> Vec<Bench> {
     vec![
@@ -24,28 +22,26 @@ async fn idle(mut ctx: Ctx<()>) {
     ctx.recv().await;
 }
 
-/// Spawns `n` idle processes from inside a process-like task; returns the
-/// spawn loop's duration.
-async fn spawn_many(node: &Node, n: usize) -> std::time::Duration {
-    let node2 = node.clone();
-    tokio::spawn(async move {
+/// Spawns `n` idle processes from the root process; returns the spawn
+/// loop's duration.
+async fn spawn_many(node: &Node, n: usize) -> anyhow::Result<Duration> {
+    in_root(node, move |ctx: Ctx<()>| async move {
         let start = Instant::now();
         for _ in 0..n {
-            node2.spawn(idle);
+            ctx.node().spawn(idle);
         }
         start.elapsed()
     })
     .await
-    .expect("spawner task")
 }
 
-fn spawn_idle(sizes: &Sizes, rt: &Runtime) -> anyhow::Result<f64> {
+fn spawn_idle(sizes: &Sizes, h: &Harness) -> anyhow::Result<f64> {
     let n = sizes.pick(1_000_000, 100_000);
-    rt.block_on(async {
-        let node = Node::new("bench");
-        let elapsed = spawn_many(&node, n).await;
+    h.driver.block_on(async {
+        let node = h.node();
+        let elapsed = spawn_many(&node, n).await?;
         ensure!(node.live_processes() == n, "expected {n} live processes, found {}", node.live_processes());
-        let left = node.shutdown(std::time::Duration::from_secs(60)).await;
+        let left = node.shutdown(Duration::from_secs(60)).await;
         ensure!(left == 0, "{left} processes outlived shutdown");
         Ok(ns_per(elapsed, n))
     })
@@ -54,62 +50,68 @@ fn spawn_idle(sizes: &Sizes, rt: &Runtime) -> anyhow::Result<f64> {
 /// Resident memory per idle process, measured in a fresh child process of
 /// this binary: in this one, memory freed by earlier benches would be reused
 /// and hide the real cost.
-fn idle_bytes(sizes: &Sizes, _rt: &Runtime) -> anyhow::Result<f64> {
+fn idle_bytes(sizes: &Sizes, _h: &Harness) -> anyhow::Result<f64> {
     let n = sizes.pick(1_000_000, 100_000);
     let exe = std::env::current_exe().context("locating the foundation binary")?;
-    let out = std::process::Command::new(exe)
-        .args(["bench-probe", "idle-bytes", &n.to_string(), "--workers", &sizes.workers.to_string()])
-        .output()
-        .context("running the idle-bytes probe")?;
+    let mut probe = std::process::Command::new(exe);
+    probe.args(["bench-probe", "idle-bytes", &n.to_string(), "--workers", &sizes.workers.to_string()]);
+    if sizes.tokio {
+        probe.arg("--tokio");
+    }
+    let out = probe.output().context("running the idle-bytes probe")?;
     ensure!(out.status.success(), "idle-bytes probe failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).trim().parse().context("parsing the probe's figure")
 }
 
 /// The probe run by [`idle_bytes`] in a fresh process.
-pub fn idle_bytes_probe(n: usize, workers: usize) -> anyhow::Result<f64> {
-    let sizes = Sizes { quick: false, workers };
-    let rt = sizes.runtime()?;
-    rt.block_on(async {
-        let node = Node::new("bench");
+pub fn idle_bytes_probe(n: usize, workers: usize, tokio: bool) -> anyhow::Result<f64> {
+    let h = Harness::new(&Sizes { quick: false, workers, tokio })?;
+    h.driver.block_on(async {
+        let node = h.node();
         // Warm the runtime and the allocator so the baseline holds them.
-        spawn_many(&node, 1000).await;
-        node.shutdown(std::time::Duration::from_secs(10)).await;
+        spawn_many(&node, 1000).await?;
+        node.shutdown(Duration::from_secs(10)).await;
         let before = foundation_testkit::rss_bytes().context("reading resident memory")?;
-        spawn_many(&node, n).await;
+        spawn_many(&node, n).await?;
         let after = foundation_testkit::rss_bytes().context("reading resident memory")?;
-        let left = node.shutdown(std::time::Duration::from_secs(60)).await;
+        let left = node.shutdown(Duration::from_secs(60)).await;
         ensure!(left == 0, "{left} processes outlived shutdown");
         Ok(after.saturating_sub(before) as f64 / n as f64)
     })
 }
 
-fn one_to_one(sizes: &Sizes, rt: &Runtime) -> anyhow::Result<f64> {
+fn one_to_one(sizes: &Sizes, h: &Harness) -> anyhow::Result<f64> {
     let n = sizes.pick(10_000_000, 1_000_000);
-    rt.block_on(async {
-        let node = Node::new("bench");
-        let (done_tx, done_rx) = oneshot::channel::<Instant>();
-        let receiver: Addr<u64> = node.spawn(move |mut ctx: Ctx<u64>| async move {
-            let mut sum = 0u64;
-            for _ in 0..n {
-                sum = sum.wrapping_add(ctx.recv().await);
-            }
-            std::hint::black_box(sum);
-            let _ = done_tx.send(Instant::now());
-        });
-        let (start_tx, start_rx) = oneshot::channel::<Instant>();
-        node.spawn(move |_ctx: Ctx<()>| async move {
-            let start = Instant::now();
-            for i in 0..n as u64 {
-                if receiver.send(i).await.is_err() {
-                    return;
+    h.driver.block_on(async {
+        let node = h.node();
+        let elapsed = in_root(&node, move |ctx: Ctx<()>| async move {
+            let (done_tx, done_rx) = oneshot::channel::<Instant>();
+            let receiver: Addr<u64> = ctx.node().spawn(move |mut ctx: Ctx<u64>| async move {
+                let mut sum = 0u64;
+                for _ in 0..n {
+                    sum = sum.wrapping_add(ctx.recv().await);
                 }
-            }
-            let _ = start_tx.send(start);
-        });
-        let end = done_rx.await.context("receiver finished")?;
-        let start = start_rx.await.context("sender finished")?;
-        node.shutdown(std::time::Duration::from_secs(10)).await;
-        Ok(n as f64 / (end - start).as_secs_f64())
+                std::hint::black_box(sum);
+                let _ = done_tx.send(Instant::now());
+            });
+            let (start_tx, start_rx) = oneshot::channel::<Instant>();
+            ctx.node().spawn(move |_ctx: Ctx<()>| async move {
+                let start = Instant::now();
+                for i in 0..n as u64 {
+                    if receiver.send(i).await.is_err() {
+                        return;
+                    }
+                }
+                let _ = start_tx.send(start);
+            });
+            let end = done_rx.await.ok()?;
+            let start = start_rx.await.ok()?;
+            Some(end - start)
+        })
+        .await?
+        .context("sender or receiver ended early")?;
+        node.shutdown(Duration::from_secs(10)).await;
+        Ok(n as f64 / elapsed.as_secs_f64())
     })
 }
 
@@ -120,31 +122,35 @@ enum Ball {
 }
 impl foundation::Message for Ball {}
 
-fn ping_pong_rtt(sizes: &Sizes, rt: &Runtime) -> anyhow::Result<f64> {
+fn ping_pong_rtt(sizes: &Sizes, h: &Harness) -> anyhow::Result<f64> {
     let n = sizes.pick(1_000_000, 100_000);
-    rt.block_on(async {
-        let node = Node::new("bench");
-        let pong = node.spawn(|mut ctx: Ctx<Ball>| async move {
-            let Ball::Serve(ping) = ctx.recv().await else { return };
-            loop {
-                ctx.recv().await;
-                if ping.send(Ball::Hit).await.is_err() {
-                    return;
+    h.driver.block_on(async {
+        let node = h.node();
+        let elapsed = in_root(&node, move |ctx: Ctx<()>| async move {
+            let pong = ctx.node().spawn(|mut ctx: Ctx<Ball>| async move {
+                let Ball::Serve(ping) = ctx.recv().await else { return };
+                loop {
+                    ctx.recv().await;
+                    if ping.send(Ball::Hit).await.is_err() {
+                        return;
+                    }
                 }
-            }
-        });
-        let (done_tx, done_rx) = oneshot::channel();
-        node.spawn(move |mut ctx: Ctx<Ball>| async move {
-            let _ = pong.send(Ball::Serve(ctx.addr())).await;
-            let start = Instant::now();
-            for _ in 0..n {
-                let _ = pong.send(Ball::Hit).await;
-                ctx.recv().await;
-            }
-            let _ = done_tx.send(start.elapsed());
-        });
-        let elapsed = done_rx.await.context("ping finished")?;
-        node.shutdown(std::time::Duration::from_secs(10)).await;
+            });
+            let (done_tx, done_rx) = oneshot::channel();
+            ctx.node().spawn(move |mut ctx: Ctx<Ball>| async move {
+                let _ = pong.send(Ball::Serve(ctx.addr())).await;
+                let start = Instant::now();
+                for _ in 0..n {
+                    let _ = pong.send(Ball::Hit).await;
+                    ctx.recv().await;
+                }
+                let _ = done_tx.send(start.elapsed());
+            });
+            done_rx.await.ok()
+        })
+        .await?
+        .context("ping ended early")?;
+        node.shutdown(Duration::from_secs(10)).await;
         Ok(ns_per(elapsed, n))
     })
 }

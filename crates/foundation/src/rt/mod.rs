@@ -6,8 +6,10 @@
 //! sockets). The test kit plugs a simulated clock and network in behind the
 //! same types, which is what lets a whole cluster replay exactly from a seed.
 //!
-//! - **spawn**: [`spawn`] puts a task on the current tokio runtime. Simulated
-//!   hosts run their own tokio runtimes, so the same call works there.
+//! - **spawn**: [`Rt::spawn`] puts a task where the node's processes run:
+//!   the current tokio runtime ([`Spawner::Ambient`]; simulated hosts run
+//!   their own, so this works there), or a [`SchedulerPool`] that keeps a
+//!   process next to the one that spawned it ([`Spawner::Pool`]).
 //! - **time**: [`Rt::now`] (monotonic, tokio's clock, which simulations drive)
 //!   and [`Rt::system_time`] (wall clock: real, or `epoch + elapsed` under
 //!   simulation). [`sleep`] and [`timeout`] are tokio's, re-exported so call
@@ -29,6 +31,7 @@
 //! ```
 
 pub mod net;
+pub mod sched;
 
 use std::fmt;
 use std::future::Future;
@@ -40,6 +43,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 pub use net::{BoxStream, Listener, Network, TokioNetwork};
+pub use sched::SchedulerPool;
 pub use tokio::task::JoinHandle;
 pub use tokio::time::{Instant, sleep, sleep_until, timeout};
 
@@ -72,6 +76,18 @@ pub enum Clock {
     },
 }
 
+/// Where a node's processes run.
+#[derive(Clone, Debug, Default)]
+pub enum Spawner {
+    /// On the tokio runtime that spawns them (its work-stealing workers, or
+    /// a simulated host's runtime).
+    #[default]
+    Ambient,
+    /// On a [`SchedulerPool`]: next to the spawning process, round-robin
+    /// from outside.
+    Pool(Arc<SchedulerPool>),
+}
+
 /// How to build an [`Rt`].
 #[derive(Clone)]
 pub struct RtConfig {
@@ -81,17 +97,19 @@ pub struct RtConfig {
     pub clock: Clock,
     /// The network this node binds and connects through.
     pub network: Arc<dyn Network>,
+    /// Where processes run.
+    pub spawner: Spawner,
 }
 
 impl Default for RtConfig {
     fn default() -> Self {
-        Self { seed: 0, clock: Clock::Real, network: Arc::new(TokioNetwork) }
+        Self { seed: 0, clock: Clock::Real, network: Arc::new(TokioNetwork), spawner: Spawner::Ambient }
     }
 }
 
 impl fmt::Debug for RtConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RtConfig").field("seed", &self.seed).field("clock", &self.clock).finish()
+        f.debug_struct("RtConfig").field("seed", &self.seed).field("clock", &self.clock).field("spawner", &self.spawner).finish()
     }
 }
 
@@ -108,6 +126,7 @@ struct RtInner {
     clock: Clock,
     rng: Mutex<StdRng>,
     network: Arc<dyn Network>,
+    spawner: Spawner,
 }
 
 impl fmt::Debug for Rt {
@@ -120,7 +139,7 @@ impl Rt {
     /// Builds the seam from a config.
     pub fn new(config: RtConfig) -> Self {
         let rng = Mutex::new(StdRng::seed_from_u64(config.seed));
-        Self { inner: Arc::new(RtInner { seed: config.seed, clock: config.clock, rng, network: config.network }) }
+        Self { inner: Arc::new(RtInner { seed: config.seed, clock: config.clock, rng, network: config.network, spawner: config.spawner }) }
     }
 
     /// The seed this node's RNG started from (print it to replay a run).
@@ -164,6 +183,41 @@ impl Rt {
     /// The node's network.
     pub fn network(&self) -> &Arc<dyn Network> {
         &self.inner.network
+    }
+
+    /// Spawns a task where this node's processes run (see [`Spawner`]).
+    #[inline]
+    pub fn spawn<F>(&self, fut: F) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        match &self.inner.spawner {
+            Spawner::Ambient => spawn(fut),
+            Spawner::Pool(pool) => pool.spawn(fut),
+        }
+    }
+
+    /// Schedulers the node's processes can be placed on (0: the ambient
+    /// runtime, where placement has no meaning).
+    pub fn schedulers(&self) -> usize {
+        match &self.inner.spawner {
+            Spawner::Ambient => 0,
+            Spawner::Pool(pool) => pool.schedulers(),
+        }
+    }
+
+    /// Spawns on scheduler `index` of the node's pool; gives the future back
+    /// if there is no such scheduler (or no pool).
+    pub fn spawn_on<F>(&self, index: usize, fut: F) -> Result<JoinHandle<F::Output>, F>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        match &self.inner.spawner {
+            Spawner::Pool(pool) if index < pool.schedulers() => Ok(pool.spawn_on(index, fut).expect("index checked")),
+            _ => Err(fut),
+        }
     }
 }
 
