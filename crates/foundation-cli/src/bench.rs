@@ -123,13 +123,17 @@ where
     Fut: Future<Output = T> + Send + 'static,
 {
     let (tx, rx) = oneshot::channel();
-    node.spawn(move |ctx| {
+    let root = node.spawn(move |ctx| {
         let work = f(ctx);
         async move {
             let _ = tx.send(work.await);
         }
     });
-    rx.await.context("the root process ended without a result")
+    let exited = node.watch(root.pid());
+    let result = rx.await.context("the root process ended without a result")?;
+    // Gone before the caller counts processes.
+    exited.await;
+    Ok(result)
 }
 
 fn all_benches() -> Vec<Bench> {
