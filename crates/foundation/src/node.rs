@@ -248,7 +248,12 @@ impl Node {
         let fut = body(Ctx::new(proc.clone()));
         let runner = Runner::new(proc.clone(), fut);
         let task = match opts.scheduler {
-            Some(index) => shared.rt.spawn_on(index, runner).unwrap_or_else(|_| unreachable!("scheduler index checked by spawn_with")),
+            // `spawn_with` checked the index; should that ever not hold, the
+            // process still runs (next to its spawner) rather than vanish.
+            Some(index) => shared.rt.spawn_on(index, runner).unwrap_or_else(|runner| {
+                debug_assert!(false, "scheduler {index} was checked by spawn_with");
+                shared.rt.spawn(runner)
+            }),
             None => shared.rt.spawn(runner),
         };
         guard.disarm();

@@ -52,8 +52,9 @@ impl std::fmt::Debug for SchedulerPool {
 }
 
 impl SchedulerPool {
-    /// Starts `schedulers` threads (1..=[`SCHEDULERS_MAX`]), each running a
-    /// current-thread tokio runtime with time and I/O enabled.
+    /// Starts `schedulers` schedulers (1..=[`SCHEDULERS_MAX`]), each a tokio
+    /// runtime with one worker thread, time and I/O enabled. (Its blocking
+    /// threads, if any, count as that scheduler for placement.)
     pub fn new(schedulers: usize) -> io::Result<Arc<Self>> {
         if schedulers == 0 || schedulers > SCHEDULERS_MAX {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("schedulers must be 1..={SCHEDULERS_MAX}, got {schedulers}")));
