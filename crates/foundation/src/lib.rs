@@ -6,6 +6,7 @@
 //!   [`Addr`] (typed send handles), [`Pid`].
 //! - [`exit`]: exit reasons, links and monitors, with their semantics.
 //! - [`mailbox`]: bounded mailboxes and overflow policies.
+//! - [`messages`]: sending strategies by size, zero-copy payloads, flow control.
 //! - [`supervisor`]: OTP supervisors.
 //! - [`ecosystem`]: a coordinator plus workers under a supervisor.
 
@@ -17,6 +18,7 @@ pub mod ecosystem;
 pub mod exit;
 pub mod mailbox;
 mod message;
+pub mod messages;
 mod node;
 mod pid;
 mod process;

@@ -90,6 +90,21 @@ impl Message for Arc<[u8]> {
 
 impl<T: Send + 'static> Message for tokio::sync::oneshot::Sender<T> {}
 
+/// A `Bytes` payload is shared, not copied: a send moves a pointer, and a
+/// clone for a second receiver costs a reference count. It is accounted at
+/// its full length in every mailbox that holds it.
+impl Message for bytes::Bytes {
+    fn heap_bytes(&self) -> usize {
+        self.len()
+    }
+}
+
+impl Message for bytes::BytesMut {
+    fn heap_bytes(&self) -> usize {
+        self.capacity()
+    }
+}
+
 macro_rules! tuple_messages {
     ($(($($n:tt $t:ident),+)),* $(,)?) => { $(
         impl<$($t: Message),+> Message for ($($t,)+) {

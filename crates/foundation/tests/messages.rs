@@ -1,0 +1,110 @@
+//! The seed's 2.2 "Message Passing Tests", plus zero-copy and broadcast.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use foundation::messages::{FlowError, broadcast, send_optimized, send_with_flow_control};
+use foundation::{Ctx, MailboxConfig, Message, Node, SendError, SpawnOpts};
+use foundation_testkit::assert_eventually;
+use tokio::sync::{mpsc, oneshot};
+
+const WAIT: Duration = Duration::from_secs(5);
+
+/// The seed's `generate_large_binary`: deterministic, not all one byte.
+fn generate_large_binary(size: usize) -> Bytes {
+    (0..size).map(|i| (i.wrapping_mul(31) ^ (i >> 8)) as u8).collect::<Vec<u8>>().into()
+}
+
+enum Data {
+    Data(Bytes),
+}
+impl Message for Data {
+    fn heap_bytes(&self) -> usize {
+        let Data::Data(b) = self;
+        b.len()
+    }
+}
+
+// 2.2: "optimized message passing preserves data integrity".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn optimized_message_passing_preserves_data_integrity() {
+    let node = Node::new("t");
+    let large_data = generate_large_binary(1_000_000);
+    let (tx, rx) = oneshot::channel();
+    let receiver = node.spawn(move |mut ctx: Ctx<Data>| async move {
+        let Data::Data(received) = ctx.recv().await;
+        let _ = tx.send(received);
+    });
+    send_optimized(&receiver, Data::Data(large_data.clone())).await.expect("receiver alive");
+    let received = tokio::time::timeout(Duration::from_secs(1), rx).await.expect("within 1 s").expect("received");
+    assert_eq!(received.len(), 1_000_000);
+    assert_eq!(received, large_data, "every byte intact");
+    assert_eq!(received.as_ptr(), large_data.as_ptr(), "the same buffer: nothing was copied");
+}
+
+// 2.2: "flow control prevents mailbox overflow".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flow_control_prevents_mailbox_overflow() {
+    let node = Node::new("t");
+    let (seen_tx, mut seen_rx) = mpsc::unbounded_channel();
+    // The seed's slow_receiver_loop: 1 ms per message, mailbox of 100.
+    let opts = SpawnOpts { mailbox: Some(Arc::new(MailboxConfig::bounded(100))), ..SpawnOpts::default() };
+    let slow_receiver = node
+        .spawn_with(opts, move |mut ctx: Ctx<(&'static str, u32)>| async move {
+            loop {
+                let (_, i) = ctx.recv().await;
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                let _ = seen_tx.send(i);
+            }
+        })
+        .expect("valid mailbox");
+    let results: Vec<_> = (1..=1000).map(|i| send_with_flow_control(&slow_receiver, ("msg", i))).collect();
+    assert!(results.iter().any(|r| matches!(r, Err(FlowError::Backpressure(_)))), "should get backpressure errors");
+    assert!(results.iter().all(|r| r.as_ref().map_or_else(FlowError::is_backpressure, |()| true)), "backpressure is the only refusal");
+    let accepted: Vec<u32> = results.iter().zip(1..).filter(|(r, _)| r.is_ok()).map(|(_, i)| i).collect();
+    assert!(accepted.len() >= 100, "at least a mailbox's worth accepted");
+    // Nothing that was accepted is lost, and it arrives in order.
+    let mut seen = Vec::with_capacity(accepted.len());
+    while seen.len() < accepted.len() {
+        seen.push(tokio::time::timeout(WAIT, seen_rx.recv()).await.expect("in time").expect("receiver alive"));
+    }
+    assert_eq!(seen, accepted);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broadcast_shares_one_buffer_among_receivers() {
+    let node = Node::new("t");
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let receivers: Vec<_> = (0..4)
+        .map(|_| {
+            let tx = tx.clone();
+            node.spawn(move |mut ctx: Ctx<Bytes>| async move {
+                let b = ctx.recv().await;
+                let _ = tx.send(b);
+            })
+        })
+        .collect();
+    let payload = generate_large_binary(64 * 1024);
+    assert!(broadcast(&receivers, &payload).iter().all(Result::is_ok));
+    for _ in 0..4 {
+        let got = tokio::time::timeout(WAIT, rx.recv()).await.expect("in time").expect("sent");
+        assert_eq!(got.as_ptr(), payload.as_ptr(), "shared, not copied");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_payload_is_refused_with_a_typed_error() {
+    let node = Node::new("t");
+    let cfg = MailboxConfig { max_message_bytes: 1 << 20, ..MailboxConfig::default() };
+    let opts = SpawnOpts { mailbox: Some(Arc::new(cfg)), ..SpawnOpts::default() };
+    let p = node.spawn_with(opts, |_c: Ctx<Bytes>| std::future::pending::<()>()).expect("valid");
+    match send_with_flow_control(&p, Bytes::from(vec![0u8; 2 << 20])) {
+        Err(FlowError::Refused(SendError::TooLarge { bytes, limit, .. })) => {
+            assert!(bytes > 2 << 20);
+            assert_eq!(limit, 1 << 20);
+        }
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    assert_eventually("the node keeps serving", || node.is_alive(p.pid()), WAIT).await;
+}
