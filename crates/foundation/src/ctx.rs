@@ -303,6 +303,22 @@ impl<M: Message> Ctx<M> {
         self.proc.node.spawn_with(opts, body)
     }
 
+    /// Runs blocking `work` on the blocking pool and delivers `wrap(result)`
+    /// to this process as a message (waiting for room in the mailbox). If the
+    /// process has exited by then, the result is dropped.
+    pub fn offload<R, W>(&self, work: W, wrap: impl FnOnce(R) -> M + Send + 'static)
+    where
+        R: Send + 'static,
+        W: FnOnce() -> R + Send + 'static,
+    {
+        let me = self.addr();
+        let handle = tokio::runtime::Handle::current();
+        crate::rt::spawn_blocking(move || {
+            let msg = wrap(work());
+            let _ = handle.block_on(me.send(msg));
+        });
+    }
+
     /// Sends an exit signal from this process to `pid` (see [`Node::exit`]).
     pub fn exit(&self, pid: Pid, reason: ExitReason) -> bool {
         self.proc.node.shared.exit_from(self.pid(), pid, reason)

@@ -7,6 +7,7 @@
 //! - [`exit`]: exit reasons, links and monitors, with their semantics.
 //! - [`mailbox`]: bounded mailboxes and overflow policies.
 //! - [`messages`]: sending strategies by size, zero-copy payloads, flow control.
+//! - [`schedulers`]: CPU work that yields, utilization, blocking offload.
 //! - [`supervisor`]: OTP supervisors.
 //! - [`ecosystem`]: a coordinator plus workers under a supervisor.
 
@@ -23,6 +24,7 @@ mod node;
 mod pid;
 mod process;
 pub mod rt;
+pub mod schedulers;
 pub mod supervisor;
 mod table;
 

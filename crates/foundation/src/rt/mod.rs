@@ -60,6 +60,18 @@ where
     tokio::spawn(fut)
 }
 
+/// Runs blocking work on tokio's blocking pool (the seam's one door to it:
+/// simulation cannot run OS threads, so nothing else calls
+/// `spawn_blocking`).
+pub fn spawn_blocking<F, R>(work: F) -> JoinHandle<R>
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    #[allow(clippy::disallowed_methods)]
+    tokio::task::spawn_blocking(work)
+}
+
 /// Where wall-clock time comes from.
 #[derive(Clone, Copy, Debug)]
 pub enum Clock {
@@ -204,6 +216,15 @@ impl Rt {
         match &self.inner.spawner {
             Spawner::Ambient => 0,
             Spawner::Pool(pool) => pool.schedulers(),
+        }
+    }
+
+    /// Per-worker busy time of the runtime(s) running this node's processes:
+    /// the pool's schedulers, or the current runtime.
+    pub fn utilization_sample(&self) -> crate::schedulers::UtilizationSample {
+        match &self.inner.spawner {
+            Spawner::Ambient => crate::schedulers::UtilizationSample::current(),
+            Spawner::Pool(pool) => crate::schedulers::UtilizationSample::of(pool.handles()),
         }
     }
 

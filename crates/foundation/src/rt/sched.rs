@@ -75,6 +75,11 @@ impl SchedulerPool {
         Ok(Arc::new(Self { handles, next: AtomicUsize::new(0), runtimes, token }))
     }
 
+    /// The schedulers' runtime handles, in order.
+    pub fn handles(&self) -> &[Handle] {
+        &self.handles
+    }
+
     /// Number of schedulers.
     pub fn schedulers(&self) -> usize {
         self.handles.len()
