@@ -9,6 +9,7 @@
 //! - [`messages`]: sending strategies by size, zero-copy payloads, flow control.
 //! - [`schedulers`]: CPU work that yields, utilization, blocking offload.
 //! - [`supervisor`]: OTP supervisors.
+//! - [`port`]: external OS processes as supervised processes.
 //! - [`ecosystem`]: a coordinator plus workers under a supervisor.
 
 #![warn(missing_docs)]
@@ -22,6 +23,7 @@ mod message;
 pub mod messages;
 mod node;
 mod pid;
+pub mod port;
 mod process;
 pub mod rt;
 pub mod schedulers;

@@ -1,0 +1,144 @@
+//! Ports: framed stdio, crashes, restarts, garbage, and no orphans.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use foundation::port::{PortCommand, PortConfig, PortData, PortError, port_child, start_port};
+use foundation::supervisor::{ChildSpec, Strategy, Supervisor, SupervisorSpec};
+use foundation::{Addr, Ctx, ExitReason, Node, SendError, SpawnOpts};
+use tokio::sync::mpsc;
+
+const WAIT: Duration = Duration::from_secs(5);
+
+/// An owner process that forwards every frame to the test.
+fn owner(node: &Node) -> (Addr<PortData>, mpsc::UnboundedReceiver<PortData>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let addr = node.spawn(move |mut ctx: Ctx<PortData>| async move {
+        loop {
+            if tx.send(ctx.recv().await).is_err() {
+                return;
+            }
+        }
+    });
+    (addr, rx)
+}
+
+/// `cat` echoes every frame back unchanged.
+fn echo() -> PortConfig {
+    PortConfig::new("cat", Vec::<String>::new())
+}
+
+fn os_process_exists(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+async fn os_pid(port: &Addr<PortCommand>) -> u32 {
+    port.call(PortCommand::os_pid, WAIT).await.expect("port answers").expect("child running")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_go_through_the_command_and_back_in_order() {
+    let node = Node::new("t");
+    let (owner, mut frames) = owner(&node);
+    let port = start_port(&node, echo(), owner, SpawnOpts::default()).expect("cat starts");
+    let big = Bytes::from((0..1_000_000u32).map(|i| i as u8).collect::<Vec<u8>>());
+    for payload in [Bytes::from_static(b"hello"), Bytes::new(), big.clone()] {
+        port.send(PortCommand::send(payload.clone())).await.expect("port alive");
+        let got = tokio::time::timeout(WAIT, frames.recv()).await.expect("in time").expect("owner alive");
+        assert_eq!(got.port, port.pid());
+        assert_eq!(got.data, payload);
+    }
+    let child = os_pid(&port).await;
+    let exited = node.watch(port.pid());
+    node.exit(port.pid(), ExitReason::Shutdown);
+    assert_eq!(exited.await, ExitReason::Shutdown);
+    assert!(!os_process_exists(child), "the command is gone with its port");
+}
+
+#[tokio::test]
+async fn a_command_that_cannot_start_is_a_clear_error_naming_it() {
+    let node = Node::new("t");
+    let (owner, _frames) = owner(&node);
+    let err = start_port(&node, PortConfig::new("no-such-command-for-foundation", ["--flag"]), owner, SpawnOpts::default())
+        .expect_err("no such program");
+    assert!(matches!(err, PortError::Spawn { .. }));
+    let msg = err.to_string();
+    assert!(msg.contains("no-such-command-for-foundation --flag"), "{msg}");
+    assert_eq!(node.live_processes(), 1, "only the owner; no port process");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_status_becomes_the_exit_reason() {
+    let node = Node::new("t");
+    for (script, want) in [("exit 0", None), ("exit 3", Some("exited with exit status: 3"))] {
+        let (owner, _frames) = owner(&node);
+        let port = start_port(&node, PortConfig::new("sh", ["-c", script]), owner, SpawnOpts::default()).expect("sh starts");
+        let reason = tokio::time::timeout(WAIT, node.watch(port.pid())).await.expect("port ends");
+        match want {
+            None => assert_eq!(reason, ExitReason::Normal),
+            Some(text) => assert!(reason.to_string().contains(text), "{reason}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_frames_crash_the_port_not_the_node() {
+    let node = Node::new("t");
+    let (owner, _frames) = owner(&node);
+    // "garb" read as a length is 1.7 GB: far over the limit.
+    let config = PortConfig::new("sh", ["-c", "printf 'garbage!'; exec sleep 30"]);
+    let port = start_port(&node, config, owner.clone(), SpawnOpts::default()).expect("sh starts");
+    let reason = tokio::time::timeout(WAIT, node.watch(port.pid())).await.expect("port ends");
+    assert!(reason.to_string().contains("garbage on stdout"), "{reason}");
+    // The node keeps serving: a new port works.
+    let (owner2, mut frames) = self::owner(&node);
+    let echo_port = start_port(&node, echo(), owner2, SpawnOpts::default()).expect("cat starts");
+    echo_port.send(PortCommand::send(Bytes::from_static(b"still here"))).await.expect("alive");
+    assert_eq!(tokio::time::timeout(WAIT, frames.recv()).await.expect("in time").expect("frame").data, "still here");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_frame_is_refused_at_the_sender() {
+    let node = Node::new("t");
+    let (owner, _frames) = owner(&node);
+    let config = PortConfig { max_frame_bytes: 1024, ..echo() };
+    let port = start_port(&node, config, owner, SpawnOpts::default()).expect("cat starts");
+    let err = port.try_send(PortCommand::send(Bytes::from(vec![0u8; 4096]))).expect_err("too large");
+    assert!(matches!(err, SendError::TooLarge { .. }), "{err}");
+    assert!(node.is_alive(port.pid()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_port_is_restarted_and_shutdown_leaves_no_os_process() {
+    let node = Node::new("t");
+    let (owner, mut frames) = owner(&node);
+    let spec = SupervisorSpec {
+        strategy: Strategy::OneForOne,
+        intensity: 5,
+        period: Duration::from_secs(10),
+        children: vec![ChildSpec::from_start("echo", port_child(echo(), owner))],
+    };
+    let sup = Supervisor::start(&node, spec).await.expect("starts");
+    let first = sup.child_pids().await.expect("answers")[0].expect("running");
+    let first_port: Addr<PortCommand> = node.addr(first).expect("a port");
+    let first_os = os_pid(&first_port).await;
+    // Crash the command from outside, as an OOM killer would.
+    let killed = std::process::Command::new("kill").args(["-9", &first_os.to_string()]).status().expect("kill runs");
+    assert!(killed.success());
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let second = loop {
+        if let Some(p) = sup.child_pids().await.expect("answers")[0].filter(|p| *p != first && node.is_alive(*p)) {
+            break p;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the port was not restarted");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let second_port: Addr<PortCommand> = node.addr(second).expect("a port");
+    let second_os = os_pid(&second_port).await;
+    assert_ne!(first_os, second_os, "a new command runs");
+    second_port.send(PortCommand::send(Bytes::from_static(b"again"))).await.expect("alive");
+    assert_eq!(tokio::time::timeout(WAIT, frames.recv()).await.expect("in time").expect("frame").data, "again");
+    assert_eq!(sup.shutdown().await, ExitReason::Shutdown);
+    assert!(!os_process_exists(second_os), "no orphan after shutdown");
+    assert!(!os_process_exists(first_os));
+}
