@@ -9,7 +9,9 @@
 //! benchmarks run from their test process.
 
 mod ecosystem;
+mod messages;
 pub mod process;
+mod scheduler;
 
 use std::time::Duration;
 
@@ -139,6 +141,8 @@ where
 fn all_benches() -> Vec<Bench> {
     let mut all = ecosystem::benches();
     all.extend(process::benches());
+    all.extend(messages::benches());
+    all.extend(scheduler::benches());
     all
 }
 
