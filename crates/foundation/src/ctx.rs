@@ -100,6 +100,28 @@ impl<M: Message> Ctx<M> {
         poll_fn(|cx| self.poll_event(cx)).await
     }
 
+    /// Receives the next system message only (an exit signal while
+    /// trapping, or a down), leaving ordinary messages queued: for a process
+    /// that must keep reacting to signals while it takes no more work.
+    pub async fn recv_signal(&mut self) -> Event<M> {
+        poll_fn(|cx| self.poll_signal(cx)).await
+    }
+
+    fn poll_signal(&mut self, cx: &mut Context<'_>) -> Poll<Event<M>> {
+        if let Some(sig) = self.pop_signal() {
+            return Poll::Ready(sig.into());
+        }
+        {
+            let mut st = self.proc.state.lock();
+            match &st.queue.rx_waker {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                _ => st.queue.rx_waker = Some(cx.waker().clone()),
+            }
+        }
+        // A signal queued before the registration did not wake us.
+        self.pop_signal().map_or(Poll::Pending, |sig| Poll::Ready(sig.into()))
+    }
+
     /// [`Ctx::recv_event`] with a timeout.
     pub async fn recv_event_timeout(&mut self, timeout: Duration) -> Option<Event<M>> {
         crate::rt::timeout(timeout, self.recv_event()).await.ok()
@@ -304,18 +326,26 @@ impl<M: Message> Ctx<M> {
     }
 
     /// Runs blocking `work` on the blocking pool and delivers `wrap(result)`
-    /// to this process as a message (waiting for room in the mailbox). If the
-    /// process has exited by then, the result is dropped.
+    /// to this process as a message, waiting for room in the mailbox (the
+    /// blocking thread waits with it). If the process has exited by then,
+    /// the result is dropped. If `work` or `wrap` panics, this process gets
+    /// an exit signal with the `Panic` reason, as if it had panicked itself.
     pub fn offload<R, W>(&self, work: W, wrap: impl FnOnce(R) -> M + Send + 'static)
     where
         R: Send + 'static,
         W: FnOnce() -> R + Send + 'static,
     {
         let me = self.addr();
+        let node = self.proc.node.clone();
         let handle = tokio::runtime::Handle::current();
-        crate::rt::spawn_blocking(move || {
-            let msg = wrap(work());
-            let _ = handle.block_on(me.send(msg));
+        crate::rt::spawn_blocking(move || match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| wrap(work()))) {
+            Ok(msg) => {
+                let _ = handle.block_on(me.send(msg));
+            }
+            Err(payload) => {
+                let reason = ExitReason::Panic(crate::process::panic_message(payload.as_ref()).into());
+                node.shared.exit_from(me.pid(), me.pid(), reason);
+            }
         });
     }
 

@@ -14,13 +14,18 @@
 //!   the middle of a frame, is garbage: the port kills the child and exits
 //!   with an error saying so. The node is untouched.
 //! - On an exit signal (the supervisor's `Shutdown`, say) the port kills the
-//!   child and waits for it before exiting, so no OS process outlives it. If
-//!   the port is killed outright, the child is killed on drop and reaped by
-//!   tokio in the background.
+//!   child's whole process group and reaps the child before exiting, so no
+//!   OS process outlives it. If the port is killed outright, the group is
+//!   killed on drop and tokio reaps the child in the background.
+//! - Like an Erlang port, it closes when its owner exits.
+//! - Frames the child does not read pile up to a bound; then the port takes
+//!   no more messages (senders see its mailbox fill) but still answers
+//!   signals, so a wedged command can always be shut down.
 //!
 //! A command that cannot start fails [`start_port`] with
 //! [`PortError::Spawn`], which names the command.
 
+use std::collections::VecDeque;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,6 +41,8 @@ use crate::{Addr, Ctx, Event, ExitReason, MailboxConfig, Message, Node, Pid, Rep
 
 /// Frames waiting to be written to the child's stdin.
 const STDIN_QUEUE_FRAMES: usize = 64;
+/// Largest frame a port can carry (frame lengths are 32-bit).
+pub const FRAME_BYTES_MAX: usize = u32::MAX as usize;
 /// How long the port waits for the child's last frames after it exited.
 const DRAIN_WAIT: Duration = Duration::from_millis(100);
 
@@ -72,6 +79,9 @@ pub enum PortError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The config is invalid.
+    #[error("invalid port config: {0}")]
+    Config(String),
     /// The port process could not be spawned.
     #[error("port process: {0}")]
     Process(#[from] crate::SpawnError),
@@ -125,12 +135,17 @@ impl PortCommand {
 
 /// Starts the command and a port process owning it; frames go to `owner`.
 pub fn start_port(node: &Node, config: PortConfig, owner: Addr<PortData>, mut opts: SpawnOpts) -> Result<Addr<PortCommand>, PortError> {
+    if config.max_frame_bytes == 0 || config.max_frame_bytes > FRAME_BYTES_MAX {
+        return Err(PortError::Config(format!("max_frame_bytes must be 1..={FRAME_BYTES_MAX}, got {}", config.max_frame_bytes)));
+    }
     let mut child = Command::new(&config.program)
         .args(&config.args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .kill_on_drop(true)
+        // Its own process group, so its descendants die with it.
+        .process_group(0)
         .spawn()
         .map_err(|source| PortError::Spawn { command: config.describe(), source })?;
     let stdin = child.stdin.take().expect("stdin is piped");
@@ -155,58 +170,130 @@ pub fn port_child(config: PortConfig, owner: Addr<PortData>) -> StartFn {
     })
 }
 
+/// Frames taken from the mailbox and not yet handed to the stdin writer.
+/// At this bound the port stops taking messages (senders then see its
+/// mailbox fill) but still watches signals and the child.
+const PENDING_FRAMES_MAX: usize = 256;
+
+/// The child and its process group: killed together, on every way out.
+struct ChildGuard {
+    child: Child,
+    group: Option<i32>,
+}
+
+impl ChildGuard {
+    fn kill_group(&self) {
+        if let Some(group) = self.group {
+            // SAFETY: kill(2) with a negative pid signals that process group;
+            // it touches no memory.
+            unsafe {
+                libc::kill(-group, libc::SIGKILL);
+            }
+        }
+    }
+
+    /// Kills the group and reaps the child, so nothing outlives the port.
+    async fn kill_and_reap(&mut self) {
+        self.kill_group();
+        let _ = self.child.kill().await;
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        // The port was killed outright: the direct child dies by
+        // `kill_on_drop` (tokio reaps it); its descendants die here.
+        self.kill_group();
+    }
+}
+
+/// Aborts the port's helper tasks however the port ends.
+struct Tasks([tokio::task::JoinHandle<()>; 2]);
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        self.0.iter().for_each(tokio::task::JoinHandle::abort);
+    }
+}
+
 async fn run(
     mut ctx: Ctx<PortCommand>,
     config: PortConfig,
-    mut child: Child,
+    child: Child,
     stdin: ChildStdin,
     stdout: ChildStdout,
     owner: Addr<PortData>,
 ) -> ExitReason {
     let command = config.describe();
     let max = config.max_frame_bytes;
+    let group = child.id().and_then(|id| i32::try_from(id).ok());
+    let mut child = ChildGuard { child, group };
+    // Like an Erlang port, it closes when its owner dies.
+    let owner_watch = ctx.monitor(owner.pid());
     let (frames_tx, frames_rx) = mpsc::channel::<Bytes>(STDIN_QUEUE_FRAMES);
-    let writer = crate::rt::spawn(write_frames(stdin, frames_rx));
-    let reader = crate::rt::spawn(read_frames(stdout, max, ctx.pid(), owner, ctx.addr()));
+    let _tasks =
+        Tasks([crate::rt::spawn(write_frames(stdin, frames_rx)), crate::rt::spawn(read_frames(stdout, max, ctx.pid(), owner, ctx.addr()))]);
+    let mut pending: VecDeque<Bytes> = VecDeque::new();
+    let mut reader_done = false;
     let reason = loop {
+        let take_messages = pending.len() < PENDING_FRAMES_MAX;
         tokio::select! {
-            status = child.wait() => {
-                // Let the last frames through, then report the exit.
-                let garbage = tokio::time::timeout(DRAIN_WAIT, wait_reader(&mut ctx)).await.ok().flatten();
-                break match (garbage, status) {
-                    (Some(g), _) => ExitReason::error(format!("port `{command}`: {g}")),
-                    (None, Ok(s)) if s.success() => ExitReason::Normal,
-                    (None, Ok(s)) => ExitReason::error(format!("port `{command}` exited with {s}")),
-                    (None, Err(e)) => ExitReason::error(format!("port `{command}`: waiting for it failed: {e}")),
-                };
+            status = child.child.wait() => {
+                break child_exited(&mut ctx, &command, status, reader_done).await;
             }
-            event = ctx.recv_event() => match event {
-                Event::Message(PortCommand(Cmd::Send(data))) if data.len() > max => {
-                    break ExitReason::error(format!("port `{command}`: a frame of {} bytes is over the limit of {max}", data.len()));
-                }
-                Event::Message(PortCommand(Cmd::Send(data))) => {
-                    if frames_tx.send(data).await.is_err() {
-                        // The writer stopped: the child closed its stdin; its exit comes next.
-                    }
-                }
+            permit = frames_tx.reserve(), if !pending.is_empty() => match permit {
+                Ok(permit) => permit.send(pending.pop_front().expect("pending is not empty")),
+                // The writer stopped (the child closed its stdin); its exit comes next.
+                Err(_) => pending.clear(),
+            },
+            event = next_event(&mut ctx, take_messages) => match event {
+                Event::Message(PortCommand(Cmd::Send(data))) => pending.push_back(data),
                 Event::Message(PortCommand(Cmd::OsPid(reply))) => {
-                    let _ = reply.send(child.id());
+                    let _ = reply.send(child.child.id());
                 }
                 Event::Message(PortCommand(Cmd::ReaderDone(Some(garbage)))) => {
                     break ExitReason::error(format!("port `{command}`: {garbage}"));
                 }
                 // Clean end of stdout: the exit status comes from `wait`.
-                Event::Message(PortCommand(Cmd::ReaderDone(None))) => {}
+                Event::Message(PortCommand(Cmd::ReaderDone(None))) => reader_done = true,
+                Event::Down { monitor, reason, .. } if monitor == owner_watch => {
+                    break if reason == ExitReason::Normal {
+                        ExitReason::Normal
+                    } else {
+                        ExitReason::error(format!("port `{command}`: owner exited: {reason}"))
+                    };
+                }
                 Event::Exit { reason: ExitReason::Normal, .. } | Event::Down { .. } => {}
                 Event::Exit { reason, .. } => break reason,
             },
         }
     };
-    // Whatever ended the port, the child goes with it and is reaped here.
-    let _ = child.kill().await;
-    writer.abort();
-    reader.abort();
+    child.kill_and_reap().await;
     reason
+}
+
+/// Messages and signals, or only signals while frames pile up.
+async fn next_event(ctx: &mut Ctx<PortCommand>, take_messages: bool) -> Event<PortCommand> {
+    if take_messages { ctx.recv_event().await } else { ctx.recv_signal().await }
+}
+
+/// The exit reason once the child has exited, after its last frames.
+async fn child_exited(
+    ctx: &mut Ctx<PortCommand>,
+    command: &str,
+    status: std::io::Result<std::process::ExitStatus>,
+    reader_done: bool,
+) -> ExitReason {
+    let drained = if reader_done { Ok(None) } else { tokio::time::timeout(DRAIN_WAIT, wait_reader(ctx)).await };
+    match (drained, status) {
+        (Ok(Some(garbage)), _) => ExitReason::error(format!("port `{command}`: {garbage}")),
+        (Err(_), _) => {
+            ExitReason::error(format!("port `{command}` exited, and its last frames did not reach the owner within {DRAIN_WAIT:?}"))
+        }
+        (Ok(None), Ok(s)) if s.success() => ExitReason::Normal,
+        (Ok(None), Ok(s)) => ExitReason::error(format!("port `{command}` exited with {s}")),
+        (Ok(None), Err(e)) => ExitReason::error(format!("port `{command}`: waiting for it failed: {e}")),
+    }
 }
 
 /// Waits for the reader's end; `Some` if it ended on garbage.
@@ -230,11 +317,16 @@ async fn write_frames(mut stdin: ChildStdin, mut frames: mpsc::Receiver<Bytes>) 
 /// Reads frames until end of stream or garbage; tells the port which.
 async fn read_frames(mut stdout: ChildStdout, max: usize, port: Pid, owner: Addr<PortData>, me: Addr<PortCommand>) {
     let garbage = loop {
+        // The first byte alone: end of stream here is a clean end; anywhere
+        // later it cuts a frame.
         let mut len = [0u8; 4];
-        match stdout.read_exact(&mut len).await {
+        match stdout.read(&mut len[..1]).await {
+            Ok(0) => break None,
             Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break None,
             Err(e) => break Some(format!("reading its stdout failed: {e}")),
+        }
+        if let Err(e) = stdout.read_exact(&mut len[1..]).await {
+            break Some(format!("stdout ended inside a frame header: {e}"));
         }
         let len = u32::from_be_bytes(len) as usize;
         if len > max {

@@ -28,6 +28,9 @@ use crate::rt::Instant;
 pub const SLICE_ITEMS_DEFAULT: usize = 4096;
 /// Time per slice unless [`Slicing`] says otherwise (see the module docs).
 pub const SLICE_TIME_DEFAULT: Duration = Duration::from_micros(500);
+/// Items per slice when only a time bound is given (a backstop for clocks
+/// that do not move).
+pub const SLICE_ITEMS_HARD_MAX: usize = 1 << 20;
 /// The clock is read at most once per this many items (reading it costs
 /// ~20 ns); slow items make it read more often, down to every item.
 const CLOCK_EVERY_ITEMS_MAX: usize = 64;
@@ -38,7 +41,8 @@ pub struct Slicing {
     /// Yield after this many items (`None`: no item bound).
     pub items: Option<usize>,
     /// Yield after about this much time (`None`: no time bound). Under a
-    /// simulated (paused) clock time does not pass, so only `items` applies.
+    /// simulated (paused) clock time does not pass, so only `items` applies
+    /// ([`SLICE_ITEMS_HARD_MAX`] if `items` is `None`).
     pub time: Option<Duration>,
 }
 
@@ -71,6 +75,9 @@ pub async fn cpu_intensive_with_yielding_by<T, R>(
     mut f: impl FnMut(T) -> R,
 ) -> Vec<R> {
     assert!(slicing.items.is_some() || slicing.time.is_some(), "a Slicing needs an item bound, a time bound, or both");
+    // A time bound alone never fires under a paused (simulated) clock: keep
+    // a hard item bound behind it.
+    let item_bound = slicing.items.unwrap_or(SLICE_ITEMS_HARD_MAX);
     let items = items.into_iter();
     let mut out = Vec::with_capacity(items.size_hint().0);
     let mut in_slice = 0usize;
@@ -82,7 +89,7 @@ pub async fn cpu_intensive_with_yielding_by<T, R>(
     for item in items {
         out.push(f(item));
         in_slice += 1;
-        let mut done = slicing.items.is_some_and(|n| in_slice >= n);
+        let mut done = in_slice >= item_bound;
         if let Some(budget) = slicing.time.filter(|_| !done && in_slice >= next_check) {
             let elapsed = slice_start.elapsed();
             done = elapsed >= budget;
@@ -174,8 +181,9 @@ impl Utilization {
     }
 }
 
-/// Busy fraction of each worker between `start` and `end` (samples of the
-/// same runtime(s)).
+/// Busy fraction of each worker between `start` and `end`, which must be
+/// samples of the same runtime(s) (workers are paired in order; extra ones
+/// in either sample are left out).
 pub fn scheduler_utilization(start: &UtilizationSample, end: &UtilizationSample) -> Utilization {
     let wall = end.at.saturating_duration_since(start.at).as_secs_f64();
     let per_worker = start

@@ -28,8 +28,13 @@ fn echo() -> PortConfig {
     PortConfig::new("cat", Vec::<String>::new())
 }
 
+/// Alive: present and not a zombie (a killed grandchild waits for init to
+/// reap it, which a container's init may never do).
 fn os_process_exists(pid: u32) -> bool {
-    std::path::Path::new(&format!("/proc/{pid}")).exists()
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().next()) != Some("Z"),
+        Err(_) => false,
+    }
 }
 
 async fn os_pid(port: &Addr<PortCommand>) -> u32 {
@@ -141,4 +146,72 @@ async fn a_crashed_port_is_restarted_and_shutdown_leaves_no_os_process() {
     assert_eq!(sup.shutdown().await, ExitReason::Shutdown);
     assert!(!os_process_exists(second_os), "no orphan after shutdown");
     assert!(!os_process_exists(first_os));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_cut_inside_a_frame_header_is_garbage() {
+    let node = Node::new("t");
+    let (owner, _frames) = owner(&node);
+    let port = start_port(&node, PortConfig::new("sh", ["-c", "printf ab"]), owner, SpawnOpts::default()).expect("sh starts");
+    let reason = tokio::time::timeout(WAIT, node.watch(port.pid())).await.expect("port ends");
+    assert!(reason.to_string().contains("inside a frame header"), "{reason}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_closes_when_its_owner_dies() {
+    let node = Node::new("t");
+    let (owner, _frames) = owner(&node);
+    let port = start_port(&node, echo(), owner.clone(), SpawnOpts::default()).expect("cat starts");
+    let child = os_pid(&port).await;
+    let port_exit = node.watch(port.pid());
+    node.exit(owner.pid(), ExitReason::Kill);
+    let reason = tokio::time::timeout(WAIT, port_exit).await.expect("port ends");
+    assert!(reason.to_string().contains("owner exited: killed"), "{reason}");
+    assert!(!os_process_exists(child));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn descendants_of_the_command_die_with_the_port() {
+    let node = Node::new("t");
+    let (owner, mut frames) = owner(&node);
+    // sh forks a grandchild and reports its pid in one 8-byte frame.
+    let script = r"sleep 300 & printf '\000\000\000\010%8d' $!; wait";
+    let port = start_port(&node, PortConfig::new("sh", ["-c", script]), owner, SpawnOpts::default()).expect("sh starts");
+    let frame = tokio::time::timeout(WAIT, frames.recv()).await.expect("in time").expect("frame");
+    let grandchild: u32 = std::str::from_utf8(&frame.data).expect("digits").trim().parse().expect("a pid");
+    assert!(os_process_exists(grandchild));
+    let exited = node.watch(port.pid());
+    node.exit(port.pid(), ExitReason::Shutdown);
+    assert_eq!(exited.await, ExitReason::Shutdown);
+    assert!(!os_process_exists(grandchild), "the command's whole process group is killed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_that_stops_reading_does_not_wedge_the_port() {
+    let node = Node::new("t");
+    let (owner, _frames) = owner(&node);
+    // `sleep` never reads its stdin: the pipe fills, then the port's queues.
+    let port = start_port(&node, PortConfig::new("sleep", ["300"]), owner, SpawnOpts::default()).expect("sleep starts");
+    let frame = Bytes::from(vec![0u8; 64 * 1024]);
+    let mut accepted = 0;
+    for _ in 0..5_000 {
+        match port.try_send(PortCommand::send(frame.clone())) {
+            Ok(()) => accepted += 1,
+            Err(SendError::Full(_)) => tokio::task::yield_now().await,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(accepted < 5_000, "backpressure reached the sender");
+    // Still answering: signals are watched while frames pile up.
+    let exited = node.watch(port.pid());
+    node.exit(port.pid(), ExitReason::Shutdown);
+    assert_eq!(tokio::time::timeout(WAIT, exited).await.expect("port answers its shutdown"), ExitReason::Shutdown);
+}
+
+#[tokio::test]
+async fn an_impossible_frame_limit_is_refused() {
+    let node = Node::new("t");
+    let (owner, _frames) = owner(&node);
+    let err = start_port(&node, PortConfig { max_frame_bytes: 0, ..echo() }, owner, SpawnOpts::default()).expect_err("0 is no limit");
+    assert!(matches!(err, PortError::Config(_)), "{err}");
 }

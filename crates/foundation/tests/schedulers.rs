@@ -41,6 +41,15 @@ async fn cpu_intensive_with_yielding_does_not_block_schedulers() {
     let end_time = UtilizationSample::current();
     let utilization = scheduler_utilization(&start_time, &end_time);
     assert!(utilization.max() < 0.95, "no scheduler should be 100% utilized: {utilization:?}");
+    // Control: the measurement does see a saturated worker. Two tasks
+    // burning 300 ms each without yielding fill both workers.
+    let start = UtilizationSample::current();
+    let burners: Vec<_> = (0..2).map(|_| tokio::spawn(async { burn(300_000) })).collect();
+    for b in burners {
+        b.await.expect("burner");
+    }
+    let busy = scheduler_utilization(&start, &UtilizationSample::current());
+    assert!(busy.max() > 0.8, "a burning worker shows as busy: {busy:?}");
 }
 
 /// p99 lateness of a 1 ms ticker process while a CPU process runs on each
@@ -132,7 +141,7 @@ async fn offload_delivers_the_result_as_a_message_and_the_process_stays_responsi
             match ctx.recv().await {
                 Msg::Start => ctx.offload(
                     || {
-                        std::thread::sleep(Duration::from_millis(100));
+                        std::thread::sleep(Duration::from_millis(300));
                         42
                     },
                     Msg::Result,
@@ -152,8 +161,26 @@ async fn offload_delivers_the_result_as_a_message_and_the_process_stays_responsi
     p.send(Msg::Start).await.expect("alive");
     let (tx, rx) = tokio::sync::oneshot::channel();
     p.send(Msg::Ping(tx)).await.expect("alive");
-    tokio::time::timeout(Duration::from_millis(50), rx).await.expect("answers while the work runs").expect("reply");
+    rx.await.expect("answers while the work runs");
     let (v, order) = tokio::time::timeout(Duration::from_secs(5), done_rx).await.expect("in time").expect("result");
     assert_eq!(v, 42);
     assert_eq!(order, ["ping", "result"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_offload_ends_the_process_with_the_panic() {
+    let node = Node::new("t");
+    let p = node.spawn(|mut ctx: Ctx<Msg>| async move {
+        loop {
+            if let Msg::Start = ctx.recv().await {
+                ctx.offload(|| -> u64 { panic!("offloaded bug") }, Msg::Result);
+            }
+        }
+    });
+    let exited = node.watch(p.pid());
+    p.send(Msg::Start).await.expect("alive");
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(5), exited).await.expect("ends"),
+        foundation::ExitReason::Panic("offloaded bug".into())
+    );
 }

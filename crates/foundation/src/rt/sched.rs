@@ -30,19 +30,24 @@ use tokio::task::JoinHandle;
 /// Most schedulers a pool may have.
 pub const SCHEDULERS_MAX: usize = 1024;
 
+/// Pool ids, never reused (an address could be, after a pool is dropped,
+/// while a blocking thread of the old pool still runs). 0 means "no pool".
+static POOL_IDS: AtomicUsize = AtomicUsize::new(1);
+
 thread_local! {
-    /// (pool address, scheduler index) of the pool thread this is, if any.
+    /// (pool id, scheduler index) of the pool thread this is, if any.
     static CURRENT: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
 }
 
 /// A fixed set of scheduler threads. Dropping the pool stops them; the
-/// processes still on them end as killed.
+/// processes still on them end as killed. A node's live processes hold the
+/// node, and so its pool: shut the node down (`Node::shutdown`) to end them.
 pub struct SchedulerPool {
     handles: Vec<Handle>,
     next: AtomicUsize,
     runtimes: Vec<Runtime>,
-    /// Its address identifies the pool to its threads (see `CURRENT`).
-    token: Arc<()>,
+    /// Identifies the pool to its threads (see `CURRENT`).
+    id: usize,
 }
 
 impl std::fmt::Debug for SchedulerPool {
@@ -59,8 +64,7 @@ impl SchedulerPool {
         if schedulers == 0 || schedulers > SCHEDULERS_MAX {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("schedulers must be 1..={SCHEDULERS_MAX}, got {schedulers}")));
         }
-        let token = Arc::new(());
-        let id = Arc::as_ptr(&token) as usize;
+        let id = POOL_IDS.fetch_add(1, Ordering::Relaxed);
         let runtimes = (0..schedulers)
             .map(|index| {
                 Builder::new_multi_thread()
@@ -72,7 +76,7 @@ impl SchedulerPool {
             })
             .collect::<io::Result<Vec<_>>>()?;
         let handles = runtimes.iter().map(|rt| rt.handle().clone()).collect();
-        Ok(Arc::new(Self { handles, next: AtomicUsize::new(0), runtimes, token }))
+        Ok(Arc::new(Self { handles, next: AtomicUsize::new(0), runtimes, id }))
     }
 
     /// The schedulers' runtime handles, in order.
@@ -88,7 +92,7 @@ impl SchedulerPool {
     /// The index of the scheduler this thread is, if it is one of this pool's.
     pub fn current(&self) -> Option<usize> {
         let (address, index) = CURRENT.with(Cell::get);
-        (address == Arc::as_ptr(&self.token) as usize).then_some(index)
+        (address == self.id).then_some(index)
     }
 
     /// Spawns on the calling scheduler, or round-robin from elsewhere.
