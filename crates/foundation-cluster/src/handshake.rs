@@ -1,0 +1,209 @@
+//! The connection handshake: protocol version and node names, then a
+//! mutual HMAC-SHA256 challenge on the cluster secret.
+//!
+//! ```text
+//! dialer → acceptor  Hello   { protocol, name, challenge_d }
+//! acceptor → dialer  Welcome { protocol, name, challenge_a, proof_a }   or Refused
+//! dialer → acceptor  Proof   { proof_d }                                or nothing (dialer refuses)
+//! acceptor → dialer  Accepted                                           or Refused
+//! proof_a = HMAC(secret, "acceptor" ‖ challenge_d ‖ acceptor name ‖ dialer name)
+//! proof_d = HMAC(secret, "dialer"   ‖ challenge_a ‖ dialer name ‖ acceptor name)
+//! ```
+//!
+//! Each side proves it holds the secret by answering the other's fresh
+//! challenge; the secret itself never crosses the wire. The labels and the
+//! names in the MAC keep a proof from being replayed in the other direction
+//! or to another node. Every step is bounded by the caller's timeout and
+//! the frame limit [`HANDSHAKE_FRAME_BYTES`].
+
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::frame::{FrameError, read_header, write_header};
+use crate::secret::ClusterSecret;
+
+/// The wire protocol version this build speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Largest handshake frame (names are short).
+pub const HANDSHAKE_FRAME_BYTES: usize = 4096;
+/// Bytes of a challenge.
+pub const CHALLENGE_BYTES: usize = 32;
+
+type Challenge = [u8; CHALLENGE_BYTES];
+
+#[derive(Serialize, Deserialize, Debug)]
+enum Msg {
+    Hello { protocol: u32, name: String, challenge: Challenge },
+    Welcome { protocol: u32, name: String, challenge: Challenge, proof: Vec<u8> },
+    Proof { proof: Vec<u8> },
+    Accepted,
+    Refused { reason: String },
+}
+
+/// Why a handshake failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeError {
+    /// The peer speaks another protocol version.
+    #[error("peer speaks protocol {theirs}, this node speaks {ours}")]
+    Version {
+        /// Ours.
+        ours: u32,
+        /// Theirs.
+        theirs: u32,
+    },
+    /// The peer's proof does not match: it does not hold our secret.
+    #[error("peer `{peer}` failed the secret check (a different cluster secret?)")]
+    BadSecret {
+        /// The name the peer gave.
+        peer: String,
+    },
+    /// The peer refused us, and said why.
+    #[error("refused by the peer: {0}")]
+    Refused(String),
+    /// The peer broke the protocol.
+    #[error("handshake protocol error: {0}")]
+    Protocol(String),
+    /// The connection failed or carried garbage.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+}
+
+fn proof(secret: &ClusterSecret, label: &[u8], challenge: &Challenge, prover: &str, verifier: &str) -> Hmac<Sha256> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.bytes()).expect("HMAC takes any key length");
+    mac.update(label);
+    mac.update(challenge);
+    mac.update(&(prover.len() as u64).to_be_bytes());
+    mac.update(prover.as_bytes());
+    mac.update(verifier.as_bytes());
+    mac
+}
+
+async fn refuse<S: AsyncWrite + Unpin>(s: &mut S, reason: String) {
+    // Best effort: the peer may already be gone.
+    let _ = write_header(s, &Msg::Refused { reason }, HANDSHAKE_FRAME_BYTES).await;
+}
+
+/// The dialing side. Returns the peer's name once both sides are proven.
+pub async fn dial<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    me: &str,
+    secret: &ClusterSecret,
+    challenge: Challenge,
+) -> Result<String, HandshakeError> {
+    write_header(s, &Msg::Hello { protocol: PROTOCOL_VERSION, name: me.to_owned(), challenge }, HANDSHAKE_FRAME_BYTES).await?;
+    let (peer, their_challenge) = match read_header(s, HANDSHAKE_FRAME_BYTES).await? {
+        Msg::Welcome { protocol, .. } if protocol != PROTOCOL_VERSION => {
+            return Err(HandshakeError::Version { ours: PROTOCOL_VERSION, theirs: protocol });
+        }
+        Msg::Welcome { name, challenge: theirs, proof: p, .. } => {
+            if proof(secret, b"acceptor", &challenge, &name, me).verify_slice(&p).is_err() {
+                return Err(HandshakeError::BadSecret { peer: name });
+            }
+            (name, theirs)
+        }
+        Msg::Refused { reason } => return Err(HandshakeError::Refused(reason)),
+        other => return Err(HandshakeError::Protocol(format!("expected Welcome, got {other:?}"))),
+    };
+    let p = proof(secret, b"dialer", &their_challenge, me, &peer).finalize().into_bytes().to_vec();
+    write_header(s, &Msg::Proof { proof: p }, HANDSHAKE_FRAME_BYTES).await?;
+    match read_header(s, HANDSHAKE_FRAME_BYTES).await? {
+        Msg::Accepted => Ok(peer),
+        Msg::Refused { reason } => Err(HandshakeError::Refused(reason)),
+        other => Err(HandshakeError::Protocol(format!("expected Accepted, got {other:?}"))),
+    }
+}
+
+/// The accepting side. Returns the peer's name once both sides are proven.
+pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    me: &str,
+    secret: &ClusterSecret,
+    challenge: Challenge,
+) -> Result<String, HandshakeError> {
+    let (peer, their_challenge) = match read_header(s, HANDSHAKE_FRAME_BYTES).await? {
+        Msg::Hello { protocol, .. } if protocol != PROTOCOL_VERSION => {
+            refuse(s, format!("protocol {protocol} is not spoken here; this node speaks {PROTOCOL_VERSION}")).await;
+            return Err(HandshakeError::Version { ours: PROTOCOL_VERSION, theirs: protocol });
+        }
+        Msg::Hello { name, challenge: theirs, .. } => (name, theirs),
+        other => return Err(HandshakeError::Protocol(format!("expected Hello, got {other:?}"))),
+    };
+    let p = proof(secret, b"acceptor", &their_challenge, me, &peer).finalize().into_bytes().to_vec();
+    write_header(s, &Msg::Welcome { protocol: PROTOCOL_VERSION, name: me.to_owned(), challenge, proof: p }, HANDSHAKE_FRAME_BYTES).await?;
+    match read_header(s, HANDSHAKE_FRAME_BYTES).await? {
+        Msg::Proof { proof: p } => {
+            if proof(secret, b"dialer", &challenge, &peer, me).verify_slice(&p).is_err() {
+                refuse(s, "secret check failed".into()).await;
+                return Err(HandshakeError::BadSecret { peer });
+            }
+        }
+        other => return Err(HandshakeError::Protocol(format!("expected Proof, got {other:?}"))),
+    }
+    write_header(s, &Msg::Accepted, HANDSHAKE_FRAME_BYTES).await?;
+    Ok(peer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    fn secret(text: &str) -> ClusterSecret {
+        ClusterSecret::new(text, "test").expect("valid")
+    }
+
+    async fn pair(dialer_secret: &str, acceptor_secret: &str) -> (Result<String, HandshakeError>, Result<String, HandshakeError>) {
+        let (mut a, mut b) = tokio::io::duplex(8192);
+        let (ds, as_) = (secret(dialer_secret), secret(acceptor_secret));
+        // Each side hangs up when it is done, as a real connection would.
+        let dialer = async move {
+            let r = dial(&mut a, "n1", &ds, [1; 32]).await;
+            drop(a);
+            r
+        };
+        let acceptor = async move {
+            let r = accept(&mut b, "n2", &as_, [2; 32]).await;
+            drop(b);
+            r
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(5), async { tokio::join!(dialer, acceptor) }).await.expect("no hang")
+    }
+
+    #[tokio::test]
+    async fn same_secret_both_sides_learn_each_other() {
+        let (d, a) = pair("the-shared-secret-0001", "the-shared-secret-0001").await;
+        assert_eq!(d.expect("dialer ok"), "n2");
+        assert_eq!(a.expect("acceptor ok"), "n1");
+    }
+
+    #[tokio::test]
+    async fn a_wrong_secret_is_refused_by_both_sides() {
+        let (d, a) = pair("the-shared-secret-0001", "another-secret-xxxx02").await;
+        assert!(matches!(d, Err(HandshakeError::BadSecret { ref peer }) if peer == "n2"), "{d:?}");
+        // The dialer hung up before proving itself: the acceptor sees it go.
+        assert!(a.is_err(), "{a:?}");
+    }
+
+    #[tokio::test]
+    async fn another_protocol_version_is_refused_with_the_reason() {
+        let (mut a, mut b) = tokio::io::duplex(8192);
+        let s = secret("the-shared-secret-0001");
+        let bad_hello = Msg::Hello { protocol: 99, name: "old".into(), challenge: [0; 32] };
+        let (sent, accepted) = tokio::join!(write_header(&mut a, &bad_hello, HANDSHAKE_FRAME_BYTES), accept(&mut b, "n2", &s, [2; 32]));
+        sent.expect("sent");
+        assert!(matches!(accepted, Err(HandshakeError::Version { ours: 1, theirs: 99 })), "{accepted:?}");
+        let reply: Msg = read_header(&mut a, HANDSHAKE_FRAME_BYTES).await.expect("a refusal");
+        assert!(matches!(reply, Msg::Refused { ref reason } if reason.contains("protocol 99")), "{reply:?}");
+    }
+
+    #[tokio::test]
+    async fn garbage_instead_of_a_hello_is_an_error_not_a_panic() {
+        let (mut a, mut b) = tokio::io::duplex(8192);
+        a.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.expect("write");
+        drop(a);
+        let err = accept(&mut b, "n2", &secret("the-shared-secret-0001"), [2; 32]).await.expect_err("garbage");
+        assert!(matches!(err, HandshakeError::Frame(FrameError::TooLarge { .. } | FrameError::Malformed(_))), "{err}");
+    }
+}
