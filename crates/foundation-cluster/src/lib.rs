@@ -1,10 +1,11 @@
-//! Distribution for Foundation. This first part is the wire: frames
-//! ([`frame`]), the cluster secret ([`secret`]) and the authenticated
-//! handshake ([`handshake`]). Nodes, remote processes, RPC and consensus
-//! build on it (later work).
+//! Distribution for Foundation: the wire (frames [`frame`], the cluster
+//! secret [`secret`], the authenticated [`handshake`]) and the full mesh of
+//! nodes with heartbeats and up/down events ([`mesh`]). Remote processes,
+//! RPC and consensus build on it (later work).
 
 #![warn(missing_docs)]
 
 pub mod frame;
 pub mod handshake;
+pub mod mesh;
 pub mod secret;

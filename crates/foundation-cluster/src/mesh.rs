@@ -1,0 +1,473 @@
+//! Nodes that find each other: a full mesh of authenticated connections,
+//! one per pair, with heartbeats, node up/down events, reconnection with
+//! backoff, and explicit `connect` / `disconnect` (for tests that partition).
+//!
+//! # Semantics
+//! - A node listens on its address and dials peers it learns about: from
+//!   [`Cluster::connect`], or from a connected peer's list of peers (so
+//!   connecting to one member joins the whole cluster).
+//! - One connection per pair: if two nodes dial each other at once, the
+//!   connection dialed by the node with the smaller name is kept.
+//! - Every connection sends a heartbeat each `tick`; a peer silent for
+//!   `ticks_to_down` ticks is down (default: 4 × 500 ms = 2 s).
+//! - A lost connection is re-dialed with exponential backoff (from
+//!   `backoff_min` to `backoff_max`, at most `redial_attempts` times) by the
+//!   node with the smaller name. After [`Cluster::disconnect`] nothing is
+//!   re-dialed until [`Cluster::connect`] is called for that peer.
+//! - Events ([`NodeEvent`]) go to every subscriber through a bounded
+//!   broadcast channel; a subscriber that falls behind skips ahead (and is
+//!   told how many it missed).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use foundation::Node;
+use foundation::rt::{BoxStream, Listener};
+use parking_lot::Mutex;
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use tokio::io::{ReadHalf, WriteHalf};
+use tokio::sync::{broadcast, mpsc};
+
+use crate::frame::{FRAME_BYTES_DEFAULT, FrameError, decode_header, read_frame};
+use crate::handshake::{self, HandshakeError};
+use crate::secret::ClusterSecret;
+
+/// Frames queued for one peer's writer; past this, senders wait.
+pub const PEER_QUEUE_FRAMES: usize = 1024;
+/// Events kept for slow subscribers.
+pub const EVENT_BUFFER: usize = 1024;
+
+/// How a node joins and watches its cluster.
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    /// This node's name (unique in the cluster).
+    pub name: String,
+    /// Where to listen (`host:port`; port 0 picks one).
+    pub listen: String,
+    /// The shared secret.
+    pub secret: ClusterSecret,
+    /// Heartbeat interval.
+    pub tick: Duration,
+    /// Silent ticks after which a peer is down.
+    pub ticks_to_down: u32,
+    /// Largest frame.
+    pub frame_limit: usize,
+    /// Bound on dialing plus the handshake.
+    pub connect_timeout: Duration,
+    /// First re-dial delay.
+    pub backoff_min: Duration,
+    /// Largest re-dial delay.
+    pub backoff_max: Duration,
+    /// Re-dials of a lost peer before giving up on it.
+    pub redial_attempts: u32,
+}
+
+impl ClusterConfig {
+    /// Defaults around a name, an address and a secret.
+    pub fn new(name: impl Into<String>, listen: impl Into<String>, secret: ClusterSecret) -> Self {
+        Self {
+            name: name.into(),
+            listen: listen.into(),
+            secret,
+            tick: Duration::from_millis(500),
+            ticks_to_down: 4,
+            frame_limit: FRAME_BYTES_DEFAULT,
+            connect_timeout: Duration::from_secs(5),
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(5),
+            redial_attempts: 60,
+        }
+    }
+}
+
+/// A change in the cluster as one node sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NodeEvent {
+    /// A peer is connected and authenticated.
+    Up {
+        /// Its name.
+        node: String,
+    },
+    /// A peer is gone.
+    Down {
+        /// Its name.
+        node: String,
+        /// Why (silent, connection lost, disconnected).
+        reason: String,
+    },
+}
+
+/// Why a cluster operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// Binding the listen address failed.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Dialing a peer failed.
+    #[error("cannot reach {addr}: {reason}")]
+    Connect {
+        /// The address dialed.
+        addr: String,
+        /// Why.
+        reason: String,
+    },
+    /// The handshake failed.
+    #[error("handshake with {addr} failed: {source}")]
+    Handshake {
+        /// The address.
+        addr: String,
+        /// Why.
+        source: HandshakeError,
+    },
+}
+
+/// What travels on an established connection (the frame header).
+#[derive(Serialize, Deserialize, Debug)]
+enum Wire {
+    Heartbeat,
+    /// The sender's listen address and the peers it knows (name, address).
+    Peers {
+        me: String,
+        known: Vec<(String, String)>,
+    },
+}
+
+struct Peer {
+    addr: String,
+    /// Present while connected.
+    conn: Option<Conn>,
+    /// Set by `disconnect`: do not re-dial.
+    manual: bool,
+}
+
+struct Conn {
+    id: u64,
+    /// Frames for the writer task. Held so the writer runs until the
+    /// connection is dropped (it stops when every sender is gone).
+    #[allow(dead_code)]
+    tx: mpsc::Sender<Vec<u8>>,
+    /// Dropping this ends the connection's tasks.
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+/// A node's membership in a cluster. Cheap to clone.
+#[derive(Clone)]
+pub struct Cluster {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: ClusterConfig,
+    node: Node,
+    addr: String,
+    peers: Mutex<BTreeMap<String, Peer>>,
+    events: broadcast::Sender<NodeEvent>,
+    next_conn: std::sync::atomic::AtomicU64,
+    /// Set by `shutdown`: accept nothing, dial nothing.
+    closed: std::sync::atomic::AtomicBool,
+    stop_accepting: tokio::sync::Notify,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Cluster({} at {})", self.inner.config.name, self.inner.addr)
+    }
+}
+
+impl Cluster {
+    /// Listens and starts accepting peers.
+    pub async fn start(node: Node, config: ClusterConfig) -> Result<Self, ClusterError> {
+        let net = node.rt().network().clone();
+        let listener = net.bind(&config.listen).await.map_err(|source| ClusterError::Listen { addr: config.listen.clone(), source })?;
+        let addr = listener.local_addr().map_err(|source| ClusterError::Listen { addr: config.listen.clone(), source })?;
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        let inner = Arc::new(Inner {
+            config,
+            node,
+            addr,
+            peers: Mutex::new(BTreeMap::new()),
+            events,
+            next_conn: Default::default(),
+            closed: Default::default(),
+            stop_accepting: tokio::sync::Notify::new(),
+        });
+        foundation::rt::spawn(accept_loop(Arc::downgrade(&inner), listener));
+        Ok(Self { inner })
+    }
+
+    /// This node's name.
+    pub fn name(&self) -> &str {
+        &self.inner.config.name
+    }
+
+    /// The address peers reach this node at.
+    pub fn addr(&self) -> &str {
+        &self.inner.addr
+    }
+
+    /// Names of the connected peers, sorted.
+    pub fn peers(&self) -> Vec<String> {
+        self.inner.peers.lock().iter().filter(|(_, p)| p.conn.is_some()).map(|(n, _)| n.clone()).collect()
+    }
+
+    /// Subscribes to node up/down events from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<NodeEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// Connects to the node at `addr` (and, through it, to the rest of the
+    /// cluster); returns its name. Clears a previous `disconnect` of it.
+    pub async fn connect(&self, addr: &str) -> Result<String, ClusterError> {
+        let name = dial(&self.inner, addr).await?;
+        if let Some(p) = self.inner.peers.lock().get_mut(&name) {
+            p.manual = false;
+        }
+        Ok(name)
+    }
+
+    /// Drops the connection to `peer` and does not re-dial it until
+    /// [`Cluster::connect`]. Returns whether it was connected.
+    pub fn disconnect(&self, peer: &str) -> bool {
+        let conn = {
+            let mut peers = self.inner.peers.lock();
+            let Some(p) = peers.get_mut(peer) else { return false };
+            p.manual = true;
+            p.conn.take()
+        };
+        match conn {
+            Some(c) => {
+                drop(c);
+                emit(&self.inner, NodeEvent::Down { node: peer.to_owned(), reason: "disconnected".into() });
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Leaves the cluster: stops listening, drops every connection (peers
+    /// see this node go down) and re-dials nothing.
+    pub fn shutdown(&self) {
+        self.inner.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.inner.stop_accepting.notify_one();
+        let conns: Vec<(String, Conn)> =
+            self.inner.peers.lock().iter_mut().filter_map(|(name, p)| p.conn.take().map(|c| (name.clone(), c))).collect();
+        for (name, conn) in conns {
+            drop(conn);
+            emit(&self.inner, NodeEvent::Down { node: name, reason: "this node shut down".into() });
+        }
+    }
+
+    /// The local node this cluster membership belongs to.
+    pub fn node(&self) -> &Node {
+        &self.inner.node
+    }
+}
+
+fn emit(inner: &Inner, event: NodeEvent) {
+    tracing::info!(node = %inner.config.name, ?event, "cluster event");
+    // No subscriber is fine.
+    let _ = inner.events.send(event);
+}
+
+fn challenge(inner: &Inner) -> [u8; 32] {
+    let mut c = [0u8; 32];
+    inner.node.rt().with_rng(|r| r.fill_bytes(&mut c));
+    c
+}
+
+async fn accept_loop(weak: std::sync::Weak<Inner>, listener: Box<dyn Listener>) {
+    loop {
+        let accepted = {
+            let Some(inner) = weak.upgrade() else { return };
+            let stop = inner.stop_accepting.notified();
+            tokio::select! {
+                a = listener.accept() => a,
+                _ = stop => return,
+            }
+        };
+        let Ok((stream, from)) = accepted else { continue };
+        let Some(inner) = weak.upgrade() else { return };
+        if inner.closed.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        foundation::rt::spawn(async move {
+            let mut stream = stream;
+            let timeout = inner.config.connect_timeout;
+            let shake = handshake::accept(&mut stream, &inner.config.name, &inner.config.secret, challenge(&inner));
+            match foundation::rt::timeout(timeout, shake).await {
+                Ok(Ok(peer)) => established(&inner, peer, None, stream),
+                Ok(Err(e)) => tracing::warn!(node = %inner.config.name, %from, error = %e, "refused a connection"),
+                Err(_) => tracing::warn!(node = %inner.config.name, %from, "refused a connection: handshake timed out"),
+            }
+        });
+    }
+}
+
+async fn dial(inner: &Arc<Inner>, addr: &str) -> Result<String, ClusterError> {
+    if inner.closed.load(std::sync::atomic::Ordering::SeqCst) {
+        return Err(ClusterError::Connect { addr: addr.into(), reason: "this node has shut down".into() });
+    }
+    let net = inner.node.rt().network().clone();
+    let timeout = inner.config.connect_timeout;
+    let attempt = async {
+        let mut stream = net.connect(addr).await.map_err(|e| ClusterError::Connect { addr: addr.into(), reason: e.to_string() })?;
+        let peer = handshake::dial(&mut stream, &inner.config.name, &inner.config.secret, challenge(inner))
+            .await
+            .map_err(|source| ClusterError::Handshake { addr: addr.into(), source })?;
+        Ok::<_, ClusterError>((peer, stream))
+    };
+    let (peer, stream) = foundation::rt::timeout(timeout, attempt)
+        .await
+        .map_err(|_| ClusterError::Connect { addr: addr.into(), reason: format!("no answer within {timeout:?}") })??;
+    established(inner, peer.clone(), Some(addr.to_owned()), stream);
+    Ok(peer)
+}
+
+/// Installs an authenticated connection, unless the pair already has one
+/// that wins the tie-break.
+fn established(inner: &Arc<Inner>, peer: String, dialed: Option<String>, stream: BoxStream) {
+    if peer == inner.config.name {
+        tracing::warn!(node = %peer, "refused a connection to itself");
+        return;
+    }
+    if inner.closed.load(std::sync::atomic::Ordering::SeqCst) {
+        return;
+    }
+    let we_dialed = dialed.is_some();
+    let (tx, rx) = mpsc::channel(PEER_QUEUE_FRAMES);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+    let id = inner.next_conn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let newly_up = {
+        let mut peers = inner.peers.lock();
+        let entry =
+            peers.entry(peer.clone()).or_insert_with(|| Peer { addr: dialed.clone().unwrap_or_default(), conn: None, manual: false });
+        if let Some(a) = &dialed {
+            entry.addr.clone_from(a);
+        }
+        // Tie-break: keep the connection dialed by the smaller name.
+        let ours_wins = (inner.config.name < peer) == we_dialed;
+        if entry.conn.is_some() && !ours_wins {
+            return;
+        }
+        let was_up = entry.conn.replace(Conn { id, tx: tx.clone(), _stop: stop_tx }).is_some();
+        !was_up
+    };
+    let (read, write) = tokio::io::split(stream);
+    foundation::rt::spawn(run_conn(inner.clone(), peer.clone(), id, read, write, rx, stop_rx));
+    // Tell the peer where we listen and whom we know, so it can complete the mesh.
+    let _ = tx.try_send(crate::frame::encode_header(&Wire::Peers { me: inner.addr.clone(), known: known_peers(inner) }));
+    if newly_up {
+        emit(inner, NodeEvent::Up { node: peer });
+    }
+}
+
+fn known_peers(inner: &Inner) -> Vec<(String, String)> {
+    inner.peers.lock().iter().filter(|(_, p)| p.conn.is_some() && !p.addr.is_empty()).map(|(n, p)| (n.clone(), p.addr.clone())).collect()
+}
+
+async fn run_conn(
+    inner: Arc<Inner>,
+    peer: String,
+    id: u64,
+    mut read: ReadHalf<BoxStream>,
+    mut write: WriteHalf<BoxStream>,
+    mut out: mpsc::Receiver<Vec<u8>>,
+    stop: tokio::sync::oneshot::Receiver<()>,
+) {
+    let tick = inner.config.tick;
+    let limit = inner.config.frame_limit;
+    let silent_max = tick * inner.config.ticks_to_down;
+    let writer = async {
+        let mut beat = tokio::time::interval(tick);
+        loop {
+            let header = tokio::select! {
+                _ = beat.tick() => crate::frame::encode_header(&Wire::Heartbeat),
+                frame = out.recv() => match frame { Some(f) => f, None => return "closed".to_owned() },
+            };
+            if let Err(e) = crate::frame::write_frame(&mut write, &header, &[], limit).await {
+                return format!("write failed: {e}");
+            }
+        }
+    };
+    let reader = async {
+        loop {
+            let frame = match foundation::rt::timeout(silent_max, read_frame(&mut read, limit)).await {
+                Err(_) => return format!("silent for {silent_max:?}"),
+                Ok(Err(FrameError::Closed)) => return "connection closed".to_owned(),
+                Ok(Err(e)) => return format!("{e}"),
+                Ok(Ok(f)) => f,
+            };
+            match decode_header::<Wire>(&frame.header) {
+                Ok(Wire::Heartbeat) => {}
+                Ok(Wire::Peers { me, known }) => learn(&inner, &peer, me, known),
+                Err(e) => return format!("{e}"),
+            }
+        }
+    };
+    let reason = tokio::select! {
+        r = writer => r,
+        r = reader => r,
+        _ = stop => "disconnected".to_owned(),
+    };
+    connection_lost(&inner, &peer, id, reason);
+}
+
+/// Records a peer's address and dials the peers it knows that we do not.
+fn learn(inner: &Arc<Inner>, peer: &str, peer_addr: String, known: Vec<(String, String)>) {
+    let to_dial: Vec<String> = {
+        let mut peers = inner.peers.lock();
+        if let Some(p) = peers.get_mut(peer) {
+            p.addr = peer_addr;
+        }
+        known
+            .into_iter()
+            .filter(|(name, _)| *name != inner.config.name && !peers.get(name).is_some_and(|p| p.conn.is_some() || p.manual))
+            .map(|(_, addr)| addr)
+            .collect()
+    };
+    for addr in to_dial {
+        let inner = inner.clone();
+        foundation::rt::spawn(async move {
+            if let Err(e) = dial(&inner, &addr).await {
+                tracing::warn!(node = %inner.config.name, %addr, error = %e, "could not join a peer learned from the mesh");
+            }
+        });
+    }
+}
+
+fn connection_lost(inner: &Arc<Inner>, peer: &str, id: u64, reason: String) {
+    let redial = {
+        let mut peers = inner.peers.lock();
+        let Some(p) = peers.get_mut(peer) else { return };
+        // A newer connection may have replaced this one already.
+        if p.conn.as_ref().is_none_or(|c| c.id != id) {
+            return;
+        }
+        p.conn = None;
+        (!p.manual && inner.config.name.as_str() < peer && !p.addr.is_empty()).then(|| p.addr.clone())
+    };
+    emit(inner, NodeEvent::Down { node: peer.to_owned(), reason });
+    if let Some(addr) = redial {
+        foundation::rt::spawn(redial_with_backoff(inner.clone(), peer.to_owned(), addr));
+    }
+}
+
+async fn redial_with_backoff(inner: Arc<Inner>, peer: String, addr: String) {
+    let mut delay = inner.config.backoff_min;
+    for _ in 0..inner.config.redial_attempts {
+        foundation::rt::sleep(delay).await;
+        let still_wanted = inner.peers.lock().get(&peer).is_some_and(|p| p.conn.is_none() && !p.manual);
+        if !still_wanted || dial(&inner, &addr).await.is_ok() {
+            return;
+        }
+        delay = (delay * 2).min(inner.config.backoff_max);
+    }
+    tracing::warn!(node = %inner.config.name, %peer, %addr, "gave up re-dialing a lost peer");
+}

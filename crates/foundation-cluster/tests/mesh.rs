@@ -1,0 +1,149 @@
+//! Three nodes on loopback, in one process, through the runtime seam's
+//! network: joining, the full mesh, node down, disconnect/connect, a wrong
+//! secret, garbage and oversized frames.
+
+use std::time::Duration;
+
+use foundation::Node;
+use foundation_cluster::frame::write_frame;
+use foundation_cluster::handshake;
+use foundation_cluster::mesh::{Cluster, ClusterConfig, ClusterError, NodeEvent};
+use foundation_cluster::secret::ClusterSecret;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::broadcast;
+
+const WAIT: Duration = Duration::from_secs(5);
+
+fn secret() -> ClusterSecret {
+    ClusterSecret::new("mesh-test-secret-0123456789", "test").expect("valid")
+}
+
+/// A fast-ticking node: 100 ms heartbeats, down after 4 silent ticks.
+async fn start(name: &str) -> Cluster {
+    let mut config = ClusterConfig::new(name, "127.0.0.1:0", secret());
+    config.tick = Duration::from_millis(100);
+    Cluster::start(Node::new(name), config).await.expect("listens")
+}
+
+async fn eventually_peers(c: &Cluster, want: &[&str]) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while c.peers() != want {
+        assert!(tokio::time::Instant::now() < deadline, "{} has peers {:?}, want {want:?}", c.name(), c.peers());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn next_event(rx: &mut broadcast::Receiver<NodeEvent>) -> NodeEvent {
+    tokio::time::timeout(WAIT, rx.recv()).await.expect("an event in time").expect("events open")
+}
+
+async fn mesh_of_three() -> (Cluster, Cluster, Cluster) {
+    let (a, b, c) = (start("a").await, start("b").await, start("c").await);
+    assert_eq!(b.connect(a.addr()).await.expect("b joins a"), "a");
+    assert_eq!(c.connect(a.addr()).await.expect("c joins a"), "a");
+    // c learns b through a, and the mesh completes.
+    for (n, want) in [(&a, ["b", "c"]), (&b, ["a", "c"]), (&c, ["a", "b"])] {
+        eventually_peers(n, &want).await;
+    }
+    (a, b, c)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joining_one_member_joins_the_full_mesh() {
+    let (a, b, c) = mesh_of_three().await;
+    for n in [&a, &b, &c] {
+        n.shutdown();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_leaves_is_reported_down_by_the_others() {
+    let (a, b, c) = mesh_of_three().await;
+    let (mut ea, mut eb) = (a.subscribe(), b.subscribe());
+    c.shutdown();
+    for rx in [&mut ea, &mut eb] {
+        assert!(matches!(next_event(rx).await, NodeEvent::Down { ref node, .. } if node == "c"));
+    }
+    eventually_peers(&a, &["b"]).await;
+    eventually_peers(&b, &["a"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_peer_is_down_after_its_ticks() {
+    let a = start("a").await;
+    let mut events = a.subscribe();
+    // A peer that authenticates, then never sends a heartbeat.
+    let net = foundation::rt::TokioNetwork;
+    let mut stream = foundation::rt::Network::connect(&net, a.addr()).await.expect("connect");
+    handshake::dial(&mut stream, "mute", &secret(), [7; 32]).await.expect("authenticated");
+    assert_eq!(next_event(&mut events).await, NodeEvent::Up { node: "mute".into() });
+    let started = tokio::time::Instant::now();
+    match next_event(&mut events).await {
+        NodeEvent::Down { node, reason } => {
+            assert_eq!(node, "mute");
+            assert!(reason.contains("silent"), "{reason}");
+        }
+        other => panic!("expected Down, got {other:?}"),
+    }
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(300) && took < Duration::from_secs(2), "down after {took:?} (4 ticks of 100 ms)");
+    drop(stream);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disconnect_holds_until_connect() {
+    let (a, b, c) = mesh_of_three().await;
+    let mut eb = b.subscribe();
+    assert!(a.disconnect("b"));
+    assert!(matches!(next_event(&mut eb).await, NodeEvent::Down { ref node, .. } if node == "a"));
+    eventually_peers(&a, &["c"]).await;
+    // No one re-dials while the disconnect holds.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(a.peers(), ["c"]);
+    assert_eq!(a.connect(b.addr()).await.expect("reconnect"), "b");
+    assert_eq!(next_event(&mut eb).await, NodeEvent::Up { node: "a".into() });
+    eventually_peers(&a, &["b", "c"]).await;
+    c.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_secret_never_joins() {
+    let (a, b, _c) = mesh_of_three().await;
+    let mut config = ClusterConfig::new("intruder", "127.0.0.1:0", ClusterSecret::new("not-the-cluster-secret!!", "test").unwrap());
+    config.tick = Duration::from_millis(100);
+    let intruder = Cluster::start(Node::new("intruder"), config).await.expect("listens");
+    let err = intruder.connect(a.addr()).await.expect_err("refused");
+    assert!(matches!(err, ClusterError::Handshake { .. }), "{err}");
+    assert!(err.to_string().contains("secret"), "{err}");
+    assert_eq!(a.peers(), ["b", "c"]);
+    assert!(intruder.peers().is_empty());
+    let _ = b;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_and_oversized_frames_close_only_their_connection() {
+    let (a, b, c) = mesh_of_three().await;
+    let mut ea = a.subscribe();
+    let net = foundation::rt::TokioNetwork;
+    // Garbage before any handshake.
+    let mut raw = foundation::rt::Network::connect(&net, a.addr()).await.expect("connect");
+    raw.write_all(b"\x00\x00\x00\x05hello garbage that is not a frame").await.expect("write");
+    // An authenticated peer that then sends a frame over the limit.
+    let mut rogue = foundation::rt::Network::connect(&net, a.addr()).await.expect("connect");
+    handshake::dial(&mut rogue, "rogue", &secret(), [9; 32]).await.expect("authenticated");
+    assert_eq!(next_event(&mut ea).await, NodeEvent::Up { node: "rogue".into() });
+    let huge = vec![0u8; 20 << 20];
+    let _ = write_frame(&mut rogue, b"", &huge, usize::MAX).await;
+    match next_event(&mut ea).await {
+        NodeEvent::Down { node, reason } => {
+            assert_eq!(node, "rogue");
+            assert!(reason.contains("over the limit"), "{reason}");
+        }
+        other => panic!("expected rogue Down, got {other:?}"),
+    }
+    // The others are untouched.
+    assert_eq!(a.peers(), ["b", "c"]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(a.peers(), ["b", "c"]);
+    let _ = (b, c);
+}
