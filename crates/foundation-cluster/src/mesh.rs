@@ -149,9 +149,7 @@ struct Peer {
 
 struct Conn {
     id: u64,
-    /// Frames for the writer task. Held so the writer runs until the
-    /// connection is dropped (it stops when every sender is gone).
-    #[allow(dead_code)]
+    /// Frames for the writer task; while held, the writer runs.
     tx: mpsc::Sender<Vec<u8>>,
     /// Dropping this ends the connection's tasks.
     _stop: tokio::sync::oneshot::Sender<()>,
@@ -421,17 +419,33 @@ async fn run_conn(
 
 /// Records a peer's address and dials the peers it knows that we do not.
 fn learn(inner: &Arc<Inner>, peer: &str, peer_addr: String, known: Vec<(String, String)>) {
-    let to_dial: Vec<String> = {
+    let (to_dial, news) = {
         let mut peers = inner.peers.lock();
-        if let Some(p) = peers.get_mut(peer) {
-            p.addr = peer_addr;
-        }
-        known
+        // A peer's address is news for the others when first heard: a node
+        // that joined before it was known must still hear of it.
+        let news = match peers.get_mut(peer) {
+            Some(p) if p.addr != peer_addr => {
+                p.addr = peer_addr;
+                true
+            }
+            _ => false,
+        };
+        let to_dial = known
             .into_iter()
             .filter(|(name, _)| *name != inner.config.name && !peers.get(name).is_some_and(|p| p.conn.is_some() || p.manual))
             .map(|(_, addr)| addr)
-            .collect()
+            .collect::<Vec<String>>();
+        (to_dial, news)
     };
+    if news {
+        let listing = crate::frame::encode_header(&Wire::Peers { me: inner.addr.clone(), known: known_peers(inner) });
+        for (name, p) in inner.peers.lock().iter() {
+            if let Some(c) = p.conn.as_ref().filter(|_| name != peer) {
+                // A full queue skips this update; the next one carries it.
+                let _ = c.tx.try_send(listing.clone());
+            }
+        }
+    }
     for addr in to_dial {
         let inner = inner.clone();
         foundation::rt::spawn(async move {
