@@ -8,20 +8,8 @@ use foundation::schedulers::{
     Slicing, UtilizationSample, cpu_intensive_with_yielding, cpu_intensive_with_yielding_by, scheduler_utilization,
 };
 use foundation::{Ctx, Node, NodeConfig, SpawnOpts};
+use foundation_testkit::load::{burn, p99, tick_lateness};
 use tokio::sync::oneshot;
-use tokio::time::Instant;
-
-/// CPU work of about `micros` µs (not optimised away).
-fn burn(micros: u64) -> u64 {
-    let start = std::time::Instant::now();
-    let mut x = 1u64;
-    while start.elapsed() < Duration::from_micros(micros) {
-        for _ in 0..100 {
-            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
-        }
-    }
-    x
-}
 
 // 2.3: "cpu_intensive_with_yielding doesn't block schedulers".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -66,18 +54,7 @@ fn ticker_lateness_p99(yielding: bool) -> Duration {
         let (started_tx, started_rx) = oneshot::channel();
         let (tx, rx) = oneshot::channel();
         node.spawn_with(on(0), move |_c: Ctx<()>| async move {
-            let mut lateness = Vec::with_capacity(200);
-            let mut next = Instant::now() + Duration::from_millis(1);
-            let mut started = Some(started_tx);
-            for _ in 0..200 {
-                tokio::time::sleep_until(next).await;
-                lateness.push(Instant::now().saturating_duration_since(next));
-                next += Duration::from_millis(1);
-                if let Some(s) = started.take() {
-                    let _ = s.send(());
-                }
-            }
-            let _ = tx.send(lateness);
+            let _ = tx.send(tick_lateness(200, started_tx).await);
         })
         .expect("scheduler exists");
         started_rx.await.expect("ticker started");
@@ -100,8 +77,7 @@ fn ticker_lateness_p99(yielding: bool) -> Duration {
         for done in cpu_done {
             assert_eq!(done.await.expect("cpu work ran"), 600);
         }
-        lateness.sort();
-        lateness[lateness.len() * 99 / 100]
+        p99(&mut lateness)
     })
 }
 

@@ -5,25 +5,13 @@ use std::time::Duration;
 use anyhow::{Context as _, ensure};
 use foundation::schedulers::cpu_intensive_with_yielding;
 use foundation::{Ctx, SpawnOpts};
+use foundation_testkit::load::{burn, p99, tick_lateness};
 use tokio::sync::oneshot;
-use tokio::time::Instant;
 
 use super::{Bench, Harness, Sizes};
 
 pub fn benches() -> Vec<Bench> {
     vec![Bench { name: "scheduler.tick_lag_p99", unit: "ms", target: "<= 2", run: tick_lag_p99, warmup: false }]
-}
-
-/// CPU work of about `micros` µs.
-fn burn(micros: u64) -> u64 {
-    let start = std::time::Instant::now();
-    let mut x = 1u64;
-    while start.elapsed() < Duration::from_micros(micros) {
-        for _ in 0..100 {
-            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
-        }
-    }
-    x
 }
 
 /// The p99 lateness of a 1 ms ticker process while one CPU process per
@@ -38,18 +26,7 @@ fn tick_lag_p99(sizes: &Sizes, h: &Harness) -> anyhow::Result<f64> {
         let (started_tx, started_rx) = oneshot::channel();
         let (lag_tx, lag_rx) = oneshot::channel();
         node.spawn_with(placed(0), move |_c: Ctx<()>| async move {
-            let mut lateness = Vec::with_capacity(ticks);
-            let mut started = Some(started_tx);
-            let mut next = Instant::now() + Duration::from_millis(1);
-            for _ in 0..ticks {
-                tokio::time::sleep_until(next).await;
-                lateness.push(Instant::now().saturating_duration_since(next));
-                next += Duration::from_millis(1);
-                if let Some(s) = started.take() {
-                    let _ = s.send(());
-                }
-            }
-            let _ = lag_tx.send(lateness);
+            let _ = lag_tx.send(tick_lateness(ticks, started_tx).await);
         })?;
         started_rx.await.context("the ticker did not start")?;
         // Enough work per worker to outlast the ticker.
@@ -68,7 +45,6 @@ fn tick_lag_p99(sizes: &Sizes, h: &Harness) -> anyhow::Result<f64> {
             ensure!(done.await.context("a CPU process ended early")? == items, "CPU work incomplete");
         }
         node.shutdown(Duration::from_secs(10)).await;
-        lateness.sort();
-        Ok(lateness[lateness.len() * 99 / 100].as_secs_f64() * 1e3)
+        Ok(p99(&mut lateness).as_secs_f64() * 1e3)
     })
 }
