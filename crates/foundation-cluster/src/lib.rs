@@ -8,4 +8,12 @@
 pub mod frame;
 pub mod handshake;
 pub mod mesh;
+pub mod outbox;
+pub mod remote;
+pub mod rpc;
 pub mod secret;
+
+pub use mesh::{Cluster, ClusterConfig, ClusterError, NodeEvent};
+pub use outbox::PushError;
+pub use remote::RemoteSendError;
+pub use rpc::RpcError;

@@ -20,22 +20,29 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use foundation::Node;
 use foundation::rt::{BoxStream, Listener};
+use foundation::{Node, NodeId};
 use parking_lot::Mutex;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
-use tokio::io::{ReadHalf, WriteHalf};
+use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::{broadcast, mpsc};
 
 use crate::frame::{FRAME_BYTES_DEFAULT, FrameError, decode_header, read_frame};
 use crate::handshake::{self, HandshakeError};
+use crate::outbox::{Out, Outbox};
 use crate::secret::ClusterSecret;
 
 /// Frames queued for one peer's writer; past this, senders wait.
 pub const PEER_QUEUE_FRAMES: usize = 1024;
+/// Bytes queued for one peer's writer; past this, senders wait.
+pub const PEER_QUEUE_BYTES: usize = 64 << 20;
+/// Small frames are gathered into writes of about this size.
+const WRITE_BATCH_BYTES: usize = 256 << 10;
+const READ_BUFFER_BYTES: usize = 256 << 10;
 /// Events kept for slow subscribers.
 pub const EVENT_BUFFER: usize = 1024;
 
@@ -130,15 +137,18 @@ pub enum ClusterError {
 
 /// What travels on an established connection (the frame header).
 #[derive(Serialize, Deserialize, Debug)]
-enum Wire {
+pub(crate) enum Wire {
     Heartbeat,
     /// The sender's listen address and the peers it knows (name, address).
     Peers {
         me: String,
         known: Vec<(String, String)>,
     },
+    /// Remote processes: messages, links, monitors, exit signals.
+    Proc(crate::remote::ProcWire),
+    /// Remote procedure calls.
+    Rpc(crate::rpc::RpcWire),
 }
-
 struct Peer {
     addr: String,
     /// Present while connected.
@@ -150,7 +160,7 @@ struct Peer {
 struct Conn {
     id: u64,
     /// Frames for the writer task; while held, the writer runs.
-    tx: mpsc::Sender<Vec<u8>>,
+    outbox: Outbox,
     /// Dropping this ends the connection's tasks.
     _stop: tokio::sync::oneshot::Sender<()>,
 }
@@ -161,11 +171,15 @@ pub struct Cluster {
     inner: Arc<Inner>,
 }
 
-struct Inner {
-    config: ClusterConfig,
-    node: Node,
+pub(crate) struct Inner {
+    pub(crate) config: ClusterConfig,
+    pub(crate) node: Node,
     addr: String,
     peers: Mutex<BTreeMap<String, Peer>>,
+    /// The outbox of each connected peer, by the name hash in its pids.
+    routes: parking_lot::RwLock<BTreeMap<u32, Outbox>>,
+    pub(crate) procs: crate::remote::Relations,
+    pub(crate) rpc: crate::rpc::Rpcs,
     events: broadcast::Sender<NodeEvent>,
     next_conn: std::sync::atomic::AtomicU64,
     /// Set by `shutdown`: accept nothing, dial nothing.
@@ -191,12 +205,16 @@ impl Cluster {
             node,
             addr,
             peers: Mutex::new(BTreeMap::new()),
+            routes: Default::default(),
+            procs: Default::default(),
+            rpc: Default::default(),
             events,
             next_conn: Default::default(),
             closed: Default::default(),
             stop_accepting: tokio::sync::Notify::new(),
         });
         foundation::rt::spawn(accept_loop(Arc::downgrade(&inner), listener));
+        inner.node.set_distribution(Arc::new(crate::remote::Dist(Arc::downgrade(&inner))));
         Ok(Self { inner })
     }
 
@@ -242,7 +260,7 @@ impl Cluster {
         match conn {
             Some(c) => {
                 drop(c);
-                emit(&self.inner, NodeEvent::Down { node: peer.to_owned(), reason: "disconnected".into() });
+                peer_gone(&self.inner, peer, "disconnected".into());
                 true
             }
             None => false,
@@ -258,7 +276,7 @@ impl Cluster {
             self.inner.peers.lock().iter_mut().filter_map(|(name, p)| p.conn.take().map(|c| (name.clone(), c))).collect();
         for (name, conn) in conns {
             drop(conn);
-            emit(&self.inner, NodeEvent::Down { node: name, reason: "this node shut down".into() });
+            peer_gone(&self.inner, &name, "this node shut down".into());
         }
     }
 
@@ -266,6 +284,47 @@ impl Cluster {
     pub fn node(&self) -> &Node {
         &self.inner.node
     }
+
+    pub(crate) fn inner(&self) -> &Arc<Inner> {
+        &self.inner
+    }
+}
+
+impl Inner {
+    /// The outbox towards the node that owns pids with this name hash.
+    pub(crate) fn route(&self, name_hash: u32) -> Option<Outbox> {
+        self.routes.read().get(&name_hash).cloned()
+    }
+
+    /// The outbox towards the peer called `name`.
+    pub(crate) fn route_to(&self, name: &str) -> Option<Outbox> {
+        self.route(NodeId::new(name, 0).name_hash)
+    }
+}
+
+/// Cuts the connection to the peer whose pids carry `name_hash` (it is
+/// re-dialed as after any loss).
+pub(crate) fn cut(inner: &Arc<Inner>, name_hash: u32) {
+    let found = {
+        let mut peers = inner.peers.lock();
+        peers
+            .iter_mut()
+            .find(|(name, _)| NodeId::new(name, 0).name_hash == name_hash)
+            .and_then(|(name, p)| p.conn.take().map(|_| name.clone()))
+    };
+    if let Some(name) = found {
+        connection_lost_taken(inner, &name, "cut: too many control frames waiting".into());
+    }
+}
+
+/// A peer's connection is gone: forget its route, then tell everyone who
+/// depended on it (links, monitors, calls), then emit `Down`.
+fn peer_gone(inner: &Arc<Inner>, peer: &str, reason: String) {
+    let hash = NodeId::new(peer, 0).name_hash;
+    inner.routes.write().remove(&hash);
+    crate::remote::peer_down(inner, hash);
+    inner.rpc.peer_down(hash, peer);
+    emit(inner, NodeEvent::Down { node: peer.to_owned(), reason });
 }
 
 fn emit(inner: &Inner, event: NodeEvent) {
@@ -339,7 +398,7 @@ fn established(inner: &Arc<Inner>, peer: String, dialed: Option<String>, stream:
         return;
     }
     let we_dialed = dialed.is_some();
-    let (tx, rx) = mpsc::channel(PEER_QUEUE_FRAMES);
+    let (outbox, rx) = Outbox::new(inner.config.frame_limit);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
     let id = inner.next_conn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let newly_up = {
@@ -354,13 +413,14 @@ fn established(inner: &Arc<Inner>, peer: String, dialed: Option<String>, stream:
         if entry.conn.is_some() && !ours_wins {
             return;
         }
-        let was_up = entry.conn.replace(Conn { id, tx: tx.clone(), _stop: stop_tx }).is_some();
+        let was_up = entry.conn.replace(Conn { id, outbox: outbox.clone(), _stop: stop_tx }).is_some();
+        inner.routes.write().insert(NodeId::new(&peer, 0).name_hash, outbox.clone());
         !was_up
     };
     let (read, write) = tokio::io::split(stream);
     foundation::rt::spawn(run_conn(inner.clone(), peer.clone(), id, read, write, rx, stop_rx));
     // Tell the peer where we listen and whom we know, so it can complete the mesh.
-    let _ = tx.try_send(crate::frame::encode_header(&Wire::Peers { me: inner.addr.clone(), known: known_peers(inner) }));
+    let _ = outbox.try_push(&Wire::Peers { me: inner.addr.clone(), known: known_peers(inner) }, None);
     if newly_up {
         emit(inner, NodeEvent::Up { node: peer });
     }
@@ -374,44 +434,96 @@ async fn run_conn(
     inner: Arc<Inner>,
     peer: String,
     id: u64,
-    mut read: ReadHalf<BoxStream>,
+    read: ReadHalf<BoxStream>,
     mut write: WriteHalf<BoxStream>,
-    mut out: mpsc::Receiver<Vec<u8>>,
+    mut out: mpsc::Receiver<Out>,
     stop: tokio::sync::oneshot::Receiver<()>,
 ) {
     let tick = inner.config.tick;
     let limit = inner.config.frame_limit;
     let silent_max = tick * inner.config.ticks_to_down;
+    // Milliseconds since `base` when the peer was last heard. While a frame
+    // waits for room in a local mailbox, the peer is not silent.
+    let base = tokio::time::Instant::now();
+    let heard = AtomicU64::new(0);
+    let hear = || heard.store(base.elapsed().as_millis() as u64, Ordering::Relaxed);
+    let delivering = AtomicBool::new(false);
     let writer = async {
         let mut beat = tokio::time::interval(tick);
+        let mut buf = Vec::with_capacity(WRITE_BATCH_BYTES);
         loop {
-            let header = tokio::select! {
-                _ = beat.tick() => crate::frame::encode_header(&Wire::Heartbeat),
+            let first = tokio::select! {
+                _ = beat.tick() => Out::header(&Wire::Heartbeat),
                 frame = out.recv() => match frame { Some(f) => f, None => return "closed".to_owned() },
             };
-            if let Err(e) = crate::frame::write_frame(&mut write, &header, &[], limit).await {
+            // Under load, many frames go out in one write.
+            let mut next = Some(first);
+            while let Some(o) = next.take() {
+                buf.extend_from_slice(&o.frame);
+                if !o.tail.is_empty() {
+                    let written = async {
+                        write.write_all(&buf).await?;
+                        write.write_all(&o.tail).await
+                    };
+                    if let Err(e) = written.await {
+                        return format!("write failed: {e}");
+                    }
+                    buf.clear();
+                }
+                o.release();
+                if buf.len() < WRITE_BATCH_BYTES {
+                    next = out.try_recv().ok();
+                }
+            }
+            let flushed = async {
+                write.write_all(&buf).await?;
+                write.flush().await
+            };
+            if let Err(e) = flushed.await {
                 return format!("write failed: {e}");
+            }
+            buf.clear();
+            if buf.capacity() > 4 * WRITE_BATCH_BYTES {
+                buf.shrink_to(WRITE_BATCH_BYTES);
             }
         }
     };
     let reader = async {
+        let mut read = tokio::io::BufReader::with_capacity(READ_BUFFER_BYTES, read);
         loop {
-            let frame = match foundation::rt::timeout(silent_max, read_frame(&mut read, limit)).await {
-                Err(_) => return format!("silent for {silent_max:?}"),
-                Ok(Err(FrameError::Closed)) => return "connection closed".to_owned(),
-                Ok(Err(e)) => return format!("{e}"),
-                Ok(Ok(f)) => f,
+            let frame = match read_frame(&mut read, limit).await {
+                Err(FrameError::Closed) => return "connection closed".to_owned(),
+                Err(e) => return format!("{e}"),
+                Ok(f) => f,
             };
+            hear();
             match decode_header::<Wire>(&frame.header) {
                 Ok(Wire::Heartbeat) => {}
                 Ok(Wire::Peers { me, known }) => learn(&inner, &peer, me, known),
+                Ok(Wire::Proc(p)) => {
+                    delivering.store(true, Ordering::Relaxed);
+                    crate::remote::on_frame(&inner, &peer, p, frame.payload).await;
+                    delivering.store(false, Ordering::Relaxed);
+                    hear();
+                }
+                Ok(Wire::Rpc(r)) => crate::rpc::on_frame(&inner, &peer, r, frame.payload),
                 Err(e) => return format!("{e}"),
+            }
+        }
+    };
+    let watchdog = async {
+        loop {
+            foundation::rt::sleep(tick).await;
+            let silent = base.elapsed().saturating_sub(Duration::from_millis(heard.load(Ordering::Relaxed)));
+            if !delivering.load(Ordering::Relaxed) && silent > silent_max {
+                return format!("silent for {silent_max:?}");
             }
         }
     };
     let reason = tokio::select! {
         r = writer => r,
         r = reader => r,
+        r = watchdog => r,
         _ = stop => "disconnected".to_owned(),
     };
     connection_lost(&inner, &peer, id, reason);
@@ -438,11 +550,11 @@ fn learn(inner: &Arc<Inner>, peer: &str, peer_addr: String, known: Vec<(String, 
         (to_dial, news)
     };
     if news {
-        let listing = crate::frame::encode_header(&Wire::Peers { me: inner.addr.clone(), known: known_peers(inner) });
+        let listing = Wire::Peers { me: inner.addr.clone(), known: known_peers(inner) };
         for (name, p) in inner.peers.lock().iter() {
             if let Some(c) = p.conn.as_ref().filter(|_| name != peer) {
                 // A full queue skips this update; the next one carries it.
-                let _ = c.tx.try_send(listing.clone());
+                let _ = c.outbox.try_push(&listing, None);
             }
         }
     }
@@ -457,7 +569,7 @@ fn learn(inner: &Arc<Inner>, peer: &str, peer_addr: String, known: Vec<(String, 
 }
 
 fn connection_lost(inner: &Arc<Inner>, peer: &str, id: u64, reason: String) {
-    let redial = {
+    {
         let mut peers = inner.peers.lock();
         let Some(p) = peers.get_mut(peer) else { return };
         // A newer connection may have replaced this one already.
@@ -465,9 +577,18 @@ fn connection_lost(inner: &Arc<Inner>, peer: &str, id: u64, reason: String) {
             return;
         }
         p.conn = None;
+    }
+    connection_lost_taken(inner, peer, reason);
+}
+
+/// The loss of a connection already taken out of the peer table.
+fn connection_lost_taken(inner: &Arc<Inner>, peer: &str, reason: String) {
+    let redial = {
+        let peers = inner.peers.lock();
+        let Some(p) = peers.get(peer) else { return };
         (!p.manual && inner.config.name.as_str() < peer && !p.addr.is_empty()).then(|| p.addr.clone())
     };
-    emit(inner, NodeEvent::Down { node: peer.to_owned(), reason });
+    peer_gone(inner, peer, reason);
     if let Some(addr) = redial {
         foundation::rt::spawn(redial_with_backoff(inner.clone(), peer.to_owned(), addr));
     }

@@ -10,43 +10,9 @@ use foundation_cluster::handshake;
 use foundation_cluster::mesh::{Cluster, ClusterConfig, ClusterError, NodeEvent};
 use foundation_cluster::secret::ClusterSecret;
 use tokio::io::AsyncWriteExt;
-use tokio::sync::broadcast;
 
-const WAIT: Duration = Duration::from_secs(5);
-
-fn secret() -> ClusterSecret {
-    ClusterSecret::new("mesh-test-secret-0123456789", "test").expect("valid")
-}
-
-/// A fast-ticking node: 100 ms heartbeats, down after 4 silent ticks.
-async fn start(name: &str) -> Cluster {
-    let mut config = ClusterConfig::new(name, "127.0.0.1:0", secret());
-    config.tick = Duration::from_millis(100);
-    Cluster::start(Node::new(name), config).await.expect("listens")
-}
-
-async fn eventually_peers(c: &Cluster, want: &[&str]) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while c.peers() != want {
-        assert!(tokio::time::Instant::now() < deadline, "{} has peers {:?}, want {want:?}", c.name(), c.peers());
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-async fn next_event(rx: &mut broadcast::Receiver<NodeEvent>) -> NodeEvent {
-    tokio::time::timeout(WAIT, rx.recv()).await.expect("an event in time").expect("events open")
-}
-
-async fn mesh_of_three() -> (Cluster, Cluster, Cluster) {
-    let (a, b, c) = (start("a").await, start("b").await, start("c").await);
-    assert_eq!(b.connect(a.addr()).await.expect("b joins a"), "a");
-    assert_eq!(c.connect(a.addr()).await.expect("c joins a"), "a");
-    // c learns b through a, and the mesh completes.
-    for (n, want) in [(&a, ["b", "c"]), (&b, ["a", "c"]), (&c, ["a", "b"])] {
-        eventually_peers(n, &want).await;
-    }
-    (a, b, c)
-}
+mod common;
+use common::{eventually_peers, mesh_of_three, next_event, secret, start};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn joining_one_member_joins_the_full_mesh() {

@@ -247,7 +247,10 @@ impl<M: Message> Ctx<M> {
     }
 
     /// Links this process and `other`: when either exits, the other gets an
-    /// exit signal. Fails with `NoProc` if `other` is not alive.
+    /// exit signal. Fails with `NoProc` if `other` is not alive. For a pid on
+    /// another node it fails with `NoConnection` if that node is not
+    /// connected; if the remote process is gone, a `NoProc` exit signal
+    /// arrives instead (as in OTP).
     pub fn link(&mut self, other: Pid) -> Result<(), ExitReason> {
         if other == self.pid() {
             return Ok(());
@@ -255,7 +258,19 @@ impl<M: Message> Ctx<M> {
         // Our end first, so a signal from `other` exiting right after its
         // end is added finds the link here.
         self.proc.add_link(other);
-        if self.proc.node.shared.get(other).is_some_and(|t| t.add_link(self.pid())) {
+        let shared = &self.proc.node.shared;
+        if let Some(d) = shared.remote(other) {
+            if d.link(self.pid(), other) {
+                return Ok(());
+            }
+            self.proc.remove_link(other);
+            return Err(ExitReason::NoConnection);
+        }
+        if other.node() != shared.id {
+            self.proc.remove_link(other);
+            return Err(ExitReason::NoConnection);
+        }
+        if shared.get(other).is_some_and(|t| t.add_link(self.pid())) {
             return Ok(());
         }
         self.proc.remove_link(other);
@@ -265,24 +280,31 @@ impl<M: Message> Ctx<M> {
     /// Removes a link (both ends). Unlinking a pid that is not linked is a no-op.
     pub fn unlink(&mut self, other: Pid) {
         self.proc.remove_link(other);
-        if let Some(t) = self.proc.node.shared.get(other) {
+        if let Some(d) = self.proc.node.shared.remote(other) {
+            d.unlink(self.pid(), other);
+        } else if let Some(t) = self.proc.node.shared.get(other) {
             t.remove_link(self.pid());
         }
     }
 
     /// Monitors `target`: one [`Event::Down`] arrives when it ends, or at once
-    /// with `NoProc` if it is not alive.
+    /// with `NoProc` if it is not alive (with `NoConnection` if it lives on a
+    /// node that is not connected, or when that node goes down).
     pub fn monitor(&mut self, target: Pid) -> MonitorRef {
-        let mref = self.proc.node.shared.new_ref();
+        let shared = &self.proc.node.shared;
+        let mref = shared.new_ref();
         let me = self.pid();
         // Held before it is installed, so a Down racing in finds it.
         self.proc.state.lock().extra().monitors.push((mref, target));
-        let installed = match self.proc.node.shared.get(target) {
-            Some(t) => t.add_watcher(mref, Watcher::Process(me)).is_ok(),
-            None => false,
+        let failed = if target.node() != shared.id {
+            let installed = shared.remote(target).is_some_and(|d| d.monitor(me, target, mref));
+            (!installed).then_some(ExitReason::NoConnection)
+        } else {
+            let installed = shared.get(target).is_some_and(|t| t.add_watcher(mref, Watcher::Process(me)).is_ok());
+            (!installed).then_some(ExitReason::NoProc)
         };
-        if !installed {
-            self.proc.down(mref, target, ExitReason::NoProc);
+        if let Some(reason) = failed {
+            self.proc.down(mref, target, reason);
         }
         mref
     }
@@ -296,7 +318,10 @@ impl<M: Message> Ctx<M> {
             let pos = extra.monitors.iter().position(|(m, _)| *m == monitor);
             pos.map(|i| extra.monitors.swap_remove(i).1)
         };
-        if let Some(t) = target.and_then(|t| self.proc.node.shared.get(t)) {
+        let Some(target) = target else { return };
+        if let Some(d) = self.proc.node.shared.remote(target) {
+            d.demonitor(self.pid(), target, monitor);
+        } else if let Some(t) = self.proc.node.shared.get(target) {
             t.remove_watcher(monitor);
         }
     }

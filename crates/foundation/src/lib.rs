@@ -16,6 +16,7 @@
 
 mod addr;
 mod ctx;
+pub mod dist;
 pub mod ecosystem;
 pub mod exit;
 pub mod mailbox;

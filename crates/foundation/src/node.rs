@@ -111,6 +111,8 @@ pub(crate) struct NodeShared {
     default_mailbox: Arc<MailboxConfig>,
     registry: Mutex<HashMap<String, Pid>>,
     groups: Mutex<BTreeMap<String, BTreeSet<Pid>>>,
+    /// Reaches pids of other nodes (see `dist.rs`).
+    pub dist: std::sync::OnceLock<Arc<dyn crate::dist::Distribution>>,
 }
 
 impl std::fmt::Debug for Node {
@@ -149,6 +151,7 @@ impl Node {
             default_mailbox: Arc::new(config.mailbox),
             registry: Mutex::new(HashMap::new()),
             groups: Mutex::new(BTreeMap::new()),
+            dist: std::sync::OnceLock::new(),
         };
         Ok(Self { shared: Arc::new(shared) })
     }
@@ -443,8 +446,16 @@ impl NodeShared {
         self.table.get(pid)
     }
 
+    /// A monitor reference, distinct from other nodes' (their name hash is
+    /// in the high half), since a process may be watched from several nodes.
     pub fn new_ref(&self) -> MonitorRef {
-        MonitorRef(self.next_ref.fetch_add(1, Ordering::Relaxed))
+        let n = self.next_ref.fetch_add(1, Ordering::Relaxed) & 0xffff_ffff;
+        MonitorRef((u64::from(self.id.name_hash) << 32) | n)
+    }
+
+    /// The distribution layer, for a pid of another node.
+    pub fn remote(&self, pid: Pid) -> Option<&Arc<dyn crate::dist::Distribution>> {
+        if pid.node() == self.id { None } else { self.dist.get() }
     }
 
     pub fn process_exited(&self) {
@@ -465,6 +476,10 @@ impl NodeShared {
     }
 
     pub fn exit_from(&self, from: Pid, to: Pid, reason: ExitReason) -> bool {
+        if let Some(d) = self.remote(to) {
+            d.exit_signal(from, to, reason, false);
+            return true;
+        }
         match self.get(to) {
             Some(p) => {
                 p.exit_signal(from, reason, SignalKind::Explicit);
@@ -502,12 +517,16 @@ impl NodeShared {
             self.leave_group(group, pid);
         }
         for (mref, target) in extra.monitors {
-            if let Some(t) = self.get(target) {
+            if let Some(d) = self.remote(target) {
+                d.demonitor(pid, target, mref);
+            } else if let Some(t) = self.get(target) {
                 t.remove_watcher(mref);
             }
         }
         for other in extra.links {
-            if let Some(o) = self.get(other) {
+            if let Some(d) = self.remote(other) {
+                d.exit_signal(pid, other, reason.clone(), true);
+            } else if let Some(o) = self.get(other) {
                 // Takes down the other end of the link as it delivers.
                 o.exit_signal(pid, reason.clone(), SignalKind::Link);
             }
@@ -515,7 +534,9 @@ impl NodeShared {
         for (mref, watcher) in extra.watchers {
             match watcher {
                 Watcher::Process(w) => {
-                    if let Some(w) = self.get(w) {
+                    if let Some(d) = self.remote(w) {
+                        d.down(w, mref, pid, reason.clone());
+                    } else if let Some(w) = self.get(w) {
                         w.down(mref, pid, reason.clone());
                     }
                 }

@@ -1,0 +1,341 @@
+//! Remote procedure calls: named handlers, called from any node with a
+//! timeout.
+//!
+//! - [`Cluster::register_rpc`] installs a handler `Fn(Req) -> Future<Resp>`
+//!   under a name (requests and responses are serde types; `Bytes` travels
+//!   raw, without serde).
+//! - [`Cluster::rpc`] calls it on a node (this one included). Each way a call
+//!   can fail is its own [`RpcError`]: a timeout, a panic in the handler, an
+//!   unknown handler name, a lost connection, a request or response that does
+//!   not decode, too many calls in flight.
+//! - A timed-out call may still run on the remote node: its late reply is
+//!   dropped.
+//! - Bounds: [`RPC_PENDING_MAX`] calls waiting for replies per node, and
+//!   [`RPC_SERVING_MAX`] handlers running per node (past it, callers get
+//!   `Busy` at once).
+
+use std::any::Any;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use foundation::NodeId;
+use parking_lot::{Mutex, RwLock};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+use crate::mesh::{Cluster, Inner, Wire};
+use crate::outbox::PushError;
+
+/// Calls waiting for a reply, per node.
+pub const RPC_PENDING_MAX: usize = 65_536;
+/// Handlers running at once, per node.
+pub const RPC_SERVING_MAX: usize = 4096;
+
+/// Frames of the RPC protocol. The payload is the request or the response.
+#[derive(Serialize, Deserialize, Debug)]
+pub(crate) enum RpcWire {
+    Call { id: u64, name: String },
+    Reply { id: u64, outcome: Outcome },
+}
+
+/// How a call ended on the serving node.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub(crate) enum Outcome {
+    Ok,
+    Panic(String),
+    Unknown,
+    BadRequest(String),
+    Busy,
+}
+
+/// Why a call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RpcError {
+    /// No reply within the timeout (the call may still run there).
+    #[error("rpc {name} on {node}: no reply within {after:?}")]
+    Timeout {
+        /// The node called.
+        node: String,
+        /// The handler.
+        name: String,
+        /// The timeout.
+        after: Duration,
+    },
+    /// The handler panicked.
+    #[error("rpc {name} on {node} panicked: {message}")]
+    Panic {
+        /// The node called.
+        node: String,
+        /// The handler.
+        name: String,
+        /// The panic message.
+        message: String,
+    },
+    /// No handler of that name on that node.
+    #[error("no rpc handler named {name} on {node}")]
+    UnknownHandler {
+        /// The node called.
+        node: String,
+        /// The name asked for.
+        name: String,
+    },
+    /// The node is not connected (or went down during the call).
+    #[error("no connection to node {node}")]
+    NoConnection {
+        /// The node called.
+        node: String,
+    },
+    /// The handler could not decode the request (its type differs).
+    #[error("rpc {name} on {node} could not decode the request: {message}")]
+    BadRequest {
+        /// The node called.
+        node: String,
+        /// The handler.
+        name: String,
+        /// The decode error.
+        message: String,
+    },
+    /// The response did not decode as the expected type.
+    #[error("rpc response does not decode: {0}")]
+    BadResponse(String),
+    /// Too many calls in flight (here or at the serving node).
+    #[error("too many rpc calls in flight on {node}")]
+    Busy {
+        /// The node that refused.
+        node: String,
+    },
+    /// The request could not be sent (too large, or not encodable).
+    #[error("rpc request not sent: {0}")]
+    Send(String),
+}
+
+type HandlerFuture = Pin<Box<dyn Future<Output = Result<Bytes, String>> + Send>>;
+type Handler = Arc<dyn Fn(Bytes) -> Result<HandlerFuture, String> + Send + Sync>;
+
+struct Pending {
+    peer: u32,
+    reply: oneshot::Sender<Result<Bytes, RpcError>>,
+}
+
+/// A node's handlers and calls in flight.
+#[derive(Default)]
+pub(crate) struct Rpcs {
+    handlers: RwLock<BTreeMap<String, Handler>>,
+    pending: Mutex<BTreeMap<u64, Pending>>,
+    next_id: AtomicU64,
+    serving: AtomicUsize,
+}
+
+impl Rpcs {
+    /// Fails the calls waiting on a peer that went down.
+    pub fn peer_down(&self, name_hash: u32, peer: &str) {
+        let failed: Vec<Pending> = {
+            let mut pending = self.pending.lock();
+            let ids: Vec<u64> = pending.iter().filter(|(_, p)| p.peer == name_hash).map(|(id, _)| *id).collect();
+            ids.iter().filter_map(|id| pending.remove(id)).collect()
+        };
+        for p in failed {
+            let _ = p.reply.send(Err(RpcError::NoConnection { node: peer.to_owned() }));
+        }
+    }
+}
+
+/// A value as a payload: `Bytes` as is, anything else through postcard.
+pub(crate) fn to_payload<T: Serialize + 'static>(value: &T) -> Result<Bytes, String> {
+    if let Some(b) = (value as &dyn Any).downcast_ref::<Bytes>() {
+        return Ok(b.clone());
+    }
+    postcard::to_stdvec(value).map(Bytes::from).map_err(|e| e.to_string())
+}
+
+/// A payload as a value (the inverse of [`to_payload`]).
+pub(crate) fn from_payload<T: DeserializeOwned + 'static>(payload: Bytes) -> Result<T, String> {
+    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<Bytes>() {
+        let any: Box<dyn Any> = Box::new(payload);
+        return Ok(*any.downcast::<T>().expect("T is Bytes"));
+    }
+    postcard::from_bytes(&payload).map_err(|e| format!("does not decode as {}: {e}", std::any::type_name::<T>()))
+}
+
+/// Polls a future, turning a panic into an error.
+struct CatchPanic<F>(F);
+
+impl<F: Future + Unpin> Future for CatchPanic<F> {
+    type Output = Result<F::Output, String>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let inner = &mut self.0;
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Pin::new(inner).poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
+            Err(payload) => Poll::Ready(Err(panic_text(payload.as_ref()))),
+        }
+    }
+}
+
+fn panic_text(payload: &(dyn Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic".into())
+}
+
+/// Runs the handler `name` on `payload` (on this node).
+async fn serve(inner: &Inner, name: &str, payload: Bytes) -> (Outcome, Bytes) {
+    let handler = inner.rpc.handlers.read().get(name).cloned();
+    let Some(handler) = handler else { return (Outcome::Unknown, Bytes::new()) };
+    if inner.rpc.serving.fetch_add(1, Ordering::AcqRel) >= RPC_SERVING_MAX {
+        inner.rpc.serving.fetch_sub(1, Ordering::AcqRel);
+        return (Outcome::Busy, Bytes::new());
+    }
+    let result = match handler(payload) {
+        Err(e) => (Outcome::BadRequest(e), Bytes::new()),
+        Ok(fut) => match CatchPanic(fut).await {
+            Ok(Ok(resp)) => (Outcome::Ok, resp),
+            Ok(Err(e)) => (Outcome::Panic(format!("response does not encode: {e}")), Bytes::new()),
+            Err(message) => (Outcome::Panic(message), Bytes::new()),
+        },
+    };
+    inner.rpc.serving.fetch_sub(1, Ordering::AcqRel);
+    result
+}
+
+/// A call frame arrived from `peer`: serve it in its own task and reply.
+pub(crate) fn on_frame(inner: &Arc<Inner>, peer: &str, wire: RpcWire, payload: Bytes) {
+    match wire {
+        RpcWire::Call { id, name } => {
+            let inner = inner.clone();
+            let peer = peer.to_owned();
+            foundation::rt::spawn(async move {
+                let (outcome, resp) = serve(&inner, &name, payload).await;
+                let Some(outbox) = inner.route_to(&peer) else { return };
+                let header = Wire::Rpc(RpcWire::Reply { id, outcome });
+                let out = match outbox.encode(&header, None::<&()>, resp) {
+                    Ok(out) => out,
+                    Err(e) => {
+                        let failed = Wire::Rpc(RpcWire::Reply { id, outcome: Outcome::Panic(format!("response not sent: {e}")) });
+                        crate::outbox::Out::header(&failed)
+                    }
+                };
+                let _ = outbox.send(out).await;
+            });
+        }
+        RpcWire::Reply { id, outcome } => {
+            let Some(pending) = inner.rpc.pending.lock().remove(&id) else { return };
+            let result = match outcome {
+                Outcome::Ok => Ok(payload),
+                other => Err(outcome_error(other, peer, "")),
+            };
+            let _ = pending.reply.send(result);
+        }
+    }
+}
+
+fn outcome_error(outcome: Outcome, node: &str, name: &str) -> RpcError {
+    let (node, name) = (node.to_owned(), name.to_owned());
+    match outcome {
+        Outcome::Ok => unreachable!("not an error"),
+        Outcome::Panic(message) => RpcError::Panic { node, name, message },
+        Outcome::Unknown => RpcError::UnknownHandler { node, name },
+        Outcome::BadRequest(message) => RpcError::BadRequest { node, name, message },
+        Outcome::Busy => RpcError::Busy { node },
+    }
+}
+
+/// Fills in the handler name an error from the wire does not carry.
+fn named(e: RpcError, call: &str) -> RpcError {
+    match e {
+        RpcError::Panic { node, message, .. } => RpcError::Panic { node, name: call.into(), message },
+        RpcError::UnknownHandler { node, .. } => RpcError::UnknownHandler { node, name: call.into() },
+        RpcError::BadRequest { node, message, .. } => RpcError::BadRequest { node, name: call.into(), message },
+        other => other,
+    }
+}
+
+impl Cluster {
+    /// Registers (or replaces) the handler `name` on this node.
+    pub fn register_rpc<Req, Resp, F, Fut>(&self, name: &str, handler: F)
+    where
+        Req: DeserializeOwned + Send + 'static,
+        Resp: Serialize + Send + 'static,
+        F: Fn(Req) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Resp> + Send + 'static,
+    {
+        let handler: Handler = Arc::new(move |payload: Bytes| {
+            let req = from_payload::<Req>(payload)?;
+            let fut = handler(req);
+            Ok(Box::pin(async move { to_payload(&fut.await) }) as HandlerFuture)
+        });
+        self.inner().rpc.handlers.write().insert(name.to_owned(), handler);
+    }
+
+    /// Removes the handler `name`; returns whether there was one.
+    pub fn unregister_rpc(&self, name: &str) -> bool {
+        self.inner().rpc.handlers.write().remove(name).is_some()
+    }
+
+    /// Calls the handler `name` on `node` with `request`, waiting at most
+    /// `timeout` for the reply.
+    pub async fn rpc<Req, Resp>(&self, node: &str, name: &str, request: Req, timeout: Duration) -> Result<Resp, RpcError>
+    where
+        Req: Serialize + 'static,
+        Resp: DeserializeOwned + 'static,
+    {
+        let inner = self.inner();
+        let payload = to_payload(&request).map_err(RpcError::Send)?;
+        let reply = if node == inner.config.name {
+            let local = async {
+                match serve(inner, name, payload).await {
+                    (Outcome::Ok, resp) => Ok(resp),
+                    (other, _) => Err(outcome_error(other, node, name)),
+                }
+            };
+            foundation::rt::timeout(timeout, local).await
+        } else {
+            let outbox = inner.route_to(node).ok_or_else(|| RpcError::NoConnection { node: node.to_owned() })?;
+            let id = inner.rpc.next_id.fetch_add(1, Ordering::Relaxed);
+            let (tx, rx) = oneshot::channel();
+            {
+                let mut pending = inner.rpc.pending.lock();
+                if pending.len() >= RPC_PENDING_MAX {
+                    return Err(RpcError::Busy { node: inner.config.name.clone() });
+                }
+                pending.insert(id, Pending { peer: NodeId::new(node, 0).name_hash, reply: tx });
+            }
+            // Taken out again however the call ends, so the map stays bounded.
+            let _forget = Forget { inner, id };
+            let header = Wire::Rpc(RpcWire::Call { id, name: name.to_owned() });
+            let out = outbox.encode(&header, None::<&()>, payload).map_err(|e| RpcError::Send(e.to_string()))?;
+            let call = async {
+                outbox.send(out).await.map_err(|e| match e {
+                    PushError::Closed => RpcError::NoConnection { node: node.to_owned() },
+                    e => RpcError::Send(e.to_string()),
+                })?;
+                rx.await.unwrap_or_else(|_| Err(RpcError::NoConnection { node: node.to_owned() }))
+            };
+            foundation::rt::timeout(timeout, call).await
+        };
+        let resp = reply
+            .map_err(|_| RpcError::Timeout { node: node.to_owned(), name: name.to_owned(), after: timeout })?
+            .map_err(|e| named(e, name))?;
+        from_payload(resp).map_err(RpcError::BadResponse)
+    }
+}
+
+struct Forget<'a> {
+    inner: &'a Inner,
+    id: u64,
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        self.inner.rpc.pending.lock().remove(&self.id);
+    }
+}
