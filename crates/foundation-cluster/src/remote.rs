@@ -42,6 +42,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
+use foundation::context::{Context, with_global_context, with_global_context_sync};
 use foundation::dist::Distribution;
 use foundation::{ExitReason, Message, MonitorRef, Node, Pid, SendError};
 use parking_lot::Mutex;
@@ -58,11 +59,14 @@ pub(crate) enum ProcWire {
     Send {
         to: Pid,
         tag: u64,
+        /// The sender's context as W3C headers.
+        ctx: WireContext,
     },
     /// A message for the process registered as `name`.
     SendNamed {
         name: String,
         tag: u64,
+        ctx: WireContext,
     },
     Link {
         from: Pid,
@@ -94,6 +98,22 @@ pub(crate) enum ProcWire {
         target: Pid,
         reason: ExitReason,
     },
+}
+
+/// A context on the wire: its W3C headers (`traceparent`, `baggage`).
+pub(crate) type WireContext = Option<Vec<(String, String)>>;
+
+/// The current context, as carried by a frame.
+pub(crate) fn wire_context() -> WireContext {
+    foundation::context::current().map(|c| c.to_headers().to_vec())
+}
+
+/// A context from a frame (a bad one is logged and dropped).
+pub(crate) fn read_context(inner: &Inner, peer: &str, ctx: WireContext) -> Option<Context> {
+    let headers = ctx?;
+    Context::from_headers(&headers)
+        .inspect_err(|e| tracing::warn!(node = %inner.config.name, %peer, error = %e, "frame with a bad context: carried on without it"))
+        .ok()
 }
 
 /// Why a remote send failed.
@@ -292,9 +312,9 @@ pub const CONTROL_WAITING_MAX: usize = 4096;
 pub(crate) async fn on_frame(inner: &Arc<Inner>, peer: &str, wire: ProcWire, payload: Bytes) {
     let node = &inner.node;
     match wire {
-        ProcWire::Send { to, tag } => deliver(inner, peer, to, tag, payload).await,
-        ProcWire::SendNamed { name, tag } => match node.whereis(&name) {
-            Some(to) => deliver(inner, peer, to, tag, payload).await,
+        ProcWire::Send { to, tag, ctx } => deliver(inner, peer, to, tag, ctx, payload).await,
+        ProcWire::SendNamed { name, tag, ctx } => match node.whereis(&name) {
+            Some(to) => deliver(inner, peer, to, tag, ctx, payload).await,
             None => tracing::debug!(node = %inner.config.name, %peer, %name, "message for an unregistered name dropped"),
         },
         ProcWire::Link { from, to } => {
@@ -344,7 +364,7 @@ pub(crate) async fn on_frame(inner: &Arc<Inner>, peer: &str, wire: ProcWire, pay
     }
 }
 
-async fn deliver(inner: &Inner, peer: &str, to: Pid, tag: u64, payload: Bytes) {
+async fn deliver(inner: &Inner, peer: &str, to: Pid, tag: u64, ctx: WireContext, payload: Bytes) {
     let Some(decoder) = inner.procs.decoders.read().get(&tag).copied() else {
         tracing::warn!(node = %inner.config.name, %peer, %to, tag, "message of a type this node has not registered: dropped");
         return;
@@ -353,9 +373,15 @@ async fn deliver(inner: &Inner, peer: &str, to: Pid, tag: u64, payload: Bytes) {
         tracing::debug!(node = %inner.config.name, %peer, %to, "message for a pid of another incarnation: dropped");
         return;
     }
-    match decoder(&inner.node, to, payload) {
+    // The message is queued inside its context, so it travels on with it.
+    let delivered = match read_context(inner, peer, ctx) {
+        Some(ctx) => with_global_context_sync(ctx.clone(), || decoder(&inner.node, to, payload)).map(|w| w.map(|w| (w, Some(ctx)))),
+        None => decoder(&inner.node, to, payload).map(|w| w.map(|w| (w, None))),
+    };
+    match delivered {
         Ok(None) => {}
-        Ok(Some(waiting)) => waiting.await,
+        Ok(Some((waiting, Some(ctx)))) => with_global_context(ctx, waiting).await,
+        Ok(Some((waiting, None))) => waiting.await,
         Err(e) => tracing::debug!(node = %inner.config.name, %peer, %to, error = %e, "remote message not delivered"),
     }
 }
@@ -393,7 +419,7 @@ impl Cluster {
             return inner.node.try_send(to, msg).map_err(|e| RemoteSendError::Local(e.to_string()));
         }
         let outbox = inner.route(to.node().name_hash).ok_or(RemoteSendError::NoConnection(to))?;
-        let out = frame_for(&outbox, &Wire::Proc(ProcWire::Send { to, tag: type_tag::<M>() }), &msg)
+        let out = frame_for(&outbox, &Wire::Proc(ProcWire::Send { to, tag: type_tag::<M>(), ctx: wire_context() }), &msg)
             .map_err(|e| RemoteSendError::from_push(e, to))?;
         outbox.try_send(out).map_err(|e| RemoteSendError::from_push(e, to))
     }
@@ -406,7 +432,7 @@ impl Cluster {
             return inner.node.send(to, msg).await.map_err(|e| RemoteSendError::Local(e.to_string()));
         }
         let outbox = inner.route(to.node().name_hash).ok_or(RemoteSendError::NoConnection(to))?;
-        let out = frame_for(&outbox, &Wire::Proc(ProcWire::Send { to, tag: type_tag::<M>() }), &msg)
+        let out = frame_for(&outbox, &Wire::Proc(ProcWire::Send { to, tag: type_tag::<M>(), ctx: wire_context() }), &msg)
             .map_err(|e| RemoteSendError::from_push(e, to))?;
         outbox.send(out).await.map_err(|e| RemoteSendError::from_push(e, to))
     }
@@ -421,7 +447,7 @@ impl Cluster {
             return inner.node.send(to, msg).await.map_err(|e| RemoteSendError::Local(e.to_string()));
         }
         let outbox = inner.route_to(node).ok_or_else(|| RemoteSendError::NoNode(node.to_owned()))?;
-        let header = Wire::Proc(ProcWire::SendNamed { name: name.to_owned(), tag: type_tag::<M>() });
+        let header = Wire::Proc(ProcWire::SendNamed { name: name.to_owned(), tag: type_tag::<M>(), ctx: wire_context() });
         let push_err = |e| match e {
             PushError::Closed => RemoteSendError::NoNode(node.to_owned()),
             PushError::Full => RemoteSendError::Full,

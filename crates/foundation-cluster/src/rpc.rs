@@ -25,10 +25,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use foundation::NodeId;
+use foundation::context::with_global_context;
 use parking_lot::{Mutex, RwLock};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
+use tracing::Instrument;
 
 use crate::mesh::{Cluster, Inner, Wire};
 use crate::outbox::PushError;
@@ -41,7 +43,7 @@ pub const RPC_SERVING_MAX: usize = 4096;
 /// Frames of the RPC protocol. The payload is the request or the response.
 #[derive(Serialize, Deserialize, Debug)]
 pub(crate) enum RpcWire {
-    Call { id: u64, name: String },
+    Call { id: u64, name: String, ctx: crate::remote::WireContext },
     Reply { id: u64, outcome: Outcome },
 }
 
@@ -210,11 +212,19 @@ async fn serve(inner: &Inner, name: &str, payload: Bytes) -> (Outcome, Bytes) {
 /// A call frame arrived from `peer`: serve it in its own task and reply.
 pub(crate) fn on_frame(inner: &Arc<Inner>, peer: &str, wire: RpcWire, payload: Bytes) {
     match wire {
-        RpcWire::Call { id, name } => {
+        RpcWire::Call { id, name, ctx } => {
+            let ctx = crate::remote::read_context(inner, peer, ctx);
             let inner = inner.clone();
             let peer = peer.to_owned();
             foundation::rt::spawn(async move {
-                let (outcome, resp) = serve(&inner, &name, payload).await;
+                // The handler runs in the caller's context, inside its span.
+                let (outcome, resp) = match ctx {
+                    Some(ctx) => {
+                        let span = ctx.span("rpc");
+                        with_global_context(ctx, serve(&inner, &name, payload)).instrument(span).await
+                    }
+                    None => serve(&inner, &name, payload).await,
+                };
                 let Some(outbox) = inner.route_to(&peer) else { return };
                 let header = Wire::Rpc(RpcWire::Reply { id, outcome });
                 let out = match outbox.encode(&header, None::<&()>, resp) {
@@ -311,7 +321,7 @@ impl Cluster {
             }
             // Taken out again however the call ends, so the map stays bounded.
             let _forget = Forget { inner, id };
-            let header = Wire::Rpc(RpcWire::Call { id, name: name.to_owned() });
+            let header = Wire::Rpc(RpcWire::Call { id, name: name.to_owned(), ctx: crate::remote::wire_context() });
             let out = outbox.encode(&header, None::<&()>, payload).map_err(|e| RpcError::Send(e.to_string()))?;
             let call = async {
                 outbox.send(out).await.map_err(|e| match e {

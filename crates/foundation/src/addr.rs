@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
-use crate::mailbox::{Offer, SendError};
+use crate::mailbox::{Envelope, Offer, SendError};
 use crate::process::Process;
 use crate::{Message, Pid};
 
@@ -79,7 +79,7 @@ impl<M: Message> Addr<M> {
         if st.exited {
             return Err(SendError::NoProc(Some(msg)));
         }
-        let offer = st.queue.offer(&self.proc.config, &self.proc.progress, msg);
+        let offer = st.queue.offer(&self.proc.config, &self.proc.progress, Envelope::new(msg));
         st.count_drops(&offer);
         drop(st);
         self.settle(offer)
@@ -87,7 +87,7 @@ impl<M: Message> Addr<M> {
 
     /// Turns an offer into the send's result. Called with the lock released:
     /// it wakes the receiver and drops evicted messages.
-    fn settle(&self, offer: Offer<M>) -> Result<(), SendError<M>> {
+    fn settle(&self, offer: Offer<Envelope<M>>) -> Result<(), SendError<M>> {
         match offer {
             Offer::Accepted(waker) => {
                 if let Some(w) = waker {
@@ -102,12 +102,12 @@ impl<M: Message> Addr<M> {
                 drop(evicted);
                 Ok(())
             }
-            Offer::Full(m) | Offer::NoBudget(m) => Err(SendError::Full(m)),
+            Offer::Full(m) | Offer::NoBudget(m) => Err(SendError::Full(m.msg)),
             Offer::Dropped(m, evicted) => {
                 drop(evicted);
-                Err(SendError::Dropped(m))
+                Err(SendError::Dropped(m.msg))
             }
-            Offer::TooLarge(msg, bytes) => Err(SendError::TooLarge { msg, bytes, limit: self.proc.config.max_message_bytes }),
+            Offer::TooLarge(m, bytes) => Err(SendError::TooLarge { msg: m.msg, bytes, limit: self.proc.config.max_message_bytes }),
         }
     }
 
@@ -115,16 +115,16 @@ impl<M: Message> Addr<M> {
     /// Other policies never wait. Cancel-safe: dropping the future before
     /// it completes drops the message unsent.
     pub async fn send(&self, msg: M) -> Result<(), SendError<M>> {
-        let mut slot = Some(msg);
+        let mut slot = Some(Envelope::new(msg));
         poll_fn(|cx| self.poll_send(cx, &mut slot)).await
     }
 
-    fn poll_send(&self, cx: &mut Context<'_>, slot: &mut Option<M>) -> Poll<Result<(), SendError<M>>> {
+    fn poll_send(&self, cx: &mut Context<'_>, slot: &mut Option<Envelope<M>>) -> Poll<Result<(), SendError<M>>> {
         let coop = ready!(tokio::task::coop::poll_proceed(cx));
         let msg = slot.take().expect("send polled after completion");
         let mut st = self.proc.state.lock();
         if st.exited {
-            return Poll::Ready(Err(SendError::NoProc(Some(msg))));
+            return Poll::Ready(Err(SendError::NoProc(Some(msg.msg))));
         }
         match st.queue.offer(&self.proc.config, &self.proc.progress, msg) {
             Offer::Accepted(waker) => {
@@ -160,7 +160,12 @@ impl<M: Message> Addr<M> {
     /// look once more, so room freed in between is not missed (see the
     /// `mailbox` docs). `Err` gives the message back to wait with it.
     #[cold]
-    fn register_and_retry(&self, st: &mut crate::process::State<M>, cx: &Context<'_>, refused: Offer<M>) -> Result<Offer<M>, M> {
+    fn register_and_retry(
+        &self,
+        st: &mut crate::process::State<M>,
+        cx: &Context<'_>,
+        refused: Offer<Envelope<M>>,
+    ) -> Result<Offer<Envelope<M>>, Envelope<M>> {
         let cfg = &self.proc.config;
         let (msg, over_budget) = match refused {
             Offer::Full(m) => (m, false),

@@ -9,6 +9,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use crate::exit::{MonitorRef, Signal};
+use crate::mailbox::Envelope;
 use crate::node::SpawnError;
 use crate::node::SpawnOpts;
 use crate::process::{AnyProcess, Process, Watcher};
@@ -52,7 +53,7 @@ impl<M> From<Signal> for Event<M> {
 /// swap and then hands them out without locking.
 pub struct Ctx<M: Message> {
     proc: Arc<Process<M>>,
-    batch: VecDeque<M>,
+    batch: VecDeque<Envelope<M>>,
 }
 
 impl<M: Message> Ctx<M> {
@@ -172,7 +173,10 @@ impl<M: Message> Ctx<M> {
     /// (so senders see the room it frees).
     #[inline]
     fn pop_batch(&mut self) -> Option<M> {
-        let m = self.batch.pop_front()?;
+        let Envelope { msg: m, context } = self.batch.pop_front()?;
+        // The message's context is the process's current one until its next
+        // receive (the runner keeps it across polls).
+        drop(crate::context::replace(context));
         let bytes = m.total_bytes();
         // Only this process writes its progress counters, so load-add-store
         // needs no read-modify-write.

@@ -15,6 +15,7 @@
 #![warn(missing_docs)]
 
 mod addr;
+pub mod context;
 mod ctx;
 pub mod dist;
 pub mod ecosystem;

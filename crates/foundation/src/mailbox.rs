@@ -287,6 +287,30 @@ impl<M> fmt::Debug for SendError<M> {
     }
 }
 
+/// A queued message and the context it was sent in (see [`crate::context`]).
+pub(crate) struct Envelope<M> {
+    pub msg: M,
+    pub context: Option<crate::context::Context>,
+}
+
+impl<M> Envelope<M> {
+    /// `msg` in the sender's current context.
+    #[inline]
+    pub fn new(msg: M) -> Self {
+        Self { msg, context: crate::context::current() }
+    }
+}
+
+impl<M: Message> Message for Envelope<M> {
+    fn heap_bytes(&self) -> usize {
+        self.msg.heap_bytes()
+    }
+    /// Accounted as the message alone: the envelope is bookkeeping.
+    fn total_bytes(&self) -> usize {
+        self.msg.total_bytes()
+    }
+}
+
 /// The part of a mailbox guarded by the process lock.
 pub(crate) struct Queue<M> {
     /// Messages not yet taken by the receiver.

@@ -30,7 +30,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::exit::Signal;
-use crate::mailbox::{MailboxConfig, Progress, Queue};
+use crate::mailbox::{Envelope, MailboxConfig, Progress, Queue};
 use crate::node::NodeShared;
 use crate::{ExitReason, IntoExit, Message, MonitorRef, Pid};
 
@@ -108,7 +108,7 @@ impl IntoIterator for PidSet {
 
 /// A process's state: mailbox plus control, one lock.
 pub(crate) struct State<M> {
-    pub queue: Queue<M>,
+    pub queue: Queue<Envelope<M>>,
     pub exited: bool,
     pub trap_exit: bool,
     /// Restart count given at spawn (reported in `ProcessInfo`).
@@ -161,7 +161,7 @@ impl<M> State<M> {
     }
 
     /// Counts what an offer's overflow policy dropped.
-    pub fn count_drops(&mut self, offer: &crate::mailbox::Offer<M>) {
+    pub fn count_drops(&mut self, offer: &crate::mailbox::Offer<Envelope<M>>) {
         let n = offer.dropped();
         if n > 0 {
             self.extra().dropped += n;
@@ -458,15 +458,19 @@ fn finish<M: Message>(node: &NodeShared, proc: &Process<M>, body_reason: Option<
 
 /// The task future of a process: polls the body, catches its panic, and runs
 /// [`finish`] exactly once whichever way the body ends.
+///
+/// It also keeps the process's current [`Context`](crate::context::Context)
+/// (the one its last received message carried) across polls: swapped into
+/// the thread's slot while the body runs, and out again after.
 pub(crate) struct Runner<M: Message, F> {
     proc: Arc<Process<M>>,
-    done: bool,
+    context: Option<crate::context::Context>,
     body: F,
 }
 
 impl<M: Message, F> Runner<M, F> {
     pub fn new(proc: Arc<Process<M>>, body: F) -> Self {
-        Self { proc, done: false, body }
+        Self { proc, context: None, body }
     }
 }
 
@@ -482,16 +486,18 @@ where
         // Runner, and Runner's Drop does not touch it. The other fields are
         // not pinned and are only used by reference.
         let this = unsafe { self.get_unchecked_mut() };
-        if this.done {
-            return Poll::Ready(());
-        }
         let body = unsafe { Pin::new_unchecked(&mut this.body) };
-        let reason = match catch_unwind(AssertUnwindSafe(|| body.poll(cx))) {
+        let outer = crate::context::replace(this.context.take());
+        let polled = catch_unwind(AssertUnwindSafe(|| body.poll(cx)));
+        this.context = crate::context::replace(outer);
+        let reason = match polled {
             Ok(Poll::Pending) => return Poll::Pending,
             Ok(Poll::Ready(out)) => out.into_exit(),
             Err(payload) => ExitReason::Panic(panic_message(payload.as_ref()).into()),
         };
-        this.done = true;
+        this.context = None;
+        // (A task is not polled again after `Ready`; if it were, the body's
+        // panic would be caught and `finish` would find the process exited.)
         finish(&this.proc.node.shared, &this.proc, Some(reason));
         Poll::Ready(())
     }
@@ -499,10 +505,9 @@ where
 
 impl<M: Message, F> Drop for Runner<M, F> {
     fn drop(&mut self) {
-        if !self.done {
-            // Aborted (killed) or dropped by a runtime shutting down.
-            finish(&self.proc.node.shared, &self.proc, None);
-        }
+        // Aborted (killed) or dropped by a runtime shutting down; after a
+        // normal end `finish` has run and this does nothing.
+        finish(&self.proc.node.shared, &self.proc, None);
     }
 }
 

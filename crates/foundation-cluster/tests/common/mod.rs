@@ -41,11 +41,18 @@ pub async fn next_event(rx: &mut broadcast::Receiver<NodeEvent>) -> NodeEvent {
 }
 
 pub async fn mesh_of_three() -> (Cluster, Cluster, Cluster) {
-    let (a, b, c) = (start("a").await, start("b").await, start("c").await);
-    assert_eq!(b.connect(a.addr()).await.expect("b joins a"), "a");
-    assert_eq!(c.connect(a.addr()).await.expect("c joins a"), "a");
-    // c learns b through a, and the mesh completes.
-    for (n, want) in [(&a, ["b", "c"]), (&b, ["a", "c"]), (&c, ["a", "b"])] {
+    mesh_of(["a", "b", "c"]).await
+}
+
+/// Three nodes with these names: the second and third join the first, and
+/// the third learns the second through it.
+pub async fn mesh_of(names: [&str; 3]) -> (Cluster, Cluster, Cluster) {
+    let (a, b, c) = (start(names[0]).await, start(names[1]).await, start(names[2]).await);
+    assert_eq!(b.connect(a.addr()).await.expect("joins the first"), names[0]);
+    assert_eq!(c.connect(a.addr()).await.expect("joins the first"), names[0]);
+    for (n, i) in [(&a, 0), (&b, 1), (&c, 2)] {
+        let mut want: Vec<&str> = names.iter().copied().filter(|m| *m != names[i]).collect();
+        want.sort_unstable();
         eventually_peers(n, &want).await;
     }
     (a, b, c)
