@@ -11,6 +11,7 @@
 mod ecosystem;
 mod messages;
 pub mod process;
+mod remote;
 mod scheduler;
 
 use std::time::Duration;
@@ -110,9 +111,32 @@ impl Harness {
 
     /// A fresh node whose processes run where this harness says.
     pub fn node(&self) -> Node {
-        let Some(pool) = &self.pool else { return Node::new("bench") };
+        self.named_node("bench")
+    }
+
+    /// A fresh node called `name` (see [`Harness::node`]).
+    pub fn named_node(&self, name: &str) -> Node {
+        let Some(pool) = &self.pool else { return Node::new(name) };
         let rt = RtConfig { spawner: Spawner::Pool(pool.clone()), ..RtConfig::default() };
-        Node::with_config(NodeConfig { name: "bench".into(), rt, ..NodeConfig::default() }).expect("the default node config is valid")
+        Node::with_config(NodeConfig { name: name.into(), rt, ..NodeConfig::default() }).expect("the default node config is valid")
+    }
+}
+
+impl Harness {
+    /// Runs `fut` on scheduler `index` (modulo the pool's size), or on the
+    /// driver's runtime with `--tokio`; what it creates (sockets, tasks)
+    /// stays there.
+    pub async fn on_scheduler<T: Send + 'static>(&self, index: usize, fut: impl Future<Output = T> + Send + 'static) -> anyhow::Result<T> {
+        let handle = match &self.pool {
+            Some(pool) => pool.spawn_on(index % pool.schedulers(), fut).expect("index within the pool"),
+            None => tokio::spawn(fut),
+        };
+        handle.await.context("a bench task panicked")
+    }
+
+    /// `SpawnOpts::scheduler` for scheduler `index` (none with `--tokio`).
+    pub fn placement(&self, index: usize) -> Option<usize> {
+        self.pool.as_ref().map(|p| index % p.schedulers())
     }
 }
 
@@ -143,6 +167,7 @@ fn all_benches() -> Vec<Bench> {
     all.extend(process::benches());
     all.extend(messages::benches());
     all.extend(scheduler::benches());
+    all.extend(remote::benches());
     all
 }
 

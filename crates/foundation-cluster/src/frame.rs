@@ -14,7 +14,7 @@
 //! `futures` out of the dependency tree. The outer length is the same as
 //! `LengthDelimitedCodec`'s default.)
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -80,8 +80,16 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, limit: usize) -> Result
     if total < 4 {
         return Err(FrameError::Malformed(format!("a frame of {total} bytes cannot hold its header length")));
     }
-    let mut buf = BytesMut::zeroed(total);
-    r.read_exact(&mut buf).await?;
+    // Filled straight into spare capacity: a large payload is neither zeroed
+    // first nor copied again after.
+    let mut buf = BytesMut::with_capacity(total);
+    while buf.len() < total {
+        let want = total - buf.len();
+        let mut rest = (&mut buf).limit(want);
+        if r.read_buf(&mut rest).await? == 0 {
+            return Err(FrameError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+        }
+    }
     let header_len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
     if header_len > total - 4 || header_len > HEADER_BYTES_MAX {
         return Err(FrameError::Malformed(format!("header of {header_len} bytes in a frame of {total}")));
