@@ -12,8 +12,10 @@ pub mod outbox;
 pub mod remote;
 pub mod rpc;
 pub mod secret;
+pub mod tls;
 
 pub use mesh::{Cluster, ClusterConfig, ClusterError, NodeEvent};
 pub use outbox::PushError;
 pub use remote::RemoteSendError;
 pub use rpc::RpcError;
+pub use tls::{TlsConfig, TlsError};

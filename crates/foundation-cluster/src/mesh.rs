@@ -69,6 +69,8 @@ pub struct ClusterConfig {
     pub backoff_max: Duration,
     /// Re-dials of a lost peer before giving up on it.
     pub redial_attempts: u32,
+    /// TLS on every connection (both ways), if set.
+    pub tls: Option<crate::tls::TlsConfig>,
 }
 
 impl ClusterConfig {
@@ -85,6 +87,7 @@ impl ClusterConfig {
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
             redial_attempts: 60,
+            tls: None,
         }
     }
 }
@@ -124,6 +127,14 @@ pub enum ClusterError {
         addr: String,
         /// Why.
         reason: String,
+    },
+    /// TLS with the peer failed.
+    #[error("TLS with {addr} failed: {source}")]
+    Tls {
+        /// The address.
+        addr: String,
+        /// Why.
+        source: crate::tls::TlsError,
     },
     /// The handshake failed.
     #[error("handshake with {addr} failed: {source}")]
@@ -355,11 +366,19 @@ async fn accept_loop(weak: std::sync::Weak<Inner>, listener: Box<dyn Listener>) 
             return;
         }
         foundation::rt::spawn(async move {
-            let mut stream = stream;
             let timeout = inner.config.connect_timeout;
-            let shake = handshake::accept(&mut stream, &inner.config.name, &inner.config.secret, challenge(&inner));
+            let shake = async {
+                let mut stream = match &inner.config.tls {
+                    Some(tls) => tls.accept(stream).await.map_err(|e| e.to_string())?,
+                    None => stream,
+                };
+                let peer = handshake::accept(&mut stream, &inner.config.name, &inner.config.secret, challenge(&inner))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok::<_, String>((peer, stream))
+            };
             match foundation::rt::timeout(timeout, shake).await {
-                Ok(Ok(peer)) => established(&inner, peer, None, stream),
+                Ok(Ok((peer, stream))) => established(&inner, peer, None, stream),
                 Ok(Err(e)) => tracing::warn!(node = %inner.config.name, %from, error = %e, "refused a connection"),
                 Err(_) => tracing::warn!(node = %inner.config.name, %from, "refused a connection: handshake timed out"),
             }
@@ -374,7 +393,11 @@ async fn dial(inner: &Arc<Inner>, addr: &str) -> Result<String, ClusterError> {
     let net = inner.node.rt().network().clone();
     let timeout = inner.config.connect_timeout;
     let attempt = async {
-        let mut stream = net.connect(addr).await.map_err(|e| ClusterError::Connect { addr: addr.into(), reason: e.to_string() })?;
+        let stream = net.connect(addr).await.map_err(|e| ClusterError::Connect { addr: addr.into(), reason: e.to_string() })?;
+        let mut stream = match &inner.config.tls {
+            Some(tls) => tls.dial(stream).await.map_err(|source| ClusterError::Tls { addr: addr.into(), source })?,
+            None => stream,
+        };
         let peer = handshake::dial(&mut stream, &inner.config.name, &inner.config.secret, challenge(inner))
             .await
             .map_err(|source| ClusterError::Handshake { addr: addr.into(), source })?;
