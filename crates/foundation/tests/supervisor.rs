@@ -214,7 +214,8 @@ async fn dynamic_children_and_nested_supervisors() {
     let sup = Supervisor::start(&node, spec(Strategy::OneForOne, vec![nested])).await.expect("starts");
     let extra = sup.start_child(logged("extra", log.clone())).await.expect("added");
     assert_eq!(sup.start_child(logged("extra", log.clone())).await, Err(SupervisorError::AlreadyPresent("extra".into())));
-    assert_eq!(node.live_processes(), 4, "outer, inner, leaf, extra");
+    // The inner supervisor starts its leaf from its own body, concurrently.
+    assert_eventually("outer, inner, leaf and extra are alive", || node.live_processes() == 4, WAIT).await;
     sup.terminate_child("extra").await.expect("stops");
     assert!(!node.is_alive(extra));
     assert_eq!(sup.delete_child("extra").await, Ok(()));
