@@ -14,7 +14,7 @@ pub mod rpc;
 pub mod secret;
 pub mod tls;
 
-pub use mesh::{Cluster, ClusterConfig, ClusterError, NodeEvent};
+pub use mesh::{Cluster, ClusterConfig, ClusterError, NodeEvent, WeakCluster};
 pub use outbox::PushError;
 pub use remote::RemoteSendError;
 pub use rpc::RpcError;

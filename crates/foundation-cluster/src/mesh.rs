@@ -299,6 +299,24 @@ impl Cluster {
     pub(crate) fn inner(&self) -> &Arc<Inner> {
         &self.inner
     }
+
+    /// A handle that does not keep this membership alive: what a handler the
+    /// cluster holds (an RPC handler that calls other nodes) should capture,
+    /// so that the two do not keep each other alive.
+    pub fn downgrade(&self) -> WeakCluster {
+        WeakCluster(Arc::downgrade(&self.inner))
+    }
+}
+
+/// See [`Cluster::downgrade`].
+#[derive(Clone)]
+pub struct WeakCluster(std::sync::Weak<Inner>);
+
+impl WeakCluster {
+    /// The cluster, if it still exists.
+    pub fn upgrade(&self) -> Option<Cluster> {
+        self.0.upgrade().map(|inner| Cluster { inner })
+    }
 }
 
 impl Inner {

@@ -270,7 +270,9 @@ fn named(e: RpcError, call: &str) -> RpcError {
 }
 
 impl Cluster {
-    /// Registers (or replaces) the handler `name` on this node.
+    /// Registers (or replaces) the handler `name` on this node. A handler
+    /// that calls other nodes should capture a [`Cluster::downgrade`]d
+    /// handle, not a `Cluster` (which would keep itself alive).
     pub fn register_rpc<Req, Resp, F, Fut>(&self, name: &str, handler: F)
     where
         Req: DeserializeOwned + Send + 'static,

@@ -18,9 +18,9 @@ fn extract_context_on_remote_node() -> Option<Vec<(String, String)>> {
 /// own code returns at node3 with hop 3; its comment and assertion — back to
 /// node1, hop 4 — are what is built here: node1 is the last hop.)
 fn install_context_hop(cluster: &Cluster) {
-    let me = cluster.clone();
+    let me = cluster.downgrade();
     cluster.register_rpc("context_hop", move |route: Vec<String>| {
-        let me = me.clone();
+        let me = me.upgrade().expect("the cluster serving this call exists");
         async move {
             let current = context::current().expect("a context arrived with the call");
             let hop: u32 = current.get("hop").and_then(|h| h.parse().ok()).expect("a hop counter");

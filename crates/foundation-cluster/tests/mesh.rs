@@ -107,6 +107,18 @@ async fn garbage_and_oversized_frames_close_only_their_connection() {
         }
         other => panic!("expected rogue Down, got {other:?}"),
     }
+    // An authenticated peer whose frame header does not decode.
+    let mut confused = foundation::rt::Network::connect(&net, a.addr()).await.expect("connect");
+    handshake::dial(&mut confused, "confused", &secret(), [5; 32]).await.expect("authenticated");
+    assert_eq!(next_event(&mut ea).await, NodeEvent::Up { node: "confused".into() });
+    write_frame(&mut confused, &[0xff, 0xff, 0xff, 0xff], b"", 1 << 20).await.expect("written");
+    match next_event(&mut ea).await {
+        NodeEvent::Down { node, reason } => {
+            assert_eq!(node, "confused");
+            assert!(reason.contains("malformed"), "{reason}");
+        }
+        other => panic!("expected confused Down, got {other:?}"),
+    }
     // The others are untouched.
     assert_eq!(a.peers(), ["b", "c"]);
     tokio::time::sleep(Duration::from_millis(300)).await;

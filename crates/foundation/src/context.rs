@@ -310,6 +310,44 @@ mod tests {
         assert!(matches!(ctx.with("big", "x".repeat(VALUE_BYTES_MAX)), Err(ContextError::TooLarge(_))));
     }
 
+    /// Records the fields of every span opened.
+    struct Recorder(std::sync::Mutex<Vec<(String, String)>>);
+
+    impl tracing::Subscriber for Recorder {
+        fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, span: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+            struct Visit<'a>(&'a mut Vec<(String, String)>);
+            impl tracing::field::Visit for Visit<'_> {
+                fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn fmt::Debug) {
+                    self.0.push((field.name().to_owned(), format!("{value:?}")));
+                }
+                fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+                    self.0.push((field.name().to_owned(), value.to_owned()));
+                }
+            }
+            span.record(&mut Visit(&mut self.0.lock().unwrap()));
+            tracing::span::Id::from_u64(1)
+        }
+        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+        fn event(&self, _: &tracing::Event<'_>) {}
+        fn enter(&self, _: &tracing::span::Id) {}
+        fn exit(&self, _: &tracing::span::Id) {}
+    }
+
+    #[test]
+    fn a_context_opens_a_tracing_span_with_its_ids() {
+        let ctx = Context::new(0xfeed).with_user_id("u7").unwrap();
+        let recorder = std::sync::Arc::new(Recorder(std::sync::Mutex::new(Vec::new())));
+        tracing::subscriber::with_default(recorder.clone(), || drop(ctx.span("rpc")));
+        let fields = recorder.0.lock().unwrap().clone();
+        for (k, v) in [("op", "rpc"), ("trace_id", ctx.trace_id().as_str()), ("span_id", ctx.span_id().as_str()), ("user_id", "u7")] {
+            assert!(fields.iter().any(|(fk, fv)| fk == k && fv == v), "{k}={v} not in {fields:?}");
+        }
+    }
+
     #[test]
     fn current_follows_scopes_and_awaits() {
         assert_eq!(current(), None);
