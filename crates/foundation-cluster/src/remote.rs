@@ -218,7 +218,13 @@ struct PeerRelations {
 
 impl Relations {
     fn with(&self, remote: Pid, f: impl FnOnce(&mut PeerRelations)) {
-        f(self.by_peer.lock().entry(remote.node().name_hash).or_default());
+        let mut by_peer = self.by_peer.lock();
+        let hash = remote.node().name_hash;
+        let rel = by_peer.entry(hash).or_default();
+        f(rel);
+        if rel.links.is_empty() && rel.watching.is_empty() && rel.watched.is_empty() {
+            by_peer.remove(&hash);
+        }
     }
 }
 
@@ -228,10 +234,18 @@ pub(crate) struct Dist(pub Weak<Inner>);
 impl Distribution for Dist {
     fn link(&self, local: Pid, remote: Pid) -> bool {
         let Some(inner) = self.0.upgrade() else { return false };
+        // Recorded before the frame goes, so a peer going down meanwhile
+        // still finds it (and fires `NoConnection`); taken back on failure.
         inner.procs.with(remote, |r| {
             r.links.insert((local, remote));
         });
-        control(&inner, remote, ProcWire::Link { from: local, to: remote })
+        let sent = control(&inner, remote, ProcWire::Link { from: local, to: remote });
+        if !sent {
+            inner.procs.with(remote, |r| {
+                r.links.remove(&(local, remote));
+            });
+        }
+        sent
     }
 
     fn unlink(&self, local: Pid, remote: Pid) {
@@ -247,7 +261,13 @@ impl Distribution for Dist {
         inner.procs.with(target, |r| {
             r.watching.insert(monitor, (watcher, target));
         });
-        control(&inner, target, ProcWire::Monitor { watcher, target, monitor })
+        let sent = control(&inner, target, ProcWire::Monitor { watcher, target, monitor });
+        if !sent {
+            inner.procs.with(target, |r| {
+                r.watching.remove(&monitor);
+            });
+        }
+        sent
     }
 
     fn demonitor(&self, watcher: Pid, target: Pid, monitor: MonitorRef) {
