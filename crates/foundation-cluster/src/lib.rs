@@ -5,6 +5,7 @@
 
 #![warn(missing_docs)]
 
+pub mod consensus;
 pub mod frame;
 pub mod handshake;
 pub mod mesh;

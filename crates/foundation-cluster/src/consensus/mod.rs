@@ -1,0 +1,480 @@
+//! Consensus: a Raft group (openraft 0.10) replicating a key/value state
+//! machine, behind Foundation's own API.
+//!
+//! - [`Consensus::start`] runs a member on a node of the cluster mesh; Raft's
+//!   RPCs travel as cluster RPCs ([`network`]). [`Consensus::initialize`]
+//!   forms the group once, from one member (the seed's `start_cluster`).
+//! - [`Consensus::reach_consensus`] commits a [`Command`] and returns its
+//!   [`Decision`] (`committed`, `term`, `index`). From any member: a
+//!   follower forwards to the leader; while a new leader is not yet
+//!   confirmed by a quorum (`ForwardToLeader` without a leader) it retries.
+//!   A node that cannot see a quorum refuses at once with
+//!   [`ConsensusError::NoQuorum`]. A write whose outcome is not known when
+//!   the timeout ends (it may still commit) is [`ConsensusError::Unknown`],
+//!   never a failure.
+//! - [`Consensus::get`] is a linearizable read (ReadIndex on the leader).
+//! - [`Consensus::add_member`] / [`Consensus::remove_member`] change the
+//!   voters through openraft's joint consensus.
+//! - [`Consensus::status`] is the seed's `cluster_status`.
+//!
+//! Storage ([`store`]) is durable in a data directory (redb) or in memory.
+
+pub mod network;
+pub mod store;
+pub mod types;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::async_runtime::WatchReceiver;
+use openraft::error::ClientWriteError;
+use openraft::vote::RaftLeaderId;
+use openraft::{ChangeMembers, Raft, ReadPolicy, ServerState};
+use serde::{Deserialize, Serialize};
+
+use self::network::{Network, SnapshotWire};
+use self::store::StateMachine;
+pub use self::types::{Applied, Command, Member, NodeId, TypeConfig};
+use crate::mesh::{Cluster, WeakCluster};
+use crate::rpc::RpcError;
+
+/// Largest proposal (key plus values), by default.
+pub const PROPOSAL_BYTES_DEFAULT: usize = 1 << 20;
+/// Pause between retries while no leader is known.
+const RETRY: Duration = Duration::from_millis(10);
+
+/// How a member runs.
+#[derive(Clone, Debug)]
+pub struct ConsensusConfig {
+    /// This member's id: unique in the group, never reused.
+    pub id: NodeId,
+    /// Election timeout range (a random value in it per election).
+    pub election_timeout: (Duration, Duration),
+    /// Heartbeat interval of the leader.
+    pub heartbeat: Duration,
+    /// Where the log and snapshots live; `None` keeps them in memory.
+    pub data_dir: Option<PathBuf>,
+    /// Largest proposal accepted.
+    pub max_proposal_bytes: usize,
+}
+
+impl ConsensusConfig {
+    /// Defaults: election timeout 300–600 ms, heartbeat 100 ms, in memory.
+    pub fn new(id: NodeId) -> Self {
+        Self {
+            id,
+            election_timeout: (Duration::from_millis(300), Duration::from_millis(600)),
+            heartbeat: Duration::from_millis(100),
+            data_dir: None,
+            max_proposal_bytes: PROPOSAL_BYTES_DEFAULT,
+        }
+    }
+
+    /// A LAN profile: election timeout 50–100 ms, heartbeat 15 ms.
+    pub fn lan(mut self) -> Self {
+        self.election_timeout = (Duration::from_millis(50), Duration::from_millis(100));
+        self.heartbeat = Duration::from_millis(15);
+        self
+    }
+
+    /// Durable storage in `dir`.
+    pub fn durable(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.data_dir = Some(dir.into());
+        self
+    }
+}
+
+/// The outcome of a committed proposal.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    /// Always true: a proposal that is not committed is an error.
+    pub committed: bool,
+    /// The term of the leader that committed it.
+    pub term: u64,
+    /// Its index in the log.
+    pub index: u64,
+    /// What applying it did.
+    pub applied: Applied,
+}
+
+/// Why a consensus operation did not complete.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum ConsensusError {
+    /// This node cannot see a quorum of voters: nothing was proposed.
+    #[error("no quorum: this node sees {reachable} of {voters} voters")]
+    NoQuorum {
+        /// Voters this node reaches (itself included).
+        reachable: usize,
+        /// Voters in the group.
+        voters: usize,
+    },
+    /// No leader was found before the timeout: nothing was proposed.
+    #[error("no leader within {0:?}")]
+    NoLeader(Duration),
+    /// The outcome is unknown: the proposal may have been, or may still be,
+    /// committed. Retrying needs the proposal to be idempotent.
+    #[error("outcome unknown after {0:?}: the proposal may still commit")]
+    Unknown(Duration),
+    /// The proposal is over the size limit.
+    #[error("proposal of {len} bytes is over the limit of {limit} bytes")]
+    TooLarge {
+        /// Its size.
+        len: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// This member is not the leader (internal: callers retry elsewhere).
+    #[error("not the leader")]
+    NotLeader,
+    /// The group was already initialized.
+    #[error("already initialized")]
+    AlreadyInitialized,
+    /// A membership change was refused.
+    #[error("membership change refused: {0}")]
+    Membership(String),
+    /// Storage failed (or a data directory is corrupt).
+    #[error("storage: {0}")]
+    Storage(String),
+    /// The Raft member stopped, or is misconfigured.
+    #[error("raft: {0}")]
+    Raft(String),
+}
+
+/// The seed's `cluster_status`, as one member sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    /// A quorum is reachable and a leader is known and reachable: writes can
+    /// commit.
+    pub operational: bool,
+    /// This member reaches a majority of the voters (itself included).
+    pub quorum: bool,
+    /// The leader's name, if known.
+    pub leader: Option<String>,
+    /// The current term.
+    pub term: u64,
+    /// The voters' names.
+    pub members: Vec<String>,
+    /// The voters this member reaches (itself included).
+    pub reachable: Vec<String>,
+}
+
+/// A member of the Raft group. Cheap to clone.
+#[derive(Clone)]
+pub struct Consensus {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    raft: Raft<TypeConfig, StateMachine>,
+    sm: StateMachine,
+    cluster: WeakCluster,
+    name: String,
+    config: ConsensusConfig,
+}
+
+fn raft_err(e: impl std::fmt::Display) -> ConsensusError {
+    ConsensusError::Raft(e.to_string())
+}
+
+impl Consensus {
+    /// Starts this node's member (recovering its log and state from its data
+    /// directory, if any) and serves Raft's RPCs on `cluster`.
+    pub async fn start(cluster: &Cluster, config: ConsensusConfig) -> Result<Self, ConsensusError> {
+        let (log, sm) = store::open(config.data_dir.as_deref()).map_err(|e| ConsensusError::Storage(e.to_string()))?;
+        let raft_config = openraft::Config {
+            cluster_name: "foundation".into(),
+            election_timeout_min: config.election_timeout.0.as_millis() as u64,
+            election_timeout_max: config.election_timeout.1.as_millis() as u64,
+            heartbeat_interval: config.heartbeat.as_millis() as u64,
+            ..openraft::Config::default()
+        }
+        .validate()
+        .map_err(raft_err)?;
+        let network = Network { cluster: cluster.downgrade(), me: config.id };
+        let raft = Raft::new(config.id, Arc::new(raft_config), network, log, sm.clone()).await.map_err(raft_err)?;
+        let inner = Arc::new(Inner { raft, sm, cluster: cluster.downgrade(), name: cluster.name().to_owned(), config });
+        serve(cluster, &inner);
+        Ok(Self { inner })
+    }
+
+    /// Forms the group with these members (once, from one member; the
+    /// others learn it through Raft). The seed's `start_cluster`.
+    pub async fn initialize(&self, members: BTreeMap<NodeId, Member>) -> Result<(), ConsensusError> {
+        self.inner.raft.initialize(members).await.map_err(|e| match e.api_error() {
+            Some(openraft::error::InitializeError::NotAllowed(_)) => ConsensusError::AlreadyInitialized,
+            _ => raft_err(e),
+        })
+    }
+
+    /// This member's id.
+    pub fn id(&self) -> NodeId {
+        self.inner.config.id
+    }
+
+    /// The leader, as this member knows it.
+    pub fn leader(&self) -> Option<(NodeId, Member)> {
+        let m = self.inner.raft.metrics().borrow_watched().clone();
+        let id = m.current_leader?;
+        let member = m.membership_config.membership().get_node(&id).cloned()?;
+        Some((id, member))
+    }
+
+    /// Whether this member is the leader now.
+    pub fn is_leader(&self) -> bool {
+        self.inner.raft.metrics().borrow_watched().state == ServerState::Leader
+    }
+
+    /// The state machine's contents here (not linearizable: for comparing
+    /// replicas; use [`Consensus::get`] to read).
+    pub async fn local_state(&self) -> BTreeMap<String, Vec<u8>> {
+        self.inner.sm.dump().await
+    }
+
+    /// The last applied log index here.
+    pub async fn applied_index(&self) -> Option<u64> {
+        self.inner.sm.applied_index().await
+    }
+
+    /// Commits `command`, waiting at most `timeout`.
+    pub async fn reach_consensus(&self, command: Command, timeout: Duration) -> Result<Decision, ConsensusError> {
+        let limit = self.inner.config.max_proposal_bytes;
+        if command.size() > limit {
+            return Err(ConsensusError::TooLarge { len: command.size(), limit });
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        // Once a leader may have taken the proposal, a timeout is `Unknown`.
+        let mut handed = false;
+        loop {
+            let status = self.status();
+            if !status.quorum {
+                return Err(ConsensusError::NoQuorum { reachable: status.reachable.len(), voters: status.members.len() });
+            }
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if remaining.is_zero() {
+                return Err(if handed { ConsensusError::Unknown(timeout) } else { ConsensusError::NoLeader(timeout) });
+            }
+            let attempt = match self.leader() {
+                Some((id, _)) if id == self.id() => {
+                    handed = true;
+                    self.write_here(command.clone(), remaining).await
+                }
+                Some((_, leader)) => {
+                    let Some(cluster) = self.inner.cluster.upgrade() else { return Err(raft_err("this node has shut down")) };
+                    match cluster
+                        .rpc::<(Command, Duration), Result<Decision, ConsensusError>>(
+                            &leader.name,
+                            "consensus.write",
+                            (command.clone(), remaining),
+                            remaining,
+                        )
+                        .await
+                    {
+                        Ok(r) => {
+                            handed = true;
+                            r
+                        }
+                        Err(RpcError::Timeout { .. }) => return Err(ConsensusError::Unknown(timeout)),
+                        // Not sent (or refused before it was read): try again.
+                        Err(_) => Err(ConsensusError::NotLeader),
+                    }
+                }
+                None => Err(ConsensusError::NotLeader),
+            };
+            match attempt {
+                Err(ConsensusError::NotLeader) => tokio::time::sleep(RETRY.min(remaining)).await,
+                Err(ConsensusError::Unknown(_)) => return Err(ConsensusError::Unknown(timeout)),
+                other => return other,
+            }
+        }
+    }
+
+    /// Writes through the local Raft member (the leader, or it says where).
+    async fn write_here(&self, command: Command, timeout: Duration) -> Result<Decision, ConsensusError> {
+        match tokio::time::timeout(timeout, self.inner.raft.client_write(command)).await {
+            Err(_) => Err(ConsensusError::Unknown(timeout)),
+            Ok(Ok(resp)) => {
+                Ok(Decision { committed: true, term: resp.log_id.leader_id.term(), index: resp.log_id.index, applied: resp.data })
+            }
+            Ok(Err(e)) => match e.api_error() {
+                Some(ClientWriteError::ForwardToLeader(_)) => Err(ConsensusError::NotLeader),
+                // The entry was appended, then discarded by a new leader's log:
+                // it may have committed elsewhere.
+                Some(ClientWriteError::LogEntryDiscarded(_)) => Err(ConsensusError::Unknown(timeout)),
+                _ => Err(raft_err(e)),
+            },
+        }
+    }
+
+    /// Reads `key` linearizably, waiting at most `timeout`.
+    pub async fn get(&self, key: &str, timeout: Duration) -> Result<Option<Vec<u8>>, ConsensusError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let status = self.status();
+            if !status.quorum {
+                return Err(ConsensusError::NoQuorum { reachable: status.reachable.len(), voters: status.members.len() });
+            }
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if remaining.is_zero() {
+                return Err(ConsensusError::NoLeader(timeout));
+            }
+            let attempt = match self.leader() {
+                Some((id, _)) if id == self.id() => self.read_here(key, remaining).await,
+                Some((_, leader)) => {
+                    let Some(cluster) = self.inner.cluster.upgrade() else { return Err(raft_err("this node has shut down")) };
+                    cluster
+                        .rpc::<(String, Duration), Result<Option<Vec<u8>>, ConsensusError>>(
+                            &leader.name,
+                            "consensus.read",
+                            (key.to_owned(), remaining),
+                            remaining,
+                        )
+                        .await
+                        .unwrap_or(Err(ConsensusError::NotLeader))
+                }
+                None => Err(ConsensusError::NotLeader),
+            };
+            match attempt {
+                Err(ConsensusError::NotLeader) => tokio::time::sleep(RETRY.min(remaining)).await,
+                other => return other,
+            }
+        }
+    }
+
+    async fn read_here(&self, key: &str, timeout: Duration) -> Result<Option<Vec<u8>>, ConsensusError> {
+        match tokio::time::timeout(timeout, self.inner.raft.ensure_linearizable(ReadPolicy::ReadIndex)).await {
+            Err(_) => Err(ConsensusError::NoLeader(timeout)),
+            Ok(Ok(_)) => Ok(self.inner.sm.get(key).await),
+            Ok(Err(e)) if e.forward_to_leader().is_some() => Err(ConsensusError::NotLeader),
+            Ok(Err(e)) => Err(raft_err(e)),
+        }
+    }
+
+    /// Adds `member` as a voter: first as a learner that catches up, then
+    /// through joint consensus. Call it on the leader (or it forwards).
+    pub async fn add_member(&self, id: NodeId, member: Member, timeout: Duration) -> Result<(), ConsensusError> {
+        let raft = &self.inner.raft;
+        let change = async {
+            raft.add_learner(id, member, true).await.map_err(|e| ConsensusError::Membership(e.to_string()))?;
+            raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+                .await
+                .map_err(|e| ConsensusError::Membership(e.to_string()))?;
+            Ok(())
+        };
+        tokio::time::timeout(timeout, change).await.map_err(|_| ConsensusError::Unknown(timeout))?
+    }
+
+    /// Removes the voter `id` (through joint consensus); it stays a learner
+    /// until it is shut down.
+    pub async fn remove_member(&self, id: NodeId, timeout: Duration) -> Result<(), ConsensusError> {
+        let change = self.inner.raft.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false);
+        match tokio::time::timeout(timeout, change).await {
+            Err(_) => Err(ConsensusError::Unknown(timeout)),
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(ConsensusError::Membership(e.to_string())),
+        }
+    }
+
+    /// The voters and their members.
+    pub fn members(&self) -> BTreeMap<NodeId, Member> {
+        let m = self.inner.raft.metrics().borrow_watched().clone();
+        let membership = m.membership_config.membership();
+        membership.voter_ids().filter_map(|id| membership.get_node(&id).map(|n| (id, n.clone()))).collect()
+    }
+
+    /// The seed's `cluster_status`, as this member sees it: quorum from the
+    /// mesh's live connections, leader and term from Raft.
+    pub fn status(&self) -> ClusterStatus {
+        let metrics = self.inner.raft.metrics().borrow_watched().clone();
+        let membership = metrics.membership_config.membership();
+        let voters: BTreeMap<NodeId, Member> =
+            membership.voter_ids().filter_map(|id| membership.get_node(&id).map(|n| (id, n.clone()))).collect();
+        let peers: BTreeSet<String> = self.inner.cluster.upgrade().map(|c| c.peers().into_iter().collect()).unwrap_or_default();
+        let me = &self.inner.name;
+        let reachable: Vec<String> = voters.values().filter(|m| m.name == *me || peers.contains(&m.name)).map(|m| m.name.clone()).collect();
+        let quorum = !voters.is_empty() && reachable.len() > voters.len() / 2;
+        let leader = metrics.current_leader.and_then(|id| voters.get(&id).or_else(|| membership.get_node(&id)).map(|m| m.name.clone()));
+        let leader_reachable = leader.as_ref().is_some_and(|l| l == me || peers.contains(l));
+        ClusterStatus {
+            operational: quorum && leader_reachable,
+            quorum,
+            leader,
+            term: metrics.current_term,
+            members: voters.values().map(|m| m.name.clone()).collect(),
+            reachable,
+        }
+    }
+
+    /// Waits until this member knows a leader (at most `timeout`).
+    pub async fn wait_for_leader(&self, timeout: Duration) -> Result<(NodeId, Member), ConsensusError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(l) = self.leader() {
+                return Ok(l);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ConsensusError::NoLeader(timeout));
+            }
+            tokio::time::sleep(RETRY).await;
+        }
+    }
+
+    /// Stops this member: it leaves the group's traffic (its RPC handlers
+    /// are removed) and its Raft tasks end. Durable state stays on disk.
+    pub async fn shutdown(&self) {
+        if let Some(c) = self.inner.cluster.upgrade() {
+            for name in HANDLERS {
+                c.unregister_rpc(name);
+            }
+        }
+        let _ = self.inner.raft.shutdown().await;
+        self.inner.sm.close().await;
+    }
+}
+
+const HANDLERS: [&str; 6] = ["raft.append", "raft.vote", "raft.pre_vote", "raft.snapshot", "consensus.write", "consensus.read"];
+
+/// Serves Raft's RPCs and the forwarded writes and reads.
+fn serve(cluster: &Cluster, inner: &Arc<Inner>) {
+    let raft = inner.raft.clone();
+    cluster.register_rpc("raft.append", move |req| {
+        let raft = raft.clone();
+        async move { raft.append_entries(req).await.map_err(|e| e.to_string()) }
+    });
+    let raft = inner.raft.clone();
+    cluster.register_rpc("raft.vote", move |req| {
+        let raft = raft.clone();
+        async move { raft.vote(req).await.map_err(|e| e.to_string()) }
+    });
+    let raft = inner.raft.clone();
+    cluster.register_rpc("raft.pre_vote", move |req| {
+        let raft = raft.clone();
+        async move { raft.pre_vote(req).await.map_err(|e| e.to_string()) }
+    });
+    let raft = inner.raft.clone();
+    cluster.register_rpc("raft.snapshot", move |(vote, meta, data): SnapshotWire| {
+        let raft = raft.clone();
+        async move { raft.install_full_snapshot(vote, openraft::Snapshot { meta, snapshot: data }).await.map_err(|e| e.to_string()) }
+    });
+    let weak = Arc::downgrade(inner);
+    cluster.register_rpc("consensus.write", move |(command, timeout): (Command, Duration)| {
+        let me = weak.upgrade().map(|inner| Consensus { inner });
+        async move {
+            match me {
+                Some(me) if me.is_leader() => me.write_here(command, timeout).await,
+                _ => Err(ConsensusError::NotLeader),
+            }
+        }
+    });
+    let weak = Arc::downgrade(inner);
+    cluster.register_rpc("consensus.read", move |(key, timeout): (String, Duration)| {
+        let me = weak.upgrade().map(|inner| Consensus { inner });
+        async move {
+            match me {
+                Some(me) if me.is_leader() => me.read_here(&key, timeout).await,
+                _ => Err(ConsensusError::NotLeader),
+            }
+        }
+    });
+}

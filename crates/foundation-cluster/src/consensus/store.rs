@@ -1,0 +1,516 @@
+//! Raft storage: the log (with the vote and the commit point) and the
+//! key/value state machine, in memory or durable on disk.
+//!
+//! # Durability
+//! With a data directory, everything Raft must not forget goes to a redb
+//! database (`raft.redb`): log entries, the vote, the commit point, the purge
+//! point and the latest snapshot. Writes go to one writer thread that takes
+//! every request waiting and commits them in one transaction (one fsync):
+//! group commit. `append` reports completion through Raft's `IOFlushed`
+//! callback once its transaction is durable; the vote, truncation and purge
+//! wait for theirs. The log is also kept in memory for reading.
+//!
+//! The state machine lives in memory: on start it loads the latest snapshot,
+//! and Raft re-applies the committed entries after it.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::io;
+use std::ops::RangeBounds;
+use std::path::Path;
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use openraft::alias::{EntryOf, LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf, VoteOf};
+use openraft::entry::RaftEntry;
+use openraft::storage::{EntryResponder, IOFlushed, RaftLogStorage, RaftStateMachine};
+use openraft::{EntryPayload, LogState, RaftLogReader, RaftSnapshotBuilder};
+use redb::{ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Mutex, mpsc, oneshot};
+
+use super::types::{Applied, Command, TypeConfig};
+
+const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const VOTE: &str = "vote";
+const COMMITTED: &str = "committed";
+const PURGED: &str = "purged";
+const SNAPSHOT: &str = "snapshot";
+/// Requests waiting for the writer thread.
+const DISK_QUEUE: usize = 4096;
+
+type Entry = EntryOf<TypeConfig>;
+type LogId = LogIdOf<TypeConfig>;
+type Vote = VoteOf<TypeConfig>;
+
+fn io_err(e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
+fn encode<T: Serialize>(v: &T) -> io::Result<Vec<u8>> {
+    postcard::to_stdvec(v).map_err(io_err)
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(b: &[u8]) -> io::Result<T> {
+    postcard::from_bytes(b).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("corrupt record: {e}")))
+}
+
+/// One change to the database.
+enum Op {
+    Put(u64, Vec<u8>),
+    /// Removes entries from this index on.
+    TruncateFrom(u64),
+    /// Removes entries up to this index, inclusive.
+    PurgeTo(u64),
+    Meta(&'static str, Vec<u8>),
+}
+
+enum Done {
+    Flushed(IOFlushed<TypeConfig>),
+    Notify(oneshot::Sender<io::Result<()>>),
+}
+
+struct Request {
+    ops: Vec<Op>,
+    done: Done,
+}
+
+enum Msg {
+    Write(Request),
+    /// Stop: close the database (its file lock goes), then answer.
+    Close(oneshot::Sender<()>),
+}
+
+/// The handle on the writer thread (absent in memory-only mode).
+#[derive(Clone)]
+struct Disk {
+    tx: mpsc::Sender<Msg>,
+}
+
+impl Disk {
+    /// Opens (or creates) the database under `dir` and starts its writer.
+    fn open(dir: &Path) -> io::Result<(Self, Loaded)> {
+        std::fs::create_dir_all(dir)?;
+        let db = redb::Database::create(dir.join("raft.redb")).map_err(|e| io_err(format!("{}: {e}", dir.display())))?;
+        let loaded = load(&db)?;
+        let (tx, rx) = mpsc::channel(DISK_QUEUE);
+        std::thread::Builder::new().name("foundation-raft-disk".into()).spawn(move || writer(db, rx))?;
+        Ok((Self { tx }, loaded))
+    }
+
+    async fn submit(&self, ops: Vec<Op>, done: Done) -> io::Result<()> {
+        self.tx.send(Msg::Write(Request { ops, done })).await.map_err(|_| io_err("the disk writer stopped"))
+    }
+
+    /// Finishes what is queued, closes the database and stops the writer.
+    async fn close(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Msg::Close(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    async fn write(&self, ops: Vec<Op>) -> io::Result<()> {
+        let (tx, rx) = oneshot::channel();
+        self.submit(ops, Done::Notify(tx)).await?;
+        rx.await.map_err(|_| io_err("the disk writer stopped"))?
+    }
+}
+
+/// What a data directory held at start.
+#[derive(Default)]
+struct Loaded {
+    log: BTreeMap<u64, Entry>,
+    vote: Option<Vote>,
+    committed: Option<LogId>,
+    purged: Option<LogId>,
+    snapshot: Option<StoredSnapshot>,
+}
+
+fn load(db: &redb::Database) -> io::Result<Loaded> {
+    let txn = db.begin_read().map_err(io_err)?;
+    let mut loaded = Loaded::default();
+    match txn.open_table(LOG) {
+        Ok(t) => {
+            for row in t.iter().map_err(io_err)? {
+                let (k, v) = row.map_err(io_err)?;
+                loaded.log.insert(k.value(), decode(v.value())?);
+            }
+        }
+        Err(redb::TableError::TableDoesNotExist(_)) => {}
+        Err(e) => return Err(io_err(e)),
+    }
+    match txn.open_table(META) {
+        Ok(t) => {
+            let get = |key: &str| -> io::Result<Option<Vec<u8>>> { Ok(t.get(key).map_err(io_err)?.map(|v| v.value().to_vec())) };
+            loaded.vote = get(VOTE)?.map(|b| decode(&b)).transpose()?;
+            loaded.committed = get(COMMITTED)?.map(|b| decode(&b)).transpose()?;
+            loaded.purged = get(PURGED)?.map(|b| decode(&b)).transpose()?;
+            loaded.snapshot = get(SNAPSHOT)?.map(|b| decode(&b)).transpose()?;
+        }
+        Err(redb::TableError::TableDoesNotExist(_)) => {}
+        Err(e) => return Err(io_err(e)),
+    }
+    Ok(loaded)
+}
+
+/// The writer thread: every waiting request in one transaction.
+fn writer(db: redb::Database, mut rx: mpsc::Receiver<Msg>) {
+    let mut closing = None;
+    while let Some(first) = rx.blocking_recv() {
+        let mut batch = Vec::new();
+        let mut next = Some(first);
+        while let Some(msg) = next.take() {
+            match msg {
+                Msg::Write(r) => batch.push(r),
+                Msg::Close(ack) => {
+                    closing = Some(ack);
+                    break;
+                }
+            }
+            if batch.len() < 1024 {
+                next = rx.try_recv().ok();
+            }
+        }
+        let result = commit(&db, &batch).map_err(|e| e.to_string());
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "raft storage write failed");
+        }
+        for r in batch {
+            let res = result.clone().map_err(io_err);
+            match r.done {
+                Done::Flushed(cb) => cb.io_completed(res),
+                Done::Notify(tx) => {
+                    let _ = tx.send(res);
+                }
+            }
+        }
+        if closing.is_some() {
+            break;
+        }
+    }
+    rx.close();
+    drop(db);
+    if let Some(ack) = closing {
+        let _ = ack.send(());
+    }
+}
+
+fn commit(db: &redb::Database, batch: &[Request]) -> io::Result<()> {
+    let txn = db.begin_write().map_err(io_err)?;
+    {
+        let mut log = txn.open_table(LOG).map_err(io_err)?;
+        let mut meta = txn.open_table(META).map_err(io_err)?;
+        for op in batch.iter().flat_map(|r| &r.ops) {
+            match op {
+                Op::Put(i, bytes) => {
+                    log.insert(*i, bytes.as_slice()).map_err(io_err)?;
+                }
+                Op::TruncateFrom(i) => {
+                    log.retain_in(*i.., |_, _| false).map_err(io_err)?;
+                }
+                Op::PurgeTo(i) => {
+                    log.retain_in(..=*i, |_, _| false).map_err(io_err)?;
+                }
+                Op::Meta(k, v) => {
+                    meta.insert(*k, v.as_slice()).map_err(io_err)?;
+                }
+            }
+        }
+    }
+    txn.commit().map_err(io_err)
+}
+
+struct LogInner {
+    log: BTreeMap<u64, Entry>,
+    vote: Option<Vote>,
+    committed: Option<LogId>,
+    purged: Option<LogId>,
+    disk: Option<Disk>,
+}
+
+/// The Raft log. Cheap to clone (a reader is a clone).
+#[derive(Clone)]
+pub struct LogStore {
+    inner: Arc<Mutex<LogInner>>,
+}
+
+/// A snapshot as kept (and persisted): its metadata and the encoded state.
+#[derive(Clone, Serialize, Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMetaOf<TypeConfig>,
+    data: Vec<u8>,
+}
+
+/// Opens the log and the state machine: in memory (`None`) or durable in
+/// `dir`. A corrupt directory is an error, and nothing in it is changed.
+pub fn open(dir: Option<&Path>) -> io::Result<(LogStore, StateMachine)> {
+    let (disk, loaded) = match dir {
+        Some(d) => {
+            let (disk, loaded) = Disk::open(d)?;
+            (Some(disk), loaded)
+        }
+        None => (None, Loaded::default()),
+    };
+    let mut sm = SmInner { disk: disk.clone(), ..SmInner::default() };
+    if let Some(snap) = loaded.snapshot {
+        let data: SmData = decode(&snap.data)?;
+        sm.data = data.kv;
+        sm.last_applied = snap.meta.last_log_id;
+        sm.membership = snap.meta.last_membership.clone();
+        sm.snapshot = Some(snap);
+    }
+    let log = LogInner { log: loaded.log, vote: loaded.vote, committed: loaded.committed, purged: loaded.purged, disk };
+    Ok((LogStore { inner: Arc::new(Mutex::new(log)) }, StateMachine { inner: Arc::new(Mutex::new(sm)) }))
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(&mut self, range: RB) -> Result<Vec<Entry>, io::Error> {
+        Ok(self.inner.lock().await.log.range(range).map(|(_, e)| e.clone()).collect())
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
+        Ok(self.inner.lock().await.vote)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
+        let inner = self.inner.lock().await;
+        let last = inner.log.values().next_back().map(RaftEntry::log_id).or_else(|| inner.purged);
+        Ok(LogState { last_purged_log_id: inner.purged, last_log_id: last })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
+        let disk = {
+            let mut inner = self.inner.lock().await;
+            inner.vote = Some(*vote);
+            inner.disk.clone()
+        };
+        match disk {
+            Some(d) => d.write(vec![Op::Meta(VOTE, encode(vote)?)]).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
+        let disk = {
+            let mut inner = self.inner.lock().await;
+            inner.committed = committed;
+            inner.disk.clone()
+        };
+        match (disk, committed) {
+            // Not waited for: a lost commit point is recomputed by Raft.
+            (Some(d), Some(c)) => d.submit(vec![Op::Meta(COMMITTED, encode(&c)?)], Done::Flushed(IOFlushed::noop())).await,
+            _ => Ok(()),
+        }
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
+        Ok(self.inner.lock().await.committed)
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> Result<(), io::Error>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let mut inner = self.inner.lock().await;
+        let mut ops = Vec::new();
+        for e in entries {
+            if inner.disk.is_some() {
+                ops.push(Op::Put(e.index(), encode(&e)?));
+            }
+            inner.log.insert(e.index(), e);
+        }
+        match inner.disk.clone() {
+            Some(d) => {
+                drop(inner);
+                d.submit(ops, Done::Flushed(callback)).await
+            }
+            None => {
+                callback.io_completed(Ok(()));
+                Ok(())
+            }
+        }
+    }
+
+    async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
+        let from = last_log_id.map_or(0, |l| l.index() + 1);
+        let disk = {
+            let mut inner = self.inner.lock().await;
+            inner.log.split_off(&from);
+            inner.disk.clone()
+        };
+        match disk {
+            Some(d) => d.write(vec![Op::TruncateFrom(from)]).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
+        let disk = {
+            let mut inner = self.inner.lock().await;
+            let keep = inner.log.split_off(&(log_id.index() + 1));
+            inner.log = keep;
+            inner.purged = Some(log_id);
+            inner.disk.clone()
+        };
+        match disk {
+            Some(d) => d.write(vec![Op::Meta(PURGED, encode(&log_id)?), Op::PurgeTo(log_id.index())]).await,
+            None => Ok(()),
+        }
+    }
+}
+
+/// The state's encoded form inside a snapshot.
+#[derive(Serialize, Deserialize, Default)]
+struct SmData {
+    kv: BTreeMap<String, Vec<u8>>,
+}
+
+#[derive(Default)]
+struct SmInner {
+    last_applied: Option<LogId>,
+    membership: StoredMembershipOf<TypeConfig>,
+    data: BTreeMap<String, Vec<u8>>,
+    snapshot: Option<StoredSnapshot>,
+    disk: Option<Disk>,
+}
+
+/// The key/value state machine. Cheap to clone.
+#[derive(Clone)]
+pub struct StateMachine {
+    inner: Arc<Mutex<SmInner>>,
+}
+
+impl StateMachine {
+    /// Reads a key (no linearizability by itself: see `Consensus::get`).
+    pub async fn get(&self, key: &str) -> Option<Vec<u8>> {
+        self.inner.lock().await.data.get(key).cloned()
+    }
+
+    /// The whole state, for comparisons.
+    pub async fn dump(&self) -> BTreeMap<String, Vec<u8>> {
+        self.inner.lock().await.data.clone()
+    }
+
+    /// Closes the data directory (after what is queued is written).
+    pub async fn close(&self) {
+        let disk = self.inner.lock().await.disk.take();
+        if let Some(d) = disk {
+            d.close().await;
+        }
+    }
+
+    /// The last applied log index.
+    pub async fn applied_index(&self) -> Option<u64> {
+        self.inner.lock().await.last_applied.as_ref().map(|l| l.index())
+    }
+}
+
+fn apply_one(data: &mut BTreeMap<String, Vec<u8>>, cmd: Command) -> Applied {
+    match cmd {
+        Command::Put { key, value } => Applied { ok: true, previous: data.insert(key, value) },
+        Command::Delete { key } => {
+            let previous = data.remove(&key);
+            Applied { ok: previous.is_some(), previous }
+        }
+        Command::Cas { key, expected, new } => {
+            let current = data.get(&key).cloned();
+            if current != expected {
+                return Applied { ok: false, previous: current };
+            }
+            match new {
+                Some(v) => data.insert(key, v),
+                None => data.remove(&key),
+            };
+            Applied { ok: true, previous: current }
+        }
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotData = Vec<u8>;
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembershipOf<TypeConfig>), io::Error> {
+        let inner = self.inner.lock().await;
+        Ok((inner.last_applied, inner.membership.clone()))
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: futures_util::Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + Send,
+    {
+        let mut inner = self.inner.lock().await;
+        while let Some(next) = entries.next().await {
+            let (entry, responder) = next?;
+            inner.last_applied = Some(entry.log_id);
+            let applied = match entry.payload {
+                EntryPayload::Blank => Applied::default(),
+                EntryPayload::Normal(cmd) => apply_one(&mut inner.data, cmd),
+                EntryPayload::Membership(m) => {
+                    inner.membership = openraft::StoredMembership::new(Some(entry.log_id), m);
+                    Applied::default()
+                }
+            };
+            if let Some(r) = responder {
+                r.send(applied);
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn install_snapshot(&mut self, meta: &SnapshotMetaOf<TypeConfig>, snapshot: Vec<u8>) -> Result<(), io::Error> {
+        let data: SmData = decode(&snapshot)?;
+        let stored = StoredSnapshot { meta: meta.clone(), data: snapshot };
+        let disk = {
+            let mut inner = self.inner.lock().await;
+            inner.data = data.kv;
+            inner.last_applied = meta.last_log_id;
+            inner.membership = meta.last_membership.clone();
+            inner.snapshot = Some(stored.clone());
+            inner.disk.clone()
+        };
+        match disk {
+            Some(d) => d.write(vec![Op::Meta(SNAPSHOT, encode(&stored)?)]).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<SnapshotOf<TypeConfig, Vec<u8>>>, io::Error> {
+        let inner = self.inner.lock().await;
+        Ok(inner.snapshot.as_ref().map(|s| openraft::Snapshot { meta: s.meta.clone(), snapshot: s.data.clone() }))
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    type SnapshotData = Vec<u8>;
+
+    async fn build_snapshot(&mut self) -> Result<SnapshotOf<TypeConfig, Vec<u8>>, io::Error> {
+        let (stored, disk) = {
+            let mut inner = self.inner.lock().await;
+            let data = encode(&SmData { kv: inner.data.clone() })?;
+            let meta = openraft::SnapshotMeta { last_log_id: inner.last_applied, last_membership: inner.membership.clone() };
+            let stored = StoredSnapshot { meta, data };
+            inner.snapshot = Some(stored.clone());
+            (stored, inner.disk.clone())
+        };
+        if let Some(d) = disk {
+            d.write(vec![Op::Meta(SNAPSHOT, encode(&stored)?)]).await?;
+        }
+        Ok(openraft::Snapshot { meta: stored.meta, snapshot: stored.data })
+    }
+}

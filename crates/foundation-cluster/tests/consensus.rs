@@ -1,0 +1,243 @@
+//! Consensus on loopback clusters of `TEST_CLUSTER_SIZE` nodes (default 3):
+//! seed 3.2 (a leader among the nodes; a decision committed with term > 0;
+//! identical state everywhere; surviving a stopped node), seed 3.4 (the
+//! majority side of a partition stays operational, the isolated node knows
+//! it is not, healing restores all), restart from disk, membership changes,
+//! and bad input.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use foundation_cluster::Cluster;
+use foundation_cluster::consensus::{Command, Consensus, ConsensusConfig, ConsensusError, Member};
+
+mod common;
+use common::{WAIT, start, until};
+
+const T: Duration = Duration::from_secs(5);
+
+fn size() -> usize {
+    std::env::var("TEST_CLUSTER_SIZE").ok().and_then(|s| s.parse().ok()).filter(|n| *n >= 3).unwrap_or(3)
+}
+
+fn member(c: &Cluster) -> Member {
+    Member { name: c.name().to_owned(), addr: c.addr().to_owned() }
+}
+
+/// A fresh directory for a durable test (removed on drop).
+struct TempDir(PathBuf);
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("foundation-{tag}-{}-{:?}", std::process::id(), std::time::SystemTime::UNIX_EPOCH.elapsed()));
+        Self(dir)
+    }
+}
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `n` meshed nodes, each running a consensus member (ids 1..=n).
+async fn group(n: usize, dirs: Option<&TempDir>) -> (Vec<Cluster>, Vec<Consensus>) {
+    let mut nodes = Vec::new();
+    for i in 1..=n {
+        nodes.push(start(&format!("node{i}")).await);
+    }
+    for c in &nodes[1..] {
+        c.connect(nodes[0].addr()).await.expect("joins");
+    }
+    for c in &nodes {
+        until("the mesh is complete", || c.peers().len() == n - 1).await;
+    }
+    let members = start_members(&nodes, dirs).await;
+    let all: BTreeMap<u64, Member> = nodes.iter().enumerate().map(|(i, c)| (i as u64 + 1, member(c))).collect();
+    members[0].initialize(all).await.expect("initialized");
+    for m in &members {
+        m.wait_for_leader(WAIT).await.expect("a leader");
+    }
+    (nodes, members)
+}
+
+async fn start_members(nodes: &[Cluster], dirs: Option<&TempDir>) -> Vec<Consensus> {
+    let mut members = Vec::new();
+    for (i, c) in nodes.iter().enumerate() {
+        let mut config = ConsensusConfig::new(i as u64 + 1);
+        if let Some(d) = dirs {
+            config = config.durable(d.0.join(c.name()));
+        }
+        members.push(Consensus::start(c, config).await.expect("starts"));
+    }
+    members
+}
+
+fn put(key: &str, value: &str) -> Command {
+    Command::Put { key: key.into(), value: value.as_bytes().to_vec() }
+}
+
+async fn states_converge(members: &[&Consensus]) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let mut states = Vec::new();
+        for m in members {
+            states.push(m.local_state().await);
+        }
+        if states.windows(2).all(|w| w[0] == w[1]) {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "states differ: {states:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decision_is_committed_everywhere_and_survives_a_stopped_node() {
+    let n = size();
+    let (nodes, members) = group(n, None).await;
+    // A leader is among the nodes, and all agree on it.
+    let (leader_id, leader) = members[0].leader().expect("a leader");
+    assert!(nodes.iter().any(|c| c.name() == leader.name));
+    for m in &members {
+        until("all agree on the leader", || m.leader().map(|l| l.0) == Some(leader_id)).await;
+    }
+    // A decision from a follower (forwarded) and one from the leader.
+    let follower = members.iter().find(|m| m.id() != leader_id).expect("a follower");
+    let decision = follower.reach_consensus(put("proposal", "value"), T).await.expect("committed");
+    assert!(decision.committed);
+    assert!(decision.term > 0);
+    let lead = members.iter().find(|m| m.id() == leader_id).expect("the leader");
+    let second = lead.reach_consensus(put("second", "v2"), T).await.expect("committed");
+    assert!(second.index > decision.index);
+    states_converge(&members.iter().collect::<Vec<_>>()).await;
+    assert_eq!(follower.get("proposal", T).await, Ok(Some(b"value".to_vec())), "linearizable read through the leader");
+    // Stop the leader: the others elect another and keep committing.
+    let li = members.iter().position(|m| m.id() == leader_id).expect("leader index");
+    members[li].shutdown().await;
+    nodes[li].shutdown();
+    let rest: Vec<&Consensus> = members.iter().enumerate().filter(|(i, _)| *i != li).map(|(_, m)| m).collect();
+    let after = rest[0].reach_consensus(put("after", "failover"), T).await.expect("committed after the leader stopped");
+    assert!(after.term > decision.term, "a new term: {} after {}", after.term, decision.term);
+    states_converge(&rest).await;
+    assert_eq!(rest[1].get("after", T).await, Ok(Some(b"failover".to_vec())));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_majority_side_of_a_partition_stays_operational_and_the_isolated_node_knows() {
+    let n = size();
+    let (nodes, members) = group(n, None).await;
+    let isolated = n - 1;
+    // Partition: the last node alone, the rest together (both sides hold).
+    for (i, c) in nodes.iter().enumerate().filter(|(i, _)| *i != isolated) {
+        let _ = i;
+        c.disconnect(nodes[isolated].name());
+        nodes[isolated].disconnect(c.name());
+    }
+    let started = tokio::time::Instant::now();
+    until("the isolated node reports no quorum", || {
+        let s = members[isolated].status();
+        !s.operational && !s.quorum
+    })
+    .await;
+    assert!(started.elapsed() < Duration::from_millis(1200), "about two election timeouts at most: {:?}", started.elapsed());
+    for m in &members[..isolated] {
+        until("the majority is operational", || {
+            let s = m.status();
+            s.operational && s.quorum
+        })
+        .await;
+    }
+    // Writes: the majority commits, the isolated node refuses at once.
+    members[0].reach_consensus(put("during", "partition"), T).await.expect("majority commits");
+    let refused = tokio::time::Instant::now();
+    let err = members[isolated].reach_consensus(put("lost", "x"), T).await.expect_err("no quorum");
+    assert!(matches!(err, ConsensusError::NoQuorum { reachable: 1, .. }), "{err}");
+    assert!(refused.elapsed() < Duration::from_millis(100), "refused promptly: {:?}", refused.elapsed());
+    // Heal: everyone is operational again and catches up.
+    for c in &nodes[..isolated] {
+        c.connect(nodes[isolated].addr()).await.expect("heals");
+    }
+    for m in &members {
+        until("operational after healing", || m.status().operational).await;
+    }
+    states_converge(&members.iter().collect::<Vec<_>>()).await;
+    assert_eq!(members[isolated].get("during", T).await, Ok(Some(b"partition".to_vec())));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_group_recovers_its_log_and_state_from_disk() {
+    let dir = TempDir::new("restart");
+    let (nodes, members) = group(3, Some(&dir)).await;
+    for i in 0..20 {
+        members[i % 3].reach_consensus(put(&format!("k{i}"), &format!("v{i}")), T).await.expect("committed");
+    }
+    states_converge(&members.iter().collect::<Vec<_>>()).await;
+    let before = members[0].local_state().await;
+    for (m, c) in members.iter().zip(&nodes) {
+        m.shutdown().await;
+        c.shutdown();
+    }
+    // The same names and data directories, new processes of the nodes.
+    let mut again = Vec::new();
+    for i in 1..=3 {
+        again.push(start(&format!("node{i}")).await);
+    }
+    for c in &again[1..] {
+        c.connect(again[0].addr()).await.expect("joins");
+    }
+    for c in &again {
+        until("the mesh is complete", || c.peers().len() == 2).await;
+    }
+    let members = start_members(&again, Some(&dir)).await;
+    // Already initialized: the group forms from what is on disk.
+    for m in &members {
+        m.wait_for_leader(WAIT).await.expect("a leader from the recovered log");
+    }
+    members[1].reach_consensus(put("after", "restart"), T).await.expect("commits after the restart");
+    states_converge(&members.iter().collect::<Vec<_>>()).await;
+    let after = members[2].local_state().await;
+    for (k, v) in &before {
+        assert_eq!(after.get(k), Some(v), "{k} survived the restart");
+    }
+    assert_eq!(members[0].get("k19", T).await, Ok(Some(b"v19".to_vec())));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_join_and_leave_through_joint_consensus() {
+    let (nodes, members) = group(3, None).await;
+    members[0].reach_consensus(put("before", "join"), T).await.expect("committed");
+    let newcomer = start("node4").await;
+    newcomer.connect(nodes[0].addr()).await.expect("joins the mesh");
+    until("the mesh is complete", || newcomer.peers().len() == 3).await;
+    let fourth = Consensus::start(&newcomer, ConsensusConfig::new(4)).await.expect("starts");
+    let (leader_id, _) = members[0].leader().expect("a leader");
+    let leader = members.iter().find(|m| m.id() == leader_id).expect("the leader");
+    leader.add_member(4, member(&newcomer), T).await.expect("added");
+    assert_eq!(leader.members().len(), 4);
+    until("the newcomer knows the four voters", || fourth.members().len() == 4).await;
+    let mut all: Vec<&Consensus> = members.iter().collect();
+    all.push(&fourth);
+    states_converge(&all).await;
+    assert_eq!(fourth.get("before", T).await, Ok(Some(b"join".to_vec())));
+    // Remove a follower; the rest keep committing.
+    let gone = members.iter().find(|m| m.id() != leader_id).expect("a follower").id();
+    leader.remove_member(gone, T).await.expect("removed");
+    assert!(!leader.members().contains_key(&gone));
+    fourth.reach_consensus(put("after", "leave"), T).await.expect("committed by the new voter set");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_proposals_and_second_initializations_are_refused() {
+    let (nodes, members) = group(3, None).await;
+    let big = Command::Put { key: "big".into(), value: vec![0; (1 << 20) + 1] };
+    assert!(matches!(members[0].reach_consensus(big, T).await, Err(ConsensusError::TooLarge { .. })));
+    let all: BTreeMap<u64, Member> = nodes.iter().enumerate().map(|(i, c)| (i as u64 + 1, member(c))).collect();
+    assert_eq!(members[1].initialize(all).await, Err(ConsensusError::AlreadyInitialized));
+    // Compare-and-set answers whether it applied.
+    let d = members[2].reach_consensus(Command::Cas { key: "c".into(), expected: None, new: Some(b"1".to_vec()) }, T).await.expect("cas");
+    assert!(d.applied.ok);
+    let d = members[0].reach_consensus(Command::Cas { key: "c".into(), expected: None, new: Some(b"2".to_vec()) }, T).await.expect("cas");
+    assert!(!d.applied.ok);
+    assert_eq!(d.applied.previous, Some(b"1".to_vec()));
+}
