@@ -28,10 +28,15 @@ pub async fn eventually_peers(c: &Cluster, want: &[&str]) {
 }
 
 /// Waits until `condition` holds, at most [`WAIT`].
-pub async fn until(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + WAIT;
+pub async fn until(what: &str, condition: impl FnMut() -> bool) {
+    until_within(what, WAIT, condition).await;
+}
+
+/// Waits until `condition` holds, at most `limit`.
+pub async fn until_within(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + limit;
     while !condition() {
-        assert!(tokio::time::Instant::now() < deadline, "not met within {WAIT:?}: {what}");
+        assert!(tokio::time::Instant::now() < deadline, "not met within {limit:?}: {what}");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
