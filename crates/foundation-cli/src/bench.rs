@@ -8,6 +8,7 @@
 //! bench's processes are spawned from one root process, as the seed's
 //! benchmarks run from their test process.
 
+mod consensus;
 mod ecosystem;
 mod messages;
 pub mod process;
@@ -168,6 +169,7 @@ fn all_benches() -> Vec<Bench> {
     all.extend(messages::benches());
     all.extend(scheduler::benches());
     all.extend(remote::benches());
+    all.extend(consensus::benches());
     all
 }
 

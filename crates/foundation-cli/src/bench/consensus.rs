@@ -1,0 +1,215 @@
+//! Consensus benches: a 3-node group on loopback with durable storage
+//! (redb, fsync on commit), driven by 64 closed-loop clients writing small
+//! values through the leader; failover after the leader is stopped; and the
+//! disk's own fdatasync rate, to read the commit rate against.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use foundation_cluster::consensus::{Command, Consensus, ConsensusConfig, Member};
+use foundation_cluster::secret::ClusterSecret;
+use foundation_cluster::{Cluster, ClusterConfig};
+
+use super::{Bench, Harness, Sizes};
+
+const CLIENTS: usize = 64;
+const T: Duration = Duration::from_secs(10);
+
+pub fn benches() -> Vec<Bench> {
+    vec![
+        Bench { name: "consensus.commits", unit: "ops/s", target: ">= 20000 (etcd: 4831)", run: commits, warmup: true },
+        Bench { name: "consensus.commit_p99", unit: "ms", target: "<= 10 (etcd: 34)", run: commit_p99, warmup: true },
+        Bench { name: "consensus.failover", unit: "ms", target: "<= 500 (etcd: 1300)", run: failover, warmup: false },
+        Bench { name: "consensus.failover_lan", unit: "ms", target: "<= 100 (etcd, 10/100 ms: 114)", run: failover_lan, warmup: false },
+        Bench { name: "disk.fdatasync_per_s", unit: "ops/s", target: "- (the ceiling)", run: fdatasync, warmup: false },
+    ]
+}
+
+/// A scratch directory, removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(tag: &str) -> anyhow::Result<Self> {
+        let nanos = Instant::now().elapsed().as_nanos() ^ u128::from(std::process::id()) << 64;
+        let dir = std::env::temp_dir().join(format!("foundation-bench-{tag}-{}-{nanos:x}", std::process::id()));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(Self(dir))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+struct Group {
+    nodes: Vec<Cluster>,
+    members: Vec<Consensus>,
+    _dir: Scratch,
+}
+
+impl Group {
+    fn leader(&self) -> anyhow::Result<usize> {
+        let (id, _) = self.members[0].leader().context("no leader")?;
+        self.members.iter().position(|m| m.id() == id).context("the leader is not a member")
+    }
+
+    async fn stop(self) {
+        for (m, c) in self.members.iter().zip(&self.nodes) {
+            m.shutdown().await;
+            c.shutdown();
+        }
+    }
+}
+
+/// Three durable members, each node on its own scheduler in turn.
+async fn group(h: &Harness, config: impl Fn(u64) -> ConsensusConfig + Send + Sync + Clone + 'static) -> anyhow::Result<Group> {
+    let dir = Scratch::new("raft")?;
+    let secret = ClusterSecret::new("foundation-bench-secret-0123456789", "bench").context("secret")?;
+    let mut nodes: Vec<Cluster> = Vec::new();
+    let mut members = Vec::new();
+    for i in 1..=3u64 {
+        let name = format!("n{i}");
+        let node = h.named_node(&name);
+        let (secret, data, join) = (secret.clone(), dir.0.join(&name), nodes.first().map(|c: &Cluster| c.addr().to_owned()));
+        let config = config.clone();
+        let (cluster, member) = h
+            .on_scheduler(i as usize - 1, async move {
+                let cluster = Cluster::start(node, ClusterConfig::new(name, "127.0.0.1:0", secret)).await?;
+                if let Some(addr) = join {
+                    cluster.connect(&addr).await?;
+                }
+                let member = Consensus::start(&cluster, config(i).durable(data)).await?;
+                anyhow::Ok((cluster, member))
+            })
+            .await??;
+        nodes.push(cluster);
+        members.push(member);
+    }
+    let deadline = Instant::now() + T;
+    while nodes.iter().any(|c| c.peers().len() < 2) {
+        if Instant::now() > deadline {
+            bail!("the mesh did not form");
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let all: BTreeMap<u64, Member> =
+        nodes.iter().enumerate().map(|(i, c)| (i as u64 + 1, Member { name: c.name().to_owned(), addr: c.addr().to_owned() })).collect();
+    members[0].initialize(all).await.context("initializing")?;
+    for m in &members {
+        m.wait_for_leader(T).await.context("electing")?;
+    }
+    // The first write also confirms the leader with a quorum.
+    let leader = members[0].leader().context("a leader")?.0;
+    let leader = members.iter().find(|m| m.id() == leader).context("leader")?;
+    leader.reach_consensus(put(0, 0), T).await.context("the first write")?;
+    Ok(Group { nodes, members, _dir: dir })
+}
+
+fn put(client: usize, i: usize) -> Command {
+    // 16-byte keys, 64-byte values, as in the etcd figures.
+    Command::Put { key: format!("k{client:07}-{i:07}"), value: vec![b'v'; 64] }
+}
+
+/// `ops` writes by 64 closed-loop clients through the leader: elapsed time
+/// and each write's latency.
+async fn load(h: &Harness, g: &Group, ops: usize) -> anyhow::Result<(Duration, Vec<Duration>)> {
+    let leader = g.members[g.leader()?].clone();
+    h.on_scheduler(0, async move {
+        let per_client = ops / CLIENTS;
+        let start = Instant::now();
+        let mut clients = tokio::task::JoinSet::new();
+        for c in 0..CLIENTS {
+            let leader = leader.clone();
+            clients.spawn(async move {
+                let mut latencies = Vec::with_capacity(per_client);
+                for i in 0..per_client {
+                    let t = Instant::now();
+                    leader.reach_consensus(put(c, i), T).await?;
+                    latencies.push(t.elapsed());
+                }
+                anyhow::Ok(latencies)
+            });
+        }
+        let mut all = Vec::with_capacity(ops);
+        while let Some(done) = clients.join_next().await {
+            all.extend(done.context("a client panicked")??);
+        }
+        anyhow::Ok((start.elapsed(), all))
+    })
+    .await?
+}
+
+fn commits(sizes: &Sizes, h: &Harness) -> anyhow::Result<f64> {
+    let ops = sizes.pick(32_000, 3_200);
+    h.driver.block_on(async {
+        let g = group(h, ConsensusConfig::new).await?;
+        let (elapsed, latencies) = load(h, &g, ops).await?;
+        g.stop().await;
+        Ok(latencies.len() as f64 / elapsed.as_secs_f64())
+    })
+}
+
+fn commit_p99(sizes: &Sizes, h: &Harness) -> anyhow::Result<f64> {
+    let ops = sizes.pick(32_000, 3_200);
+    h.driver.block_on(async {
+        let g = group(h, ConsensusConfig::new).await?;
+        let (_, mut latencies) = load(h, &g, ops).await?;
+        g.stop().await;
+        Ok(foundation_testkit::load::p99(&mut latencies).as_secs_f64() * 1e3)
+    })
+}
+
+/// Milliseconds from stopping the leader to the next committed write on a
+/// survivor, with the default timeouts.
+fn failover(_sizes: &Sizes, h: &Harness) -> anyhow::Result<f64> {
+    failover_with(h, ConsensusConfig::new)
+}
+
+/// The same with the LAN profile (`ConsensusConfig::lan`).
+fn failover_lan(_sizes: &Sizes, h: &Harness) -> anyhow::Result<f64> {
+    failover_with(h, |id| ConsensusConfig::new(id).lan())
+}
+
+fn failover_with(h: &Harness, config: fn(u64) -> ConsensusConfig) -> anyhow::Result<f64> {
+    h.driver.block_on(async {
+        let g = group(h, config).await?;
+        let li = g.leader()?;
+        let survivor = g.members[(li + 1) % 3].clone();
+        let stopped = Instant::now();
+        g.members[li].shutdown().await;
+        g.nodes[li].shutdown();
+        let mut i = 0;
+        loop {
+            i += 1;
+            match survivor.reach_consensus(put(999, i), Duration::from_millis(100)).await {
+                Ok(_) => break,
+                Err(e) if stopped.elapsed() > T => bail!("no write committed within {T:?} of the failover: {e}"),
+                Err(_) => {}
+            }
+        }
+        let took = stopped.elapsed();
+        g.stop().await;
+        Ok(took.as_secs_f64() * 1e3)
+    })
+}
+
+/// fdatasync per second of 4 KiB appends in the temporary directory, for
+/// half a second.
+fn fdatasync(_sizes: &Sizes, _h: &Harness) -> anyhow::Result<f64> {
+    let dir = Scratch::new("fsync")?;
+    let mut f = std::fs::File::create(dir.0.join("probe")).context("creating the probe file")?;
+    let block = [7u8; 4096];
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < Duration::from_millis(500) {
+        f.write_all(&block).context("writing")?;
+        f.sync_data().context("fdatasync")?;
+        n += 1;
+    }
+    Ok(n as f64 / start.elapsed().as_secs_f64())
+}
