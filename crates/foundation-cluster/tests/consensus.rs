@@ -197,8 +197,8 @@ async fn a_restarted_group_recovers_its_log_and_state_from_disk() {
     members[1].reach_consensus(put("after", "restart"), T).await.expect("commits after the restart");
     states_converge(&members.iter().collect::<Vec<_>>()).await;
     let after = members[2].local_state().await;
-    for (k, v) in &before {
-        assert_eq!(after.get(k), Some(v), "{k} survived the restart");
+    for (k, v) in &before.kv {
+        assert_eq!(after.kv.get(k), Some(v), "{k} survived the restart");
     }
     assert_eq!(members[0].get("k19", T).await, Ok(Some(b"v19".to_vec())));
 }
@@ -240,4 +240,74 @@ async fn oversized_proposals_and_second_initializations_are_refused() {
     let d = members[0].reach_consensus(Command::Cas { key: "c".into(), expected: None, new: Some(b"2".to_vec()) }, T).await.expect("cas");
     assert!(!d.applied.ok);
     assert_eq!(d.applied.previous, Some(b"1".to_vec()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_holders_never_hold_a_lock_under_the_same_token() {
+    let (_nodes, members) = group(3, None).await;
+    // Twelve contenders on the three members, each trying for the lock many
+    // times with short leases; every grant is recorded.
+    let grants = std::sync::Arc::new(parking_lot::Mutex::new(Vec::<(u64, String, u64)>::new()));
+    let mut tasks = tokio::task::JoinSet::new();
+    for c in 0..12 {
+        let m = members[c % 3].clone();
+        let grants = grants.clone();
+        tasks.spawn(async move {
+            let me = format!("client{c}");
+            for _ in 0..10 {
+                match m.acquire_lock("resource", &me, Duration::from_millis(50), T).await {
+                    Ok(lease) => {
+                        grants.lock().push((lease.token, me.clone(), lease.expires_ms));
+                        if c % 2 == 0 {
+                            assert!(m.release_lock("resource", &me, lease.token, T).await.expect("decided"));
+                        }
+                    }
+                    Err(foundation_cluster::consensus::coordination::LockError::Held(other)) => assert_ne!(other.holder, me),
+                    Err(e) => panic!("{e}"),
+                }
+                tokio::time::sleep(Duration::from_millis(7)).await;
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.expect("a contender panicked");
+    }
+    let grants = grants.lock().clone();
+    assert!(grants.len() >= 5, "some grants: {}", grants.len());
+    // One holder per token (a holder may renew under its own token).
+    let mut by_token: BTreeMap<u64, String> = BTreeMap::new();
+    for (token, holder, _) in &grants {
+        let first = by_token.entry(*token).or_insert_with(|| holder.clone());
+        assert_eq!(first, holder, "token {token} granted to two holders");
+    }
+    // A held lock is refused to others, and a release by a stale token fails.
+    let lease = members[0].acquire_lock("solo", "a", Duration::from_secs(30), T).await.expect("free");
+    let refused = members[1].acquire_lock("solo", "b", Duration::from_secs(30), T).await;
+    assert!(
+        matches!(&refused, Err(foundation_cluster::consensus::coordination::LockError::Held(l)) if l.holder == "a" && l.token == lease.token),
+        "{refused:?}"
+    );
+    assert!(!members[2].release_lock("solo", "a", lease.token - 1, T).await.expect("decided"));
+    assert_eq!(members[2].lock_state("solo", T).await.expect("read").map(|l| l.holder), Some("a".into()));
+    assert!(members[2].release_lock("solo", "a", lease.token, T).await.expect("decided"));
+    let next = members[1].acquire_lock("solo", "b", Duration::from_secs(30), T).await.expect("free again");
+    assert!(next.token > lease.token, "tokens only grow");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_barrier_opens_when_all_have_arrived() {
+    let (_nodes, members) = group(3, None).await;
+    let first = {
+        let m = members[0].clone();
+        tokio::spawn(async move { m.barrier("start", "p0", 3, T).await })
+    };
+    let second = {
+        let m = members[1].clone();
+        tokio::spawn(async move { m.barrier("start", "p1", 3, T).await })
+    };
+    // Two of three: still closed.
+    assert!(members[2].barrier("start", "p1", 3, Duration::from_millis(300)).await.is_err(), "p1 twice counts once");
+    members[2].barrier("start", "p2", 3, T).await.expect("the third opens it");
+    first.await.expect("joined").expect("opened");
+    second.await.expect("joined").expect("opened");
 }

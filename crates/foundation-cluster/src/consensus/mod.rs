@@ -19,6 +19,7 @@
 //!
 //! Storage ([`store`]) is durable in a data directory (redb) or in memory.
 
+pub mod coordination;
 pub mod network;
 pub mod store;
 pub mod types;
@@ -36,7 +37,7 @@ use serde::{Deserialize, Serialize};
 
 use self::network::{Network, SnapshotWire};
 use self::store::StateMachine;
-pub use self::types::{Applied, Command, Member, NodeId, TypeConfig};
+pub use self::types::{Answer, Applied, Command, LockState, Member, NodeId, Query, State, TypeConfig};
 use crate::mesh::{Cluster, WeakCluster};
 use crate::rpc::RpcError;
 
@@ -238,9 +239,9 @@ impl Consensus {
         self.inner.raft.metrics().borrow_watched().state == ServerState::Leader
     }
 
-    /// The state machine's contents here (not linearizable: for comparing
-    /// replicas; use [`Consensus::get`] to read).
-    pub async fn local_state(&self) -> BTreeMap<String, Vec<u8>> {
+    /// The replicated state as applied here (not linearizable: for
+    /// comparing replicas; use [`Consensus::query`] to read).
+    pub async fn local_state(&self) -> State {
         self.inner.sm.dump().await
     }
 
@@ -321,6 +322,15 @@ impl Consensus {
 
     /// Reads `key` linearizably, waiting at most `timeout`.
     pub async fn get(&self, key: &str, timeout: Duration) -> Result<Option<Vec<u8>>, ConsensusError> {
+        match self.query(Query::Get(key.to_owned()), timeout).await? {
+            Answer::Value(v) => Ok(v),
+            other => Err(raft_err(format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    /// Answers `query` linearizably (ReadIndex on the leader; forwarded
+    /// there from a follower), waiting at most `timeout`.
+    pub async fn query(&self, query: Query, timeout: Duration) -> Result<Answer, ConsensusError> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let status = self.status();
@@ -332,14 +342,14 @@ impl Consensus {
                 return Err(ConsensusError::NoLeader(timeout));
             }
             let attempt = match self.leader() {
-                Some((id, _)) if id == self.id() => self.read_here(key, remaining).await,
+                Some((id, _)) if id == self.id() => self.read_here(&query, remaining).await,
                 Some((_, leader)) => {
                     let Some(cluster) = self.inner.cluster.upgrade() else { return Err(raft_err("this node has shut down")) };
                     cluster
-                        .rpc::<(String, Duration), Result<Option<Vec<u8>>, ConsensusError>>(
+                        .rpc::<(Query, Duration), Result<Answer, ConsensusError>>(
                             &leader.name,
                             "consensus.read",
-                            (key.to_owned(), remaining),
+                            (query.clone(), remaining),
                             remaining,
                         )
                         .await
@@ -354,10 +364,10 @@ impl Consensus {
         }
     }
 
-    async fn read_here(&self, key: &str, timeout: Duration) -> Result<Option<Vec<u8>>, ConsensusError> {
+    async fn read_here(&self, query: &Query, timeout: Duration) -> Result<Answer, ConsensusError> {
         match tokio::time::timeout(timeout, self.inner.raft.ensure_linearizable(ReadPolicy::ReadIndex)).await {
             Err(_) => Err(ConsensusError::NoLeader(timeout)),
-            Ok(Ok(_)) => Ok(self.inner.sm.get(key).await),
+            Ok(Ok(_)) => Ok(self.inner.sm.query(query).await),
             Ok(Err(e)) if e.forward_to_leader().is_some() => Err(ConsensusError::NotLeader),
             Ok(Err(e)) => Err(raft_err(e)),
         }
@@ -480,11 +490,11 @@ fn serve(cluster: &Cluster, inner: &Arc<Inner>) {
         }
     });
     let weak = Arc::downgrade(inner);
-    cluster.register_rpc("consensus.read", move |(key, timeout): (String, Duration)| {
+    cluster.register_rpc("consensus.read", move |(query, timeout): (Query, Duration)| {
         let me = weak.upgrade().map(|inner| Consensus { inner });
         async move {
             match me {
-                Some(me) if me.is_leader() => me.read_here(&key, timeout).await,
+                Some(me) if me.is_leader() => me.read_here(&query, timeout).await,
                 _ => Err(ConsensusError::NotLeader),
             }
         }

@@ -29,7 +29,7 @@ use redb::{ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
-use super::types::{Applied, Command, TypeConfig};
+use super::types::{Answer, Applied, Query, State, TypeConfig};
 
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -255,8 +255,7 @@ pub fn open(dir: Option<&Path>) -> io::Result<(LogStore, StateMachine)> {
     };
     let mut sm = SmInner { disk: disk.clone(), ..SmInner::default() };
     if let Some(snap) = loaded.snapshot {
-        let data: SmData = decode(&snap.data)?;
-        sm.data = data.kv;
+        sm.data = decode(&snap.data)?;
         sm.last_applied = snap.meta.last_log_id;
         sm.membership = snap.meta.last_membership.clone();
         sm.snapshot = Some(snap);
@@ -370,17 +369,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 }
 
-/// The state's encoded form inside a snapshot.
-#[derive(Serialize, Deserialize, Default)]
-struct SmData {
-    kv: BTreeMap<String, Vec<u8>>,
-}
-
 #[derive(Default)]
 struct SmInner {
     last_applied: Option<LogId>,
     membership: StoredMembershipOf<TypeConfig>,
-    data: BTreeMap<String, Vec<u8>>,
+    data: State,
     snapshot: Option<StoredSnapshot>,
     disk: Option<Disk>,
 }
@@ -392,13 +385,13 @@ pub struct StateMachine {
 }
 
 impl StateMachine {
-    /// Reads a key (no linearizability by itself: see `Consensus::get`).
-    pub async fn get(&self, key: &str) -> Option<Vec<u8>> {
-        self.inner.lock().await.data.get(key).cloned()
+    /// Answers a read here (no linearizability by itself: see `Consensus::query`).
+    pub async fn query(&self, q: &Query) -> Answer {
+        self.inner.lock().await.data.query(q)
     }
 
     /// The whole state, for comparisons.
-    pub async fn dump(&self) -> BTreeMap<String, Vec<u8>> {
+    pub async fn dump(&self) -> State {
         self.inner.lock().await.data.clone()
     }
 
@@ -413,27 +406,6 @@ impl StateMachine {
     /// The last applied log index.
     pub async fn applied_index(&self) -> Option<u64> {
         self.inner.lock().await.last_applied.as_ref().map(|l| l.index())
-    }
-}
-
-fn apply_one(data: &mut BTreeMap<String, Vec<u8>>, cmd: Command) -> Applied {
-    match cmd {
-        Command::Put { key, value } => Applied { ok: true, previous: data.insert(key, value) },
-        Command::Delete { key } => {
-            let previous = data.remove(&key);
-            Applied { ok: previous.is_some(), previous }
-        }
-        Command::Cas { key, expected, new } => {
-            let current = data.get(&key).cloned();
-            if current != expected {
-                return Applied { ok: false, previous: current };
-            }
-            match new {
-                Some(v) => data.insert(key, v),
-                None => data.remove(&key),
-            };
-            Applied { ok: true, previous: current }
-        }
     }
 }
 
@@ -456,7 +428,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             inner.last_applied = Some(entry.log_id);
             let applied = match entry.payload {
                 EntryPayload::Blank => Applied::default(),
-                EntryPayload::Normal(cmd) => apply_one(&mut inner.data, cmd),
+                EntryPayload::Normal(cmd) => inner.data.apply(entry.log_id.index, cmd),
                 EntryPayload::Membership(m) => {
                     inner.membership = openraft::StoredMembership::new(Some(entry.log_id), m);
                     Applied::default()
@@ -474,11 +446,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn install_snapshot(&mut self, meta: &SnapshotMetaOf<TypeConfig>, snapshot: Vec<u8>) -> Result<(), io::Error> {
-        let data: SmData = decode(&snapshot)?;
+        let data: State = decode(&snapshot)?;
         let stored = StoredSnapshot { meta: meta.clone(), data: snapshot };
         let disk = {
             let mut inner = self.inner.lock().await;
-            inner.data = data.kv;
+            inner.data = data;
             inner.last_applied = meta.last_log_id;
             inner.membership = meta.last_membership.clone();
             inner.snapshot = Some(stored.clone());
@@ -502,7 +474,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<SnapshotOf<TypeConfig, Vec<u8>>, io::Error> {
         let (stored, disk) = {
             let mut inner = self.inner.lock().await;
-            let data = encode(&SmData { kv: inner.data.clone() })?;
+            let data = encode(&inner.data)?;
             let meta = openraft::SnapshotMeta { last_log_id: inner.last_applied, last_membership: inner.membership.clone() };
             let stored = StoredSnapshot { meta, data };
             inner.snapshot = Some(stored.clone());

@@ -1,6 +1,7 @@
 //! What the replicated log holds: commands on a key/value state machine, the
 //! answer each one gets, and how a member of the Raft group is addressed.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -30,6 +31,36 @@ pub enum Command {
         /// The value to give it.
         new: Option<Vec<u8>>,
     },
+    /// Takes (or renews) the lease on `lock` for `holder` until
+    /// `now_ms + lease_ms` (milliseconds since the Unix epoch, from the
+    /// proposer's clock). A new holder gets a new fencing token: the index
+    /// of this entry in the log.
+    Acquire {
+        /// The lock.
+        lock: String,
+        /// Who takes it.
+        holder: String,
+        /// The lease length.
+        lease_ms: u64,
+        /// The proposer's time.
+        now_ms: u64,
+    },
+    /// Gives the lock back, if `holder` still holds it under `token`.
+    Release {
+        /// The lock.
+        lock: String,
+        /// Who gives it back.
+        holder: String,
+        /// The fencing token it was granted.
+        token: u64,
+    },
+    /// Records `participant` at `barrier`.
+    Arrive {
+        /// The barrier.
+        barrier: String,
+        /// Who arrived.
+        participant: String,
+    },
 }
 
 impl Command {
@@ -39,13 +70,8 @@ impl Command {
             Self::Put { key, value } => key.len() + value.len(),
             Self::Delete { key } => key.len(),
             Self::Cas { key, expected, new } => key.len() + expected.as_ref().map_or(0, Vec::len) + new.as_ref().map_or(0, Vec::len),
-        }
-    }
-
-    /// The key it changes.
-    pub fn key(&self) -> &str {
-        match self {
-            Self::Put { key, .. } | Self::Delete { key } | Self::Cas { key, .. } => key,
+            Self::Acquire { lock, holder, .. } | Self::Release { lock, holder, .. } => lock.len() + holder.len(),
+            Self::Arrive { barrier, participant } => barrier.len() + participant.len(),
         }
     }
 }
@@ -56,6 +82,9 @@ impl fmt::Display for Command {
             Self::Put { key, value } => write!(f, "put {key} ({} bytes)", value.len()),
             Self::Delete { key } => write!(f, "delete {key}"),
             Self::Cas { key, .. } => write!(f, "cas {key}"),
+            Self::Acquire { lock, holder, .. } => write!(f, "acquire {lock} for {holder}"),
+            Self::Release { lock, holder, token } => write!(f, "release {lock} by {holder} ({token})"),
+            Self::Arrive { barrier, participant } => write!(f, "arrive {participant} at {barrier}"),
         }
     }
 }
@@ -64,10 +93,119 @@ impl fmt::Display for Command {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Applied {
     /// Whether it took effect (`false`: a compare-and-set whose expectation
-    /// failed, or a delete of an absent key).
+    /// failed, a delete of an absent key, a lock held by another, a release
+    /// by a holder that no longer holds it).
     pub ok: bool,
     /// The key's value before.
     pub previous: Option<Vec<u8>>,
+    /// For a lock: the lease as it stands after the command.
+    pub lock: Option<LockState>,
+    /// For a barrier: how many have arrived.
+    pub arrived: Option<u64>,
+}
+
+/// A lock's lease.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockState {
+    /// Who holds it.
+    pub holder: String,
+    /// The fencing token of this holding: larger for every new holder.
+    pub token: u64,
+    /// When the lease ends (milliseconds since the Unix epoch).
+    pub expires_ms: u64,
+}
+
+/// The replicated state.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    /// Keys and values.
+    pub kv: BTreeMap<String, Vec<u8>>,
+    /// Locks by name.
+    pub locks: BTreeMap<String, LockState>,
+    /// Barriers by name: who has arrived.
+    pub barriers: BTreeMap<String, BTreeSet<String>>,
+}
+
+impl State {
+    /// Applies `cmd`, the log entry at `index`. Deterministic: the same
+    /// commands give the same state on every member.
+    pub fn apply(&mut self, index: u64, cmd: Command) -> Applied {
+        let done = |ok, previous| Applied { ok, previous, ..Applied::default() };
+        match cmd {
+            Command::Put { key, value } => done(true, self.kv.insert(key, value)),
+            Command::Delete { key } => {
+                let previous = self.kv.remove(&key);
+                done(previous.is_some(), previous)
+            }
+            Command::Cas { key, expected, new } => {
+                let current = self.kv.get(&key).cloned();
+                if current != expected {
+                    return done(false, current);
+                }
+                match new {
+                    Some(v) => self.kv.insert(key, v),
+                    None => self.kv.remove(&key),
+                };
+                done(true, current)
+            }
+            Command::Acquire { lock, holder, lease_ms, now_ms } => {
+                let expires_ms = now_ms.saturating_add(lease_ms);
+                let granted = match self.locks.get(&lock) {
+                    Some(l) if l.expires_ms > now_ms && l.holder != holder => {
+                        return Applied { ok: false, lock: Some(l.clone()), ..Applied::default() };
+                    }
+                    // The same holder renews under its token.
+                    Some(l) if l.expires_ms > now_ms => LockState { holder, token: l.token, expires_ms },
+                    _ => LockState { holder, token: index, expires_ms },
+                };
+                self.locks.insert(lock, granted.clone());
+                Applied { ok: true, lock: Some(granted), ..Applied::default() }
+            }
+            Command::Release { lock, holder, token } => match self.locks.get(&lock) {
+                Some(l) if l.holder == holder && l.token == token => {
+                    let released = self.locks.remove(&lock);
+                    Applied { ok: true, lock: released, ..Applied::default() }
+                }
+                other => Applied { ok: false, lock: other.cloned(), ..Applied::default() },
+            },
+            Command::Arrive { barrier, participant } => {
+                let arrived = self.barriers.entry(barrier).or_default();
+                let ok = arrived.insert(participant);
+                Applied { ok, arrived: Some(arrived.len() as u64), ..Applied::default() }
+            }
+        }
+    }
+
+    /// Answers a read.
+    pub fn query(&self, q: &Query) -> Answer {
+        match q {
+            Query::Get(key) => Answer::Value(self.kv.get(key).cloned()),
+            Query::Lock(name) => Answer::Lock(self.locks.get(name).cloned()),
+            Query::Arrived(name) => Answer::Arrived(self.barriers.get(name).map_or(0, |b| b.len() as u64)),
+        }
+    }
+}
+
+/// A read of the replicated state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Query {
+    /// A key's value.
+    Get(String),
+    /// A lock's lease.
+    Lock(String),
+    /// How many arrived at a barrier.
+    Arrived(String),
+}
+
+/// The answer to a [`Query`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Answer {
+    /// A key's value.
+    Value(Option<Vec<u8>>),
+    /// A lock's lease (expired leases included: compare with the time).
+    Lock(Option<LockState>),
+    /// Arrivals at a barrier.
+    Arrived(u64),
 }
 
 /// A member of the Raft group: its cluster node name and address.
@@ -96,3 +234,34 @@ openraft::declare_raft_types!(
 /// A Raft node id: chosen once per member and never reused (a node whose
 /// data is lost must join under a new id).
 pub type NodeId = u64;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn acquire(holder: &str, now_ms: u64) -> Command {
+        Command::Acquire { lock: "l".into(), holder: holder.into(), lease_ms: 100, now_ms }
+    }
+
+    #[test]
+    fn leases_expire_renew_and_fence() {
+        let mut s = State::default();
+        let a = s.apply(10, acquire("a", 1000));
+        assert!(a.ok);
+        assert_eq!(a.lock.as_ref().map(|l| (l.token, l.expires_ms)), Some((10, 1100)));
+        // Another holder before the lease ends: refused, told who holds it.
+        let b = s.apply(11, acquire("b", 1050));
+        assert!(!b.ok);
+        assert_eq!(b.lock.map(|l| l.holder), Some("a".into()));
+        // The holder renews under the same token.
+        let renewed = s.apply(12, acquire("a", 1090));
+        assert_eq!(renewed.lock.map(|l| (l.token, l.expires_ms)), Some((10, 1190)));
+        // After the lease ends, another holder gets a larger token; the old
+        // holder's release no longer matches.
+        let b = s.apply(13, acquire("b", 1200));
+        assert_eq!(b.lock.map(|l| (l.holder, l.token)), Some(("b".into(), 13)));
+        assert!(!s.apply(14, Command::Release { lock: "l".into(), holder: "a".into(), token: 10 }).ok);
+        assert!(s.apply(15, Command::Release { lock: "l".into(), holder: "b".into(), token: 13 }).ok);
+        assert_eq!(s.query(&Query::Lock("l".into())), Answer::Lock(None));
+    }
+}
