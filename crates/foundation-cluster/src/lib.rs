@@ -5,6 +5,7 @@
 
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod consensus;
 pub mod frame;
 pub mod handshake;
@@ -13,6 +14,7 @@ pub mod outbox;
 pub mod remote;
 pub mod rpc;
 pub mod secret;
+pub mod server;
 pub mod tls;
 
 pub use mesh::{Cluster, ClusterConfig, ClusterError, NodeEvent, WeakCluster};

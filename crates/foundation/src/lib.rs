@@ -19,6 +19,7 @@ pub mod context;
 mod ctx;
 pub mod dist;
 pub mod ecosystem;
+pub mod events;
 pub mod exit;
 pub mod mailbox;
 mod message;

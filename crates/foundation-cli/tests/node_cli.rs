@@ -1,0 +1,243 @@
+//! `foundation node` as real OS processes: three nodes form a group over
+//! TCP, the admin HTTP API reads and writes through consensus, bad requests
+//! get JSON 4xx errors, `foundation status` prints the table, a killed node
+//! comes back from its data directory, and a data directory of another
+//! cluster is refused at start.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use foundation_cluster::admin::client;
+
+const SECRET: &str = "node-cli-test-secret-0123456789";
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A free loopback port (bound then released; the node binds it next).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+struct Nodes {
+    dir: PathBuf,
+    ports: Vec<(u16, u16)>,
+    children: Vec<Option<Child>>,
+}
+
+impl Nodes {
+    fn args(&self, i: usize) -> Vec<String> {
+        let (cluster, http) = self.ports[i];
+        let mut args = vec![
+            "node".into(),
+            "--name".into(),
+            format!("n{}", i + 1),
+            "--id".into(),
+            (i + 1).to_string(),
+            "--listen".into(),
+            format!("127.0.0.1:{cluster}"),
+            "--http".into(),
+            format!("127.0.0.1:{http}"),
+            "--data-dir".into(),
+            self.dir.join(format!("n{}", i + 1)).display().to_string(),
+            "--cluster-id".into(),
+            "test".into(),
+        ];
+        for (j, (p, _)) in self.ports.iter().enumerate().filter(|(j, _)| *j != i) {
+            args.push("--peer".into());
+            args.push(format!("{}=n{}@127.0.0.1:{p}", j + 1, j + 1));
+        }
+        args
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let child = Command::new(env!("CARGO_BIN_EXE_foundation"))
+            .args(self.args(i))
+            .env("FOUNDATION_SECRET", SECRET)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn foundation node");
+        self.children[i] = Some(child);
+    }
+
+    fn http(&self, i: usize) -> String {
+        format!("127.0.0.1:{}", self.ports[i].1)
+    }
+
+    fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.children[i].take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Nodes {
+    fn drop(&mut self) {
+        for i in 0..self.children.len() {
+            self.kill(i);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("foundation-node-cli-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn call(rt: &tokio::runtime::Runtime, addr: &str, method: &str, path: &str, body: &[u8]) -> (u16, serde_json::Value) {
+    let (code, text) = rt.block_on(client::request(addr, method, path, body)).unwrap_or((0, String::new()));
+    (code, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !f() {
+        assert!(Instant::now() < deadline, "not within {WAIT:?}: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn json_error(v: &serde_json::Value) -> bool {
+    v["error"].is_string() && v["kind"].is_string()
+}
+
+#[test]
+fn three_node_processes_serve_the_admin_api() {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let mut nodes =
+        Nodes { dir: temp_dir("three"), ports: (0..3).map(|_| (free_port(), free_port())).collect(), children: vec![None, None, None] };
+    for i in 0..3 {
+        nodes.spawn(i);
+    }
+    for i in 0..3 {
+        wait_until("every node is operational", || call(&rt, &nodes.http(i), "GET", "/status", b"").1["operational"] == true);
+    }
+    // Writes and linearizable reads through any node.
+    let (code, put) = call(&rt, &nodes.http(1), "PUT", "/kv/greeting", b"hello");
+    assert_eq!(code, 200, "{put}");
+    assert_eq!(put["committed"], true);
+    assert!(put["term"].as_u64().unwrap_or(0) > 0);
+    let (code, got) = call(&rt, &nodes.http(2), "GET", "/kv/greeting", b"");
+    assert_eq!((code, got["value"].as_str()), (200, Some("hello")));
+    // Compare-and-set.
+    let (code, conflict) = call(&rt, &nodes.http(0), "PUT", "/kv/greeting?expected=nope", b"x");
+    assert_eq!(code, 409, "{conflict}");
+    assert!(json_error(&conflict));
+    let (code, _) = call(&rt, &nodes.http(0), "PUT", "/kv/greeting?expected=hello", b"world");
+    assert_eq!(code, 200);
+    let (code, _) = call(&rt, &nodes.http(0), "PUT", "/kv/fresh?absent=true", b"1");
+    assert_eq!(code, 200);
+    // Bad requests: JSON 4xx, and the node keeps serving.
+    let long_key = format!("/kv/{}", "k".repeat(600));
+    let big = vec![b'x'; (1 << 20) + 10];
+    for (method, path, body, want) in [
+        ("GET", "/nope", &b""[..], 404),
+        ("GET", long_key.as_str(), &b""[..], 400),
+        ("POST", "/kv/greeting", &b""[..], 405),
+        ("PUT", "/kv/big", big.as_slice(), 413),
+        ("GET", "/events?limit=lots", &b""[..], 400),
+        ("PUT", "/kv/x?expected=a&absent=true", &b"v"[..], 400),
+        ("DELETE", "/kv/missing", &b""[..], 404),
+        ("GET", "/kv/missing", &b""[..], 404),
+    ] {
+        let (code, v) = call(&rt, &nodes.http(0), method, path, body);
+        assert_eq!(code, want, "{method} {path}: {v}");
+        assert!(json_error(&v), "{method} {path}: not a JSON error: {v}");
+    }
+    let (code, deleted) = call(&rt, &nodes.http(2), "DELETE", "/kv/fresh", b"");
+    assert_eq!((code, deleted["deleted"].as_bool()), (200, Some(true)));
+    // Metrics and events.
+    let (code, text) = rt.block_on(client::request(&nodes.http(0), "GET", "/metrics", b"")).expect("metrics");
+    assert_eq!(code, 200);
+    assert!(text.contains("foundation_http_requests_total") && text.contains("foundation_raft_term"), "{text}");
+    let (code, events) = call(&rt, &nodes.http(1), "GET", "/events?kind=kv.put", b"");
+    assert_eq!(code, 200);
+    assert!(events.as_array().is_some_and(|a| !a.is_empty()), "{events}");
+    // `foundation status` prints the table.
+    let out = Command::new(env!("CARGO_BIN_EXE_foundation")).args(["status", "--http", &nodes.http(0)]).output().expect("status");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("operational true") && table.contains("leader") && table.contains("n3"), "{table}");
+    // SIGKILL a node, write meanwhile, restart it from its data directory.
+    nodes.kill(2);
+    wait_until("the survivors are operational", || call(&rt, &nodes.http(0), "GET", "/status", b"").1["operational"] == true);
+    let (code, _) = call(&rt, &nodes.http(0), "PUT", "/kv/while", b"down");
+    assert_eq!(code, 200);
+    nodes.spawn(2);
+    wait_until("the restarted node is operational", || call(&rt, &nodes.http(2), "GET", "/status", b"").1["operational"] == true);
+    let (code, got) = call(&rt, &nodes.http(2), "GET", "/kv/while", b"");
+    assert_eq!((code, got["value"].as_str()), (200, Some("down")));
+}
+
+#[test]
+fn a_data_directory_of_another_cluster_or_node_is_refused() {
+    let dir = temp_dir("identity");
+    let data = dir.join("d");
+    let run = |cluster: &str, name: &str, id: &str, data: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_foundation"))
+            .args(["node", "--name", name, "--id", id, "--listen", "127.0.0.1:0", "--cluster-id", cluster, "--data-dir"])
+            .arg(data)
+            .env("FOUNDATION_SECRET", SECRET)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn")
+    };
+    // A first node claims the directory; stop it with SIGTERM.
+    let mut first = run("alpha", "a", "1", &data);
+    wait_until("the identity is written", || data.join("identity.json").exists());
+    let sent = Command::new("kill").args(["-TERM", &first.id().to_string()]).status().expect("kill -TERM");
+    assert!(sent.success());
+    let status = first.wait().expect("wait");
+    assert!(status.success(), "a clean stop on SIGTERM: {status}");
+    let before = std::fs::read_to_string(data.join("identity.json")).expect("identity");
+    for (cluster, name, id, what) in [("beta", "a", "1", "cluster"), ("alpha", "b", "2", "node")] {
+        let out = run(cluster, name, id, &data).wait_with_output().expect("exits");
+        assert!(!out.status.success(), "another {what} must be refused");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("data directory") && err.contains("belongs to"), "a clear message: {err}");
+    }
+    assert_eq!(std::fs::read_to_string(data.join("identity.json")).expect("identity"), before, "nothing was changed");
+    // A corrupt log: a clear error, and the file is left as it was.
+    let log = data.join("raft").join("raft.redb");
+    std::fs::write(&log, b"this is not a redb database at all, just garbage bytes").expect("corrupt");
+    let garbage = std::fs::read(&log).expect("read");
+    let out = run("alpha", "a", "1", &data).wait_with_output().expect("exits");
+    assert!(!out.status.success(), "a corrupt data directory must be refused");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("could not start") && err.contains("raft"), "a clear message: {err}");
+    assert_eq!(std::fs::read(&log).expect("read"), garbage, "the corrupt file was not touched");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_node_with_the_wrong_secret_exits_with_a_clear_message() {
+    let dir = temp_dir("secret");
+    let (cluster, http) = (free_port(), free_port());
+    let mut good = Command::new(env!("CARGO_BIN_EXE_foundation"))
+        .args(["node", "--name", "a", "--id", "1", "--listen", &format!("127.0.0.1:{cluster}"), "--http", &format!("127.0.0.1:{http}")])
+        .env("FOUNDATION_SECRET", SECRET)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    wait_until("the first node serves", || call(&rt, &format!("127.0.0.1:{http}"), "GET", "/status", b"").0 == 200);
+    let out = Command::new(env!("CARGO_BIN_EXE_foundation"))
+        .args(["node", "--name", "b", "--id", "2", "--listen", "127.0.0.1:0", "--peer", &format!("1=a@127.0.0.1:{cluster}")])
+        .arg("--data-dir")
+        .arg(dir.join("b"))
+        .env("FOUNDATION_SECRET", "a-different-secret-0123456789")
+        .output()
+        .expect("runs");
+    let _ = good.kill();
+    let _ = good.wait();
+    assert!(!out.status.success(), "a wrong secret must stop the node");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("secret"), "a clear message: {err}");
+    assert!(!dir.join("b").exists(), "no data written");
+    let _ = std::fs::remove_dir_all(&dir);
+}
