@@ -174,6 +174,9 @@ struct Conn {
     outbox: Outbox,
     /// Dropping this ends the connection's tasks.
     _stop: tokio::sync::oneshot::Sender<()>,
+    /// Resolves when the connection's task has ended (its sender is held by
+    /// the task): a replacing connection delivers nothing before that.
+    ended: Option<tokio::sync::oneshot::Receiver<()>>,
 }
 
 /// A node's membership in a cluster. Cheap to clone.
@@ -441,7 +444,9 @@ fn established(inner: &Arc<Inner>, peer: String, dialed: Option<String>, stream:
     let we_dialed = dialed.is_some();
     let (outbox, rx) = Outbox::new(inner.config.frame_limit);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+    let (ended_tx, ended_rx) = tokio::sync::oneshot::channel::<()>();
     let id = inner.next_conn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let previous;
     let newly_up = {
         let mut peers = inner.peers.lock();
         let entry =
@@ -454,12 +459,18 @@ fn established(inner: &Arc<Inner>, peer: String, dialed: Option<String>, stream:
         if entry.conn.is_some() && !ours_wins {
             return;
         }
-        let was_up = entry.conn.replace(Conn { id, outbox: outbox.clone(), _stop: stop_tx }).is_some();
+        let old = entry.conn.replace(Conn { id, outbox: outbox.clone(), _stop: stop_tx, ended: Some(ended_rx) });
+        let was_up = old.is_some();
+        // The old connection stops (its stop sender drops here); the new one
+        // waits for it to end before delivering, so frames it read are never
+        // delivered after frames of the new one.
+        previous = old.and_then(|mut c| c.ended.take());
         inner.routes.write().insert(NodeId::new(&peer, 0).name_hash, outbox.clone());
         !was_up
     };
     let (read, write) = tokio::io::split(stream);
-    foundation::rt::spawn(run_conn(inner.clone(), peer.clone(), id, read, write, rx, stop_rx));
+    let lifecycle = Lifecycle { stop: stop_rx, previous, _ended: ended_tx };
+    foundation::rt::spawn(run_conn(inner.clone(), peer.clone(), id, read, write, rx, lifecycle));
     // Tell the peer where we listen and whom we know, so it can complete the mesh.
     let _ = outbox.try_push(&Wire::Peers { me: inner.addr.clone(), known: known_peers(inner) }, None);
     if newly_up {
@@ -471,6 +482,16 @@ fn known_peers(inner: &Inner) -> Vec<(String, String)> {
     inner.peers.lock().iter().filter(|(_, p)| p.conn.is_some() && !p.addr.is_empty()).map(|(n, p)| (n.clone(), p.addr.clone())).collect()
 }
 
+/// How a connection's task starts and ends.
+struct Lifecycle {
+    /// Fires (or drops) when the connection must end.
+    stop: tokio::sync::oneshot::Receiver<()>,
+    /// The connection this one replaced, still ending.
+    previous: Option<tokio::sync::oneshot::Receiver<()>>,
+    /// Held while the task runs.
+    _ended: tokio::sync::oneshot::Sender<()>,
+}
+
 async fn run_conn(
     inner: Arc<Inner>,
     peer: String,
@@ -478,8 +499,9 @@ async fn run_conn(
     read: ReadHalf<BoxStream>,
     mut write: WriteHalf<BoxStream>,
     mut out: mpsc::Receiver<Out>,
-    stop: tokio::sync::oneshot::Receiver<()>,
+    lifecycle: Lifecycle,
 ) {
+    let Lifecycle { stop, previous, _ended } = lifecycle;
     let tick = inner.config.tick;
     let limit = inner.config.frame_limit;
     let silent_max = tick * inner.config.ticks_to_down;
@@ -530,6 +552,11 @@ async fn run_conn(
         }
     };
     let reader = async {
+        if let Some(previous) = previous {
+            // Ends promptly: its stop was dropped when this one replaced it.
+            let _ = previous.await;
+            hear();
+        }
         let mut read = tokio::io::BufReader::with_capacity(READ_BUFFER_BYTES, read);
         loop {
             let frame = match read_frame(&mut read, limit).await {

@@ -19,10 +19,13 @@
 //!   sender's sequence. Messages sent after the connection is back arrive.
 //!   Every process linked to or monitoring a process of that node learns of
 //!   the loss (`NoConnection`), so a gap is never silent to those who ask.
-//! - One window is not covered: when two nodes dial each other at the same
-//!   moment, the first frames may go on the connection that loses the
-//!   tie-break and be dropped with it (no `Down` is seen, since the pair stays
-//!   connected). Sends made after `NodeEvent::Up` are not affected.
+//! - One case loses frames without a `Down`: when both nodes of a pair dial
+//!   each other at once (a re-join, or a peer learned through a third node
+//!   while dialing), one connection replaces the other by the tie-break, and
+//!   frames queued on or in flight over the replaced one are dropped with it
+//!   (the pair never stops being connected). Order still holds: the
+//!   replacing connection delivers nothing until the replaced one's task has
+//!   ended, so no frame of the old one arrives after a frame of the new.
 //! - Delivery to a full mailbox waits for room (`send`), holding up the
 //!   frames behind it from the same peer: the sender's queue then fills, and
 //!   its senders wait (or get `Full`). Heartbeats are not needed while a

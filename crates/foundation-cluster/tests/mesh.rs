@@ -12,7 +12,7 @@ use foundation_cluster::secret::ClusterSecret;
 use tokio::io::AsyncWriteExt;
 
 mod common;
-use common::{eventually_peers, mesh_of_three, next_event, secret, start};
+use common::{eventually_peers, mesh_of_three, next_event, secret, start, start_with};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn joining_one_member_joins_the_full_mesh() {
@@ -36,7 +36,7 @@ async fn a_node_that_leaves_is_reported_down_by_the_others() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_peer_is_down_after_its_ticks() {
-    let a = start("a").await;
+    let a = start_with("a", 4).await;
     let mut events = a.subscribe();
     // A peer that authenticates, then never sends a heartbeat.
     let net = foundation::rt::TokioNetwork;

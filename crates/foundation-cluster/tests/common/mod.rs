@@ -15,10 +15,18 @@ pub fn secret() -> ClusterSecret {
     ClusterSecret::new("mesh-test-secret-0123456789", "test").expect("valid")
 }
 
-/// A fast-ticking node: 100 ms heartbeats, down after 4 silent ticks.
+/// A node with 100 ms heartbeats, down after 30 silent ticks (3 s: tests
+/// run beside each other on two cores, and a loaded machine can hold a
+/// connection's task for longer than a production-like 4 ticks).
 pub async fn start(name: &str) -> Cluster {
+    start_with(name, 30).await
+}
+
+/// A node with 100 ms heartbeats, down after `ticks_to_down` silent ticks.
+pub async fn start_with(name: &str, ticks_to_down: u32) -> Cluster {
     let mut config = ClusterConfig::new(name, "127.0.0.1:0", secret());
     config.tick = Duration::from_millis(100);
+    config.ticks_to_down = ticks_to_down;
     Cluster::start(Node::new(name), config).await.expect("listens")
 }
 
