@@ -12,7 +12,7 @@ use foundation_cluster::secret::ClusterSecret;
 use tokio::io::AsyncWriteExt;
 
 mod common;
-use common::{eventually_peers, mesh_of_three, next_event, secret, start, start_with};
+use common::{eventually_peers, mesh_of_three, next_event, secret, start_with};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn joining_one_member_joins_the_full_mesh() {
