@@ -100,7 +100,7 @@ async fn count_requests(State(server): State<Server>, req: axum::extract::Reques
     let method = req.method().to_string();
     let resp = next.run(req).await;
     let status = resp.status().as_u16().to_string();
-    metrics::with_local_recorder(&server.inner.recorder, || {
+    server.telemetry().record(|| {
         metrics::counter!("foundation_http_requests_total", "route" => route, "method" => method, "status" => status).increment(1);
     });
     resp
@@ -207,15 +207,14 @@ async fn kv_delete(State(server): State<Server>, Path(key): Path<String>) -> Res
 
 async fn metrics(State(server): State<Server>) -> Response {
     let status = server.consensus().status();
-    let recorder = &server.inner.recorder;
-    metrics::with_local_recorder(recorder, || {
+    server.telemetry().record(|| {
         metrics::gauge!("foundation_raft_term").set(status.term as f64);
         metrics::gauge!("foundation_raft_is_leader").set(if server.consensus().is_leader() { 1.0 } else { 0.0 });
         metrics::gauge!("foundation_cluster_operational").set(if status.operational { 1.0 } else { 0.0 });
         metrics::gauge!("foundation_cluster_peers").set(server.cluster().peers().len() as f64);
         metrics::gauge!("foundation_events_stored").set(server.events().len() as f64);
     });
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], recorder.handle().render()).into_response()
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], server.telemetry().prometheus().render()).into_response()
 }
 
 async fn events(State(server): State<Server>, filter: Result<Query<EventFilter>, QueryRejection>) -> Response {

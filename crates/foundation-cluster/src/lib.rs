@@ -15,6 +15,7 @@ pub mod remote;
 pub mod rpc;
 pub mod secret;
 pub mod server;
+pub mod services;
 pub mod tls;
 
 pub use mesh::{Cluster, ClusterConfig, ClusterError, NodeEvent, WeakCluster};

@@ -21,12 +21,12 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use foundation::events::{EVENTS_DEFAULT, EventStore};
 use foundation::{Node, NodeConfig};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
 use serde::{Deserialize, Serialize};
 
 use crate::consensus::{Consensus, ConsensusConfig, ConsensusError, Member, NodeId};
 use crate::mesh::{Cluster, ClusterConfig, ClusterError, NodeEvent};
 use crate::secret::ClusterSecret;
+use crate::services::{ConfigService, Registry, Telemetry};
 
 /// A peer as given on the command line: `id=name@addr`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -163,7 +163,9 @@ pub(crate) struct ServerInner {
     pub cluster: Cluster,
     pub consensus: Consensus,
     pub events: Arc<EventStore>,
-    pub recorder: PrometheusRecorder,
+    pub telemetry: Telemetry,
+    pub config: ConfigService,
+    pub registry: Registry,
     pub http_addr: Option<String>,
     pub stop: tokio::sync::watch::Sender<bool>,
 }
@@ -227,7 +229,9 @@ impl Server {
             cluster: cluster.clone(),
             consensus: consensus.clone(),
             events: events.clone(),
-            recorder: PrometheusBuilder::new().build_recorder(),
+            telemetry: Telemetry::new(),
+            config: ConfigService::new(consensus.clone()),
+            registry: Registry::new(consensus.clone(), cluster.node().clone()),
             http_addr: None,
             stop,
         };
@@ -316,9 +320,24 @@ impl Server {
         &self.inner.consensus
     }
 
-    /// The event store.
+    /// The event store (the Events service).
     pub fn events(&self) -> &Arc<EventStore> {
         &self.inner.events
+    }
+
+    /// The Telemetry service (its recorder backs `GET /metrics`).
+    pub fn telemetry(&self) -> &Telemetry {
+        &self.inner.telemetry
+    }
+
+    /// The cluster-wide Config service.
+    pub fn config(&self) -> &ConfigService {
+        &self.inner.config
+    }
+
+    /// The cluster-wide Registry service.
+    pub fn registry(&self) -> &Registry {
+        &self.inner.registry
     }
 
     /// Where the admin API listens, if it does.

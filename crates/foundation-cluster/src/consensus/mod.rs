@@ -245,6 +245,20 @@ impl Consensus {
         self.inner.sm.dump().await
     }
 
+    /// Keys changed by commands applied here from now on (a bounded
+    /// broadcast: a watcher that falls behind skips ahead and is told).
+    pub fn changes(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.inner.sm.changes()
+    }
+
+    /// A key's value as applied here (not linearizable; for watchers).
+    pub async fn local_get(&self, key: &str) -> Option<Vec<u8>> {
+        match self.inner.sm.query(&Query::Get(key.to_owned())).await {
+            Answer::Value(v) => v,
+            _ => None,
+        }
+    }
+
     /// The last applied log index here.
     pub async fn applied_index(&self) -> Option<u64> {
         self.inner.sm.applied_index().await

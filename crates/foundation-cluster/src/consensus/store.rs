@@ -29,7 +29,7 @@ use redb::{ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
-use super::types::{Answer, Applied, Query, State, TypeConfig};
+use super::types::{Answer, Applied, Command, Query, State, TypeConfig};
 
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -261,7 +261,8 @@ pub fn open(dir: Option<&Path>) -> io::Result<(LogStore, StateMachine)> {
         sm.snapshot = Some(snap);
     }
     let log = LogInner { log: loaded.log, vote: loaded.vote, committed: loaded.committed, purged: loaded.purged, disk };
-    Ok((LogStore { inner: Arc::new(Mutex::new(log)) }, StateMachine { inner: Arc::new(Mutex::new(sm)) }))
+    let (changes, _) = tokio::sync::broadcast::channel(CHANGES_BUFFER);
+    Ok((LogStore { inner: Arc::new(Mutex::new(log)) }, StateMachine { inner: Arc::new(Mutex::new(sm)), changes }))
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -378,10 +379,15 @@ struct SmInner {
     disk: Option<Disk>,
 }
 
+/// Applied key changes kept for slow watchers (they skip ahead past it).
+pub const CHANGES_BUFFER: usize = 1024;
+
 /// The key/value state machine. Cheap to clone.
 #[derive(Clone)]
 pub struct StateMachine {
     inner: Arc<Mutex<SmInner>>,
+    /// Keys changed by applied commands, in apply order.
+    changes: tokio::sync::broadcast::Sender<String>,
 }
 
 impl StateMachine {
@@ -393,6 +399,11 @@ impl StateMachine {
     /// The whole state, for comparisons.
     pub async fn dump(&self) -> State {
         self.inner.lock().await.data.clone()
+    }
+
+    /// Keys changed by commands applied from now on.
+    pub fn changes(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.changes.subscribe()
     }
 
     /// Closes the data directory (after what is queued is written).
@@ -428,7 +439,18 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             inner.last_applied = Some(entry.log_id);
             let applied = match entry.payload {
                 EntryPayload::Blank => Applied::default(),
-                EntryPayload::Normal(cmd) => inner.data.apply(entry.log_id.index, cmd),
+                EntryPayload::Normal(cmd) => {
+                    let key = match &cmd {
+                        Command::Put { key, .. } | Command::Delete { key } | Command::Cas { key, .. } => Some(key.clone()),
+                        _ => None,
+                    };
+                    let applied = inner.data.apply(entry.log_id.index, cmd);
+                    if let Some(k) = key.filter(|_| applied.ok) {
+                        // No watcher is fine.
+                        let _ = self.changes.send(k);
+                    }
+                    applied
+                }
                 EntryPayload::Membership(m) => {
                     inner.membership = openraft::StoredMembership::new(Some(entry.log_id), m);
                     Applied::default()
