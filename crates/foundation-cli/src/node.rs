@@ -6,7 +6,7 @@ use anyhow::Context as _;
 use clap::Args;
 use foundation_cluster::admin::client;
 use foundation_cluster::secret::{ClusterSecret, SecretSource};
-use foundation_cluster::server::{PeerSpec, Server, ServerConfig};
+use foundation_cluster::server::{PeerSpec, Server, ServerConfig, Service};
 
 /// Options of `foundation node`.
 #[derive(Args, Debug)]
@@ -43,6 +43,10 @@ pub struct NodeArgs {
     /// LAN consensus timers (election 30–60 ms) instead of the defaults (100–200 ms).
     #[arg(long)]
     lan: bool,
+    /// The services to run, comma-separated (config, coordination and
+    /// registry need consensus).
+    #[arg(long, value_delimiter = ',', default_value = "consensus,coordination,config,registry,events,telemetry")]
+    services: Vec<Service>,
 }
 
 /// Runs a node until Ctrl-C or SIGTERM.
@@ -59,6 +63,7 @@ pub fn run(args: NodeArgs) -> anyhow::Result<()> {
         secret,
         cluster_id: args.cluster_id.clone(),
         lan: args.lan,
+        services: args.services.iter().copied().collect(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     runtime.block_on(async {

@@ -31,7 +31,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::consensus::{Command, ConsensusError, PROPOSAL_BYTES_DEFAULT};
-use crate::server::{Server, now_ms};
+use crate::server::{Server, Service, now_ms};
 
 /// How long a request waits for consensus.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -60,6 +60,14 @@ pub async fn bind(addr: &str) -> Result<(String, Serving), String> {
 /// A JSON error response.
 fn error(status: StatusCode, kind: &str, message: impl std::fmt::Display) -> Response {
     (status, axum::Json(json!({ "error": message.to_string(), "kind": kind }))).into_response()
+}
+
+fn not_running(service: Service) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "service_not_running",
+        format!("the {} service does not run on this node (see --services)", service.name()),
+    )
 }
 
 fn consensus_error(e: ConsensusError) -> Response {
@@ -99,15 +107,18 @@ async fn count_requests(State(server): State<Server>, req: axum::extract::Reques
     let route = req.uri().path().split('/').nth(1).unwrap_or("").to_owned();
     let method = req.method().to_string();
     let resp = next.run(req).await;
-    let status = resp.status().as_u16().to_string();
-    server.telemetry().record(|| {
-        metrics::counter!("foundation_http_requests_total", "route" => route, "method" => method, "status" => status).increment(1);
-    });
+    if let Some(t) = server.telemetry() {
+        let status = resp.status().as_u16().to_string();
+        t.record(|| {
+            metrics::counter!("foundation_http_requests_total", "route" => route, "method" => method, "status" => status).increment(1);
+        });
+    }
     resp
 }
 
 async fn status(State(server): State<Server>) -> Response {
-    let s = server.consensus().status();
+    let Some(coordination) = server.coordination() else { return not_running(Service::Coordination) };
+    let s = coordination.status();
     axum::Json(json!({
         "node": server.cluster().name(),
         "operational": s.operational,
@@ -124,7 +135,8 @@ async fn kv_get(State(server): State<Server>, Path(key): Path<String>) -> Respon
     if let Some(r) = bad_key(&key) {
         return r;
     }
-    match server.consensus().get(&key, REQUEST_TIMEOUT).await {
+    let Some(consensus) = server.consensus() else { return not_running(Service::Consensus) };
+    match consensus.get(&key, REQUEST_TIMEOUT).await {
         Ok(Some(v)) => axum::Json(json!({ "key": key, "value": String::from_utf8_lossy(&v) })).into_response(),
         Ok(None) => error(StatusCode::NOT_FOUND, "not_found", format!("no key {key:?}")),
         Err(e) => consensus_error(e),
@@ -167,7 +179,8 @@ async fn kv_put(
         (None, _) => Command::Put { key: key.clone(), value: body.to_vec() },
     };
     let cas = matches!(command, Command::Cas { .. });
-    match server.consensus().reach_consensus(command, REQUEST_TIMEOUT).await {
+    let Some(consensus) = server.consensus() else { return not_running(Service::Consensus) };
+    match consensus.reach_consensus(command, REQUEST_TIMEOUT).await {
         Ok(d) if cas && !d.applied.ok => error(
             StatusCode::CONFLICT,
             "cas_failed",
@@ -175,12 +188,14 @@ async fn kv_put(
         ),
         Ok(d) => {
             let node = server.cluster().node().clone();
-            server.events().store(
-                now_ms(&node),
-                "kv.put",
-                None,
-                BTreeMap::from([("key".to_owned(), key.clone()), ("index".into(), d.index.to_string())]),
-            );
+            if let Some(events) = server.events() {
+                events.store(
+                    now_ms(&node),
+                    "kv.put",
+                    None,
+                    BTreeMap::from([("key".to_owned(), key.clone()), ("index".into(), d.index.to_string())]),
+                );
+            }
             axum::Json(json!({
                 "key": key,
                 "committed": d.committed,
@@ -198,7 +213,8 @@ async fn kv_delete(State(server): State<Server>, Path(key): Path<String>) -> Res
     if let Some(r) = bad_key(&key) {
         return r;
     }
-    match server.consensus().reach_consensus(Command::Delete { key: key.clone() }, REQUEST_TIMEOUT).await {
+    let Some(consensus) = server.consensus() else { return not_running(Service::Consensus) };
+    match consensus.reach_consensus(Command::Delete { key: key.clone() }, REQUEST_TIMEOUT).await {
         Ok(d) if !d.applied.ok => error(StatusCode::NOT_FOUND, "not_found", format!("no key {key:?}")),
         Ok(d) => axum::Json(json!({ "key": key, "deleted": true, "term": d.term, "index": d.index })).into_response(),
         Err(e) => consensus_error(e),
@@ -206,20 +222,26 @@ async fn kv_delete(State(server): State<Server>, Path(key): Path<String>) -> Res
 }
 
 async fn metrics(State(server): State<Server>) -> Response {
-    let status = server.consensus().status();
-    server.telemetry().record(|| {
-        metrics::gauge!("foundation_raft_term").set(status.term as f64);
-        metrics::gauge!("foundation_raft_is_leader").set(if server.consensus().is_leader() { 1.0 } else { 0.0 });
-        metrics::gauge!("foundation_cluster_operational").set(if status.operational { 1.0 } else { 0.0 });
+    let Some(telemetry) = server.telemetry() else { return not_running(Service::Telemetry) };
+    telemetry.record(|| {
+        if let Some(c) = server.consensus() {
+            let status = c.status();
+            metrics::gauge!("foundation_raft_term").set(status.term as f64);
+            metrics::gauge!("foundation_raft_is_leader").set(if c.is_leader() { 1.0 } else { 0.0 });
+            metrics::gauge!("foundation_cluster_operational").set(if status.operational { 1.0 } else { 0.0 });
+        }
         metrics::gauge!("foundation_cluster_peers").set(server.cluster().peers().len() as f64);
-        metrics::gauge!("foundation_events_stored").set(server.events().len() as f64);
+        if let Some(events) = server.events() {
+            metrics::gauge!("foundation_events_stored").set(events.len() as f64);
+        }
     });
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], server.telemetry().prometheus().render()).into_response()
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], telemetry.prometheus().render()).into_response()
 }
 
 async fn events(State(server): State<Server>, filter: Result<Query<EventFilter>, QueryRejection>) -> Response {
+    let Some(events) = server.events() else { return not_running(Service::Events) };
     match filter {
-        Ok(Query(f)) => axum::Json(server.events().query(&f)).into_response(),
+        Ok(Query(f)) => axum::Json(events.query(&f)).into_response(),
         Err(e) => error(StatusCode::BAD_REQUEST, "bad_query", e.body_text()),
     }
 }

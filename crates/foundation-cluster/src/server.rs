@@ -14,7 +14,7 @@
 //! was created for (`identity.json`). A node started on a directory of
 //! another cluster or another node refuses to start and changes nothing.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
@@ -53,6 +53,51 @@ impl std::str::FromStr for PeerSpec {
     }
 }
 
+/// A service a node can run (the seed's chaos test starts
+/// `[:config, :events, :telemetry, :consensus, :coordination]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Service {
+    /// The Raft member (needed by config, coordination and registry).
+    Consensus,
+    /// `cluster_status`, locks and barriers (`GET /status`).
+    Coordination,
+    /// Cluster-wide configuration.
+    Config,
+    /// Cluster-wide process names.
+    Registry,
+    /// The event store (`GET /events`).
+    Events,
+    /// Telemetry and metrics (`GET /metrics`).
+    Telemetry,
+}
+
+impl Service {
+    /// Every service.
+    pub const ALL: [Service; 6] = [Self::Consensus, Self::Coordination, Self::Config, Self::Registry, Self::Events, Self::Telemetry];
+
+    /// Its name (as `--services` takes it).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Consensus => "consensus",
+            Self::Coordination => "coordination",
+            Self::Config => "config",
+            Self::Registry => "registry",
+            Self::Events => "events",
+            Self::Telemetry => "telemetry",
+        }
+    }
+}
+
+impl std::str::FromStr for Service {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL.into_iter().find(|v| v.name() == s).ok_or_else(|| {
+            let names: Vec<&str> = Self::ALL.iter().map(|v| v.name()).collect();
+            format!("unknown service {s:?}; the services are {}", names.join(", "))
+        })
+    }
+}
+
 /// How to run a node.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -74,6 +119,8 @@ pub struct ServerConfig {
     pub cluster_id: String,
     /// Consensus timers: the LAN profile instead of the defaults.
     pub lan: bool,
+    /// The services to run (config, coordination and registry need consensus).
+    pub services: BTreeSet<Service>,
 }
 
 /// Why a node could not start.
@@ -161,11 +208,12 @@ pub struct Server {
 
 pub(crate) struct ServerInner {
     pub cluster: Cluster,
-    pub consensus: Consensus,
-    pub events: Arc<EventStore>,
-    pub telemetry: Telemetry,
-    pub config: ConfigService,
-    pub registry: Registry,
+    pub consensus: Option<Consensus>,
+    pub coordination: bool,
+    pub events: Option<Arc<EventStore>>,
+    pub telemetry: Option<Telemetry>,
+    pub config: Option<ConfigService>,
+    pub registry: Option<Registry>,
     pub http_addr: Option<String>,
     pub stop: tokio::sync::watch::Sender<bool>,
 }
@@ -183,16 +231,15 @@ impl Server {
         if config.peers.iter().any(|p| p.id == config.id || p.name == config.name) {
             return Err(ServerError::Config(format!("a peer has this node's own id {} or name {}", config.id, config.name)));
         }
+        let wants = |s: Service| config.services.contains(&s);
+        for needs in [Service::Config, Service::Coordination, Service::Registry] {
+            if wants(needs) && !wants(Service::Consensus) {
+                return Err(ServerError::Config(format!("the {} service needs the consensus service", needs.name())));
+            }
+        }
         let node = Node::with_config(NodeConfig { name: config.name.clone(), ..NodeConfig::default() })
             .map_err(|e| ServerError::Config(e.to_string()))?;
         let cluster = Cluster::start(node, ClusterConfig::new(config.name.clone(), config.listen.clone(), config.secret.clone())).await?;
-        let mut cc = ConsensusConfig::new(config.id);
-        if config.lan {
-            cc = cc.lan();
-        }
-        if let Some(dir) = &config.data_dir {
-            cc = cc.durable(dir.join("raft"));
-        }
         // A peer that is up and refuses our secret means a wrong secret:
         // stop now, before touching any data. (Peers not up yet are dialed
         // again in the background.)
@@ -206,40 +253,62 @@ impl Server {
                 }
             }
         }
-        let fresh = match &config.data_dir {
-            Some(dir) => match claim(dir, &Identity { cluster_id: config.cluster_id.clone(), id: config.id, name: config.name.clone() }) {
-                Ok(fresh) => fresh,
-                Err(e) => {
-                    cluster.shutdown();
-                    return Err(e);
-                }
-            },
-            None => true,
-        };
-        let consensus = match Consensus::start(&cluster, cc).await {
-            Ok(c) => c,
+        match Self::start_services(&config, cluster.clone()).await {
+            Ok(app) => Ok(app),
             Err(e) => {
                 cluster.shutdown();
-                return Err(e.into());
+                Err(e)
             }
+        }
+    }
+
+    async fn start_services(config: &ServerConfig, cluster: Cluster) -> Result<Self, ServerError> {
+        let wants = |s: Service| config.services.contains(&s);
+        let fresh = match &config.data_dir {
+            Some(dir) => claim(dir, &Identity { cluster_id: config.cluster_id.clone(), id: config.id, name: config.name.clone() })?,
+            None => true,
         };
-        let events = Arc::new(EventStore::new(EVENTS_DEFAULT));
+        let consensus = if wants(Service::Consensus) {
+            let mut cc = ConsensusConfig::new(config.id);
+            if config.lan {
+                cc = cc.lan();
+            }
+            if let Some(dir) = &config.data_dir {
+                cc = cc.durable(dir.join("raft"));
+            }
+            Some(Consensus::start(&cluster, cc).await?)
+        } else {
+            None
+        };
         let (stop, _) = tokio::sync::watch::channel(false);
-        let mut server = ServerInner {
+        let mut inner = ServerInner {
             cluster: cluster.clone(),
-            consensus: consensus.clone(),
-            events: events.clone(),
-            telemetry: Telemetry::new(),
-            config: ConfigService::new(consensus.clone()),
-            registry: Registry::new(consensus.clone(), cluster.node().clone()),
+            coordination: wants(Service::Coordination),
+            events: wants(Service::Events).then(|| Arc::new(EventStore::new(EVENTS_DEFAULT))),
+            telemetry: wants(Service::Telemetry).then(Telemetry::new),
+            config: consensus.clone().filter(|_| wants(Service::Config)).map(ConfigService::new),
+            registry: consensus.clone().filter(|_| wants(Service::Registry)).map(|c| Registry::new(c, cluster.node().clone())),
+            consensus,
             http_addr: None,
             stop,
         };
+        let mut serving = None;
         if let Some(addr) = &config.http {
-            let (bound, serve) = crate::admin::bind(addr).await.map_err(|reason| ServerError::Http { addr: addr.clone(), reason })?;
-            server.http_addr = Some(bound);
-            let inner = Arc::new(server);
-            let app = Self { inner };
+            match crate::admin::bind(addr).await {
+                Ok((bound, serve)) => {
+                    inner.http_addr = Some(bound);
+                    serving = Some(serve);
+                }
+                Err(reason) => {
+                    if let Some(c) = &inner.consensus {
+                        c.shutdown().await;
+                    }
+                    return Err(ServerError::Http { addr: addr.clone(), reason });
+                }
+            }
+        }
+        let app = Self { inner: Arc::new(inner) };
+        if let Some(serve) = serving {
             let mut stopped = app.inner.stop.subscribe();
             let router = crate::admin::router(app.clone());
             tokio::spawn(async move {
@@ -249,11 +318,8 @@ impl Server {
                     })
                     .await;
             });
-            app.begin(&config, fresh);
-            return Ok(app);
         }
-        let app = Self { inner: Arc::new(server) };
-        app.begin(&config, fresh);
+        app.begin(config, fresh);
         Ok(app)
     }
 
@@ -277,8 +343,26 @@ impl Server {
                 }
             });
         }
+        if let Some(events) = self.inner.events.clone() {
+            self.record_mesh_events(events);
+        }
+        let lowest = config.peers.iter().all(|p| p.id > config.id);
+        if let Some(consensus) = self.inner.consensus.clone().filter(|_| fresh && lowest) {
+            let mut members: BTreeMap<NodeId, Member> =
+                config.peers.iter().map(|p| (p.id, Member { name: p.name.clone(), addr: p.addr.clone() })).collect();
+            members.insert(config.id, Member { name: config.name.clone(), addr: self.inner.cluster.addr().to_owned() });
+            tokio::spawn(async move {
+                match consensus.initialize(members).await {
+                    Ok(()) | Err(ConsensusError::AlreadyInitialized) => {}
+                    Err(e) => tracing::error!(error = %e, "could not initialize the consensus group"),
+                }
+            });
+        }
+    }
+
+    /// Mesh up/down events into the event store.
+    fn record_mesh_events(&self, events: Arc<EventStore>) {
         let mut mesh = self.inner.cluster.subscribe();
-        let events = self.inner.events.clone();
         let node = self.inner.cluster.node().clone();
         tokio::spawn(async move {
             loop {
@@ -295,19 +379,6 @@ impl Server {
                 events.store(now_ms(&node), kind, None, data);
             }
         });
-        let lowest = config.peers.iter().all(|p| p.id > config.id);
-        if fresh && lowest {
-            let mut members: BTreeMap<NodeId, Member> =
-                config.peers.iter().map(|p| (p.id, Member { name: p.name.clone(), addr: p.addr.clone() })).collect();
-            members.insert(config.id, Member { name: config.name.clone(), addr: self.inner.cluster.addr().to_owned() });
-            let consensus = self.inner.consensus.clone();
-            tokio::spawn(async move {
-                match consensus.initialize(members).await {
-                    Ok(()) | Err(ConsensusError::AlreadyInitialized) => {}
-                    Err(e) => tracing::error!(error = %e, "could not initialize the consensus group"),
-                }
-            });
-        }
     }
 
     /// The mesh membership.
@@ -315,29 +386,49 @@ impl Server {
         &self.inner.cluster
     }
 
-    /// The consensus member.
-    pub fn consensus(&self) -> &Consensus {
-        &self.inner.consensus
+    /// The consensus member, if the service runs.
+    pub fn consensus(&self) -> Option<&Consensus> {
+        self.inner.consensus.as_ref()
     }
 
-    /// The event store (the Events service).
-    pub fn events(&self) -> &Arc<EventStore> {
-        &self.inner.events
+    /// Coordination (`cluster_status`, locks, barriers: on the consensus
+    /// member), if the service runs.
+    pub fn coordination(&self) -> Option<&Consensus> {
+        self.inner.consensus.as_ref().filter(|_| self.inner.coordination)
     }
 
-    /// The Telemetry service (its recorder backs `GET /metrics`).
-    pub fn telemetry(&self) -> &Telemetry {
-        &self.inner.telemetry
+    /// The event store (the Events service), if it runs.
+    pub fn events(&self) -> Option<&Arc<EventStore>> {
+        self.inner.events.as_ref()
     }
 
-    /// The cluster-wide Config service.
-    pub fn config(&self) -> &ConfigService {
-        &self.inner.config
+    /// The Telemetry service (its recorder backs `GET /metrics`), if it runs.
+    pub fn telemetry(&self) -> Option<&Telemetry> {
+        self.inner.telemetry.as_ref()
     }
 
-    /// The cluster-wide Registry service.
-    pub fn registry(&self) -> &Registry {
-        &self.inner.registry
+    /// The cluster-wide Config service, if it runs.
+    pub fn config(&self) -> Option<&ConfigService> {
+        self.inner.config.as_ref()
+    }
+
+    /// The cluster-wide Registry service, if it runs.
+    pub fn registry(&self) -> Option<&Registry> {
+        self.inner.registry.as_ref()
+    }
+
+    /// The services running.
+    pub fn services(&self) -> BTreeSet<Service> {
+        let i = &self.inner;
+        let running = [
+            (Service::Consensus, i.consensus.is_some()),
+            (Service::Coordination, self.coordination().is_some()),
+            (Service::Config, i.config.is_some()),
+            (Service::Registry, i.registry.is_some()),
+            (Service::Events, i.events.is_some()),
+            (Service::Telemetry, i.telemetry.is_some()),
+        ];
+        running.into_iter().filter(|(_, on)| *on).map(|(s, _)| s).collect()
     }
 
     /// Where the admin API listens, if it does.
@@ -349,7 +440,107 @@ impl Server {
     /// directory) and the mesh.
     pub async fn shutdown(&self) {
         let _ = self.inner.stop.send(true);
-        self.inner.consensus.shutdown().await;
+        if let Some(c) = &self.inner.consensus {
+            c.shutdown().await;
+        }
         self.inner.cluster.shutdown();
     }
+}
+
+/// What [`start_distributed_cluster`] starts.
+#[derive(Clone, Debug)]
+pub struct DistributedConfig {
+    /// How many nodes (named `node1`, `node2`, ...; ids 1, 2, ...).
+    pub nodes: usize,
+    /// The services every node runs.
+    pub services: BTreeSet<Service>,
+    /// The shared secret.
+    pub secret: ClusterSecret,
+    /// A parent directory for the nodes' data directories; in memory if `None`.
+    pub data_dir: Option<PathBuf>,
+    /// LAN consensus timers.
+    pub lan: bool,
+    /// Serve each node's admin HTTP API (on a loopback port).
+    pub http: bool,
+}
+
+/// Nodes started together in this process, on loopback.
+pub struct DistributedCluster {
+    servers: Vec<Server>,
+}
+
+impl DistributedCluster {
+    /// The nodes, in id order.
+    pub fn servers(&self) -> &[Server] {
+        &self.servers
+    }
+
+    /// Waits until every node with coordination reports `operational`.
+    pub async fn wait_operational(&self, timeout: Duration) -> Result<(), ConsensusError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        for s in &self.servers {
+            let Some(c) = s.coordination() else { continue };
+            while !c.status().operational {
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(ConsensusError::NoLeader(timeout));
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops every node.
+    pub async fn shutdown(&self) {
+        for s in &self.servers {
+            s.shutdown().await;
+        }
+    }
+}
+
+/// Starts `config.nodes` nodes on loopback in this process, each running
+/// the requested services, as one cluster (the seed's
+/// `start_distributed_cluster`).
+pub async fn start_distributed_cluster(config: DistributedConfig) -> Result<DistributedCluster, ServerError> {
+    if config.nodes == 0 {
+        return Err(ServerError::Config("a cluster needs at least one node".into()));
+    }
+    // Ports are chosen first so every node can be told its peers.
+    let mut ports = Vec::new();
+    for _ in 0..config.nodes {
+        #[allow(clippy::disallowed_methods)] // a probe for a free loopback port, closed at once
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| ServerError::Config(format!("no free port: {e}")))?;
+        ports.push(probe.local_addr().map_err(|e| ServerError::Config(e.to_string()))?.port());
+    }
+    let name = |i: usize| format!("node{}", i + 1);
+    let mut servers = Vec::new();
+    for i in 0..config.nodes {
+        let peers = (0..config.nodes)
+            .filter(|j| *j != i)
+            .map(|j| PeerSpec { id: j as u64 + 1, name: name(j), addr: format!("127.0.0.1:{}", ports[j]) })
+            .collect();
+        let server = Server::start(ServerConfig {
+            id: i as u64 + 1,
+            name: name(i),
+            listen: format!("127.0.0.1:{}", ports[i]),
+            http: config.http.then(|| "127.0.0.1:0".to_owned()),
+            peers,
+            data_dir: config.data_dir.as_ref().map(|d| d.join(name(i))),
+            secret: config.secret.clone(),
+            cluster_id: "foundation-local".into(),
+            lan: config.lan,
+            services: config.services.clone(),
+        })
+        .await;
+        match server {
+            Ok(s) => servers.push(s),
+            Err(e) => {
+                for s in &servers {
+                    s.shutdown().await;
+                }
+                return Err(e);
+            }
+        }
+    }
+    Ok(DistributedCluster { servers })
 }

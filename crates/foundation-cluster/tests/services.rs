@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use foundation_cluster::server::{PeerSpec, Server, ServerConfig};
+use foundation_cluster::server::{PeerSpec, Server, ServerConfig, Service};
 use foundation_cluster::services::{ConfigError, RegistryError};
 use serde_json::json;
 
@@ -39,11 +39,12 @@ async fn three_servers() -> Vec<Server> {
             secret: secret(),
             cluster_id: "services".into(),
             lan: false,
+            services: Service::ALL.into_iter().collect(),
         };
         servers.push(Server::start(config).await.expect("starts"));
     }
     for s in &servers {
-        until("operational", || s.consensus().status().operational).await;
+        until("operational", || s.consensus().expect("consensus runs").status().operational).await;
     }
     servers
 }
@@ -52,24 +53,24 @@ async fn three_servers() -> Vec<Server> {
 async fn config_is_validated_committed_and_followed_cluster_wide() {
     let servers = three_servers().await;
     for s in &servers {
-        s.config().validate("limits/", |v| match v.as_i64() {
+        s.config().expect("config runs").validate("limits/", |v| match v.as_i64() {
             Some(n) if n >= 0 => Ok(()),
             _ => Err("a limit is a non-negative integer".into()),
         });
     }
-    let mut follow = servers[2].config().subscribe("limits/connections").await.expect("subscribed");
+    let mut follow = servers[2].config().expect("config runs").subscribe("limits/connections").await.expect("subscribed");
     assert_eq!(*follow.borrow(), None);
-    let err = servers[0].config().update("limits/connections", json!(-5), T).await.expect_err("invalid");
+    let err = servers[0].config().expect("config runs").update("limits/connections", json!(-5), T).await.expect_err("invalid");
     assert!(matches!(&err, ConfigError::Invalid { key, .. } if key == "limits/connections"), "{err}");
-    assert!(matches!(servers[0].config().update("", json!(1), T).await, Err(ConfigError::BadKey(_))));
-    servers[1].config().update("limits/connections", json!(100), T).await.expect("valid");
-    assert_eq!(servers[2].config().get("limits/connections", T).await, Ok(Some(json!(100))));
+    assert!(matches!(servers[0].config().expect("config runs").update("", json!(1), T).await, Err(ConfigError::BadKey(_))));
+    servers[1].config().expect("config runs").update("limits/connections", json!(100), T).await.expect("valid");
+    assert_eq!(servers[2].config().expect("config runs").get("limits/connections", T).await, Ok(Some(json!(100))));
     tokio::time::timeout(T, follow.wait_for(|v| *v == Some(json!(100)))).await.expect("in time").expect("open");
-    servers[0].config().update("limits/connections", json!(200), T).await.expect("valid");
+    servers[0].config().expect("config runs").update("limits/connections", json!(200), T).await.expect("valid");
     tokio::time::timeout(T, follow.wait_for(|v| *v == Some(json!(200)))).await.expect("in time").expect("open");
     // Values outside any validated prefix are free-form.
-    servers[0].config().update("name", json!({"display": "demo"}), T).await.expect("stored");
-    assert_eq!(servers[1].config().get("name", T).await, Ok(Some(json!({"display": "demo"}))));
+    servers[0].config().expect("config runs").update("name", json!({"display": "demo"}), T).await.expect("stored");
+    assert_eq!(servers[1].config().expect("config runs").get("name", T).await, Ok(Some(json!({"display": "demo"}))));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -80,26 +81,26 @@ async fn registered_names_are_cluster_wide_and_leave_with_their_process() {
     let worker = node.spawn(move |_ctx: foundation::Ctx<()>| async move {
         let _ = stopped.await;
     });
-    servers[0].registry().register("worker", worker.pid(), T).await.expect("registered");
-    assert_eq!(servers[2].registry().whereis("worker", T).await, Ok(Some(worker.pid())));
+    servers[0].registry().expect("registry runs").register("worker", worker.pid(), T).await.expect("registered");
+    assert_eq!(servers[2].registry().expect("registry runs").whereis("worker", T).await, Ok(Some(worker.pid())));
     let other = servers[1].cluster().node().spawn(|mut ctx: foundation::Ctx<()>| async move { ctx.recv().await });
-    let taken = servers[1].registry().register("worker", other.pid(), T).await;
+    let taken = servers[1].registry().expect("registry runs").register("worker", other.pid(), T).await;
     assert_eq!(taken, Err(RegistryError::Taken { name: "worker".into(), pid: worker.pid() }));
     // The process ends: its name goes.
     let _ = stop.send(());
     let deadline = tokio::time::Instant::now() + T;
-    while servers[1].registry().whereis("worker", T).await != Ok(None) {
+    while servers[1].registry().expect("registry runs").whereis("worker", T).await != Ok(None) {
         assert!(tokio::time::Instant::now() < deadline, "the name outlived its process");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    servers[1].registry().register("worker", other.pid(), T).await.expect("free again");
-    assert!(servers[1].registry().unregister("worker", other.pid(), T).await.expect("decided"));
+    servers[1].registry().expect("registry runs").register("worker", other.pid(), T).await.expect("free again");
+    assert!(servers[1].registry().expect("registry runs").unregister("worker", other.pid(), T).await.expect("decided"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn telemetry_handlers_attach_and_detach_and_events_are_recorded() {
     let servers = three_servers().await;
-    let telemetry = servers[0].telemetry();
+    let telemetry = servers[0].telemetry().expect("telemetry runs");
     let seen = Arc::new(AtomicUsize::new(0));
     let count = seen.clone();
     let id = telemetry.attach("db.", move |event, measurements, _| {
@@ -119,6 +120,53 @@ async fn telemetry_handlers_attach_and_detach_and_events_are_recorded() {
     let text = telemetry.prometheus().render();
     assert!(text.contains("foundation_telemetry_events_total") && text.contains("db.query"), "{text}");
     // The node's event store saw the mesh come up.
-    let ups = servers[1].events().query(&foundation::events::EventFilter { kind: Some("node.up".into()), ..Default::default() });
+    let ups = servers[1]
+        .events()
+        .expect("events runs")
+        .query(&foundation::events::EventFilter { kind: Some("node.up".into()), ..Default::default() });
     assert!(!ups.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_distributed_cluster_runs_the_requested_services_only() {
+    use foundation_cluster::server::{DistributedConfig, start_distributed_cluster};
+    let requested = [Service::Consensus, Service::Coordination, Service::Events];
+    let cluster = start_distributed_cluster(DistributedConfig {
+        nodes: 3,
+        services: requested.into_iter().collect(),
+        secret: secret(),
+        data_dir: None,
+        lan: false,
+        http: true,
+    })
+    .await
+    .expect("starts");
+    cluster.wait_operational(T).await.expect("operational");
+    for s in cluster.servers() {
+        assert_eq!(s.services(), requested.into_iter().collect());
+        assert!(s.config().is_none() && s.telemetry().is_none() && s.registry().is_none());
+        // Not running: the API says so, as JSON.
+        let (code, body) =
+            foundation_cluster::admin::client::request(s.http_addr().expect("http"), "GET", "/metrics", b"").await.expect("answers");
+        assert_eq!(code, 404);
+        assert!(body.contains("service_not_running"), "{body}");
+    }
+    let d = cluster.servers()[1]
+        .consensus()
+        .expect("runs")
+        .reach_consensus(foundation_cluster::consensus::Command::Put { key: "k".into(), value: b"v".to_vec() }, T)
+        .await;
+    assert!(d.expect("committed").term > 0);
+    cluster.shutdown().await;
+    // A service that needs consensus, without it: refused.
+    let refused = start_distributed_cluster(DistributedConfig {
+        nodes: 1,
+        services: [Service::Config].into_iter().collect(),
+        secret: secret(),
+        data_dir: None,
+        lan: false,
+        http: false,
+    })
+    .await;
+    assert!(matches!(refused, Err(foundation_cluster::server::ServerError::Config(_))));
 }
