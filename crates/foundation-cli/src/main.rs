@@ -1,6 +1,7 @@
 //! The `foundation` binary.
 
 mod bench;
+mod check;
 mod node;
 
 // mimalloc: fewer page faults on spawn bursts and tighter size classes for
@@ -27,6 +28,8 @@ enum Command {
     Node(node::NodeArgs),
     /// Prints the cluster as one node sees it (from its admin HTTP API).
     Status(node::StatusArgs),
+    /// Checks a recorded history for linearizability (exit 0 yes, 1 no, 2 bad input).
+    Check(check::CheckArgs),
     /// Internal: one measurement in a fresh process, for `bench`.
     #[command(hide = true)]
     BenchProbe {
@@ -43,16 +46,18 @@ enum Command {
     },
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<std::process::ExitCode> {
     let cli = Cli::parse();
+    let ok = |r: anyhow::Result<()>| r.map(|()| std::process::ExitCode::SUCCESS);
     match cli.command {
-        Command::Bench(args) => bench::run(&args),
-        Command::Node(args) => node::run(args),
-        Command::Status(args) => node::status(args),
+        Command::Check(args) => Ok(check::run(&args)),
+        Command::Bench(args) => ok(bench::run(&args)),
+        Command::Node(args) => ok(node::run(args)),
+        Command::Status(args) => ok(node::status(args)),
         Command::BenchProbe { probe, n, workers, tokio } => {
             anyhow::ensure!(probe == "idle-bytes", "unknown probe `{probe}`; the only probe is idle-bytes");
             println!("{}", bench::process::idle_bytes_probe(n, workers, tokio)?);
-            Ok(())
+            Ok(std::process::ExitCode::SUCCESS)
         }
     }
 }

@@ -3,6 +3,7 @@
 //! timeouts, and measuring memory. Cluster backends, nemeses and checkers
 //! come with later layers.
 
+pub mod linearizability;
 pub mod load;
 pub mod memory;
 pub mod wait;
