@@ -43,3 +43,64 @@ pub fn assert_eventually(what: &str, condition: impl FnMut() -> bool, timeout: D
         }
     }
 }
+
+/// Panics unless `observe()` gives a value `accept` takes within `timeout`
+/// (observed every 5 ms); the panic message shows the last value observed.
+#[track_caller]
+pub fn assert_eventually_with<T: std::fmt::Debug>(
+    what: &str,
+    mut observe: impl FnMut() -> T,
+    accept: impl Fn(&T) -> bool,
+    timeout: Duration,
+) -> impl Future<Output = T> {
+    let caller = std::panic::Location::caller();
+    async move {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let seen = observe();
+            if accept(&seen) {
+                return seen;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                panic!("{caller}: condition `{what}` was not met within {timeout:?}; last observed: {seen:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+/// Panics unless `observe()` equals `expected` within `timeout`; the panic
+/// message shows the last value observed.
+#[track_caller]
+pub fn assert_eventually_eq<T: std::fmt::Debug + PartialEq>(
+    what: &str,
+    observe: impl FnMut() -> T,
+    expected: T,
+    timeout: Duration,
+) -> impl Future<Output = T> {
+    assert_eventually_with(what, observe, move |v| *v == expected, timeout)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_timeout_reports_the_last_observed_value() {
+        let mut n = 0;
+        let seen = assert_eventually_eq(
+            "counts to 3",
+            || {
+                n += 1;
+                n
+            },
+            3,
+            Duration::from_secs(1),
+        )
+        .await;
+        assert_eq!(seen, 3);
+        let failed = tokio::spawn(assert_eventually_eq("stays 7", || 7, 8, Duration::from_millis(30))).await.expect_err("panics");
+        let msg = failed.into_panic().downcast::<String>().map(|s| *s).unwrap_or_default();
+        assert!(msg.contains("stays 7") && msg.contains("last observed: 7"), "{msg}");
+    }
+}
