@@ -40,7 +40,7 @@ pub struct NodeArgs {
     /// Names the cluster; a data directory of another cluster is refused.
     #[arg(long, default_value = "foundation")]
     cluster_id: String,
-    /// LAN consensus timers (election 30–60 ms) instead of the defaults (100–200 ms).
+    /// LAN consensus timers (election 25–50 ms) instead of the defaults (100–200 ms).
     #[arg(long)]
     lan: bool,
     /// The services to run, comma-separated (config, coordination and

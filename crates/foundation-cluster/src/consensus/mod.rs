@@ -81,11 +81,11 @@ impl ConsensusConfig {
     }
 
     /// A LAN profile for a failover under 100 ms: election timeout
-    /// 30–60 ms, heartbeat 10 ms (more heartbeat traffic; a loaded machine
+    /// 25–50 ms, heartbeat 8 ms (more heartbeat traffic; a loaded machine
     /// may see needless elections).
     pub fn lan(mut self) -> Self {
-        self.election_timeout = (Duration::from_millis(30), Duration::from_millis(60));
-        self.heartbeat = Duration::from_millis(10);
+        self.election_timeout = (Duration::from_millis(25), Duration::from_millis(50));
+        self.heartbeat = Duration::from_millis(8);
         self
     }
 
