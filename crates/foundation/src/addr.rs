@@ -75,11 +75,14 @@ impl<M: Message> Addr<M> {
 
     /// Sends without waiting: `Err(Full)` under backpressure, never blocks.
     pub fn try_send(&self, msg: M) -> Result<(), SendError<M>> {
+        // Built before the lock: the context lookup stays out of the
+        // critical section.
+        let envelope = Envelope::new(msg);
         let mut st = self.proc.state.lock();
         if st.exited {
-            return Err(SendError::NoProc(Some(msg)));
+            return Err(SendError::NoProc(Some(envelope.msg)));
         }
-        let offer = st.queue.offer(&self.proc.config, &self.proc.progress, Envelope::new(msg));
+        let offer = st.queue.offer(&self.proc.config, &self.proc.progress, envelope);
         st.count_drops(&offer);
         drop(st);
         self.settle(offer)

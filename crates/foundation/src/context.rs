@@ -228,24 +228,56 @@ impl Extractor for Headers {
     }
 }
 
+// The slot holds one strong count of the current context's `Arc`, as a raw
+// pointer: a `Cell` of a pointer has no destructor, so reading the slot is a
+// plain thread-local load (a slot of `Option<Context>` would need lazy
+// destructor registration on every access, measurably slower on the
+// message path). Every scope restores what it replaced, so the slot is
+// empty between task polls; a thread that ends with a context set leaks
+// that one count.
 thread_local! {
-    static CURRENT: Cell<Option<Context>> = const { Cell::new(None) };
+    static CURRENT: Cell<*const Inner> = const { Cell::new(std::ptr::null()) };
+}
+
+fn into_raw(ctx: Option<Context>) -> *const Inner {
+    ctx.map_or(std::ptr::null(), |c| Arc::into_raw(c.0))
+}
+
+/// # Safety
+/// `p` is null or came from `into_raw`, and its count is handed over.
+unsafe fn from_raw(p: *const Inner) -> Option<Context> {
+    // SAFETY: per the contract, `p` carries one strong count of a live Arc.
+    (!p.is_null()).then(|| Context(unsafe { Arc::from_raw(p) }))
+}
+
+/// Whether a context is set (one thread-local load).
+#[inline]
+pub(crate) fn is_set() -> bool {
+    !CURRENT.get().is_null()
 }
 
 /// The context of the running work, if any.
+#[inline]
 pub fn current() -> Option<Context> {
-    CURRENT.with(|c| {
-        let v = c.take();
-        let r = v.clone();
-        c.set(v);
-        r
-    })
+    let p = CURRENT.get();
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: the slot holds a strong count of `p`'s Arc, alive while it is
+    // there; we take a second count for the returned handle.
+    unsafe {
+        Arc::increment_strong_count(p);
+        from_raw(p)
+    }
 }
 
 /// Replaces the current context (for the running task's current poll; a
 /// process keeps it across polls). Returns the previous one.
+#[inline]
 pub(crate) fn replace(ctx: Option<Context>) -> Option<Context> {
-    CURRENT.with(|c| c.replace(ctx))
+    let old = CURRENT.replace(into_raw(ctx));
+    // SAFETY: what the slot held came from `into_raw`, with its count.
+    unsafe { from_raw(old) }
 }
 
 /// Runs `fut` with `ctx` as the current context.

@@ -175,8 +175,11 @@ impl<M: Message> Ctx<M> {
     fn pop_batch(&mut self) -> Option<M> {
         let Envelope { msg: m, context } = self.batch.pop_front()?;
         // The message's context is the process's current one until its next
-        // receive (the runner keeps it across polls).
-        drop(crate::context::replace(context));
+        // receive (the runner keeps it across polls). Nothing to do in the
+        // common case: no context on the message and none current.
+        if context.is_some() || crate::context::is_set() {
+            drop(crate::context::replace(context));
+        }
         let bytes = m.total_bytes();
         // Only this process writes its progress counters, so load-add-store
         // needs no read-modify-write.

@@ -297,7 +297,8 @@ impl<M> Envelope<M> {
     /// `msg` in the sender's current context.
     #[inline]
     pub fn new(msg: M) -> Self {
-        Self { msg, context: crate::context::current() }
+        let context = if crate::context::is_set() { crate::context::current() } else { None };
+        Self { msg, context }
     }
 }
 

@@ -487,9 +487,13 @@ where
         // not pinned and are only used by reference.
         let this = unsafe { self.get_unchecked_mut() };
         let body = unsafe { Pin::new_unchecked(&mut this.body) };
-        let outer = crate::context::replace(this.context.take());
+        // The slot is empty between task polls; a process with a context
+        // puts it there for the poll and takes back what the body left.
+        let outer = this.context.take().map(|c| crate::context::replace(Some(c)));
         let polled = catch_unwind(AssertUnwindSafe(|| body.poll(cx)));
-        this.context = crate::context::replace(outer);
+        if outer.is_some() || crate::context::is_set() {
+            this.context = crate::context::replace(outer.flatten());
+        }
         let reason = match polled {
             Ok(Poll::Pending) => return Poll::Pending,
             Ok(Poll::Ready(out)) => out.into_exit(),
