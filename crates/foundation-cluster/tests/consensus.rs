@@ -29,9 +29,9 @@ fn member(c: &Cluster) -> Member {
 struct TempDir(PathBuf);
 impl TempDir {
     fn new(tag: &str) -> Self {
-        let dir =
-            std::env::temp_dir().join(format!("foundation-{tag}-{}-{:?}", std::process::id(), std::time::SystemTime::UNIX_EPOCH.elapsed()));
-        Self(dir)
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self(std::env::temp_dir().join(format!("foundation-{tag}-{}-{n}", std::process::id())))
     }
 }
 impl Drop for TempDir {

@@ -33,8 +33,9 @@ struct Scratch(PathBuf);
 
 impl Scratch {
     fn new(tag: &str) -> anyhow::Result<Self> {
-        let nanos = Instant::now().elapsed().as_nanos() ^ u128::from(std::process::id()) << 64;
-        let dir = std::env::temp_dir().join(format!("foundation-bench-{tag}-{}-{nanos:x}", std::process::id()));
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("foundation-bench-{tag}-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         Ok(Self(dir))
     }

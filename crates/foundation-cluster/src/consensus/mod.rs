@@ -274,10 +274,7 @@ impl Consensus {
         // Once a leader may have taken the proposal, a timeout is `Unknown`.
         let mut handed = false;
         loop {
-            let status = self.status();
-            if !status.quorum {
-                return Err(ConsensusError::NoQuorum { reachable: status.reachable.len(), voters: status.members.len() });
-            }
+            self.require_quorum()?;
             let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
             if remaining.is_zero() {
                 return Err(if handed { ConsensusError::Unknown(timeout) } else { ConsensusError::NoLeader(timeout) });
@@ -317,6 +314,15 @@ impl Consensus {
         }
     }
 
+    /// Fails fast with `NoQuorum` when this member cannot see a majority.
+    fn require_quorum(&self) -> Result<(), ConsensusError> {
+        let status = self.status();
+        if status.quorum {
+            return Ok(());
+        }
+        Err(ConsensusError::NoQuorum { reachable: status.reachable.len(), voters: status.members.len() })
+    }
+
     /// Writes through the local Raft member (the leader, or it says where).
     async fn write_here(&self, command: Command, timeout: Duration) -> Result<Decision, ConsensusError> {
         match tokio::time::timeout(timeout, self.inner.raft.client_write(command)).await {
@@ -347,10 +353,7 @@ impl Consensus {
     pub async fn query(&self, query: Query, timeout: Duration) -> Result<Answer, ConsensusError> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let status = self.status();
-            if !status.quorum {
-                return Err(ConsensusError::NoQuorum { reachable: status.reachable.len(), voters: status.members.len() });
-            }
+            self.require_quorum()?;
             let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
             if remaining.is_zero() {
                 return Err(ConsensusError::NoLeader(timeout));

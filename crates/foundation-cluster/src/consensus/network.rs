@@ -41,7 +41,13 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 pub(crate) type SnapshotWire = (VoteOf<TypeConfig>, openraft::alias::SnapshotMetaOf<TypeConfig>, Vec<u8>);
 
 impl Client {
-    async fn call<Req, Resp>(&self, name: &str, req: Req, option: &RPCOption) -> Result<Resp, RPCError<TypeConfig>>
+    async fn call<Req, Resp>(
+        &self,
+        action: openraft::RPCTypes,
+        name: &str,
+        req: Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<TypeConfig>>
     where
         Req: Serialize + 'static,
         Resp: DeserializeOwned + 'static,
@@ -54,12 +60,7 @@ impl Client {
         match reply {
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(remote)) => Err(RPCError::Network(NetworkError::from_string(format!("{}: {remote}", self.member.name)))),
-            Err(RpcError::Timeout { .. }) => Err(RPCError::Timeout(Timeout {
-                action: openraft::RPCTypes::AppendEntries,
-                id: self.me,
-                target: self.target,
-                timeout: ttl,
-            })),
+            Err(RpcError::Timeout { .. }) => Err(RPCError::Timeout(Timeout { action, id: self.me, target: self.target, timeout: ttl })),
             Err(e @ (RpcError::NoConnection { .. } | RpcError::UnknownHandler { .. })) => Err(RPCError::Unreachable(Unreachable::new(&e))),
             Err(e) => Err(RPCError::Network(NetworkError::new(&e))),
         }
@@ -74,11 +75,11 @@ impl RaftNetworkV2<TypeConfig> for Client {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call("raft.append", rpc, &option).await
+        self.call(openraft::RPCTypes::AppendEntries, "raft.append", rpc, &option).await
     }
 
     async fn vote(&mut self, rpc: VoteRequest<TypeConfig>, option: RPCOption) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call("raft.vote", rpc, &option).await
+        self.call(openraft::RPCTypes::Vote, "raft.vote", rpc, &option).await
     }
 
     async fn pre_vote(
@@ -86,7 +87,7 @@ impl RaftNetworkV2<TypeConfig> for Client {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call("raft.pre_vote", rpc, &option).await
+        self.call(openraft::RPCTypes::Vote, "raft.pre_vote", rpc, &option).await
     }
 
     async fn full_snapshot(
@@ -97,7 +98,7 @@ impl RaftNetworkV2<TypeConfig> for Client {
         option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
         let wire: SnapshotWire = (vote, snapshot.meta, snapshot.snapshot);
-        let send = self.call::<_, SnapshotResponse<TypeConfig>>("raft.snapshot", wire, &option);
+        let send = self.call::<_, SnapshotResponse<TypeConfig>>(openraft::RPCTypes::InstallSnapshot, "raft.snapshot", wire, &option);
         tokio::select! {
             r = send => r.map_err(|e| match e {
                 RPCError::Timeout(t) => StreamingError::Timeout(t),
