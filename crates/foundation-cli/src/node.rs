@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Args;
+use foundation::rt::RtConfig;
 use foundation_cluster::admin::client;
 use foundation_cluster::secret::{ClusterSecret, SecretSource};
 use foundation_cluster::server::{PeerSpec, Server, ServerConfig, Service};
@@ -64,6 +65,9 @@ pub fn run(args: NodeArgs) -> anyhow::Result<()> {
         cluster_id: args.cluster_id.clone(),
         lan: args.lan,
         services: args.services.iter().copied().collect(),
+        // Each node's RNG (openraft's timers among its users) from the OS.
+        rt: RtConfig { seed: getrandom::u64().context("seeding the node's RNG")?, ..RtConfig::default() },
+        disk: None,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     runtime.block_on(async {

@@ -20,10 +20,11 @@ use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use foundation::events::{EVENTS_DEFAULT, EventStore};
+use foundation::rt::{Rt, RtConfig};
 use foundation::{Node, NodeConfig};
 use serde::{Deserialize, Serialize};
 
-use crate::consensus::{Consensus, ConsensusConfig, ConsensusError, Member, NodeId};
+use crate::consensus::{Consensus, ConsensusConfig, ConsensusError, Member, MemoryDisk, NodeId, Storage};
 use crate::mesh::{Cluster, ClusterConfig, ClusterError, NodeEvent};
 use crate::secret::ClusterSecret;
 use crate::services::{ConfigService, Registry, Telemetry};
@@ -121,6 +122,14 @@ pub struct ServerConfig {
     pub lan: bool,
     /// The services to run (config, coordination and registry need consensus).
     pub services: BTreeSet<Service>,
+    /// The runtime seam: seed, clock and network (a simulated network and
+    /// clock under the test kit's simulator).
+    pub rt: RtConfig,
+    /// Without a data directory: a disk in memory that outlives this
+    /// server, so a restart on it recovers (the simulator's data
+    /// directory). `None` with no data directory keeps everything in this
+    /// server's memory.
+    pub disk: Option<MemoryDisk>,
 }
 
 /// Why a node could not start.
@@ -237,7 +246,11 @@ impl Server {
                 return Err(ServerError::Config(format!("the {} service needs the consensus service", needs.name())));
             }
         }
-        let node = Node::with_config(NodeConfig { name: config.name.clone(), ..NodeConfig::default() })
+        // A restart is a new incarnation: pids of the old one never match
+        // processes of the new (the node clock's milliseconds, wrapping
+        // every 49 days).
+        let creation = Rt::new(config.rt.clone()).unix_millis() as u32;
+        let node = Node::with_config(NodeConfig { name: config.name.clone(), creation, rt: config.rt.clone(), ..NodeConfig::default() })
             .map_err(|e| ServerError::Config(e.to_string()))?;
         let cluster = Cluster::start(node, ClusterConfig::new(config.name.clone(), config.listen.clone(), config.secret.clone())).await?;
         // A peer that is up and refuses our secret means a wrong secret:
@@ -275,6 +288,8 @@ impl Server {
             }
             if let Some(dir) = &config.data_dir {
                 cc = cc.durable(dir.join("raft"));
+            } else if let Some(disk) = &config.disk {
+                cc.storage = Storage::Disk(disk.clone());
             }
             Some(Consensus::start(&cluster, cc).await?)
         } else {
@@ -530,6 +545,8 @@ pub async fn start_distributed_cluster(config: DistributedConfig) -> Result<Dist
             cluster_id: "foundation-local".into(),
             lan: config.lan,
             services: config.services.clone(),
+            rt: RtConfig::default(),
+            disk: None,
         })
         .await;
         match server {

@@ -40,6 +40,8 @@ async fn three_servers() -> Vec<Server> {
             cluster_id: "services".into(),
             lan: false,
             services: Service::ALL.into_iter().collect(),
+            rt: Default::default(),
+            disk: None,
         };
         servers.push(Server::start(config).await.expect("starts"));
     }

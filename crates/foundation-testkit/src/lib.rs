@@ -3,11 +3,17 @@
 //! failure; measuring memory; capturing telemetry) and the linearizability
 //! checker. Cluster backends, nemeses and workloads come next.
 
+pub mod agent;
+pub mod chaos;
+pub mod cluster;
 pub mod linearizability;
 pub mod load;
 pub mod memory;
+pub mod recorder;
+pub mod scenario;
 pub mod telemetry;
 pub mod wait;
+pub mod workload;
 
 pub use memory::{MemoryUsage, measure_memory_usage, rss_bytes};
 pub use telemetry::{CapturedEvent, TelemetryCapture, capture_telemetry};

@@ -21,6 +21,7 @@
 
 pub mod coordination;
 pub mod network;
+pub mod runtime;
 pub mod store;
 pub mod types;
 
@@ -37,6 +38,7 @@ use serde::{Deserialize, Serialize};
 
 use self::network::{Network, SnapshotWire};
 use self::store::StateMachine;
+pub use self::store::{MemoryDisk, Storage};
 pub use self::types::{Answer, Applied, Command, LockState, Member, NodeId, Query, State, TypeConfig};
 use crate::mesh::{Cluster, WeakCluster};
 use crate::rpc::RpcError;
@@ -57,8 +59,8 @@ pub struct ConsensusConfig {
     pub election_timeout: (Duration, Duration),
     /// Heartbeat interval of the leader.
     pub heartbeat: Duration,
-    /// Where the log and snapshots live; `None` keeps them in memory.
-    pub data_dir: Option<PathBuf>,
+    /// Where the log, vote and snapshots live.
+    pub storage: Storage,
     /// Largest proposal accepted.
     pub max_proposal_bytes: usize,
 }
@@ -75,7 +77,7 @@ impl ConsensusConfig {
             id,
             election_timeout: (Duration::from_millis(100), Duration::from_millis(200)),
             heartbeat: Duration::from_millis(40),
-            data_dir: None,
+            storage: Storage::Memory,
             max_proposal_bytes: PROPOSAL_BYTES_DEFAULT,
         }
     }
@@ -91,10 +93,22 @@ impl ConsensusConfig {
 
     /// Durable storage in `dir`.
     pub fn durable(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.data_dir = Some(dir.into());
+        self.storage = Storage::Dir(dir.into());
         self
     }
 }
+
+/// The RPC a client calls on any member to propose a command:
+/// `(Command, Duration) -> Result<Decision, ConsensusError>`.
+pub const CLIENT_SUBMIT: &str = "consensus.submit";
+/// The RPC a client calls on any member for a linearizable query:
+/// `(Query, Duration) -> Result<Answer, ConsensusError>`.
+pub const CLIENT_QUERY: &str = "consensus.query";
+
+/// The RPC that reads a member's applied index and state as applied there
+/// (not linearizable: for comparing replicas):
+/// `() -> Result<(Option<u64>, State), ConsensusError>`.
+pub const CLIENT_LOCAL_STATE: &str = "consensus.local_state";
 
 /// The outcome of a committed proposal.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -192,7 +206,7 @@ impl Consensus {
     /// Starts this node's member (recovering its log and state from its data
     /// directory, if any) and serves Raft's RPCs on `cluster`.
     pub async fn start(cluster: &Cluster, config: ConsensusConfig) -> Result<Self, ConsensusError> {
-        let (log, sm) = store::open(config.data_dir.as_deref()).map_err(|e| ConsensusError::Storage(e.to_string()))?;
+        let (log, sm) = store::open(&config.storage).map_err(|e| ConsensusError::Storage(e.to_string()))?;
         let raft_config = openraft::Config {
             cluster_name: "foundation".into(),
             election_timeout_min: config.election_timeout.0.as_millis() as u64,
@@ -206,7 +220,9 @@ impl Consensus {
         .validate()
         .map_err(raft_err)?;
         let network = Network { cluster: cluster.downgrade(), me: config.id };
-        let raft = Raft::new(config.id, Arc::new(raft_config), network, log, sm.clone()).await.map_err(raft_err)?;
+        // openraft's timers draw from the node's seeded RNG (see `runtime`).
+        let seed = cluster.node().rt().with_rng(rand::Rng::random::<u64>) ^ config.id;
+        let raft = runtime::scope(seed, Raft::new(config.id, Arc::new(raft_config), network, log, sm.clone())).await.map_err(raft_err)?;
         let inner = Arc::new(Inner { raft, sm, cluster: cluster.downgrade(), name: cluster.name().to_owned(), config });
         serve(cluster, &inner);
         Ok(Self { inner })
@@ -472,7 +488,17 @@ impl Consensus {
     }
 }
 
-const HANDLERS: [&str; 6] = ["raft.append", "raft.vote", "raft.pre_vote", "raft.snapshot", "consensus.write", "consensus.read"];
+const HANDLERS: [&str; 9] = [
+    "raft.append",
+    "raft.vote",
+    "raft.pre_vote",
+    "raft.snapshot",
+    "consensus.write",
+    "consensus.read",
+    CLIENT_SUBMIT,
+    CLIENT_QUERY,
+    CLIENT_LOCAL_STATE,
+];
 
 /// Serves Raft's RPCs and the forwarded writes and reads.
 fn serve(cluster: &Cluster, inner: &Arc<Inner>) {
@@ -503,6 +529,39 @@ fn serve(cluster: &Cluster, inner: &Arc<Inner>) {
             match me {
                 Some(me) if me.is_leader() => me.write_here(command, timeout).await,
                 _ => Err(ConsensusError::NotLeader),
+            }
+        }
+    });
+    // What clients call on any member (a node of the mesh that runs no
+    // consensus, e.g. the test kit's workload): the member forwards to the
+    // leader as `reach_consensus` and `query` do.
+    let weak = Arc::downgrade(inner);
+    cluster.register_rpc(CLIENT_SUBMIT, move |(command, timeout): (Command, Duration)| {
+        let me = weak.upgrade().map(|inner| Consensus { inner });
+        async move {
+            match me {
+                Some(me) => me.reach_consensus(command, timeout).await,
+                None => Err(ConsensusError::Raft("stopped".into())),
+            }
+        }
+    });
+    let weak = Arc::downgrade(inner);
+    cluster.register_rpc(CLIENT_QUERY, move |(query, timeout): (Query, Duration)| {
+        let me = weak.upgrade().map(|inner| Consensus { inner });
+        async move {
+            match me {
+                Some(me) => me.query(query, timeout).await,
+                None => Err(ConsensusError::Raft("stopped".into())),
+            }
+        }
+    });
+    let weak = Arc::downgrade(inner);
+    cluster.register_rpc(CLIENT_LOCAL_STATE, move |(): ()| {
+        let me = weak.upgrade().map(|inner| Consensus { inner });
+        async move {
+            match me {
+                Some(me) => Ok((me.applied_index().await, me.local_state().await)),
+                None => Err(ConsensusError::Raft("stopped".into())),
             }
         }
     });

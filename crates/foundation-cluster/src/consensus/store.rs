@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::io;
 use std::ops::RangeBounds;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use futures_util::StreamExt;
@@ -82,10 +82,69 @@ enum Msg {
     Close(oneshot::Sender<()>),
 }
 
-/// The handle on the writer thread (absent in memory-only mode).
+/// Where what Raft must not forget goes (absent in memory-only mode).
 #[derive(Clone)]
-struct Disk {
-    tx: mpsc::Sender<Msg>,
+enum Disk {
+    /// A redb database behind its writer thread.
+    Redb(mpsc::Sender<Msg>),
+    /// A [`MemoryDisk`]: written at once, outlives the node.
+    Memory(MemoryDisk),
+}
+
+/// A disk in memory that outlives the node using it: the simulator's
+/// stand-in for a data directory. A node restarted on the same
+/// `MemoryDisk` finds its log, vote and snapshot as a node restarted on its
+/// data directory would (every write is durable at once, as with fsync).
+#[derive(Clone, Default)]
+pub struct MemoryDisk {
+    tables: Arc<parking_lot::Mutex<Tables>>,
+}
+
+#[derive(Default)]
+struct Tables {
+    log: BTreeMap<u64, Vec<u8>>,
+    meta: BTreeMap<&'static str, Vec<u8>>,
+}
+
+impl MemoryDisk {
+    /// An empty disk.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn apply(&self, ops: &[Op]) {
+        let mut t = self.tables.lock();
+        for op in ops {
+            match op {
+                Op::Put(i, bytes) => {
+                    t.log.insert(*i, bytes.clone());
+                }
+                Op::TruncateFrom(i) => {
+                    t.log.split_off(i);
+                }
+                Op::PurgeTo(i) => {
+                    t.log = t.log.split_off(&(i + 1));
+                }
+                Op::Meta(k, v) => {
+                    t.meta.insert(k, v.clone());
+                }
+            }
+        }
+    }
+
+    fn load(&self) -> io::Result<Loaded> {
+        let t = self.tables.lock();
+        fn meta<T: for<'de> Deserialize<'de>>(t: &Tables, key: &str) -> io::Result<Option<T>> {
+            t.meta.get(key).map(|b| decode(b)).transpose()
+        }
+        Ok(Loaded {
+            log: t.log.iter().map(|(i, b)| Ok((*i, decode(b)?))).collect::<io::Result<_>>()?,
+            vote: meta(&t, VOTE)?,
+            committed: meta(&t, COMMITTED)?,
+            purged: meta(&t, PURGED)?,
+            snapshot: meta(&t, SNAPSHOT)?,
+        })
+    }
 }
 
 impl Disk {
@@ -96,18 +155,27 @@ impl Disk {
         let loaded = load(&db)?;
         let (tx, rx) = mpsc::channel(DISK_QUEUE);
         std::thread::Builder::new().name("foundation-raft-disk".into()).spawn(move || writer(db, rx))?;
-        Ok((Self { tx }, loaded))
+        Ok((Self::Redb(tx), loaded))
     }
 
     async fn submit(&self, ops: Vec<Op>, done: Done) -> io::Result<()> {
-        self.tx.send(Msg::Write(Request { ops, done })).await.map_err(|_| io_err("the disk writer stopped"))
+        match self {
+            Self::Redb(tx) => tx.send(Msg::Write(Request { ops, done })).await.map_err(|_| io_err("the disk writer stopped")),
+            Self::Memory(m) => {
+                m.apply(&ops);
+                done.complete(Ok(()));
+                Ok(())
+            }
+        }
     }
 
     /// Finishes what is queued, closes the database and stops the writer.
     async fn close(&self) {
-        let (tx, rx) = oneshot::channel();
-        if self.tx.send(Msg::Close(tx)).await.is_ok() {
-            let _ = rx.await;
+        if let Self::Redb(tx) = self {
+            let (ack, rx) = oneshot::channel();
+            if tx.send(Msg::Close(ack)).await.is_ok() {
+                let _ = rx.await;
+            }
         }
     }
 
@@ -115,6 +183,17 @@ impl Disk {
         let (tx, rx) = oneshot::channel();
         self.submit(ops, Done::Notify(tx)).await?;
         rx.await.map_err(|_| io_err("the disk writer stopped"))?
+    }
+}
+
+impl Done {
+    fn complete(self, res: io::Result<()>) {
+        match self {
+            Done::Flushed(cb) => cb.io_completed(res),
+            Done::Notify(tx) => {
+                let _ = tx.send(res);
+            }
+        }
     }
 }
 
@@ -178,13 +257,7 @@ fn writer(db: redb::Database, mut rx: mpsc::Receiver<Msg>) {
             tracing::error!(error = %e, "raft storage write failed");
         }
         for r in batch {
-            let res = result.clone().map_err(io_err);
-            match r.done {
-                Done::Flushed(cb) => cb.io_completed(res),
-                Done::Notify(tx) => {
-                    let _ = tx.send(res);
-                }
-            }
+            r.done.complete(result.clone().map_err(io_err));
         }
         if closing.is_some() {
             break;
@@ -243,15 +316,45 @@ struct StoredSnapshot {
     data: Vec<u8>,
 }
 
-/// Opens the log and the state machine: in memory (`None`) or durable in
-/// `dir`. A corrupt directory is an error, and nothing in it is changed.
-pub fn open(dir: Option<&Path>) -> io::Result<(LogStore, StateMachine)> {
-    let (disk, loaded) = match dir {
-        Some(d) => {
+/// Where a consensus member keeps its log, vote and snapshots.
+#[derive(Clone, Default)]
+pub enum Storage {
+    /// In this node's memory only: lost when it stops.
+    #[default]
+    Memory,
+    /// Durable in a data directory (a redb database).
+    Dir(PathBuf),
+    /// On a [`MemoryDisk`] that outlives the node (simulated restarts).
+    Disk(MemoryDisk),
+}
+
+impl std::fmt::Debug for MemoryDisk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let t = self.tables.lock();
+        f.debug_struct("MemoryDisk").field("entries", &t.log.len()).finish()
+    }
+}
+
+impl std::fmt::Debug for Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Memory => f.write_str("Memory"),
+            Self::Dir(d) => f.debug_tuple("Dir").field(d).finish(),
+            Self::Disk(d) => f.debug_tuple("Disk").field(d).finish(),
+        }
+    }
+}
+
+/// Opens the log and the state machine on `storage`. A corrupt directory
+/// is an error, and nothing in it is changed.
+pub fn open(storage: &Storage) -> io::Result<(LogStore, StateMachine)> {
+    let (disk, loaded) = match storage {
+        Storage::Dir(d) => {
             let (disk, loaded) = Disk::open(d)?;
             (Some(disk), loaded)
         }
-        None => (None, Loaded::default()),
+        Storage::Disk(m) => (Some(Disk::Memory(m.clone())), m.load()?),
+        Storage::Memory => (None, Loaded::default()),
     };
     let mut sm = SmInner { disk: disk.clone(), ..SmInner::default() };
     if let Some(snap) = loaded.snapshot {

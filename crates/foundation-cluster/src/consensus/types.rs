@@ -229,6 +229,7 @@ openraft::declare_raft_types!(
         D = Command,
         R = Applied,
         Node = Member,
+        AsyncRuntime = super::runtime::SeededTokio,
 );
 
 /// A Raft node id: chosen once per member and never reused (a node whose

@@ -1,0 +1,327 @@
+//! A network seam with faults: real TCP underneath, and a shared table of
+//! partitions, clogs, pauses, latency and loss on top, for nodes that run
+//! in one process.
+//!
+//! Every node of an in-process cluster (and its client) gets a
+//! [`FaultyNetwork`] over one [`Faults`] table, which knows each node's
+//! listen address. The side that dials wraps its stream, and the wrapper
+//! judges both directions of that connection: a direction that is
+//! partitioned, clogged or touches a paused node *stalls* (reads and writes
+//! wait, as segments a partition drops would never arrive), and flows again
+//! when the table changes. A dial across a partition is refused. Latency
+//! delays each write; loss breaks a connection (a write fails with
+//! `ConnectionReset`), as on turmoil, whose TCP does not retransmit.
+//!
+//! Accepted streams are not wrapped: in one process, the dialer's wrapper
+//! already governs both directions of the connection.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use foundation::rt::net::{BoxFuture, BoxStream, Listener, Network, TokioNetwork};
+use parking_lot::Mutex;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// The fault table of one in-process cluster. Node indexes are 0-based;
+/// `None` is a party that is not a node (the test's client), which only
+/// pauses affect.
+pub struct Faults {
+    table: Mutex<Table>,
+}
+
+#[derive(Default)]
+struct Table {
+    nodes: BTreeMap<String, usize>,
+    /// Directed: traffic from `.0` to `.1` is dropped.
+    blocked: BTreeSet<(usize, usize)>,
+    /// Undirected (stored with `.0 < .1`): held until unclogged.
+    clogged: BTreeSet<(usize, usize)>,
+    paused: BTreeSet<usize>,
+    /// Undirected: added latency per write and chance a write breaks.
+    links: BTreeMap<(usize, usize), (Duration, f64)>,
+    /// Tasks waiting for the table to change.
+    wakers: Vec<Waker>,
+    rng: Option<SmallRng>,
+}
+
+fn pair(a: usize, b: usize) -> (usize, usize) {
+    (a.min(b), a.max(b))
+}
+
+impl Table {
+    fn stalled(&self, from: Option<usize>, to: Option<usize>) -> bool {
+        if from.is_some_and(|n| self.paused.contains(&n)) || to.is_some_and(|n| self.paused.contains(&n)) {
+            return true;
+        }
+        match (from, to) {
+            (Some(a), Some(b)) => self.blocked.contains(&(a, b)) || self.clogged.contains(&pair(a, b)),
+            _ => false,
+        }
+    }
+
+    fn wake_all(&mut self) {
+        for w in self.wakers.drain(..) {
+            w.wake();
+        }
+    }
+}
+
+impl std::fmt::Debug for Faults {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let t = self.table.lock();
+        f.debug_struct("Faults").field("blocked", &t.blocked).field("clogged", &t.clogged).field("paused", &t.paused).finish()
+    }
+}
+
+impl Faults {
+    /// An empty table; `seed` drives the loss draws.
+    pub fn new(seed: u64) -> Self {
+        Self { table: Mutex::new(Table { rng: Some(SmallRng::seed_from_u64(seed)), ..Table::default() }) }
+    }
+
+    fn change(&self, f: impl FnOnce(&mut Table)) {
+        let mut t = self.table.lock();
+        f(&mut t);
+        t.wake_all();
+    }
+
+    /// Node `index` listens on `addr`.
+    pub fn register(&self, addr: &str, index: usize) {
+        self.change(|t| {
+            t.nodes.insert(addr.to_owned(), index);
+        });
+    }
+
+    /// Drops traffic from `from` to `to`.
+    pub fn block(&self, from: usize, to: usize) {
+        self.change(|t| {
+            t.blocked.insert((from, to));
+        });
+    }
+
+    /// Holds traffic between `a` and `b` until [`Faults::unclog`].
+    pub fn clog(&self, a: usize, b: usize) {
+        self.change(|t| {
+            t.clogged.insert(pair(a, b));
+        });
+    }
+
+    /// Releases a clog.
+    pub fn unclog(&self, a: usize, b: usize) {
+        self.change(|t| {
+            t.clogged.remove(&pair(a, b));
+        });
+    }
+
+    /// Freezes (`true`) or releases a node's traffic.
+    pub fn set_paused(&self, node: usize, paused: bool) {
+        self.change(|t| {
+            if paused {
+                t.paused.insert(node);
+            } else {
+                t.paused.remove(&node);
+            }
+        });
+    }
+
+    /// Latency and loss on the link between `a` and `b`.
+    pub fn set_link(&self, a: usize, b: usize, latency: Duration, loss: f64) {
+        self.change(|t| {
+            t.links.insert(pair(a, b), (latency, loss));
+        });
+    }
+
+    /// Repairs partitions, clogs and links (pauses stay).
+    pub fn heal(&self) {
+        self.change(|t| {
+            t.blocked.clear();
+            t.clogged.clear();
+            t.links.clear();
+        });
+    }
+
+    fn node_of(&self, addr: &str) -> Option<usize> {
+        self.table.lock().nodes.get(addr).copied()
+    }
+}
+
+/// A node's network: tokio's, under the cluster's [`Faults`].
+#[derive(Clone, Debug)]
+pub struct FaultyNetwork {
+    me: Option<usize>,
+    faults: Arc<Faults>,
+}
+
+impl FaultyNetwork {
+    /// The network of node `me` (`None`: not a node, e.g. the client).
+    pub fn new(me: Option<usize>, faults: Arc<Faults>) -> Self {
+        Self { me, faults }
+    }
+}
+
+impl Network for FaultyNetwork {
+    fn bind<'a>(&'a self, addr: &'a str) -> BoxFuture<'a, io::Result<Box<dyn Listener>>> {
+        TokioNetwork.bind(addr)
+    }
+
+    fn connect<'a>(&'a self, addr: &'a str) -> BoxFuture<'a, io::Result<BoxStream>> {
+        Box::pin(async move {
+            let to = self.faults.node_of(addr);
+            let refused = {
+                let t = self.faults.table.lock();
+                match (self.me, to) {
+                    (Some(a), Some(b)) => t.blocked.contains(&(a, b)) || t.blocked.contains(&(b, a)),
+                    _ => false,
+                }
+            };
+            if refused {
+                return Err(io::Error::new(io::ErrorKind::ConnectionRefused, format!("{addr}: partitioned (test fault)")));
+            }
+            let inner = TokioNetwork.connect(addr).await?;
+            Ok(Box::new(FaultyStream { inner, me: self.me, peer: to, faults: self.faults.clone(), delay: None }) as BoxStream)
+        })
+    }
+}
+
+struct FaultyStream {
+    inner: BoxStream,
+    me: Option<usize>,
+    peer: Option<usize>,
+    faults: Arc<Faults>,
+    /// The latency of the write in progress.
+    delay: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl FaultyStream {
+    /// Whether `from → to` is stalled now; if so, wakes `cx` at the next change.
+    fn stalled(&self, from: Option<usize>, to: Option<usize>, cx: &Context<'_>) -> bool {
+        let mut t = self.faults.table.lock();
+        if !t.stalled(from, to) {
+            return false;
+        }
+        if !t.wakers.iter().any(|w| w.will_wake(cx.waker())) {
+            t.wakers.push(cx.waker().clone());
+        }
+        true
+    }
+
+    /// The link's latency, and whether this write breaks the connection.
+    fn link(&self) -> (Duration, bool) {
+        let (Some(a), Some(b)) = (self.me, self.peer) else { return (Duration::ZERO, false) };
+        let mut t = self.faults.table.lock();
+        let Some(&(latency, loss)) = t.links.get(&pair(a, b)) else { return (Duration::ZERO, false) };
+        let broken = loss > 0.0 && t.rng.as_mut().is_some_and(|r| r.random_bool(loss.min(1.0)));
+        (latency, broken)
+    }
+}
+
+impl AsyncRead for FaultyStream {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if self.stalled(self.peer, self.me, cx) {
+            return Poll::Pending;
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for FaultyStream {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        if self.stalled(self.me, self.peer, cx) {
+            return Poll::Pending;
+        }
+        if self.delay.is_none() {
+            let (latency, broken) = self.link();
+            if broken {
+                return Poll::Ready(Err(io::Error::new(io::ErrorKind::ConnectionReset, "link loss (test fault)")));
+            }
+            if latency.is_zero() {
+                return Pin::new(&mut self.inner).poll_write(cx, data);
+            }
+            self.delay = Some(Box::pin(tokio::time::sleep(latency)));
+        }
+        if self.delay.as_mut().is_some_and(|d| d.as_mut().poll(cx).is_pending()) {
+            return Poll::Pending;
+        }
+        let written = Pin::new(&mut self.inner).poll_write(cx, data);
+        if written.is_ready() {
+            self.delay = None;
+        }
+        written
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn echo_server(faults: &Arc<Faults>, index: usize) -> String {
+        let listener = FaultyNetwork::new(Some(index), faults.clone()).bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        faults.register(&addr, index);
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 64];
+                    while let Ok(n) = s.read(&mut buf).await {
+                        if n == 0 || s.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    async fn round_trip(s: &mut BoxStream) -> bool {
+        let trip = async {
+            s.write_all(b"ping").await.expect("write");
+            let mut back = [0u8; 4];
+            s.read_exact(&mut back).await.expect("read");
+        };
+        tokio::time::timeout(Duration::from_millis(200), trip).await.is_ok()
+    }
+
+    #[tokio::test]
+    async fn partitions_refuse_dials_and_stall_streams_until_healed() {
+        let faults = Arc::new(Faults::new(1));
+        let addr = echo_server(&faults, 1).await;
+        let net = FaultyNetwork::new(Some(0), faults.clone());
+        let mut s = net.connect(&addr).await.expect("connects");
+        assert!(round_trip(&mut s).await);
+        faults.block(0, 1);
+        assert!(!round_trip(&mut s).await, "a partitioned stream stalls");
+        assert_eq!(net.connect(&addr).await.err().map(|e| e.kind()), Some(io::ErrorKind::ConnectionRefused));
+        faults.heal();
+        assert!(round_trip(&mut s).await, "the stream flows again after the heal");
+    }
+
+    #[tokio::test]
+    async fn a_paused_node_stalls_even_the_client_and_loss_breaks_connections() {
+        let faults = Arc::new(Faults::new(1));
+        let addr = echo_server(&faults, 1).await;
+        let mut client = FaultyNetwork::new(None, faults.clone()).connect(&addr).await.expect("connects");
+        faults.set_paused(1, true);
+        assert!(!round_trip(&mut client).await);
+        faults.set_paused(1, false);
+        let mut s = FaultyNetwork::new(Some(0), faults.clone()).connect(&addr).await.expect("connects");
+        faults.set_link(0, 1, Duration::from_millis(1), 1.0);
+        assert_eq!(s.write_all(b"x").await.err().map(|e| e.kind()), Some(io::ErrorKind::ConnectionReset));
+    }
+}

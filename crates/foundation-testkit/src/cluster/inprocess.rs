@@ -1,0 +1,194 @@
+//! The in-process backend: real [`Server`]s on loopback TCP in this
+//! process, on a multi-threaded tokio runtime of their own, each through a
+//! [`FaultyNetwork`] over one [`Faults`] table.
+//!
+//! A kill shuts the node's server down (its tasks end, its connections
+//! close); its durable state is a [`MemoryDisk`] kept by the test kit, so a
+//! restart on the same listen address recovers its Raft log. A pause
+//! stalls every connection of the node (its timers still run: a real
+//! SIGSTOP would stop them too, which only the process backend can do).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use foundation::rt::RtConfig;
+use foundation::rt::net::BoxFuture;
+use foundation::{Node, NodeConfig};
+use foundation_cluster::consensus::MemoryDisk;
+use foundation_cluster::mesh::{Cluster, ClusterConfig};
+use foundation_cluster::server::{PeerSpec, Server, ServerConfig};
+
+use super::faulty::{Faults, FaultyNetwork};
+use super::{
+    ClusterSpec, Control, Fault, FaultError, Run, RunError, TestCluster, connect_all, node_name, node_seed, secret, separated_pairs,
+};
+
+struct InProcControl {
+    configs: Vec<ServerConfig>,
+    servers: tokio::sync::Mutex<Vec<Option<Server>>>,
+    faults: Arc<Faults>,
+}
+
+/// Starts a server, retrying while its port is still held by the one
+/// before it (a restart right after a kill).
+async fn start(config: ServerConfig) -> Result<Server, String> {
+    let mut tries = 0;
+    loop {
+        match Server::start(config.clone()).await {
+            Ok(s) => {
+                if let Err(e) = crate::agent::install(&s).await {
+                    s.shutdown().await;
+                    return Err(format!("{}: the chaos agent: {e}", config.name));
+                }
+                return Ok(s);
+            }
+            Err(e) if tries < 40 => {
+                tracing::debug!(node = %config.name, error = %e, "start failed, retrying");
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => return Err(format!("{}: {e}", config.name)),
+        }
+    }
+}
+
+impl Control for InProcControl {
+    fn apply<'a>(&'a self, fault: &'a Fault) -> BoxFuture<'a, Result<(), FaultError>> {
+        Box::pin(async move {
+            let f = &self.faults;
+            match fault {
+                Fault::Partition { groups } => {
+                    for (a, b) in separated_pairs(self.configs.len(), groups) {
+                        f.block(a, b);
+                        f.block(b, a);
+                    }
+                }
+                Fault::Cut { pairs } => {
+                    for &(a, b) in pairs {
+                        f.block(a, b);
+                        f.block(b, a);
+                    }
+                }
+                Fault::PartitionOneway { from, to } => {
+                    for &a in from {
+                        for &b in to.iter().filter(|b| **b != a) {
+                            f.block(a, b);
+                        }
+                    }
+                }
+                Fault::Heal => f.heal(),
+                Fault::Kill { node } => {
+                    let server = self.servers.lock().await[*node].take();
+                    if let Some(s) = server {
+                        s.shutdown().await;
+                    }
+                }
+                Fault::Restart { node } => {
+                    let server = start(self.configs[*node].clone()).await.map_err(FaultError::Backend)?;
+                    self.servers.lock().await[*node] = Some(server);
+                }
+                Fault::Pause { node } => f.set_paused(*node, true),
+                Fault::Resume { node } => f.set_paused(*node, false),
+                Fault::Clog { a, b } => f.clog(*a, *b),
+                Fault::Unclog { a, b } => f.unclog(*a, *b),
+                Fault::SetLink { a, b, latency_ms, loss } => f.set_link(*a, *b, Duration::from_millis(*latency_ms), *loss),
+            }
+            Ok(())
+        })
+    }
+
+    fn stop(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let servers: Vec<Server> = self.servers.lock().await.iter_mut().filter_map(Option::take).collect();
+            for s in servers {
+                s.shutdown().await;
+            }
+        })
+    }
+}
+
+fn free_ports(n: usize) -> Result<Vec<u16>, RunError> {
+    (0..n)
+        .map(|_| {
+            #[allow(clippy::disallowed_methods)] // a probe for a free loopback port, closed at once
+            let probe = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| RunError::Start(format!("no free port: {e}")))?;
+            probe.local_addr().map(|a| a.port()).map_err(|e| RunError::Start(e.to_string()))
+        })
+        .collect()
+}
+
+pub(super) fn run<T, F, Fut>(spec: &ClusterSpec, body: F) -> Result<Run<T>, RunError>
+where
+    T: Send + 'static,
+    F: FnOnce(TestCluster) -> Fut + Send + 'static,
+    Fut: Future<Output = anyhow::Result<T>> + Send + 'static,
+{
+    let wall = std::time::Instant::now();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| RunError::Start(e.to_string()))?;
+    let spec = spec.clone();
+    runtime.block_on(async move {
+        let faults = Arc::new(Faults::new(spec.seed));
+        let ports = free_ports(spec.nodes)?;
+        let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        for (i, addr) in addrs.iter().enumerate() {
+            faults.register(addr, i);
+        }
+        let configs: Vec<ServerConfig> = (0..spec.nodes)
+            .map(|i| ServerConfig {
+                id: i as u64 + 1,
+                name: node_name(i),
+                listen: addrs[i].clone(),
+                http: None,
+                peers: (0..spec.nodes)
+                    .filter(|j| *j != i)
+                    .map(|j| PeerSpec { id: j as u64 + 1, name: node_name(j), addr: addrs[j].clone() })
+                    .collect(),
+                data_dir: None,
+                secret: secret(),
+                cluster_id: "foundation-inprocess".into(),
+                lan: false,
+                services: spec.services.clone(),
+                rt: RtConfig {
+                    seed: node_seed(spec.seed, i as u64),
+                    network: Arc::new(FaultyNetwork::new(Some(i), faults.clone())),
+                    ..RtConfig::default()
+                },
+                disk: Some(MemoryDisk::new()),
+            })
+            .collect();
+        let mut servers = Vec::new();
+        for c in &configs {
+            match start(c.clone()).await {
+                Ok(s) => servers.push(Some(s)),
+                Err(e) => {
+                    for s in servers.into_iter().flatten() {
+                        s.shutdown().await;
+                    }
+                    return Err(RunError::Start(e));
+                }
+            }
+        }
+        let control = InProcControl { configs, servers: tokio::sync::Mutex::new(servers), faults: faults.clone() };
+        let client_rt =
+            RtConfig { seed: node_seed(spec.seed, u64::MAX), network: Arc::new(FaultyNetwork::new(None, faults)), ..RtConfig::default() };
+        let node = Node::with_config(NodeConfig { name: "client".into(), rt: client_rt, ..NodeConfig::default() })
+            .map_err(|e| RunError::Start(e.to_string()))?;
+        let client = match Cluster::start(node, ClusterConfig::new("client", "127.0.0.1:0", secret())).await {
+            Ok(c) => c,
+            Err(e) => {
+                control.stop().await;
+                return Err(RunError::Start(e.to_string()));
+            }
+        };
+        let cluster = TestCluster::new(spec, client.clone(), Box::new(control));
+        if let Err(e) = connect_all(&client, &addrs).await {
+            cluster.stop().await;
+            return Err(RunError::Start(e));
+        }
+        let result = body(cluster.clone()).await.map_err(RunError::Body);
+        let cluster_time = cluster.elapsed();
+        cluster.stop().await;
+        result.map(|value| Run { value, cluster_time, wall_time: wall.elapsed() })
+    })
+}

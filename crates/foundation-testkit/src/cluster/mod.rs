@@ -1,0 +1,601 @@
+//! `TestCluster`: one API over the backends that run a Foundation cluster
+//! for a test.
+//!
+//! | backend | nodes | faults |
+//! |---|---|---|
+//! | [`Backend::Simulated`] | turmoil hosts, deterministic from the seed, in virtual time | turmoil's partition, hold, crash and bounce, link latency and loss |
+//! | [`Backend::InProcess`] | real [`Server`]s on loopback in this process | a fault layer under each node's network seam (see [`faulty`]) |
+//!
+//! A test is a body `async fn(TestCluster) -> anyhow::Result<T>` run by
+//! [`run`], which picks the backend from the [`ClusterSpec`]. Inside, the
+//! test talks to the nodes through [`TestCluster::client`], a mesh member
+//! that runs no services (the workload's client), and injects faults with
+//! [`TestCluster::apply`] and its shorthands. Every fault is logged with
+//! its time ([`TestCluster::faults`]).
+//!
+//! Node indexes are 0-based; node `i` is named `n{i+1}` and has consensus
+//! id `i + 1`.
+
+pub mod faulty;
+mod inprocess;
+mod sim;
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use foundation::rt::net::BoxFuture;
+use foundation_cluster::consensus::{CLIENT_LOCAL_STATE, ConsensusError, State};
+use foundation_cluster::mesh::Cluster;
+use foundation_cluster::server::Service;
+use parking_lot::Mutex;
+use serde::Serialize;
+use tokio::time::Instant;
+
+pub use sim::TurmoilNetwork;
+
+/// The environment variable with the cluster size (3 when unset).
+pub const SIZE_ENV: &str = "TEST_CLUSTER_SIZE";
+
+/// The cluster size the tests use: `TEST_CLUSTER_SIZE`, or 3.
+pub fn cluster_size() -> usize {
+    std::env::var(SIZE_ENV).ok().and_then(|v| v.parse().ok()).filter(|n| *n > 0).unwrap_or(3)
+}
+
+/// Where the nodes run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// turmoil: deterministic from the seed, in virtual time.
+    Simulated,
+    /// Real nodes on loopback inside this process.
+    InProcess,
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Simulated => "sim",
+            Self::InProcess => "inprocess",
+        })
+    }
+}
+
+/// What to start.
+#[derive(Clone, Debug)]
+pub struct ClusterSpec {
+    /// Where the nodes run.
+    pub backend: Backend,
+    /// How many nodes.
+    pub nodes: usize,
+    /// The seed: the simulator's, the nodes' RNGs', the workload's and the
+    /// chaos monkey's.
+    pub seed: u64,
+    /// The services every node runs.
+    pub services: BTreeSet<Service>,
+    /// Simulated backend: the most simulated time a run may take (a run
+    /// that goes past it fails).
+    pub sim_limit: Duration,
+}
+
+impl ClusterSpec {
+    /// `nodes` nodes running every service.
+    pub fn new(backend: Backend, nodes: usize, seed: u64) -> Self {
+        Self { backend, nodes, seed, services: Service::ALL.into_iter().collect(), sim_limit: Duration::from_secs(600) }
+    }
+
+    /// [`cluster_size`] nodes, simulated.
+    pub fn simulated(seed: u64) -> Self {
+        Self::new(Backend::Simulated, cluster_size(), seed)
+    }
+
+    /// [`cluster_size`] nodes in this process.
+    pub fn in_process(seed: u64) -> Self {
+        Self::new(Backend::InProcess, cluster_size(), seed)
+    }
+}
+
+/// A fault to inject (or undo). Node indexes are 0-based.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "fault", rename_all = "snake_case")]
+pub enum Fault {
+    /// Cut the network between groups (nodes in no group form one more).
+    Partition {
+        /// The sides.
+        groups: Vec<Vec<usize>>,
+    },
+    /// Cut these links (both directions), leaving the others.
+    Cut {
+        /// Node pairs.
+        pairs: Vec<(usize, usize)>,
+    },
+    /// Drop what `from` sends to `to` (not the other way).
+    PartitionOneway {
+        /// Senders.
+        from: Vec<usize>,
+        /// Receivers.
+        to: Vec<usize>,
+    },
+    /// Repair every partition, clog and link setting.
+    Heal,
+    /// Stop a node abruptly (its durable state stays).
+    Kill {
+        /// The node.
+        node: usize,
+    },
+    /// Start a killed node again on its durable state.
+    Restart {
+        /// The node.
+        node: usize,
+    },
+    /// Freeze a node's traffic (in and out) until resumed.
+    Pause {
+        /// The node.
+        node: usize,
+    },
+    /// Let a paused node's traffic flow again.
+    Resume {
+        /// The node.
+        node: usize,
+    },
+    /// Hold the traffic between two nodes (delivered at unclog).
+    Clog {
+        /// One end.
+        a: usize,
+        /// The other.
+        b: usize,
+    },
+    /// Release a clog.
+    Unclog {
+        /// One end.
+        a: usize,
+        /// The other.
+        b: usize,
+    },
+    /// Latency and loss on the link between two nodes (both directions).
+    /// Loss breaks connections (as on turmoil: TCP does not retransmit
+    /// there), which the mesh re-dials.
+    SetLink {
+        /// One end.
+        a: usize,
+        /// The other.
+        b: usize,
+        /// Added one-way latency, in milliseconds.
+        latency_ms: u64,
+        /// Probability in [0, 1] that a transfer breaks its connection.
+        loss: f64,
+    },
+}
+
+impl Fault {
+    /// A short name of the fault's kind.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Partition { .. } => "partition",
+            Self::Cut { .. } => "cut",
+            Self::PartitionOneway { .. } => "partition_oneway",
+            Self::Heal => "heal",
+            Self::Kill { .. } => "kill",
+            Self::Restart { .. } => "restart",
+            Self::Pause { .. } => "pause",
+            Self::Resume { .. } => "resume",
+            Self::Clog { .. } => "clog",
+            Self::Unclog { .. } => "unclog",
+            Self::SetLink { .. } => "set_link",
+        }
+    }
+
+    fn nodes(&self) -> Vec<usize> {
+        match self {
+            Self::Partition { groups } => groups.iter().flatten().copied().collect(),
+            Self::Cut { pairs } => pairs.iter().flat_map(|(a, b)| [*a, *b]).collect(),
+            Self::PartitionOneway { from, to } => from.iter().chain(to).copied().collect(),
+            Self::Heal => Vec::new(),
+            Self::Kill { node } | Self::Restart { node } | Self::Pause { node } | Self::Resume { node } => vec![*node],
+            Self::Clog { a, b } | Self::Unclog { a, b } | Self::SetLink { a, b, .. } => vec![*a, *b],
+        }
+    }
+}
+
+/// Why a fault could not be applied.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum FaultError {
+    /// There is no node with that index.
+    #[error("no node {0} (the cluster has {1})")]
+    NoSuchNode(usize, usize),
+    /// The node is not in the state the fault needs (e.g. restarting a
+    /// running node).
+    #[error("node {node}: {why}")]
+    State {
+        /// The node.
+        node: usize,
+        /// What is wrong.
+        why: &'static str,
+    },
+    /// A loss probability outside [0, 1].
+    #[error("loss {0} is not a probability")]
+    BadLoss(f64),
+    /// The backend failed to apply it.
+    #[error("{0}")]
+    Backend(String),
+}
+
+/// One applied fault, with when (microseconds since the cluster started;
+/// virtual under simulation).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FaultRecord {
+    /// When it was applied.
+    pub at_us: u64,
+    /// What.
+    #[serde(flatten)]
+    pub fault: Fault,
+}
+
+/// What a backend does with a fault (already validated).
+pub(crate) trait Control: Send + Sync {
+    fn apply<'a>(&'a self, fault: &'a Fault) -> BoxFuture<'a, Result<(), FaultError>>;
+    /// Stops every node (the end of the run).
+    fn stop(&self) -> BoxFuture<'_, ()>;
+}
+
+/// A running cluster under test. Cheap to clone.
+#[derive(Clone)]
+pub struct TestCluster {
+    inner: Arc<Shared>,
+}
+
+struct Shared {
+    spec: ClusterSpec,
+    names: Vec<String>,
+    client: Cluster,
+    control: Box<dyn Control>,
+    start: Instant,
+    log: Mutex<Vec<FaultRecord>>,
+    killed: Mutex<BTreeSet<usize>>,
+    paused: Mutex<BTreeSet<usize>>,
+}
+
+/// A node's name from its index.
+pub fn node_name(i: usize) -> String {
+    format!("n{}", i + 1)
+}
+
+impl TestCluster {
+    pub(crate) fn new(spec: ClusterSpec, client: Cluster, control: Box<dyn Control>) -> Self {
+        let names = (0..spec.nodes).map(node_name).collect();
+        Self {
+            inner: Arc::new(Shared {
+                spec,
+                names,
+                client,
+                control,
+                start: Instant::now(),
+                log: Mutex::default(),
+                killed: Mutex::default(),
+                paused: Mutex::default(),
+            }),
+        }
+    }
+
+    /// How many nodes.
+    pub fn size(&self) -> usize {
+        self.inner.names.len()
+    }
+
+    /// The nodes' names, by index.
+    pub fn names(&self) -> &[String] {
+        &self.inner.names
+    }
+
+    /// The spec it was started from.
+    pub fn spec(&self) -> &ClusterSpec {
+        &self.inner.spec
+    }
+
+    /// The seed of the run.
+    pub fn seed(&self) -> u64 {
+        self.inner.spec.seed
+    }
+
+    /// The client: a mesh member without services, connected to every node.
+    pub fn client(&self) -> &Cluster {
+        &self.inner.client
+    }
+
+    /// Time since the cluster started (virtual under simulation).
+    pub fn elapsed(&self) -> Duration {
+        self.inner.start.elapsed()
+    }
+
+    /// Every fault applied so far, in order.
+    pub fn faults(&self) -> Vec<FaultRecord> {
+        self.inner.log.lock().clone()
+    }
+
+    /// Nodes killed and not restarted.
+    pub fn killed(&self) -> BTreeSet<usize> {
+        self.inner.killed.lock().clone()
+    }
+
+    /// Nodes paused and not resumed.
+    pub fn paused(&self) -> BTreeSet<usize> {
+        self.inner.paused.lock().clone()
+    }
+
+    /// Applies a fault and logs it.
+    pub async fn apply(&self, fault: Fault) -> Result<(), FaultError> {
+        let n = self.size();
+        if let Some(bad) = fault.nodes().into_iter().find(|i| *i >= n) {
+            return Err(FaultError::NoSuchNode(bad, n));
+        }
+        match &fault {
+            Fault::Kill { node } if self.inner.killed.lock().contains(node) => {
+                return Err(FaultError::State { node: *node, why: "already killed" });
+            }
+            Fault::Restart { node } if !self.inner.killed.lock().contains(node) => {
+                return Err(FaultError::State { node: *node, why: "not killed" });
+            }
+            Fault::Pause { node } if self.inner.paused.lock().contains(node) => {
+                return Err(FaultError::State { node: *node, why: "already paused" });
+            }
+            Fault::Resume { node } if !self.inner.paused.lock().contains(node) => {
+                return Err(FaultError::State { node: *node, why: "not paused" });
+            }
+            Fault::SetLink { loss, .. } if !(0.0..=1.0).contains(loss) => return Err(FaultError::BadLoss(*loss)),
+            _ => {}
+        }
+        self.inner.control.apply(&fault).await?;
+        match &fault {
+            Fault::Kill { node } => {
+                self.inner.killed.lock().insert(*node);
+            }
+            Fault::Restart { node } => {
+                self.inner.killed.lock().remove(node);
+            }
+            Fault::Pause { node } => {
+                self.inner.paused.lock().insert(*node);
+            }
+            Fault::Resume { node } => {
+                self.inner.paused.lock().remove(node);
+            }
+            _ => {}
+        }
+        let at_us = u64::try_from(self.elapsed().as_micros()).unwrap_or(u64::MAX);
+        tracing::info!(at_us, fault = ?fault, "fault injected");
+        self.inner.log.lock().push(FaultRecord { at_us, fault });
+        Ok(())
+    }
+
+    /// Cuts the network between `groups` (nodes in none form one more).
+    pub async fn partition(&self, groups: &[&[usize]]) -> Result<(), FaultError> {
+        self.apply(Fault::Partition { groups: groups.iter().map(|g| g.to_vec()).collect() }).await
+    }
+
+    /// Drops traffic from `from` to `to`.
+    pub async fn partition_oneway(&self, from: &[usize], to: &[usize]) -> Result<(), FaultError> {
+        self.apply(Fault::PartitionOneway { from: from.to_vec(), to: to.to_vec() }).await
+    }
+
+    /// Cuts one node off from every other node (the client still reaches it).
+    pub async fn isolate(&self, node: usize) -> Result<(), FaultError> {
+        self.apply(Fault::Partition { groups: vec![vec![node]] }).await
+    }
+
+    /// Repairs the network.
+    pub async fn heal(&self) -> Result<(), FaultError> {
+        self.apply(Fault::Heal).await
+    }
+
+    /// Kills a node.
+    pub async fn kill(&self, node: usize) -> Result<(), FaultError> {
+        self.apply(Fault::Kill { node }).await
+    }
+
+    /// Restarts a killed node.
+    pub async fn restart(&self, node: usize) -> Result<(), FaultError> {
+        self.apply(Fault::Restart { node }).await
+    }
+
+    /// Pauses a node's traffic.
+    pub async fn pause(&self, node: usize) -> Result<(), FaultError> {
+        self.apply(Fault::Pause { node }).await
+    }
+
+    /// Resumes a paused node.
+    pub async fn resume(&self, node: usize) -> Result<(), FaultError> {
+        self.apply(Fault::Resume { node }).await
+    }
+
+    /// Holds the traffic between two nodes.
+    pub async fn clog(&self, a: usize, b: usize) -> Result<(), FaultError> {
+        self.apply(Fault::Clog { a, b }).await
+    }
+
+    /// Releases a clog.
+    pub async fn unclog(&self, a: usize, b: usize) -> Result<(), FaultError> {
+        self.apply(Fault::Unclog { a, b }).await
+    }
+
+    /// Sets a link's latency and loss.
+    pub async fn set_link(&self, a: usize, b: usize, latency: Duration, loss: f64) -> Result<(), FaultError> {
+        self.apply(Fault::SetLink { a, b, latency_ms: latency.as_millis() as u64, loss }).await
+    }
+
+    /// Heals the network, resumes paused nodes and restarts killed ones.
+    pub async fn recover(&self) -> Result<(), FaultError> {
+        self.heal().await?;
+        for node in self.paused() {
+            self.resume(node).await?;
+        }
+        for node in self.killed() {
+            self.restart(node).await?;
+        }
+        Ok(())
+    }
+
+    /// A node's applied index and state as applied there.
+    pub async fn local_state(&self, node: usize, timeout: Duration) -> Result<(Option<u64>, State), String> {
+        let name = self.inner.names.get(node).ok_or_else(|| format!("no node {node}"))?;
+        let answer: Result<(Option<u64>, State), ConsensusError> =
+            self.client().rpc(name, CLIENT_LOCAL_STATE, (), timeout).await.map_err(|e| e.to_string())?;
+        answer.map_err(|e| e.to_string())
+    }
+
+    /// Waits until every node that is not killed has applied the same log
+    /// to the same state, and returns the time it took and that state.
+    pub async fn converged(&self, timeout: Duration) -> Result<(Duration, State), String> {
+        let start = Instant::now();
+        let mut last = String::from("no answer yet");
+        while start.elapsed() < timeout {
+            let killed = self.killed();
+            let mut seen: Option<(Option<u64>, State)> = None;
+            let mut agree = true;
+            for i in (0..self.size()).filter(|i| !killed.contains(i)) {
+                match self.local_state(i, Duration::from_millis(500)).await {
+                    Ok(s) if seen.as_ref().is_none_or(|p| *p == s) => seen = Some(s),
+                    Ok((index, _)) => {
+                        last = format!("{} is at index {index:?}, another node at {:?}", self.inner.names[i], seen.as_ref().map(|s| s.0));
+                        agree = false;
+                        break;
+                    }
+                    Err(e) => {
+                        last = format!("{}: {e}", self.inner.names[i]);
+                        agree = false;
+                        break;
+                    }
+                }
+            }
+            if let (true, Some((Some(_), state))) = (agree, seen) {
+                return Ok((start.elapsed(), state));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Err(format!("not converged within {timeout:?}: {last}"))
+    }
+
+    pub(crate) async fn stop(&self) {
+        self.inner.control.stop().await;
+        self.inner.client.shutdown();
+    }
+}
+
+impl fmt::Debug for TestCluster {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TestCluster").field("backend", &self.inner.spec.backend).field("nodes", &self.inner.names).finish()
+    }
+}
+
+/// What a run gives back: the body's value and how long it took.
+#[derive(Debug)]
+pub struct Run<T> {
+    /// The body's value.
+    pub value: T,
+    /// Time inside the cluster (virtual under simulation).
+    pub cluster_time: Duration,
+    /// Wall-clock time of the whole run.
+    pub wall_time: Duration,
+}
+
+/// Why a run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The spec cannot run.
+    #[error("invalid cluster spec: {0}")]
+    Spec(String),
+    /// The cluster did not start.
+    #[error("the cluster did not start: {0}")]
+    Start(String),
+    /// The body failed.
+    #[error("{0:#}")]
+    Body(anyhow::Error),
+    /// The simulator failed (a host's error, or the run went past
+    /// `sim_limit`).
+    #[error("simulation: {0}")]
+    Sim(String),
+}
+
+/// Starts the cluster `spec` describes, runs `body` on it, and stops it.
+///
+/// Blocking: the simulated backend steps turmoil on this thread, the
+/// in-process one runs its own tokio runtime. Call it from a plain `#[test]`.
+pub fn run<T, F, Fut>(spec: &ClusterSpec, body: F) -> Result<Run<T>, RunError>
+where
+    T: Send + 'static,
+    F: FnOnce(TestCluster) -> Fut + Send + 'static,
+    Fut: Future<Output = anyhow::Result<T>> + Send + 'static,
+{
+    if spec.nodes == 0 {
+        return Err(RunError::Spec("a cluster needs at least one node".into()));
+    }
+    if !spec.services.contains(&Service::Consensus) {
+        return Err(RunError::Spec("the test kit's clusters need the consensus service".into()));
+    }
+    match spec.backend {
+        Backend::Simulated => sim::run(spec, body),
+        Backend::InProcess => inprocess::run(spec, body),
+    }
+}
+
+/// The cluster secret every test cluster uses.
+pub(crate) fn secret() -> foundation_cluster::secret::ClusterSecret {
+    foundation_cluster::secret::ClusterSecret::new("foundation-testkit-cluster-secret", "the test kit").expect("a valid secret")
+}
+
+/// Connects the client to every node (retrying while they start: 5 s).
+pub(crate) async fn connect_all(client: &Cluster, addrs: &[String]) -> Result<(), String> {
+    for addr in addrs {
+        let mut tries = 0;
+        while let Err(e) = client.connect(addr).await {
+            tries += 1;
+            if tries > 100 {
+                return Err(format!("the client cannot reach {addr}: {e}"));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    Ok(())
+}
+
+/// Seed of node `i`'s RNG, from the run's seed (SplitMix64).
+pub(crate) fn node_seed(seed: u64, i: u64) -> u64 {
+    let z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15u64.wrapping_mul(i.wrapping_add(1)));
+    let z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    let z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Node pairs (a < b) that `groups` separate; nodes in no group form one
+/// more group.
+pub(crate) fn separated_pairs(n: usize, groups: &[Vec<usize>]) -> Vec<(usize, usize)> {
+    let group_of = |i: usize| groups.iter().position(|g| g.contains(&i)).unwrap_or(groups.len());
+    let mut pairs = Vec::new();
+    for a in 0..n {
+        for b in a + 1..n {
+            if group_of(a) != group_of(b) {
+                pairs.push((a, b));
+            }
+        }
+    }
+    pairs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_separate_pairs_and_the_unlisted_form_a_group() {
+        assert_eq!(separated_pairs(3, &[vec![0]]), vec![(0, 1), (0, 2)]);
+        assert_eq!(separated_pairs(4, &[vec![0, 1], vec![2, 3]]), vec![(0, 2), (0, 3), (1, 2), (1, 3)]);
+        assert_eq!(separated_pairs(3, &[vec![0, 1, 2]]), vec![]);
+    }
+
+    #[test]
+    fn node_seeds_differ_per_node_and_per_run() {
+        assert_ne!(node_seed(1, 0), node_seed(1, 1));
+        assert_ne!(node_seed(1, 0), node_seed(2, 0));
+        assert_eq!(node_seed(7, 3), node_seed(7, 3));
+    }
+}

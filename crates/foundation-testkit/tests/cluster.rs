@@ -1,0 +1,67 @@
+//! The test kit's clusters, on both backends (the distributed tier).
+
+use std::time::Duration;
+
+use foundation_testkit::chaos::Nemesis;
+use foundation_testkit::cluster::{Backend, ClusterSpec, run};
+use foundation_testkit::linearizability::Verdict;
+use foundation_testkit::scenario::{ChaosRun, run_chaos};
+use foundation_testkit::workload::KvWorkload;
+
+fn short_chaos(backend: Backend, seed: u64) {
+    let spec = ClusterSpec::new(backend, foundation_testkit::cluster::cluster_size(), seed);
+    let outcome = run(&spec, |cluster| async move {
+        let mut chaos = ChaosRun::new(Duration::from_secs(6));
+        chaos.faults = vec![Nemesis::Partition, Nemesis::CrashRestart, Nemesis::KillProcess, Nemesis::MessageFlood];
+        run_chaos(&cluster, &chaos).await
+    })
+    .expect("the run completes");
+    let o = &outcome.value;
+    eprintln!(
+        "{backend} seed {seed}: {} ops ({} ok, {} failed, {} unknown), {} faults, {:?}, converged {:?}, wall {:?}, cluster {:?}",
+        o.workload.total(),
+        o.workload.ok(),
+        o.workload.failed(),
+        o.workload.unknown(),
+        o.chaos.failures_injected(),
+        o.check.verdict,
+        o.convergence,
+        outcome.wall_time,
+        outcome.cluster_time
+    );
+    assert_eq!(o.check.verdict, Verdict::Linearizable);
+    assert!(o.convergence.is_ok(), "{:?}", o.convergence);
+    assert!(o.diverged_keys.is_empty(), "{:?}", o.diverged_keys);
+    assert!(o.workload.ok() > 0);
+    assert!(o.chaos.failures_injected() > 0, "{:?}", o.chaos.errors);
+}
+
+#[test]
+fn simulated_cluster_stays_linearizable_under_faults() {
+    short_chaos(Backend::Simulated, 1);
+}
+
+#[test]
+fn in_process_cluster_stays_linearizable_under_faults() {
+    short_chaos(Backend::InProcess, 1);
+}
+
+#[test]
+fn a_simulated_workload_without_faults_only_succeeds() {
+    let spec = ClusterSpec::simulated(7);
+    let run = run(&spec, |cluster| async move {
+        let w = KvWorkload::new(7, Duration::from_secs(3));
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        Ok(w.run(&cluster).await)
+    })
+    .expect("runs");
+    let r = &run.value;
+    assert!(r.total() > 100, "{} ops", r.total());
+    assert_eq!(
+        r.failed() + r.unknown(),
+        0,
+        "{:?}",
+        r.samples.iter().filter(|s| s.outcome != foundation_testkit::workload::Outcome::Ok).take(5).collect::<Vec<_>>()
+    );
+    assert!(run.cluster_time >= Duration::from_secs(5));
+}
