@@ -1,0 +1,114 @@
+//! The seed's Layer 4 chaos test, and determinism of simulated runs.
+//!
+//! The chaos tier (`#[ignore]`d here, run by `.ci/run`):
+//!
+//! ```text
+//! cargo test --release -p foundation-testkit --test chaos -- --ignored
+//! ```
+//!
+//! `CHAOS_SEEDS` (default 100) seeds from `CHAOS_SEED_START` (default 0),
+//! on `TEST_CLUSTER_SIZE` nodes (default 3). A failing seed is printed with
+//! the command that replays it.
+
+use std::time::Duration;
+
+use foundation_testkit::chaos::Nemesis;
+use foundation_testkit::cluster::{Backend, ClusterSpec, cluster_size, run};
+use foundation_testkit::scenario::{ChaosOutcome, ChaosRun, run_chaos};
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn layer4(backend: Backend, seed: u64, duration: Duration) -> (ChaosOutcome, Duration, Duration) {
+    let spec = ClusterSpec::new(backend, cluster_size(), seed);
+    let run = run(&spec, move |cluster| async move { run_chaos(&cluster, &ChaosRun::new(duration)).await })
+        .unwrap_or_else(|e| panic!("{backend} seed {seed}: {e}\nreplay: {}", replay(seed)));
+    (run.value, run.cluster_time, run.wall_time)
+}
+
+fn replay(seed: u64) -> String {
+    format!(
+        "TEST_CLUSTER_SIZE={} CHAOS_SEED_START={seed} CHAOS_SEEDS=1 cargo test --release -p foundation-testkit --test chaos -- --ignored layer4_simulated",
+        cluster_size()
+    )
+}
+
+fn summary(o: &ChaosOutcome) -> String {
+    format!(
+        "{} ops, success {:.3}, {} faults {:?}, p50 {:?} p99 {:?}, {:?}, convergence {:?}, diverged {:?}",
+        o.workload.total(),
+        o.workload.success_rate(),
+        o.chaos.failures_injected(),
+        o.chaos.by_kind(),
+        o.workload.latency_quantile(0.5),
+        o.workload.latency_quantile(0.99),
+        o.check.verdict,
+        o.convergence,
+        o.diverged_keys,
+    )
+}
+
+/// The seed's Layer 4 over many seeds, 30 s of simulated time each, with
+/// every nemesis.
+#[test]
+#[ignore = "chaos tier: cargo test --release -p foundation-testkit --test chaos -- --ignored"]
+fn layer4_simulated_over_seeds() {
+    let start = env_u64("CHAOS_SEED_START", 0);
+    let seeds = env_u64("CHAOS_SEEDS", 100);
+    let mut failed = Vec::new();
+    let mut slowest = Duration::ZERO;
+    for seed in start..start + seeds {
+        let (o, sim, wall) = layer4(Backend::Simulated, seed, Duration::from_secs(30));
+        slowest = slowest.max(wall);
+        let checks = o.checks();
+        eprintln!("seed {seed}: sim {sim:?} wall {wall:?}: {} {checks:?}", summary(&o));
+        if !checks.all() {
+            eprintln!("seed {seed} FAILED; replay: {}", replay(seed));
+            failed.push(seed);
+        }
+    }
+    eprintln!("{seeds} seeds, slowest wall time {slowest:?}");
+    assert!(failed.is_empty(), "failing seeds: {failed:?}; replay one with: {}", replay(failed[0]));
+}
+
+/// Layer 4 once on real nodes in this process, 30 s of real time.
+#[test]
+#[ignore = "chaos tier: cargo test --release -p foundation-testkit --test chaos -- --ignored"]
+fn layer4_in_process() {
+    let seed = env_u64("CHAOS_SEED_START", 0);
+    let (o, _, wall) = layer4(Backend::InProcess, seed, Duration::from_secs(30));
+    eprintln!("in-process seed {seed}: wall {wall:?}: {}", summary(&o));
+    assert!(o.checks().all(), "{:?}: {}", o.checks(), summary(&o));
+}
+
+/// What a simulated run did, as text: the history, the faults and the
+/// monkey's log, all in virtual time.
+fn trace(seed: u64) -> String {
+    let spec = ClusterSpec::new(Backend::Simulated, 3, seed);
+    let run = run(&spec, |cluster| async move {
+        let mut chaos = ChaosRun::new(Duration::from_secs(5));
+        chaos.faults = Nemesis::ALL.to_vec();
+        run_chaos(&cluster, &chaos).await
+    })
+    .expect("runs");
+    let o = run.value;
+    format!(
+        "{}\n{}\n{}",
+        o.workload.history.to_jsonl(),
+        serde_json::to_string(&o.faults).expect("faults serialize"),
+        serde_json::to_string(&o.chaos).expect("chaos serializes")
+    )
+}
+
+#[test]
+fn a_seed_replays_byte_for_byte_and_another_seed_differs() {
+    let a = trace(11);
+    let b = trace(11);
+    assert!(a.len() > 1000, "a real trace: {} bytes", a.len());
+    if a != b {
+        let line = a.lines().zip(b.lines()).position(|(x, y)| x != y);
+        panic!("seed 11 ran differently twice; first difference at line {line:?}");
+    }
+    assert_ne!(a, trace(12), "another seed, another run");
+}
