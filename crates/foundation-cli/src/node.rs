@@ -1,6 +1,7 @@
 //! `foundation node` (run one node) and `foundation status` (ask one).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Args;
@@ -8,6 +9,7 @@ use foundation::rt::RtConfig;
 use foundation_cluster::admin::client;
 use foundation_cluster::secret::{ClusterSecret, SecretSource};
 use foundation_cluster::server::{PeerSpec, Server, ServerConfig, Service};
+use foundation_testkit::cluster::faulty::{Faults, FaultyNetwork};
 
 /// Options of `foundation node`.
 #[derive(Args, Debug)]
@@ -48,13 +50,30 @@ pub struct NodeArgs {
     /// registry need consensus).
     #[arg(long, value_delimiter = ',', default_value = "consensus,coordination,config,registry,events,telemetry")]
     services: Vec<Service>,
+    /// Run the test kit's chaos agent: a test client on the mesh may then
+    /// partition, clog and slow this node's links, kill its processes and
+    /// load it. For test clusters (`Backend::Processes`), never in
+    /// production.
+    #[arg(long)]
+    chaos_agent: bool,
 }
 
 /// Runs a node until Ctrl-C or SIGTERM.
 pub fn run(args: NodeArgs) -> anyhow::Result<()> {
     let secret: ClusterSecret =
         SecretSource { configured: args.secret.clone(), file: args.secret_file.clone() }.resolve().context("the cluster secret")?;
-    let config = ServerConfig {
+    let seed = getrandom::u64().context("seeding the node's RNG")?;
+    // Under the chaos agent, the node's network judges its dials by a
+    // fault table the test sets (node index = consensus id - 1).
+    let faults = args.chaos_agent.then(|| {
+        let faults = Arc::new(Faults::new(seed));
+        faults.register(&args.listen, args.id.saturating_sub(1) as usize);
+        for p in &args.peers {
+            faults.register(&p.addr, p.id.saturating_sub(1) as usize);
+        }
+        faults
+    });
+    let mut config = ServerConfig {
         id: args.id,
         name: args.name.clone(),
         listen: args.listen.clone(),
@@ -66,9 +85,12 @@ pub fn run(args: NodeArgs) -> anyhow::Result<()> {
         lan: args.lan,
         services: args.services.iter().copied().collect(),
         // Each node's RNG (openraft's timers among its users) from the OS.
-        rt: RtConfig { seed: getrandom::u64().context("seeding the node's RNG")?, ..RtConfig::default() },
+        rt: RtConfig { seed, ..RtConfig::default() },
         disk: None,
     };
+    if let Some(f) = &faults {
+        config.rt.network = Arc::new(FaultyNetwork::new(Some(args.id.saturating_sub(1) as usize), f.clone()));
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     runtime.block_on(async {
         // Handlers first: a signal during the start still stops cleanly.
@@ -76,6 +98,11 @@ pub fn run(args: NodeArgs) -> anyhow::Result<()> {
         let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
         let mut interrupt = signal(SignalKind::interrupt()).context("SIGINT handler")?;
         let server = Server::start(config).await.with_context(|| format!("node {} could not start", args.name))?;
+        let agent = if args.chaos_agent { foundation_testkit::agent::install(&server, faults).await } else { Ok(()) };
+        if let Err(e) = agent {
+            server.shutdown().await;
+            anyhow::bail!("node {}: the chaos agent did not start: {e}", args.name);
+        }
         println!(
             "node {} (id {}) listening on {}{}",
             args.name,

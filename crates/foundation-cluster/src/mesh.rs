@@ -522,6 +522,7 @@ async fn run_conn(
             // Under load, many frames go out in one write.
             let mut next = Some(first);
             while let Some(o) = next.take() {
+                o.mark_sent();
                 buf.extend_from_slice(&o.frame);
                 if !o.tail.is_empty() {
                     let written = async {

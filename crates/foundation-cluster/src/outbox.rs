@@ -8,6 +8,7 @@
 //! sending process feels.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use serde::Serialize;
@@ -44,12 +45,27 @@ pub(crate) struct Out {
     pub frame: Vec<u8>,
     pub tail: Bytes,
     permit: Option<OwnedSemaphorePermit>,
+    /// Set once the writer takes the frame (its bytes may then reach the
+    /// peer): how a call tells "never sent" from "maybe ran".
+    sent: Option<Arc<AtomicBool>>,
 }
 
 impl Out {
     /// A frame with only a header (never over the limit).
     pub fn header<H: Serialize>(header: &H) -> Self {
         encode(header, None::<&()>, Bytes::new(), usize::MAX).expect("a bare header encodes")
+    }
+
+    /// Sets `flag` when the writer takes this frame.
+    pub fn track(&mut self, flag: Arc<AtomicBool>) {
+        self.sent = Some(flag);
+    }
+
+    /// The writer takes the frame: from now on it may reach the peer.
+    pub fn mark_sent(&self) {
+        if let Some(f) = &self.sent {
+            f.store(true, Ordering::Release);
+        }
     }
 
     /// Gives the frame's bytes back to the queue's budget (once written).
@@ -81,7 +97,7 @@ pub(crate) fn encode<H: Serialize, P: Serialize + ?Sized>(
     }
     v[..4].copy_from_slice(&(total as u32).to_be_bytes());
     v[4..8].copy_from_slice(&(header_len as u32).to_be_bytes());
-    Ok(Out { frame: v, tail, permit: None })
+    Ok(Out { frame: v, tail, permit: None, sent: None })
 }
 
 /// The sending end of a peer's queue. Cheap to clone.

@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -88,9 +88,16 @@ pub enum RpcError {
         /// The name asked for.
         name: String,
     },
-    /// The node is not connected (or went down during the call).
+    /// The node is not connected: the call was not sent.
     #[error("no connection to node {node}")]
     NoConnection {
+        /// The node called.
+        node: String,
+    },
+    /// The connection went down while the call was out: the handler may
+    /// have run (its outcome is unknown).
+    #[error("the connection to node {node} went down during the call")]
+    Lost {
         /// The node called.
         node: String,
     },
@@ -124,6 +131,20 @@ type Handler = Arc<dyn Fn(Bytes) -> Result<HandlerFuture, String> + Send + Sync>
 struct Pending {
     peer: u32,
     reply: oneshot::Sender<Result<Bytes, RpcError>>,
+    /// Whether the call's frame was taken by the writer (else it never
+    /// left this node).
+    sent: Arc<AtomicBool>,
+}
+
+impl Pending {
+    /// The error for a call whose connection went down.
+    fn gone(&self, node: &str) -> RpcError {
+        if self.sent.load(Ordering::Acquire) {
+            RpcError::Lost { node: node.to_owned() }
+        } else {
+            RpcError::NoConnection { node: node.to_owned() }
+        }
+    }
 }
 
 /// A node's handlers and calls in flight.
@@ -144,7 +165,8 @@ impl Rpcs {
             ids.iter().filter_map(|id| pending.remove(id)).collect()
         };
         for p in failed {
-            let _ = p.reply.send(Err(RpcError::NoConnection { node: peer.to_owned() }));
+            let e = p.gone(peer);
+            let _ = p.reply.send(Err(e));
         }
     }
 }
@@ -314,23 +336,31 @@ impl Cluster {
             let outbox = inner.route_to(node).ok_or_else(|| RpcError::NoConnection { node: node.to_owned() })?;
             let id = inner.rpc.next_id.fetch_add(1, Ordering::Relaxed);
             let (tx, rx) = oneshot::channel();
+            let sent = Arc::new(AtomicBool::new(false));
             {
                 let mut pending = inner.rpc.pending.lock();
                 if pending.len() >= RPC_PENDING_MAX {
                     return Err(RpcError::Busy { node: inner.config.name.clone() });
                 }
-                pending.insert(id, Pending { peer: NodeId::new(node, 0).name_hash, reply: tx });
+                pending.insert(id, Pending { peer: NodeId::new(node, 0).name_hash, reply: tx, sent: sent.clone() });
             }
             // Taken out again however the call ends, so the map stays bounded.
             let _forget = Forget { inner, id };
             let header = Wire::Rpc(RpcWire::Call { id, name: name.to_owned(), ctx: crate::remote::wire_context() });
-            let out = outbox.encode(&header, None::<&()>, payload).map_err(|e| RpcError::Send(e.to_string()))?;
+            let mut out = outbox.encode(&header, None::<&()>, payload).map_err(|e| RpcError::Send(e.to_string()))?;
+            out.track(sent.clone());
             let call = async {
                 outbox.send(out).await.map_err(|e| match e {
                     PushError::Closed => RpcError::NoConnection { node: node.to_owned() },
                     e => RpcError::Send(e.to_string()),
                 })?;
-                rx.await.unwrap_or_else(|_| Err(RpcError::NoConnection { node: node.to_owned() }))
+                rx.await.unwrap_or_else(|_| {
+                    Err(if sent.load(Ordering::Acquire) {
+                        RpcError::Lost { node: node.to_owned() }
+                    } else {
+                        RpcError::NoConnection { node: node.to_owned() }
+                    })
+                })
             };
             foundation::rt::timeout(timeout, call).await
         };

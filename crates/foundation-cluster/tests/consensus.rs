@@ -117,7 +117,16 @@ async fn a_decision_is_committed_everywhere_and_survives_a_stopped_node() {
     members[li].shutdown().await;
     nodes[li].shutdown();
     let rest: Vec<&Consensus> = members.iter().enumerate().filter(|(i, _)| *i != li).map(|(_, m)| m).collect();
-    let after = rest[0].reach_consensus(put("after", "failover"), T).await.expect("committed after the leader stopped");
+    // A proposal forwarded to the stopped leader just before its connection
+    // closed may have reached it: that outcome is `Unknown`, and a put is
+    // idempotent, so it is retried (what a client does).
+    let started = tokio::time::Instant::now();
+    let after = loop {
+        match rest[0].reach_consensus(put("after", "failover"), T).await {
+            Err(ConsensusError::Unknown(_)) if started.elapsed() < T => continue,
+            other => break other.expect("committed after the leader stopped"),
+        }
+    };
     assert!(after.term > decision.term, "a new term: {} after {}", after.term, decision.term);
     states_converge(&rest).await;
     assert_eq!(rest[1].get("after", T).await, Ok(Some(b"failover".to_vec())));

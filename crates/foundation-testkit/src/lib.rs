@@ -6,6 +6,7 @@
 pub mod agent;
 pub mod chaos;
 pub mod cluster;
+pub mod generators;
 pub mod linearizability;
 pub mod load;
 pub mod memory;

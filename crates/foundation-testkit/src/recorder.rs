@@ -34,6 +34,10 @@ pub enum Func {
     Write,
     /// Compare-and-set on a key.
     Cas,
+    /// A message round trip through a node's processes (the message
+    /// workload; the key is the node, the value the payload size). Not a
+    /// register operation: the linearizability checker refuses it.
+    Echo,
 }
 
 /// One line of a history.

@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::chaos::{ChaosMonkey, ChaosReport, Nemesis};
 use crate::cluster::{FaultRecord, TestCluster};
 use crate::linearizability::{CheckResult, Verdict, check};
-use crate::workload::{KvWorkload, WorkloadReport};
+use crate::workload::{KvWorkload, MessageWorkload, WorkloadReport};
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -23,6 +23,8 @@ pub struct ChaosRun {
     pub clients: usize,
     /// Workload keys.
     pub keys: usize,
+    /// Message workload clients (0: none).
+    pub message_clients: usize,
     /// Pause between a client's operations.
     pub think: Duration,
     /// How long the cluster gets to converge after the heal.
@@ -37,6 +39,7 @@ impl ChaosRun {
             faults: Nemesis::ALL.to_vec(),
             clients: 5,
             keys: 3,
+            message_clients: 2,
             think: Duration::from_millis(10),
             converge_within: Duration::from_secs(30),
         }
@@ -48,6 +51,8 @@ impl ChaosRun {
 pub struct ChaosOutcome {
     /// The workload's operations and history (final reads included).
     pub workload: WorkloadReport,
+    /// The message workload's round trips.
+    pub messages: WorkloadReport,
     /// What the monkey injected.
     pub chaos: ChaosReport,
     /// Every fault applied to the cluster, with times.
@@ -63,7 +68,8 @@ pub struct ChaosOutcome {
 /// The verdicts, one per line, for a report.
 #[derive(Clone, Debug, Serialize)]
 pub struct Checks {
-    /// `success_rate > 0.8`.
+    /// `success_rate > 0.8`, for the KV workload and for the message
+    /// workload (when it ran).
     pub success_rate: bool,
     /// `failures_injected > 10`.
     pub failures_injected: bool,
@@ -84,7 +90,7 @@ impl ChaosOutcome {
     /// The seed's checks and this kit's.
     pub fn checks(&self) -> Checks {
         Checks {
-            success_rate: self.workload.success_rate() > 0.8,
+            success_rate: self.workload.success_rate() > 0.8 && (self.messages.total() == 0 || self.messages.success_rate() > 0.8),
             failures_injected: self.chaos.failures_injected() > 10,
             linearizable: self.check.verdict == Verdict::Linearizable,
             converged: self.convergence.is_ok() && self.diverged_keys.is_empty(),
@@ -121,7 +127,9 @@ pub async fn run_chaos(cluster: &TestCluster, run: &ChaosRun) -> anyhow::Result<
     let workload =
         KvWorkload { clients: run.clients, keys: run.keys, think: run.think, ..KvWorkload::new(seed.wrapping_add(1), run.duration) };
     let monkey = ChaosMonkey::new(seed.wrapping_add(2)).only(&run.faults);
-    let (mut report, chaos) = tokio::join!(workload.run(cluster), monkey.run(cluster, run.duration));
+    let messages =
+        MessageWorkload { clients: run.message_clients, think: run.think, ..MessageWorkload::new(seed.wrapping_add(3), run.duration) };
+    let (mut report, messages, chaos) = tokio::join!(workload.run(cluster), messages.run(cluster), monkey.run(cluster, run.duration));
     cluster.recover().await.context("healing the cluster")?;
     let converged = cluster.converged(run.converge_within).await;
     workload.final_reads(cluster, &mut report).await;
@@ -142,5 +150,5 @@ pub async fn run_chaos(cluster: &TestCluster, run: &ChaosRun) -> anyhow::Result<
         }
         Err(e) => Err(e),
     };
-    Ok(ChaosOutcome { workload: report, chaos, faults: cluster.faults(), check, convergence, diverged_keys })
+    Ok(ChaosOutcome { workload: report, messages, chaos, faults: cluster.faults(), check, convergence, diverged_keys })
 }

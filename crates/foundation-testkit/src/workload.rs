@@ -1,5 +1,10 @@
 //! Workloads that record histories.
 //!
+//! [`MessageWorkload`]: clients send payloads of random size to a random
+//! worker of a node's agent ecosystem (`chaos.echo`, see
+//! [`crate::agent`]) and expect them back intact: message passing through
+//! the mesh, mailboxes and supervised processes that the monkey kills.
+//!
 //! [`KvWorkload`]: clients read, write and compare-and-set a few integer
 //! registers on the consensus service, through [`TestCluster::client`]
 //! (the `consensus.submit` / `consensus.query` RPCs of any member, which
@@ -280,4 +285,74 @@ async fn submit(
     };
     history.record(process, kind, f, key, value);
     Some(sample(history, start, outcome))
+}
+
+/// The message workload: echo round trips through the nodes' agent
+/// ecosystems.
+#[derive(Clone, Debug)]
+pub struct MessageWorkload {
+    /// Concurrent clients.
+    pub clients: usize,
+    /// How long clients send.
+    pub duration: Duration,
+    /// Each round trip's timeout.
+    pub op_timeout: Duration,
+    /// Pause between a client's round trips.
+    pub think: Duration,
+    /// Largest payload (bytes); sizes are uniform in 1..=max.
+    pub max_payload: usize,
+    /// Seed of the clients' choices.
+    pub seed: u64,
+}
+
+impl MessageWorkload {
+    /// 5 clients, payloads up to 64 KiB, 1 s timeouts, 10 ms between.
+    pub fn new(seed: u64, duration: Duration) -> Self {
+        Self { clients: 5, duration, op_timeout: Duration::from_secs(1), think: Duration::from_millis(10), max_payload: 64 << 10, seed }
+    }
+
+    /// Runs the clients until `duration` has passed. A round trip is `ok`
+    /// when the payload comes back intact, `fail` otherwise (a lost
+    /// message, a killed worker, a timeout: the echo changes nothing, so
+    /// nothing is unknown).
+    pub async fn run(&self, cluster: &TestCluster) -> WorkloadReport {
+        let recorder = Recorder::new();
+        let mut tasks = Vec::new();
+        for c in 0..self.clients {
+            let w = self.clone();
+            let cluster = cluster.clone();
+            let history = recorder.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut rng = SmallRng::seed_from_u64(w.seed ^ (c as u64 + 1).wrapping_mul(0x2545_f491_4f6c_dd1d));
+                let mut samples = Vec::new();
+                let deadline = tokio::time::Instant::now() + w.duration;
+                while tokio::time::Instant::now() < deadline {
+                    let node = cluster.names()[rng.random_range(0..cluster.size())].clone();
+                    let size = rng.random_range(1..=w.max_payload.max(1));
+                    let fill = rng.random::<u8>();
+                    let payload = bytes::Bytes::from(vec![fill; size]);
+                    let start = history.now_us();
+                    if !history.record(c as u64, EventType::Invoke, Func::Echo, &node, json!(size)) {
+                        break;
+                    }
+                    let reply: Result<Result<bytes::Bytes, String>, RpcError> =
+                        cluster.client().rpc(&node, "chaos.echo", (payload.clone(), w.op_timeout), w.op_timeout * 2).await;
+                    let ok = matches!(&reply, Ok(Ok(back)) if *back == payload);
+                    let kind = if ok { EventType::Ok } else { EventType::Fail };
+                    history.record(c as u64, kind, Func::Echo, &node, json!(size));
+                    samples.push(sample(&history, start, if ok { Outcome::Ok } else { Outcome::Failed }));
+                    tokio::time::sleep(w.think).await;
+                }
+                samples
+            }));
+        }
+        let mut report = WorkloadReport { history: recorder, ..WorkloadReport::default() };
+        for t in tasks {
+            if let Ok(samples) = t.await {
+                report.samples.extend(samples);
+            }
+        }
+        report.samples.sort_by_key(|s| s.at_us);
+        report
+    }
 }

@@ -290,7 +290,10 @@ impl Consensus {
         // Once a leader may have taken the proposal, a timeout is `Unknown`.
         let mut handed = false;
         loop {
-            self.require_quorum()?;
+            // Once handed, a failure is no longer "nothing happened".
+            if let Err(e) = self.require_quorum() {
+                return Err(if handed { ConsensusError::Unknown(timeout) } else { e });
+            }
             let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
             if remaining.is_zero() {
                 return Err(if handed { ConsensusError::Unknown(timeout) } else { ConsensusError::NoLeader(timeout) });
@@ -312,10 +315,12 @@ impl Consensus {
                         .await
                     {
                         Ok(r) => {
-                            handed = true;
+                            // The leader refused it unproposed, or proposed it.
+                            handed |= !matches!(r, Err(ConsensusError::NotLeader));
                             r
                         }
-                        Err(RpcError::Timeout { .. }) => return Err(ConsensusError::Unknown(timeout)),
+                        // It may have run there: retrying could apply it twice.
+                        Err(RpcError::Timeout { .. } | RpcError::Lost { .. }) => return Err(ConsensusError::Unknown(timeout)),
                         // Not sent (or refused before it was read): try again.
                         Err(_) => Err(ConsensusError::NotLeader),
                     }

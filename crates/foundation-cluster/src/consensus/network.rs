@@ -61,7 +61,9 @@ impl Client {
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(remote)) => Err(RPCError::Network(NetworkError::from_string(format!("{}: {remote}", self.member.name)))),
             Err(RpcError::Timeout { .. }) => Err(RPCError::Timeout(Timeout { action, id: self.me, target: self.target, timeout: ttl })),
-            Err(e @ (RpcError::NoConnection { .. } | RpcError::UnknownHandler { .. })) => Err(RPCError::Unreachable(Unreachable::new(&e))),
+            Err(e @ (RpcError::NoConnection { .. } | RpcError::Lost { .. } | RpcError::UnknownHandler { .. })) => {
+                Err(RPCError::Unreachable(Unreachable::new(&e)))
+            }
             Err(e) => Err(RPCError::Network(NetworkError::new(&e))),
         }
     }

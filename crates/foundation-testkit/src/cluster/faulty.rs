@@ -73,6 +73,21 @@ impl Table {
     }
 }
 
+/// The faults of a table, without its addresses: what a test sends to the
+/// agent of every node that runs as its own OS process, so that each
+/// process judges its own dials by the same table.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct FaultTable {
+    /// Directed blocks.
+    pub blocked: Vec<(usize, usize)>,
+    /// Clogged pairs.
+    pub clogged: Vec<(usize, usize)>,
+    /// Paused nodes.
+    pub paused: Vec<usize>,
+    /// Links: `((a, b), (latency_ms, loss))`.
+    pub links: Vec<((usize, usize), (u64, f64))>,
+}
+
 impl std::fmt::Debug for Faults {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let t = self.table.lock();
@@ -144,6 +159,27 @@ impl Faults {
             t.blocked.clear();
             t.clogged.clear();
             t.links.clear();
+        });
+    }
+
+    /// The faults now (addresses aside).
+    pub fn snapshot(&self) -> FaultTable {
+        let t = self.table.lock();
+        FaultTable {
+            blocked: t.blocked.iter().copied().collect(),
+            clogged: t.clogged.iter().copied().collect(),
+            paused: t.paused.iter().copied().collect(),
+            links: t.links.iter().map(|(k, (l, p))| (*k, (l.as_millis() as u64, *p))).collect(),
+        }
+    }
+
+    /// Replaces the faults with `table` (addresses stay).
+    pub fn replace(&self, table: &FaultTable) {
+        self.change(|t| {
+            t.blocked = table.blocked.iter().copied().collect();
+            t.clogged = table.clogged.iter().map(|(a, b)| pair(*a, *b)).collect();
+            t.paused = table.paused.iter().copied().collect();
+            t.links = table.links.iter().map(|((a, b), (l, p))| (pair(*a, *b), (Duration::from_millis(*l), *p))).collect();
         });
     }
 

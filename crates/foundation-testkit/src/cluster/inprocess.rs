@@ -21,7 +21,8 @@ use foundation_cluster::server::{PeerSpec, Server, ServerConfig};
 
 use super::faulty::{Faults, FaultyNetwork};
 use super::{
-    ClusterSpec, Control, Fault, FaultError, Run, RunError, TestCluster, connect_all, node_name, node_seed, secret, separated_pairs,
+    ClusterSpec, Control, Fault, FaultError, Run, RunError, TestCluster, connect_all, free_ports, node_name, node_seed, secret,
+    separated_pairs,
 };
 
 struct InProcControl {
@@ -37,7 +38,7 @@ async fn start(config: ServerConfig) -> Result<Server, String> {
     loop {
         match Server::start(config.clone()).await {
             Ok(s) => {
-                if let Err(e) = crate::agent::install(&s).await {
+                if let Err(e) = crate::agent::install(&s, None).await {
                     s.shutdown().await;
                     return Err(format!("{}: the chaos agent: {e}", config.name));
                 }
@@ -106,16 +107,6 @@ impl Control for InProcControl {
             }
         })
     }
-}
-
-fn free_ports(n: usize) -> Result<Vec<u16>, RunError> {
-    (0..n)
-        .map(|_| {
-            #[allow(clippy::disallowed_methods)] // a probe for a free loopback port, closed at once
-            let probe = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| RunError::Start(format!("no free port: {e}")))?;
-            probe.local_addr().map(|a| a.port()).map_err(|e| RunError::Start(e.to_string()))
-        })
-        .collect()
 }
 
 pub(super) fn run<T, F, Fut>(spec: &ClusterSpec, body: F) -> Result<Run<T>, RunError>

@@ -4,7 +4,8 @@
 //! | backend | nodes | faults |
 //! |---|---|---|
 //! | [`Backend::Simulated`] | turmoil hosts, deterministic from the seed, in virtual time | turmoil's partition, hold, crash and bounce, link latency and loss |
-//! | [`Backend::InProcess`] | real [`Server`]s on loopback in this process | a fault layer under each node's network seam (see [`faulty`]) |
+//! | [`Backend::InProcess`] | real servers on loopback in this process | a fault layer under each node's network seam (see [`faulty`]) |
+//! | [`Backend::Processes`] | `foundation node` OS processes with data directories | SIGKILL, SIGSTOP/SIGCONT; the same fault layer in each process, set through its chaos agent |
 //!
 //! A test is a body `async fn(TestCluster) -> anyhow::Result<T>` run by
 //! [`run`], which picks the backend from the [`ClusterSpec`]. Inside, the
@@ -18,6 +19,7 @@
 
 pub mod faulty;
 mod inprocess;
+pub mod processes;
 mod sim;
 
 use std::collections::BTreeSet;
@@ -52,6 +54,8 @@ pub enum Backend {
     Simulated,
     /// Real nodes on loopback inside this process.
     InProcess,
+    /// `foundation node` OS processes on loopback.
+    Processes,
 }
 
 impl fmt::Display for Backend {
@@ -59,6 +63,7 @@ impl fmt::Display for Backend {
         f.write_str(match self {
             Self::Simulated => "sim",
             Self::InProcess => "inprocess",
+            Self::Processes => "processes",
         })
     }
 }
@@ -78,12 +83,15 @@ pub struct ClusterSpec {
     /// Simulated backend: the most simulated time a run may take (a run
     /// that goes past it fails).
     pub sim_limit: Duration,
+    /// Process backend: the `foundation` binary (see
+    /// [`processes::foundation_binary`] for where it is looked for).
+    pub binary: Option<std::path::PathBuf>,
 }
 
 impl ClusterSpec {
     /// `nodes` nodes running every service.
     pub fn new(backend: Backend, nodes: usize, seed: u64) -> Self {
-        Self { backend, nodes, seed, services: Service::ALL.into_iter().collect(), sim_limit: Duration::from_secs(600) }
+        Self { backend, nodes, seed, services: Service::ALL.into_iter().collect(), sim_limit: Duration::from_secs(600), binary: None }
     }
 
     /// [`cluster_size`] nodes, simulated.
@@ -535,21 +543,38 @@ where
     match spec.backend {
         Backend::Simulated => sim::run(spec, body),
         Backend::InProcess => inprocess::run(spec, body),
+        Backend::Processes => processes::run(spec, body),
     }
 }
 
 /// The cluster secret every test cluster uses.
-pub(crate) fn secret() -> foundation_cluster::secret::ClusterSecret {
-    foundation_cluster::secret::ClusterSecret::new("foundation-testkit-cluster-secret", "the test kit").expect("a valid secret")
+pub(crate) fn secret_text() -> &'static str {
+    "foundation-testkit-cluster-secret"
 }
 
-/// Connects the client to every node (retrying while they start: 5 s).
+pub(crate) fn secret() -> foundation_cluster::secret::ClusterSecret {
+    foundation_cluster::secret::ClusterSecret::new(secret_text(), "the test kit").expect("a valid secret")
+}
+
+/// Free loopback ports (probed, then closed: a race with other programs is
+/// possible, and a node that cannot bind fails to start).
+pub(crate) fn free_ports(n: usize) -> Result<Vec<u16>, RunError> {
+    (0..n)
+        .map(|_| {
+            #[allow(clippy::disallowed_methods)] // a probe for a free loopback port, closed at once
+            let probe = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| RunError::Start(format!("no free port: {e}")))?;
+            probe.local_addr().map(|a| a.port()).map_err(|e| RunError::Start(e.to_string()))
+        })
+        .collect()
+}
+
+/// Connects the client to every node (retrying while they start: 30 s).
 pub(crate) async fn connect_all(client: &Cluster, addrs: &[String]) -> Result<(), String> {
     for addr in addrs {
         let mut tries = 0;
         while let Err(e) = client.connect(addr).await {
             tries += 1;
-            if tries > 100 {
+            if tries > 600 {
                 return Err(format!("the client cannot reach {addr}: {e}"));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;

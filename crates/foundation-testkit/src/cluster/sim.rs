@@ -235,7 +235,7 @@ where
             async move {
                 config.rt = sim_rt(seed);
                 let server = Server::start(config).await.map_err(|e| e.to_string())?;
-                crate::agent::install(&server).await?;
+                crate::agent::install(&server, None).await?;
                 std::future::pending::<()>().await;
                 drop(server);
                 Ok(())

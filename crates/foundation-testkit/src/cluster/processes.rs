@@ -1,0 +1,272 @@
+//! The process backend: every node is a `foundation node --chaos-agent` OS
+//! process with a data directory of its own (redb, fsync), on loopback.
+//!
+//! - kill is SIGKILL, restart starts the binary again on the same data
+//!   directory and address; pause and resume are SIGSTOP and SIGCONT;
+//! - network faults are a fault table kept here and sent to every running
+//!   node's agent (`chaos.faults`); each process judges the connections it
+//!   dialed by it, so the one table governs both directions of every link
+//!   (see [`super::faulty`]). A node paused or killed when the table
+//!   changes gets it when it resumes or restarts.
+//!
+//! The binary is [`ClusterSpec::binary`], else `FOUNDATION_BIN`, else a
+//! `foundation` next to (or one directory above) the running executable,
+//! which is where cargo puts it for tests and for `foundation` itself.
+//! Everything is removed at the end: the processes are stopped (SIGTERM,
+//! then SIGKILL after 5 s) and the scratch directory is deleted.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use foundation::rt::RtConfig;
+use foundation::rt::net::BoxFuture;
+use foundation::{Node, NodeConfig};
+use foundation_cluster::mesh::{Cluster, ClusterConfig};
+use tokio::process::{Child, Command};
+
+use super::faulty::Faults;
+use super::{
+    ClusterSpec, Control, Fault, FaultError, Run, RunError, TestCluster, connect_all, free_ports, node_name, secret, secret_text,
+    separated_pairs,
+};
+
+/// The environment variable naming the `foundation` binary.
+pub const BIN_ENV: &str = "FOUNDATION_BIN";
+
+/// Where the `foundation` binary is.
+pub fn foundation_binary(spec: &ClusterSpec) -> Result<PathBuf, String> {
+    if let Some(b) = &spec.binary {
+        return Ok(b.clone());
+    }
+    if let Some(b) = std::env::var_os(BIN_ENV) {
+        return Ok(PathBuf::from(b));
+    }
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let dir = exe.parent().ok_or("the executable has no directory")?;
+    [dir.join("foundation"), dir.parent().map(|p| p.join("foundation")).unwrap_or_default()]
+        .into_iter()
+        .find(|p| p.is_file())
+        .ok_or_else(|| format!("no foundation binary next to {}; build it (cargo build -p foundation-cli) or set {BIN_ENV}", exe.display()))
+}
+
+struct Proc {
+    args: Vec<String>,
+    child: Option<Child>,
+}
+
+struct ProcControl {
+    binary: PathBuf,
+    scratch: PathBuf,
+    names: Vec<String>,
+    procs: tokio::sync::Mutex<Vec<Proc>>,
+    faults: Faults,
+    client: Cluster,
+    addrs: Vec<String>,
+}
+
+fn signal(child: &Child, sig: libc::c_int) -> Result<(), FaultError> {
+    let pid = child.id().ok_or_else(|| FaultError::Backend("the process has exited".into()))?;
+    // SAFETY: kill(2) on a pid we own (our child, not yet reaped).
+    let rc = unsafe { libc::kill(pid as libc::pid_t, sig) };
+    if rc == 0 { Ok(()) } else { Err(FaultError::Backend(std::io::Error::last_os_error().to_string())) }
+}
+
+impl ProcControl {
+    fn spawn(&self, i: usize, args: &[String]) -> Result<Child, String> {
+        let log = std::fs::File::create(self.scratch.join(format!("{}.log", self.names[i]))).map_err(|e| e.to_string())?;
+        Command::new(&self.binary)
+            .args(args)
+            .env("FOUNDATION_SECRET", secret_text())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("{}: {e}", self.binary.display()))
+    }
+
+    /// Sends the fault table to the nodes that run and are not paused.
+    async fn push(&self, only: Option<usize>) {
+        let table = self.faults.snapshot();
+        let paused: Vec<usize> = table.paused.clone();
+        let procs = self.procs.lock().await;
+        for (i, p) in procs.iter().enumerate() {
+            if p.child.is_none() || paused.contains(&i) || only.is_some_and(|o| o != i) {
+                continue;
+            }
+            let r: Result<(), _> = self.client.rpc(&self.names[i], "chaos.faults", table.clone(), Duration::from_secs(2)).await;
+            if let Err(e) = r {
+                tracing::warn!(node = %self.names[i], error = %e, "fault table not delivered");
+            }
+        }
+    }
+}
+
+impl Control for ProcControl {
+    fn apply<'a>(&'a self, fault: &'a Fault) -> BoxFuture<'a, Result<(), FaultError>> {
+        Box::pin(async move {
+            let f = &self.faults;
+            match fault {
+                Fault::Partition { groups } => {
+                    for (a, b) in separated_pairs(self.names.len(), groups) {
+                        f.block(a, b);
+                        f.block(b, a);
+                    }
+                }
+                Fault::Cut { pairs } => {
+                    for &(a, b) in pairs {
+                        f.block(a, b);
+                        f.block(b, a);
+                    }
+                }
+                Fault::PartitionOneway { from, to } => {
+                    for &a in from {
+                        for &b in to.iter().filter(|b| **b != a) {
+                            f.block(a, b);
+                        }
+                    }
+                }
+                Fault::Heal => f.heal(),
+                Fault::Clog { a, b } => f.clog(*a, *b),
+                Fault::Unclog { a, b } => f.unclog(*a, *b),
+                Fault::SetLink { a, b, latency_ms, loss } => f.set_link(*a, *b, Duration::from_millis(*latency_ms), *loss),
+                Fault::Kill { node } => {
+                    let child = self.procs.lock().await[*node].child.take();
+                    if let Some(mut c) = child {
+                        c.start_kill().map_err(|e| FaultError::Backend(e.to_string()))?;
+                        let _ = c.wait().await;
+                    }
+                    return Ok(());
+                }
+                Fault::Restart { node } => {
+                    let args = self.procs.lock().await[*node].args.clone();
+                    let child = self.spawn(*node, &args).map_err(FaultError::Backend)?;
+                    self.procs.lock().await[*node].child = Some(child);
+                    connect_all(&self.client, &self.addrs[*node..=*node]).await.map_err(FaultError::Backend)?;
+                    self.push(Some(*node)).await;
+                    return Ok(());
+                }
+                Fault::Pause { node } | Fault::Resume { node } => {
+                    let pause = matches!(fault, Fault::Pause { .. });
+                    {
+                        let procs = self.procs.lock().await;
+                        let child = procs[*node].child.as_ref().ok_or(FaultError::State { node: *node, why: "killed" })?;
+                        signal(child, if pause { libc::SIGSTOP } else { libc::SIGCONT })?;
+                    }
+                    f.set_paused(*node, pause);
+                    if !pause {
+                        self.push(Some(*node)).await;
+                    }
+                    return Ok(());
+                }
+            }
+            self.push(None).await;
+            Ok(())
+        })
+    }
+
+    fn stop(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let mut procs = self.procs.lock().await;
+            for p in procs.iter_mut() {
+                if let Some(c) = &p.child {
+                    let _ = signal(c, libc::SIGCONT);
+                    let _ = signal(c, libc::SIGTERM);
+                }
+            }
+            for mut c in procs.iter_mut().filter_map(|p| p.child.take()) {
+                if tokio::time::timeout(Duration::from_secs(5), c.wait()).await.is_err() {
+                    let _ = c.start_kill();
+                    let _ = c.wait().await;
+                }
+            }
+            let _ = std::fs::remove_dir_all(&self.scratch);
+        })
+    }
+}
+
+static SCRATCH: AtomicU64 = AtomicU64::new(0);
+
+fn scratch_dir() -> Result<PathBuf, RunError> {
+    let dir = std::env::temp_dir().join(format!("foundation-testkit-{}-{}", std::process::id(), SCRATCH.fetch_add(1, Ordering::Relaxed)));
+    std::fs::create_dir_all(&dir).map_err(|e| RunError::Start(format!("{}: {e}", dir.display())))?;
+    Ok(dir)
+}
+
+fn node_args(spec: &ClusterSpec, i: usize, addrs: &[String], scratch: &Path) -> Vec<String> {
+    let services: Vec<&str> = spec.services.iter().map(|s| s.name()).collect();
+    let mut args = vec![
+        "node".to_owned(),
+        "--name".into(),
+        node_name(i),
+        "--id".into(),
+        (i + 1).to_string(),
+        "--listen".into(),
+        addrs[i].clone(),
+        "--data-dir".into(),
+        scratch.join(node_name(i)).display().to_string(),
+        "--cluster-id".into(),
+        "foundation-processes".into(),
+        "--services".into(),
+        services.join(","),
+        "--chaos-agent".into(),
+    ];
+    for (j, addr) in addrs.iter().enumerate().filter(|(j, _)| *j != i) {
+        args.push("--peer".into());
+        args.push(format!("{}={}@{addr}", j + 1, node_name(j)));
+    }
+    args
+}
+
+pub(super) fn run<T, F, Fut>(spec: &ClusterSpec, body: F) -> Result<Run<T>, RunError>
+where
+    T: Send + 'static,
+    F: FnOnce(TestCluster) -> Fut + Send + 'static,
+    Fut: Future<Output = anyhow::Result<T>> + Send + 'static,
+{
+    let wall = std::time::Instant::now();
+    let binary = foundation_binary(spec).map_err(RunError::Start)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| RunError::Start(e.to_string()))?;
+    let spec = spec.clone();
+    runtime.block_on(async move {
+        let scratch = scratch_dir()?;
+        let addrs: Vec<String> = free_ports(spec.nodes)?.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let node = Node::with_config(NodeConfig { name: "client".into(), rt: RtConfig::default(), ..NodeConfig::default() })
+            .map_err(|e| RunError::Start(e.to_string()))?;
+        let client = Cluster::start(node, ClusterConfig::new("client", "127.0.0.1:0", secret()))
+            .await
+            .map_err(|e| RunError::Start(e.to_string()))?;
+        let control = ProcControl {
+            binary,
+            scratch: scratch.clone(),
+            names: (0..spec.nodes).map(node_name).collect(),
+            procs: tokio::sync::Mutex::new(Vec::new()),
+            faults: Faults::new(spec.seed),
+            client: client.clone(),
+            addrs: addrs.clone(),
+        };
+        for i in 0..spec.nodes {
+            let args = node_args(&spec, i, &addrs, &scratch);
+            match control.spawn(i, &args) {
+                Ok(child) => control.procs.lock().await.push(Proc { args, child: Some(child) }),
+                Err(e) => {
+                    control.stop().await;
+                    client.shutdown();
+                    return Err(RunError::Start(e));
+                }
+            }
+        }
+        let cluster = TestCluster::new(spec, client.clone(), Box::new(control));
+        if let Err(e) = connect_all(&client, &addrs).await {
+            cluster.stop().await;
+            return Err(RunError::Start(e));
+        }
+        let result = body(cluster.clone()).await.map_err(RunError::Body);
+        let cluster_time = cluster.elapsed();
+        cluster.stop().await;
+        result.map(|value| Run { value, cluster_time, wall_time: wall.elapsed() })
+    })
+}
