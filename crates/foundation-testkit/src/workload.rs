@@ -306,9 +306,9 @@ pub struct MessageWorkload {
 }
 
 impl MessageWorkload {
-    /// 5 clients, payloads up to 64 KiB, 1 s timeouts, 10 ms between.
+    /// 5 clients, payloads up to 4 KiB, 1 s timeouts, 10 ms between.
     pub fn new(seed: u64, duration: Duration) -> Self {
-        Self { clients: 5, duration, op_timeout: Duration::from_secs(1), think: Duration::from_millis(10), max_payload: 64 << 10, seed }
+        Self { clients: 5, duration, op_timeout: Duration::from_secs(1), think: Duration::from_millis(10), max_payload: 4 << 10, seed }
     }
 
     /// Runs the clients until `duration` has passed. A round trip is `ok`

@@ -1,6 +1,6 @@
 //! The simulated backend: every node is a turmoil host, the test body runs
 //! in a turmoil client host ("client"), and the whole run is stepped on
-//! the calling thread in virtual time, 1 ms per step.
+//! the calling thread in virtual time, [`TICK`] per step.
 //!
 //! Determinism: turmoil's RNG, tokio's (seeded per host under
 //! `--cfg tokio_unstable`), each node's [`foundation::rt::Rt`] seed and
@@ -42,6 +42,8 @@ const EPOCH_SECS: u64 = 1_767_225_600;
 /// Message latency on a healthy link: uniform in this range.
 const LATENCY_MIN: Duration = Duration::from_millis(1);
 const LATENCY_MAX: Duration = Duration::from_millis(5);
+/// Virtual time per simulation step.
+const TICK: Duration = Duration::from_millis(2);
 /// Segments a socket may queue (turmoil panics past it).
 const TCP_CAPACITY: usize = 1 << 16;
 const CLIENT: &str = "client";
@@ -221,7 +223,7 @@ where
         .rng_seed(spec.seed)
         .epoch(SystemTime::UNIX_EPOCH + Duration::from_secs(EPOCH_SECS))
         .simulation_duration(spec.sim_limit)
-        .tick_duration(Duration::from_millis(1))
+        .tick_duration(TICK)
         .min_message_latency(LATENCY_MIN)
         .max_message_latency(LATENCY_MAX)
         .tcp_capacity(TCP_CAPACITY)
