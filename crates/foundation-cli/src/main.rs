@@ -1,6 +1,7 @@
 //! The `foundation` binary.
 
 mod bench;
+mod chaos;
 mod check;
 mod node;
 
@@ -22,6 +23,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Runs a local cluster under chaos beside a workload, checks the
+    /// history and prints a report (exit 0 only if every check passes).
+    Chaos(chaos::ChaosArgs),
     /// Runs the benchmarks and prints a table (or JSON lines).
     Bench(bench::BenchArgs),
     /// Runs one node: the mesh, a consensus member, the admin HTTP API.
@@ -51,6 +55,7 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
     let ok = |r: anyhow::Result<()>| r.map(|()| std::process::ExitCode::SUCCESS);
     match cli.command {
         Command::Check(args) => Ok(check::run(&args)),
+        Command::Chaos(args) => Ok(chaos::run_command(&args)),
         Command::Bench(args) => ok(bench::run(&args)),
         Command::Node(args) => ok(node::run(args)),
         Command::Status(args) => ok(node::status(args)),

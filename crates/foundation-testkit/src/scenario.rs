@@ -2,6 +2,7 @@
 //! monkey, then heal, convergence, final reads and the linearizability
 //! check. `foundation chaos` and the chaos tests both run it.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -10,10 +11,11 @@ use serde::Serialize;
 use crate::chaos::{ChaosMonkey, ChaosReport, Nemesis};
 use crate::cluster::{FaultRecord, TestCluster};
 use crate::linearizability::{CheckResult, Verdict, check};
+use crate::recorder::Recorder;
 use crate::workload::{KvWorkload, MessageWorkload, WorkloadReport};
 
 /// What to run.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ChaosRun {
     /// How long the workload and the monkey run.
     pub duration: Duration,
@@ -29,6 +31,34 @@ pub struct ChaosRun {
     pub think: Duration,
     /// How long the cluster gets to converge after the heal.
     pub converge_within: Duration,
+    /// Called about twice a second (cluster time) while the workload runs.
+    pub progress: Option<Arc<dyn Fn(Progress) + Send + Sync>>,
+}
+
+/// How far a run is, for a progress bar.
+#[derive(Clone, Copy, Debug)]
+pub struct Progress {
+    /// Time since the workload started (virtual under simulation).
+    pub elapsed: Duration,
+    /// The run's length.
+    pub duration: Duration,
+    /// KV operations recorded so far (invokes and completions / 2).
+    pub operations: usize,
+    /// Faults applied to the cluster so far.
+    pub faults: usize,
+}
+
+impl std::fmt::Debug for ChaosRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChaosRun")
+            .field("duration", &self.duration)
+            .field("faults", &self.faults)
+            .field("clients", &self.clients)
+            .field("keys", &self.keys)
+            .field("message_clients", &self.message_clients)
+            .field("think", &self.think)
+            .finish()
+    }
 }
 
 impl ChaosRun {
@@ -42,6 +72,7 @@ impl ChaosRun {
             message_clients: 2,
             think: Duration::from_millis(10),
             converge_within: Duration::from_secs(30),
+            progress: None,
         }
     }
 }
@@ -49,6 +80,11 @@ impl ChaosRun {
 /// What a chaos run found.
 #[derive(Debug)]
 pub struct ChaosOutcome {
+    /// How long the workload and the monkey ran.
+    pub duration: Duration,
+    /// When the workload started (µs of cluster time): the offset of the
+    /// workload's times from the fault log's.
+    pub workload_start_us: u64,
     /// The workload's operations and history (final reads included).
     pub workload: WorkloadReport,
     /// The message workload's round trips.
@@ -71,7 +107,8 @@ pub struct Checks {
     /// `success_rate > 0.8`, for the KV workload and for the message
     /// workload (when it ran).
     pub success_rate: bool,
-    /// `failures_injected > 10`.
+    /// `failures_injected > 10` for the seed's 30 s, scaled to the run's
+    /// length (more than `10 × duration / 30 s`, rounded down).
     pub failures_injected: bool,
     /// The history is linearizable (so no acknowledged write was lost).
     pub linearizable: bool,
@@ -87,11 +124,16 @@ impl Checks {
 }
 
 impl ChaosOutcome {
+    /// The injections the run must exceed: 10 for the seed's 30 s.
+    pub fn faults_needed(&self) -> usize {
+        (10 * self.duration.as_millis() / 30_000) as usize
+    }
+
     /// The seed's checks and this kit's.
     pub fn checks(&self) -> Checks {
         Checks {
             success_rate: self.workload.success_rate() > 0.8 && (self.messages.total() == 0 || self.messages.success_rate() > 0.8),
-            failures_injected: self.chaos.failures_injected() > 10,
+            failures_injected: self.chaos.failures_injected() > self.faults_needed(),
             linearizable: self.check.verdict == Verdict::Linearizable,
             converged: self.convergence.is_ok() && self.diverged_keys.is_empty(),
         }
@@ -129,7 +171,28 @@ pub async fn run_chaos(cluster: &TestCluster, run: &ChaosRun) -> anyhow::Result<
     let monkey = ChaosMonkey::new(seed.wrapping_add(2)).only(&run.faults);
     let messages =
         MessageWorkload { clients: run.message_clients, think: run.think, ..MessageWorkload::new(seed.wrapping_add(3), run.duration) };
-    let (mut report, messages, chaos) = tokio::join!(workload.run(cluster), messages.run(cluster), monkey.run(cluster, run.duration));
+    let workload_start_us = u64::try_from(cluster.elapsed().as_micros()).unwrap_or(u64::MAX);
+    let recorder = Recorder::new();
+    let (mut report, messages, chaos) = {
+        let ticker = run.progress.clone().map(|report| {
+            let cluster = cluster.clone();
+            let duration = run.duration;
+            let recorder = recorder.clone();
+            tokio::spawn(async move {
+                let start = tokio::time::Instant::now();
+                loop {
+                    let operations = recorder.len() / 2;
+                    report(Progress { elapsed: start.elapsed().min(duration), duration, operations, faults: cluster.faults().len() });
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            })
+        });
+        let out = tokio::join!(workload.run_recording(cluster, recorder), messages.run(cluster), monkey.run(cluster, run.duration));
+        if let Some(t) = ticker {
+            t.abort();
+        }
+        out
+    };
     cluster.recover().await.context("healing the cluster")?;
     let converged = cluster.converged(run.converge_within).await;
     workload.final_reads(cluster, &mut report).await;
@@ -150,5 +213,15 @@ pub async fn run_chaos(cluster: &TestCluster, run: &ChaosRun) -> anyhow::Result<
         }
         Err(e) => Err(e),
     };
-    Ok(ChaosOutcome { workload: report, messages, chaos, faults: cluster.faults(), check, convergence, diverged_keys })
+    Ok(ChaosOutcome {
+        duration: run.duration,
+        workload_start_us,
+        workload: report,
+        messages,
+        chaos,
+        faults: cluster.faults(),
+        check,
+        convergence,
+        diverged_keys,
+    })
 }

@@ -58,7 +58,12 @@ impl KvWorkload {
     /// Runs the clients until `duration` has passed and returns what they
     /// saw. The recorder starts with the run.
     pub async fn run(&self, cluster: &TestCluster) -> WorkloadReport {
-        let recorder = Recorder::new();
+        self.run_recording(cluster, Recorder::new()).await
+    }
+
+    /// [`KvWorkload::run`], recording into `recorder` (which others may
+    /// watch meanwhile, e.g. for progress).
+    pub async fn run_recording(&self, cluster: &TestCluster, recorder: Recorder) -> WorkloadReport {
         let mut tasks = Vec::new();
         for c in 0..self.clients {
             let w = self.clone();
@@ -316,7 +321,12 @@ impl MessageWorkload {
     /// message, a killed worker, a timeout: the echo changes nothing, so
     /// nothing is unknown).
     pub async fn run(&self, cluster: &TestCluster) -> WorkloadReport {
-        let recorder = Recorder::new();
+        self.run_recording(cluster, Recorder::new()).await
+    }
+
+    /// [`KvWorkload::run`], recording into `recorder` (which others may
+    /// watch meanwhile, e.g. for progress).
+    pub async fn run_recording(&self, cluster: &TestCluster, recorder: Recorder) -> WorkloadReport {
         let mut tasks = Vec::new();
         for c in 0..self.clients {
             let w = self.clone();

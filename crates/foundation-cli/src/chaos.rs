@@ -1,0 +1,358 @@
+//! `foundation chaos`: the seed's Layer 4 on a local cluster, with a
+//! report. Exit 0 when every check passes, 1 when one fails (or the run
+//! breaks), 2 on bad input, 130 when interrupted.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use foundation_testkit::chaos::Nemesis;
+use foundation_testkit::cluster::{Backend, ClusterSpec, RunError, run};
+use foundation_testkit::linearizability::Verdict;
+use foundation_testkit::scenario::{ChaosOutcome, ChaosRun, Checks, Progress, run_chaos};
+use foundation_testkit::workload::Outcome;
+use serde::Serialize;
+
+mod report;
+
+/// Where the nodes run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BackendArg {
+    /// Simulated (turmoil): deterministic from the seed, in virtual time.
+    Sim,
+    /// Real nodes on loopback in this process.
+    Inprocess,
+    /// `foundation node` OS processes, each with a data directory.
+    Processes,
+}
+
+/// Options of `foundation chaos`.
+#[derive(Args, Debug)]
+pub struct ChaosArgs {
+    /// Cluster size (1..=9).
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    /// How long the workload and the chaos run, in seconds.
+    #[arg(long, default_value_t = 30)]
+    duration: u64,
+    /// The seed (random when not given; printed, with the command that
+    /// replays it).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Target KV operations per second, across the workload's clients.
+    #[arg(long, default_value_t = 250)]
+    rate: u32,
+    /// Where the nodes run.
+    #[arg(long, value_enum, default_value = "inprocess")]
+    backend: BackendArg,
+    /// The nemeses, comma-separated (default: all): kill_process,
+    /// partition, memory_pressure, cpu_spike, message_flood,
+    /// crash_restart, majorities_ring, bridge, swizzle_clog.
+    #[arg(long, value_delimiter = ',')]
+    faults: Vec<Nemesis>,
+    /// Print the report as JSON (a simulated run's JSON holds only
+    /// simulated quantities: two runs of one seed print the same bytes).
+    #[arg(long)]
+    json: bool,
+    /// Write report.html, timeline.svg and history.json here.
+    #[arg(long)]
+    report: Option<PathBuf>,
+}
+
+/// The number of KV clients the run uses.
+const CLIENTS: usize = 5;
+
+/// A bad-input error: one line with the fix, exit 2.
+fn usage(msg: String) -> ExitCode {
+    eprintln!("error: {msg}");
+    ExitCode::from(2)
+}
+
+/// Checks the options before anything starts.
+fn validate(args: &ChaosArgs) -> Result<(), String> {
+    if !(1..=9).contains(&args.nodes) {
+        return Err(format!("--nodes {} is out of range: use 1 to 9", args.nodes));
+    }
+    if args.duration == 0 || args.duration > 3600 {
+        return Err(format!("--duration {} is out of range: use 1 to 3600 seconds", args.duration));
+    }
+    if args.rate == 0 || args.rate > 100_000 {
+        return Err(format!("--rate {} is out of range: use 1 to 100000 operations per second", args.rate));
+    }
+    let faults = if args.faults.is_empty() { Nemesis::ALL.to_vec() } else { args.faults.clone() };
+    if faults == [Nemesis::MajoritiesRing] && args.nodes < 4 {
+        return Err(format!("majorities_ring needs at least 4 nodes (--nodes {}): add nodes or other --faults", args.nodes));
+    }
+    if faults.iter().all(|f| matches!(f, Nemesis::CrashRestart | Nemesis::Partition | Nemesis::Bridge | Nemesis::SwizzleClog))
+        && args.nodes < 2
+    {
+        return Err("network and crash faults need at least 2 nodes: use --nodes 3".into());
+    }
+    if let Some(dir) = &args.report {
+        writable(dir).map_err(|e| format!("--report {}: {e}; choose a directory you can write", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// Creates `dir` if needed and checks a file can be written in it.
+fn writable(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let probe = dir.join(".foundation-write-probe");
+    std::fs::write(&probe, b"")?;
+    std::fs::remove_file(probe)
+}
+
+/// The report: what a reader and `--json` see.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// The seed.
+    pub seed: u64,
+    /// sim, inprocess or processes.
+    pub backend: String,
+    /// Cluster size.
+    pub nodes: usize,
+    /// Seconds of workload and chaos.
+    pub duration_s: u64,
+    /// Target KV operations per second.
+    pub rate: u32,
+    /// KV operations by outcome.
+    pub operations: Operations,
+    /// ok / total.
+    pub success_rate: f64,
+    /// Message round trips: ok / total.
+    pub message_success_rate: f64,
+    /// Injections per nemesis.
+    pub faults_injected: BTreeMap<String, usize>,
+    /// Faults the monkey could not inject (e.g. a node down).
+    pub fault_errors: usize,
+    /// The injections the run must exceed (10 for 30 s, scaled).
+    pub faults_needed: usize,
+    /// Latency of successful KV operations.
+    pub latency_ms: Latency,
+    /// The linearizability verdict.
+    pub linearizable: bool,
+    /// When not linearizable: the key and the operation no order explains.
+    pub violation: Option<String>,
+    /// Heal to convergence (ms), when it converged.
+    pub convergence_ms: Option<f64>,
+    /// Why it did not converge.
+    pub convergence_error: Option<String>,
+    /// The checks.
+    pub checks: Checks,
+    /// Whether every check passed.
+    pub passed: bool,
+    /// The command that replays this run in simulation.
+    pub replay: String,
+}
+
+/// KV operations by outcome.
+#[derive(Clone, Debug, Serialize)]
+pub struct Operations {
+    /// Happened.
+    pub ok: usize,
+    /// Did not happen.
+    pub failed: usize,
+    /// Unknown.
+    pub unknown: usize,
+    /// All.
+    pub total: usize,
+}
+
+/// Latency percentiles (ms).
+#[derive(Clone, Debug, Serialize)]
+pub struct Latency {
+    /// Median.
+    pub p50: f64,
+    /// 99th percentile.
+    pub p99: f64,
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
+fn replay_command(args: &ChaosArgs, seed: u64, faults: &[Nemesis]) -> String {
+    let names: Vec<&str> = faults.iter().map(|f| f.name()).collect();
+    format!(
+        "foundation chaos --backend sim --seed {seed} --nodes {} --duration {} --rate {} --faults {}",
+        args.nodes,
+        args.duration,
+        args.rate,
+        names.join(",")
+    )
+}
+
+fn build_report(args: &ChaosArgs, seed: u64, faults: &[Nemesis], o: &ChaosOutcome) -> Report {
+    let w = &o.workload;
+    let checks = o.checks();
+    let violation = match &o.check.verdict {
+        Verdict::Linearizable => None,
+        Verdict::NotLinearizable { key, failed, .. } => Some(format!("key {key}: {:?} on line {}", failed.kind, failed.line)),
+    };
+    Report {
+        seed,
+        backend: match args.backend {
+            BackendArg::Sim => "sim",
+            BackendArg::Inprocess => "inprocess",
+            BackendArg::Processes => "processes",
+        }
+        .into(),
+        nodes: args.nodes,
+        duration_s: args.duration,
+        rate: args.rate,
+        operations: Operations { ok: w.ok(), failed: w.failed(), unknown: w.unknown(), total: w.total() },
+        success_rate: (w.success_rate() * 1e4).round() / 1e4,
+        message_success_rate: (o.messages.success_rate() * 1e4).round() / 1e4,
+        faults_injected: o.chaos.by_kind().into_iter().map(|(k, v)| (k.name().to_owned(), v)).collect(),
+        fault_errors: o.chaos.errors.len(),
+        faults_needed: o.faults_needed(),
+        latency_ms: Latency { p50: ms(w.latency_quantile(0.5)), p99: ms(w.latency_quantile(0.99)) },
+        linearizable: o.check.verdict == Verdict::Linearizable,
+        violation,
+        convergence_ms: o.convergence.as_ref().ok().map(|d| ms(*d)),
+        convergence_error: o.convergence.as_ref().err().cloned(),
+        passed: checks.all(),
+        checks,
+        replay: replay_command(args, seed, faults),
+    }
+}
+
+fn print_report(r: &Report) {
+    let yes = |b: bool| if b { "pass" } else { "FAIL" };
+    println!("foundation chaos: {} nodes ({}), {} s, seed {}", r.nodes, r.backend, r.duration_s, r.seed);
+    println!(
+        "  operations     {} ok / {} failed / {} unknown ({} total)",
+        r.operations.ok, r.operations.failed, r.operations.unknown, r.operations.total
+    );
+    println!(
+        "  success rate   {:.3} (KV)  {:.3} (messages)   [{}: > 0.8]",
+        r.success_rate,
+        r.message_success_rate,
+        yes(r.checks.success_rate)
+    );
+    let total: usize = r.faults_injected.values().sum();
+    let kinds: Vec<String> = r.faults_injected.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    println!("  faults         {total} injected: {}   [{}: > {}]", kinds.join(", "), yes(r.checks.failures_injected), r.faults_needed);
+    println!("  latency        p50 {:.2} ms, p99 {:.2} ms", r.latency_ms.p50, r.latency_ms.p99);
+    match &r.violation {
+        None => println!("  linearizable   yes   [pass]"),
+        Some(v) => println!("  linearizable   NO: {v}   [FAIL]"),
+    }
+    match (&r.convergence_ms, &r.convergence_error) {
+        (Some(c), _) => println!("  converged      {c:.1} ms after the heal   [{}]", yes(r.checks.converged)),
+        (None, e) => println!("  converged      no: {}   [FAIL]", e.as_deref().unwrap_or("?")),
+    }
+    println!("  verdict        {}", if r.passed { "PASS" } else { "FAIL" });
+    println!("  replay         {}", r.replay);
+}
+
+fn progress_bar(duration: Duration) -> Option<Arc<dyn Fn(Progress) + Send + Sync>> {
+    if !std::io::stdout().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(duration.as_secs());
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} s  {msg}")
+            .expect("a valid template")
+            .progress_chars("=> "),
+    );
+    Some(Arc::new(move |p: Progress| {
+        bar.set_position(p.elapsed.as_secs());
+        bar.set_message(format!("{} ops, {} faults", p.operations, p.faults));
+        if p.elapsed >= p.duration {
+            bar.finish_and_clear();
+        }
+    }))
+}
+
+/// Runs `foundation chaos`.
+pub fn run_command(args: &ChaosArgs) -> ExitCode {
+    if let Err(msg) = validate(args) {
+        return usage(msg);
+    }
+    let seed = match args.seed {
+        Some(s) => s,
+        None => match getrandom::u64() {
+            Ok(s) => s % 1_000_000,
+            Err(e) => {
+                eprintln!("error: no random seed ({e}); pass --seed");
+                return ExitCode::from(1);
+            }
+        },
+    };
+    let faults = if args.faults.is_empty() { Nemesis::ALL.to_vec() } else { args.faults.clone() };
+    let backend = match args.backend {
+        BackendArg::Sim => Backend::Simulated,
+        BackendArg::Inprocess => Backend::InProcess,
+        BackendArg::Processes => Backend::Processes,
+    };
+    let duration = Duration::from_secs(args.duration);
+    let mut spec = ClusterSpec::new(backend, args.nodes, seed);
+    spec.sim_limit = duration * 4 + Duration::from_secs(300);
+    let mut chaos = ChaosRun::new(duration);
+    chaos.faults = faults.clone();
+    chaos.clients = CLIENTS;
+    chaos.think = Duration::from_secs_f64(CLIENTS as f64 / f64::from(args.rate));
+    chaos.progress = progress_bar(duration);
+    let interruptible = backend != Backend::Simulated;
+    let result = run(&spec, move |cluster| async move {
+        if !interruptible {
+            return run_chaos(&cluster, &chaos).await.map(Some);
+        }
+        tokio::select! {
+            r = run_chaos(&cluster, &chaos) => r.map(Some),
+            _ = tokio::signal::ctrl_c() => Ok(None),
+        }
+    });
+    let run = match result {
+        Ok(r) => r,
+        Err(RunError::Spec(e)) => return usage(e),
+        Err(e) => {
+            eprintln!("error: {e}");
+            eprintln!("replay: {}", replay_command(args, seed, &faults));
+            return ExitCode::from(1);
+        }
+    };
+    let Some(outcome) = run.value else {
+        eprintln!("interrupted: the cluster was stopped");
+        return ExitCode::from(130);
+    };
+    let report = build_report(args, seed, &faults, &outcome);
+    // Wall-clock figures go to stderr: a simulated run's stdout is a
+    // function of its seed.
+    eprintln!("wall time {:.2} s for {:.2} s of cluster time", run.wall_time.as_secs_f64(), run.cluster_time.as_secs_f64());
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report).expect("the report serializes"));
+    } else {
+        print_report(&report);
+    }
+    if let Some(dir) = &args.report {
+        if let Err(e) = report::write(dir, &report, &outcome) {
+            eprintln!("error: writing the report to {}: {e}", dir.display());
+            return ExitCode::from(1);
+        }
+        eprintln!("report written to {}", dir.join("report.html").display());
+    }
+    if report.passed { ExitCode::SUCCESS } else { ExitCode::from(1) }
+}
+
+/// Successful KV operations per 1 s bucket and their p99 latency (ms), by
+/// workload time.
+pub(crate) fn timeline(o: &ChaosOutcome) -> Vec<(u64, usize, f64)> {
+    let mut buckets: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+    for s in o.workload.samples.iter().filter(|s| s.outcome == Outcome::Ok) {
+        buckets.entry(s.at_us / 1_000_000).or_default().push(s.latency_us);
+    }
+    buckets
+        .into_iter()
+        .map(|(sec, mut l)| {
+            l.sort_unstable();
+            let p99 = l[((l.len() - 1) as f64 * 0.99).round() as usize] as f64 / 1e3;
+            (sec, l.len(), p99)
+        })
+        .collect()
+}
