@@ -99,3 +99,53 @@ fn bad_input_is_one_line_with_the_fix_and_exit_2() {
     let out = chaos(&["--nodes", "0"]);
     assert_eq!(String::from_utf8_lossy(&out.stderr).trim().lines().count(), 1, "one line");
 }
+
+/// Processes whose command line mentions `needle` (the scratch directory
+/// of a run's nodes).
+fn processes_mentioning(needle: &str) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains(needle) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+#[test]
+fn ctrl_c_stops_the_cluster_and_leaves_nothing_behind() {
+    let tmp = std::env::temp_dir().join(format!("foundation-chaos-interrupt-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).expect("scratch");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_foundation"))
+        .args(["chaos", "--backend", "processes", "--duration", "120", "--seed", "3"])
+        .env("TMPDIR", &tmp)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("starts");
+    let needle = tmp.to_string_lossy().into_owned();
+    let started = std::time::Instant::now();
+    while processes_mentioning(&needle).len() < 3 {
+        assert!(started.elapsed() < std::time::Duration::from_secs(30), "the nodes did not start");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let kill = Command::new("kill").args(["-INT", &child.id().to_string()]).status().expect("kill runs");
+    assert!(kill.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(std::time::Instant::now() < deadline, "chaos did not stop after SIGINT");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert_eq!(status.code(), Some(130));
+    assert_eq!(processes_mentioning(&needle), Vec::<u32>::new(), "node processes left behind");
+    let left: Vec<_> = std::fs::read_dir(&tmp).expect("tmp").flatten().map(|e| e.file_name()).collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    let _ = std::fs::remove_dir_all(&tmp);
+}

@@ -336,8 +336,10 @@ impl MessageWorkload {
                 let mut rng = SmallRng::seed_from_u64(w.seed ^ (c as u64 + 1).wrapping_mul(0x2545_f491_4f6c_dd1d));
                 let mut samples = Vec::new();
                 let deadline = tokio::time::Instant::now() + w.duration;
+                // Like the KV clients: stay on a node, move on after a failure.
+                let mut at = c % cluster.size();
                 while tokio::time::Instant::now() < deadline {
-                    let node = cluster.names()[rng.random_range(0..cluster.size())].clone();
+                    let node = cluster.names()[at].clone();
                     let size = rng.random_range(1..=w.max_payload.max(1));
                     let fill = rng.random::<u8>();
                     let payload = bytes::Bytes::from(vec![fill; size]);
@@ -348,6 +350,9 @@ impl MessageWorkload {
                     let reply: Result<Result<bytes::Bytes, String>, RpcError> =
                         cluster.client().rpc(&node, "chaos.echo", (payload.clone(), w.op_timeout), w.op_timeout * 2).await;
                     let ok = matches!(&reply, Ok(Ok(back)) if *back == payload);
+                    if !ok {
+                        at = (at + 1) % cluster.size();
+                    }
                     let kind = if ok { EventType::Ok } else { EventType::Fail };
                     history.record(c as u64, kind, Func::Echo, &node, json!(size));
                     samples.push(sample(&history, start, if ok { Outcome::Ok } else { Outcome::Failed }));

@@ -2,9 +2,11 @@
 //! process, on a multi-threaded tokio runtime of their own, each through a
 //! [`FaultyNetwork`] over one [`Faults`] table.
 //!
-//! A kill shuts the node's server down (its tasks end, its connections
-//! close); its durable state is a [`MemoryDisk`] kept by the test kit, so a
-//! restart on the same listen address recovers its Raft log. A pause
+//! Each node keeps its durable state in a redb data directory under a
+//! scratch directory that the run removes at the end. A kill shuts the
+//! node's server down (its tasks end, its connections close, its database
+//! closes); a restart on the same directory and listen address recovers
+//! its Raft log. A pause
 //! stalls every connection of the node (its timers still run: a real
 //! SIGSTOP would stop them too, which only the process backend can do).
 
@@ -15,17 +17,17 @@ use std::time::Duration;
 use foundation::rt::RtConfig;
 use foundation::rt::net::BoxFuture;
 use foundation::{Node, NodeConfig};
-use foundation_cluster::consensus::MemoryDisk;
 use foundation_cluster::mesh::{Cluster, ClusterConfig};
 use foundation_cluster::server::{PeerSpec, Server, ServerConfig};
 
 use super::faulty::{Faults, FaultyNetwork};
 use super::{
-    ClusterSpec, Control, Fault, FaultError, Run, RunError, TestCluster, connect_all, free_ports, node_name, node_seed, secret,
-    separated_pairs,
+    ClusterSpec, Control, Fault, FaultError, Run, RunError, TestCluster, connect_all, free_ports, node_name, node_seed, scratch_dir,
+    secret, separated_pairs,
 };
 
 struct InProcControl {
+    scratch: std::path::PathBuf,
     configs: Vec<ServerConfig>,
     servers: tokio::sync::Mutex<Vec<Option<Server>>>,
     faults: Arc<Faults>,
@@ -105,6 +107,7 @@ impl Control for InProcControl {
             for s in servers {
                 s.shutdown().await;
             }
+            let _ = std::fs::remove_dir_all(&self.scratch);
         })
     }
 }
@@ -120,6 +123,7 @@ where
     let spec = spec.clone();
     runtime.block_on(async move {
         let faults = Arc::new(Faults::new(spec.seed));
+        let scratch = scratch_dir()?;
         let ports = free_ports(spec.nodes)?;
         let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
         for (i, addr) in addrs.iter().enumerate() {
@@ -135,7 +139,7 @@ where
                     .filter(|j| *j != i)
                     .map(|j| PeerSpec { id: j as u64 + 1, name: node_name(j), addr: addrs[j].clone() })
                     .collect(),
-                data_dir: None,
+                data_dir: Some(scratch.join(node_name(i))),
                 secret: secret(),
                 cluster_id: "foundation-inprocess".into(),
                 lan: false,
@@ -145,7 +149,7 @@ where
                     network: Arc::new(FaultyNetwork::new(Some(i), faults.clone())),
                     ..RtConfig::default()
                 },
-                disk: Some(MemoryDisk::new()),
+                disk: None,
             })
             .collect();
         let mut servers = Vec::new();
@@ -156,11 +160,12 @@ where
                     for s in servers.into_iter().flatten() {
                         s.shutdown().await;
                     }
+                    let _ = std::fs::remove_dir_all(&scratch);
                     return Err(RunError::Start(e));
                 }
             }
         }
-        let control = InProcControl { configs, servers: tokio::sync::Mutex::new(servers), faults: faults.clone() };
+        let control = InProcControl { scratch, configs, servers: tokio::sync::Mutex::new(servers), faults: faults.clone() };
         let client_rt =
             RtConfig { seed: node_seed(spec.seed, u64::MAX), network: Arc::new(FaultyNetwork::new(None, faults)), ..RtConfig::default() };
         let node = Node::with_config(NodeConfig { name: "client".into(), rt: client_rt, ..NodeConfig::default() })

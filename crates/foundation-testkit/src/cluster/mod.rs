@@ -556,6 +556,17 @@ pub(crate) fn secret() -> foundation_cluster::secret::ClusterSecret {
     foundation_cluster::secret::ClusterSecret::new(secret_text(), "the test kit").expect("a valid secret")
 }
 
+static SCRATCH: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A fresh scratch directory for a run's data directories (under the
+/// system's temporary directory; the backend removes it at the end).
+pub(crate) fn scratch_dir() -> Result<std::path::PathBuf, RunError> {
+    let n = SCRATCH.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("foundation-testkit-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| RunError::Start(format!("{}: {e}", dir.display())))?;
+    Ok(dir)
+}
+
 /// Free loopback ports (probed, then closed: a race with other programs is
 /// possible, and a node that cannot bind fails to start).
 pub(crate) fn free_ports(n: usize) -> Result<Vec<u16>, RunError> {

@@ -18,7 +18,6 @@
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use foundation::rt::RtConfig;
@@ -29,8 +28,8 @@ use tokio::process::{Child, Command};
 
 use super::faulty::Faults;
 use super::{
-    ClusterSpec, Control, Fault, FaultError, Run, RunError, TestCluster, connect_all, free_ports, node_name, secret, secret_text,
-    separated_pairs,
+    ClusterSpec, Control, Fault, FaultError, Run, RunError, TestCluster, connect_all, free_ports, node_name, scratch_dir, secret,
+    secret_text, separated_pairs,
 };
 
 /// The environment variable naming the `foundation` binary.
@@ -186,14 +185,6 @@ impl Control for ProcControl {
             let _ = std::fs::remove_dir_all(&self.scratch);
         })
     }
-}
-
-static SCRATCH: AtomicU64 = AtomicU64::new(0);
-
-fn scratch_dir() -> Result<PathBuf, RunError> {
-    let dir = std::env::temp_dir().join(format!("foundation-testkit-{}-{}", std::process::id(), SCRATCH.fetch_add(1, Ordering::Relaxed)));
-    std::fs::create_dir_all(&dir).map_err(|e| RunError::Start(format!("{}: {e}", dir.display())))?;
-    Ok(dir)
 }
 
 fn node_args(spec: &ClusterSpec, i: usize, addrs: &[String], scratch: &Path) -> Vec<String> {
