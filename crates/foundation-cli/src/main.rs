@@ -50,8 +50,27 @@ enum Command {
     },
 }
 
+/// Bad usage in one line: clap's error, its tip and the possible values,
+/// then where the options are described; exit 2.
+fn usage_error(e: &clap::Error) -> std::process::ExitCode {
+    let text = e.render().to_string();
+    let mut parts: Vec<&str> = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if line.starts_with("error:") || line.starts_with("tip:") || line.starts_with("[possible values") {
+            parts.push(line);
+        }
+    }
+    eprintln!("{}; see --help", parts.join(" "));
+    std::process::ExitCode::from(2)
+}
+
 fn main() -> anyhow::Result<std::process::ExitCode> {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if matches!(e.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion) => e.exit(),
+        Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => e.exit(),
+        Err(e) => return Ok(usage_error(&e)),
+    };
     let ok = |r: anyhow::Result<()>| r.map(|()| std::process::ExitCode::SUCCESS);
     match cli.command {
         Command::Check(args) => Ok(check::run(&args)),

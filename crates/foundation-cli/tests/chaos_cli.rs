@@ -95,9 +95,10 @@ fn bad_input_is_one_line_with_the_fix_and_exit_2() {
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("error"), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: one line, not {err}");
     }
-    let out = chaos(&["--nodes", "0"]);
-    assert_eq!(String::from_utf8_lossy(&out.stderr).trim().lines().count(), 1, "one line");
+    let err = String::from_utf8_lossy(&chaos(&["--backend", "cloud"]).stderr).into_owned();
+    assert!(err.contains("sim, inprocess, processes"), "the fix is in the line: {err}");
 }
 
 /// Processes whose command line mentions `needle` (the scratch directory

@@ -567,16 +567,31 @@ pub(crate) fn scratch_dir() -> Result<std::path::PathBuf, RunError> {
     Ok(dir)
 }
 
-/// Free loopback ports (probed, then closed: a race with other programs is
-/// possible, and a node that cannot bind fails to start).
+/// Ports this process has handed out: two clusters started side by side
+/// (tests run in parallel) never get the same port.
+static PORTS_GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+
+/// Free loopback ports: probed (all held open until each is chosen, so one
+/// call never repeats a port), never one this process handed out before.
+/// Another program may still take one between the probe and the bind; the
+/// node that cannot bind then fails to start.
 pub(crate) fn free_ports(n: usize) -> Result<Vec<u16>, RunError> {
-    (0..n)
-        .map(|_| {
-            #[allow(clippy::disallowed_methods)] // a probe for a free loopback port, closed at once
-            let probe = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| RunError::Start(format!("no free port: {e}")))?;
-            probe.local_addr().map(|a| a.port()).map_err(|e| RunError::Start(e.to_string()))
-        })
-        .collect()
+    let mut given = PORTS_GIVEN.lock();
+    let mut probes = Vec::new();
+    let mut ports = Vec::new();
+    while ports.len() < n {
+        #[allow(clippy::disallowed_methods)] // a probe for a free loopback port, closed below
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| RunError::Start(format!("no free port: {e}")))?;
+        let port = probe.local_addr().map_err(|e| RunError::Start(e.to_string()))?.port();
+        if given.insert(port) {
+            ports.push(port);
+        }
+        probes.push(probe);
+        if probes.len() > n + 1000 {
+            return Err(RunError::Start("no fresh loopback port left".into()));
+        }
+    }
+    Ok(ports)
 }
 
 /// Connects the client to every node (retrying while they start: 30 s).

@@ -73,6 +73,14 @@ fn signal(child: &Child, sig: libc::c_int) -> Result<(), FaultError> {
     if rc == 0 { Ok(()) } else { Err(FaultError::Backend(std::io::Error::last_os_error().to_string())) }
 }
 
+/// Whether the process is stopped (`T` in `/proc/PID/stat`).
+fn stopped(pid: u32) -> Option<bool> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The state follows the command name, which is in parentheses.
+    let state = stat.rsplit_once(')')?.1.split_whitespace().next()?;
+    Some(state == "T")
+}
+
 impl ProcControl {
     fn spawn(&self, i: usize, args: &[String]) -> Result<Child, String> {
         let log = std::fs::File::create(self.scratch.join(format!("{}.log", self.names[i]))).map_err(|e| e.to_string())?;
@@ -150,10 +158,19 @@ impl Control for ProcControl {
                 }
                 Fault::Pause { node } | Fault::Resume { node } => {
                     let pause = matches!(fault, Fault::Pause { .. });
-                    {
+                    let pid = {
                         let procs = self.procs.lock().await;
                         let child = procs[*node].child.as_ref().ok_or(FaultError::State { node: *node, why: "killed" })?;
                         signal(child, if pause { libc::SIGSTOP } else { libc::SIGCONT })?;
+                        child.id()
+                    };
+                    // The signal is asynchronous: wait until the kernel shows
+                    // the process stopped (or running again).
+                    if let Some(pid) = pid {
+                        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+                        while stopped(pid) != Some(pause) && tokio::time::Instant::now() < deadline {
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                        }
                     }
                     f.set_paused(*node, pause);
                     if !pause {
