@@ -12,7 +12,7 @@ use crate::chaos::{ChaosMonkey, ChaosReport, Nemesis};
 use crate::cluster::{FaultRecord, TestCluster};
 use crate::linearizability::{CheckResult, Verdict, check};
 use crate::recorder::Recorder;
-use crate::workload::{KvWorkload, MessageWorkload, WorkloadReport};
+use crate::workload::{FINAL_READ_PROCESS, KvWorkload, MessageWorkload, WorkloadReport};
 
 /// What to run.
 #[derive(Clone)]
@@ -203,7 +203,7 @@ pub async fn run_chaos(cluster: &TestCluster, run: &ChaosRun) -> anyhow::Result<
         Ok((took, state)) => {
             for k in 0..run.keys {
                 let key = format!("k{k}");
-                let read = ops.iter().rev().find(|o| o.process == 1_000_000 && o.key == key);
+                let read = ops.iter().rev().find(|o| o.process == FINAL_READ_PROCESS && o.key == key);
                 let stored = state.kv.get(&key).and_then(|v| std::str::from_utf8(v).ok()?.parse::<i64>().ok());
                 if read.is_some_and(|op| op.kind != crate::linearizability::OpKind::Read(stored)) {
                     diverged_keys.push(key);

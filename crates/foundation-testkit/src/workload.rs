@@ -32,6 +32,9 @@ use serde_json::{Value, json};
 use crate::cluster::TestCluster;
 use crate::recorder::{EventType, Func, Recorder};
 
+/// The process id of [`KvWorkload::final_reads`] in the history.
+pub const FINAL_READ_PROCESS: u64 = 1_000_000;
+
 /// The KV register workload.
 #[derive(Clone, Debug)]
 pub struct KvWorkload {
@@ -71,21 +74,14 @@ impl KvWorkload {
             let recorder = recorder.clone();
             tasks.push(tokio::spawn(async move { w.client(c, &cluster, &recorder).await }));
         }
-        let mut report = WorkloadReport { history: recorder, ..WorkloadReport::default() };
-        for t in tasks {
-            if let Ok(samples) = t.await {
-                report.samples.extend(samples);
-            }
-        }
-        report.samples.sort_by_key(|s| s.at_us);
-        report
+        gather(recorder, tasks).await
     }
 
     /// Reads every key once (linearizably), recorded in `report`'s history:
     /// after the heal, these reads pin down the final values, so the check
     /// catches a lost acknowledged write.
     pub async fn final_reads(&self, cluster: &TestCluster, report: &mut WorkloadReport) {
-        let process = 1_000_000;
+        let process = FINAL_READ_PROCESS;
         for k in 0..self.keys {
             let key = format!("k{k}");
             for attempt in 0..cluster.size() * 3 {
@@ -225,6 +221,18 @@ impl WorkloadReport {
     }
 }
 
+/// The clients' samples, in invoke order, with the history they recorded.
+async fn gather(history: Recorder, tasks: Vec<tokio::task::JoinHandle<Vec<Sample>>>) -> WorkloadReport {
+    let mut report = WorkloadReport { history, ..WorkloadReport::default() };
+    for t in tasks {
+        if let Ok(samples) = t.await {
+            report.samples.extend(samples);
+        }
+    }
+    report.samples.sort_by_key(|s| s.at_us);
+    report
+}
+
 fn int(bytes: Option<Vec<u8>>) -> Value {
     bytes.and_then(|b| String::from_utf8(b).ok()).and_then(|s| s.parse::<i64>().ok()).map_or(Value::Null, Value::from)
 }
@@ -361,13 +369,6 @@ impl MessageWorkload {
                 samples
             }));
         }
-        let mut report = WorkloadReport { history: recorder, ..WorkloadReport::default() };
-        for t in tasks {
-            if let Ok(samples) = t.await {
-                report.samples.extend(samples);
-            }
-        }
-        report.samples.sort_by_key(|s| s.at_us);
-        report
+        gather(recorder, tasks).await
     }
 }

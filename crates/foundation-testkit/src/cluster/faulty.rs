@@ -29,6 +29,8 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use super::{Fault, separated_pairs};
+
 /// The fault table of one in-process cluster. Node indexes are 0-based;
 /// `None` is a party that is not a node (the test's client), which only
 /// pauses affect.
@@ -181,6 +183,39 @@ impl Faults {
             t.paused = table.paused.iter().copied().collect();
             t.links = table.links.iter().map(|((a, b), (l, p))| (pair(*a, *b), (Duration::from_millis(*l), *p))).collect();
         });
+    }
+
+    /// Applies a network fault of a cluster of `n` nodes to the table;
+    /// `false` for a fault that is not about the network (kill, restart,
+    /// pause, resume: each backend does those its own way).
+    pub fn apply(&self, n: usize, fault: &Fault) -> bool {
+        match fault {
+            Fault::Partition { groups } => {
+                for (a, b) in separated_pairs(n, groups) {
+                    self.block(a, b);
+                    self.block(b, a);
+                }
+            }
+            Fault::Cut { pairs } => {
+                for &(a, b) in pairs {
+                    self.block(a, b);
+                    self.block(b, a);
+                }
+            }
+            Fault::PartitionOneway { from, to } => {
+                for &a in from {
+                    for &b in to.iter().filter(|b| **b != a) {
+                        self.block(a, b);
+                    }
+                }
+            }
+            Fault::Heal => self.heal(),
+            Fault::Clog { a, b } => self.clog(*a, *b),
+            Fault::Unclog { a, b } => self.unclog(*a, *b),
+            Fault::SetLink { a, b, latency_ms, loss } => self.set_link(*a, *b, Duration::from_millis(*latency_ms), *loss),
+            Fault::Kill { .. } | Fault::Restart { .. } | Fault::Pause { .. } | Fault::Resume { .. } => return false,
+        }
+        true
     }
 
     fn node_of(&self, addr: &str) -> Option<usize> {

@@ -22,8 +22,7 @@ use foundation_cluster::server::{PeerSpec, Server, ServerConfig};
 
 use super::faulty::{Faults, FaultyNetwork};
 use super::{
-    ClusterSpec, Control, Fault, FaultError, Run, RunError, TestCluster, connect_all, free_ports, node_name, node_seed, scratch_dir,
-    secret, separated_pairs,
+    ClusterSpec, Control, Fault, FaultError, Run, RunError, TestCluster, connect_all, free_ports, node_name, node_seed, scratch_dir, secret,
 };
 
 struct InProcControl {
@@ -59,28 +58,10 @@ async fn start(config: ServerConfig) -> Result<Server, String> {
 impl Control for InProcControl {
     fn apply<'a>(&'a self, fault: &'a Fault) -> BoxFuture<'a, Result<(), FaultError>> {
         Box::pin(async move {
-            let f = &self.faults;
+            if self.faults.apply(self.configs.len(), fault) {
+                return Ok(());
+            }
             match fault {
-                Fault::Partition { groups } => {
-                    for (a, b) in separated_pairs(self.configs.len(), groups) {
-                        f.block(a, b);
-                        f.block(b, a);
-                    }
-                }
-                Fault::Cut { pairs } => {
-                    for &(a, b) in pairs {
-                        f.block(a, b);
-                        f.block(b, a);
-                    }
-                }
-                Fault::PartitionOneway { from, to } => {
-                    for &a in from {
-                        for &b in to.iter().filter(|b| **b != a) {
-                            f.block(a, b);
-                        }
-                    }
-                }
-                Fault::Heal => f.heal(),
                 Fault::Kill { node } => {
                     let server = self.servers.lock().await[*node].take();
                     if let Some(s) = server {
@@ -91,11 +72,9 @@ impl Control for InProcControl {
                     let server = start(self.configs[*node].clone()).await.map_err(FaultError::Backend)?;
                     self.servers.lock().await[*node] = Some(server);
                 }
-                Fault::Pause { node } => f.set_paused(*node, true),
-                Fault::Resume { node } => f.set_paused(*node, false),
-                Fault::Clog { a, b } => f.clog(*a, *b),
-                Fault::Unclog { a, b } => f.unclog(*a, *b),
-                Fault::SetLink { a, b, latency_ms, loss } => f.set_link(*a, *b, Duration::from_millis(*latency_ms), *loss),
+                Fault::Pause { node } => self.faults.set_paused(*node, true),
+                Fault::Resume { node } => self.faults.set_paused(*node, false),
+                _ => unreachable!("network faults are applied above"),
             }
             Ok(())
         })

@@ -178,23 +178,6 @@ pub enum Fault {
 }
 
 impl Fault {
-    /// A short name of the fault's kind.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::Partition { .. } => "partition",
-            Self::Cut { .. } => "cut",
-            Self::PartitionOneway { .. } => "partition_oneway",
-            Self::Heal => "heal",
-            Self::Kill { .. } => "kill",
-            Self::Restart { .. } => "restart",
-            Self::Pause { .. } => "pause",
-            Self::Resume { .. } => "resume",
-            Self::Clog { .. } => "clog",
-            Self::Unclog { .. } => "unclog",
-            Self::SetLink { .. } => "set_link",
-        }
-    }
-
     fn nodes(&self) -> Vec<usize> {
         match self {
             Self::Partition { groups } => groups.iter().flatten().copied().collect(),

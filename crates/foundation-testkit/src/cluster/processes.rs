@@ -29,7 +29,7 @@ use tokio::process::{Child, Command};
 use super::faulty::Faults;
 use super::{
     ClusterSpec, Control, Fault, FaultError, Run, RunError, TestCluster, connect_all, free_ports, node_name, scratch_dir, secret,
-    secret_text, separated_pairs,
+    secret_text,
 };
 
 /// The environment variable naming the `foundation` binary.
@@ -115,38 +115,18 @@ impl ProcControl {
 impl Control for ProcControl {
     fn apply<'a>(&'a self, fault: &'a Fault) -> BoxFuture<'a, Result<(), FaultError>> {
         Box::pin(async move {
-            let f = &self.faults;
+            if self.faults.apply(self.names.len(), fault) {
+                self.push(None).await;
+                return Ok(());
+            }
             match fault {
-                Fault::Partition { groups } => {
-                    for (a, b) in separated_pairs(self.names.len(), groups) {
-                        f.block(a, b);
-                        f.block(b, a);
-                    }
-                }
-                Fault::Cut { pairs } => {
-                    for &(a, b) in pairs {
-                        f.block(a, b);
-                        f.block(b, a);
-                    }
-                }
-                Fault::PartitionOneway { from, to } => {
-                    for &a in from {
-                        for &b in to.iter().filter(|b| **b != a) {
-                            f.block(a, b);
-                        }
-                    }
-                }
-                Fault::Heal => f.heal(),
-                Fault::Clog { a, b } => f.clog(*a, *b),
-                Fault::Unclog { a, b } => f.unclog(*a, *b),
-                Fault::SetLink { a, b, latency_ms, loss } => f.set_link(*a, *b, Duration::from_millis(*latency_ms), *loss),
                 Fault::Kill { node } => {
                     let child = self.procs.lock().await[*node].child.take();
                     if let Some(mut c) = child {
                         c.start_kill().map_err(|e| FaultError::Backend(e.to_string()))?;
                         let _ = c.wait().await;
                     }
-                    return Ok(());
+                    Ok(())
                 }
                 Fault::Restart { node } => {
                     let args = self.procs.lock().await[*node].args.clone();
@@ -154,7 +134,7 @@ impl Control for ProcControl {
                     self.procs.lock().await[*node].child = Some(child);
                     connect_all(&self.client, &self.addrs[*node..=*node]).await.map_err(FaultError::Backend)?;
                     self.push(Some(*node)).await;
-                    return Ok(());
+                    Ok(())
                 }
                 Fault::Pause { node } | Fault::Resume { node } => {
                     let pause = matches!(fault, Fault::Pause { .. });
@@ -172,15 +152,14 @@ impl Control for ProcControl {
                             tokio::time::sleep(Duration::from_millis(5)).await;
                         }
                     }
-                    f.set_paused(*node, pause);
+                    self.faults.set_paused(*node, pause);
                     if !pause {
                         self.push(Some(*node)).await;
                     }
-                    return Ok(());
+                    Ok(())
                 }
+                _ => unreachable!("network faults are applied above"),
             }
-            self.push(None).await;
-            Ok(())
         })
     }
 
