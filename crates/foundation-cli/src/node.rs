@@ -87,6 +87,7 @@ pub fn run(args: NodeArgs) -> anyhow::Result<()> {
         // Each node's RNG (openraft's timers among its users) from the OS.
         rt: RtConfig { seed, ..RtConfig::default() },
         disk: None,
+        frame_limit: None,
     };
     if let Some(f) = &faults {
         config.rt.network = Arc::new(FaultyNetwork::new(Some(args.id.saturating_sub(1) as usize), f.clone()));

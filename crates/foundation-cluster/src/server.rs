@@ -130,6 +130,10 @@ pub struct ServerConfig {
     /// directory). `None` with no data directory keeps everything in this
     /// server's memory.
     pub disk: Option<MemoryDisk>,
+    /// The mesh's largest frame; `None` is the default
+    /// ([`crate::frame::FRAME_BYTES_DEFAULT`]). The test kit's simulator
+    /// sets a small one, so that a state past it is cheap to build.
+    pub frame_limit: Option<usize>,
 }
 
 /// Why a node could not start.
@@ -252,7 +256,11 @@ impl Server {
         let creation = Rt::new(config.rt.clone()).unix_millis() as u32;
         let node = Node::with_config(NodeConfig { name: config.name.clone(), creation, rt: config.rt.clone(), ..NodeConfig::default() })
             .map_err(|e| ServerError::Config(e.to_string()))?;
-        let cluster = Cluster::start(node, ClusterConfig::new(config.name.clone(), config.listen.clone(), config.secret.clone())).await?;
+        let mut mesh = ClusterConfig::new(config.name.clone(), config.listen.clone(), config.secret.clone());
+        if let Some(limit) = config.frame_limit {
+            mesh.frame_limit = limit;
+        }
+        let cluster = Cluster::start(node, mesh).await?;
         // A peer that is up and refuses our secret means a wrong secret:
         // stop now, before touching any data. (Peers not up yet are dialed
         // again in the background.)
@@ -547,6 +555,7 @@ pub async fn start_distributed_cluster(config: DistributedConfig) -> Result<Dist
             services: config.services.clone(),
             rt: RtConfig::default(),
             disk: None,
+            frame_limit: None,
         })
         .await;
         match server {

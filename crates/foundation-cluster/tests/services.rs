@@ -42,6 +42,7 @@ async fn three_servers() -> Vec<Server> {
             services: Service::ALL.into_iter().collect(),
             rt: Default::default(),
             disk: None,
+            frame_limit: None,
         };
         servers.push(Server::start(config).await.expect("starts"));
     }

@@ -7,31 +7,49 @@
 //! comes back to a majority. Every fault goes through
 //! [`TestCluster::apply`] (logged with its time) or is logged here.
 //!
-//! | nemesis | what it does |
-//! |---|---|
-//! | `kill_process` | kills a random worker of a random node's agent ecosystem (its supervisor restarts it) |
-//! | `partition` | random halves |
-//! | `memory_pressure` | a node holds 64 MiB (16 MiB simulated), touched, for the hold |
-//! | `cpu_spike` | a node's task spins for the hold (simulated: the node is paused, as a starved node looks) |
-//! | `message_flood` | 2,000 messages to a random node's agent coordinator, never waiting (a full mailbox refuses) |
-//! | `crash_restart` | kills a node, restarts it after the hold |
-//! | `majorities_ring` | every node sees a majority, no two the same one (5+ nodes) |
-//! | `bridge` | two halves that only a middle node sees both of |
-//! | `swizzle_clog` | clogs a random subset's links one by one, then unclogs them in another order |
+//! | nemesis | what it does | in [`Nemesis::DEFAULT`] |
+//! |---|---|---|
+//! | `kill_process` | kills a random worker of a random node's agent ecosystem (its supervisor restarts it) | yes |
+//! | `partition` | random halves | yes |
+//! | `memory_pressure` | a node holds 64 MiB (16 MiB simulated), touched, for the hold | yes |
+//! | `cpu_spike` | a node's task spins for the hold (simulated: the node is paused, as a starved node looks) | yes |
+//! | `message_flood` | 2,000 messages to a random node's agent coordinator, never waiting (a full mailbox refuses) | yes |
+//! | `crash_restart` | kills a node, restarts it after the hold | yes |
+//! | `majorities_ring` | every node sees a majority, no two the same one (4+ nodes) | yes |
+//! | `bridge` | two halves that only a middle node sees both of (3+ nodes) | yes |
+//! | `swizzle_clog` | clogs a random subset's links one by one, then unclogs them in another order | yes |
+//! | `oneway_partition` | one node stops hearing the others, or the others stop hearing it | yes |
+//! | `link_faults` | latency (10–300 ms) and loss (0–10 %) on random links | yes |
+//! | `clock_skew` | a node's wall clock jumps 1–5 s ahead or behind (lock leases are judged by the proposer's clock) | no: breaks lease exclusion |
+//! | `big_state` | with a node down, the state grows past the largest frame; the node comes back and must catch up; the keys are deleted again | no: the node never catches up |
+//! | `slow_consumer` | a process on a node stops reading its mailbox while every other node floods it; the node must keep applying the log | no: the connection stalls, consensus with it |
+//! | `restart_storm` | kills and restarts one node again and again (10–300 ms apart, inside the RPC timeouts), then it must catch up | yes |
+//!
+//! The last four check a property of their own while they hold (a probe):
+//! a node that only missed a large state, or whose user process is slow,
+//! must keep up with the log. A probe that fails is a *finding*
+//! ([`ChaosReport::findings`]), and fails the run.
+//!
+//! Honest accounting: an injection that changed nothing (no worker to
+//! kill, a flood refused entirely, a slow consumer whose mailbox never
+//! filled) is recorded with `effective: false` and does not count in
+//! [`ChaosReport::failures_injected`]; a nemesis that cannot apply to the
+//! cluster at all (a majorities ring on 3 nodes) is left out of the mix
+//! and listed in [`ChaosReport::unavailable`].
+
+mod inject;
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use bytes::Bytes;
 use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
-use crate::agent::FLOOD_TARGET;
-use crate::cluster::{Backend, Fault, FaultError, TestCluster};
+use crate::cluster::{Backend, TestCluster};
 
 /// A kind of fault the monkey can inject.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -55,11 +73,44 @@ pub enum Nemesis {
     Bridge,
     /// Swizzle-clog.
     SwizzleClog,
+    /// A one-way partition around one node.
+    OnewayPartition,
+    /// Latency and loss on random links.
+    LinkFaults,
+    /// A node's clock ahead or behind.
+    ClockSkew,
+    /// A state past the frame limit while a node is down.
+    BigState,
+    /// A process that stops reading its mailbox while other nodes flood it.
+    SlowConsumer,
+    /// One node killed and restarted again and again.
+    RestartStorm,
 }
 
 impl Nemesis {
     /// Every nemesis.
-    pub const ALL: [Nemesis; 9] = [
+    pub const ALL: [Nemesis; 15] = [
+        Self::KillProcess,
+        Self::Partition,
+        Self::MemoryPressure,
+        Self::CpuSpike,
+        Self::MessageFlood,
+        Self::CrashRestart,
+        Self::MajoritiesRing,
+        Self::Bridge,
+        Self::SwizzleClog,
+        Self::OnewayPartition,
+        Self::LinkFaults,
+        Self::ClockSkew,
+        Self::BigState,
+        Self::SlowConsumer,
+        Self::RestartStorm,
+    ];
+
+    /// The default mix (`foundation chaos`, the chaos tier): every nemesis
+    /// that finds no bug of today's code. The others find one each (see
+    /// the module docs and `tests/nemeses.rs`) and join when it is fixed.
+    pub const DEFAULT: [Nemesis; 9] = [
         Self::KillProcess,
         Self::Partition,
         Self::MemoryPressure,
@@ -86,7 +137,26 @@ impl Nemesis {
             Self::MajoritiesRing => "majorities_ring",
             Self::Bridge => "bridge",
             Self::SwizzleClog => "swizzle_clog",
+            Self::OnewayPartition => "oneway_partition",
+            Self::LinkFaults => "link_faults",
+            Self::ClockSkew => "clock_skew",
+            Self::BigState => "big_state",
+            Self::SlowConsumer => "slow_consumer",
+            Self::RestartStorm => "restart_storm",
         }
+    }
+
+    /// Why this nemesis cannot do anything to a cluster of `nodes` nodes on
+    /// `backend`, if it cannot.
+    pub fn unavailable(self, _backend: Backend, nodes: usize) -> Option<String> {
+        let needs = match self {
+            Self::MajoritiesRing => 4,
+            // A majority must stay up while one node is down.
+            Self::Bridge | Self::BigState => 3,
+            Self::Partition | Self::SwizzleClog | Self::OnewayPartition | Self::LinkFaults | Self::SlowConsumer => 2,
+            _ => 1,
+        };
+        (nodes < needs).then(|| format!("{self} needs at least {needs} nodes (the cluster has {nodes})"))
     }
 }
 
@@ -118,6 +188,9 @@ pub struct Injection {
     pub nemesis: Nemesis,
     /// What it hit.
     pub detail: String,
+    /// Whether it changed anything (no worker to kill, a flood refused
+    /// entirely: no). Only effective injections count.
+    pub effective: bool,
 }
 
 /// What the monkey did.
@@ -127,18 +200,29 @@ pub struct ChaosReport {
     pub injections: Vec<Injection>,
     /// Injections that failed to apply (a node down, a call that timed out).
     pub errors: Vec<String>,
+    /// Nemeses left out of the mix: they cannot do anything to this
+    /// cluster (with why).
+    pub unavailable: Vec<String>,
+    /// Properties a nemesis checked while it held, and that did not hold
+    /// (a node that should have kept up with the log did not).
+    pub findings: Vec<String>,
 }
 
 impl ChaosReport {
-    /// How many faults were injected.
+    /// How many faults were injected that had an effect.
     pub fn failures_injected(&self) -> usize {
-        self.injections.len()
+        self.injections.iter().filter(|i| i.effective).count()
     }
 
-    /// Injections per nemesis.
+    /// Injections that changed nothing.
+    pub fn no_effect(&self) -> usize {
+        self.injections.len() - self.failures_injected()
+    }
+
+    /// Effective injections per nemesis.
     pub fn by_kind(&self) -> BTreeMap<Nemesis, usize> {
         let mut m = BTreeMap::new();
-        for i in &self.injections {
+        for i in self.injections.iter().filter(|i| i.effective) {
             *m.entry(i.nemesis).or_insert(0) += 1;
         }
         m
@@ -155,11 +239,12 @@ pub struct ChaosMonkey {
 }
 
 impl ChaosMonkey {
-    /// Every nemesis at weight 1; intervals 0–1 s; holds 200 ms – 2 s.
+    /// The default mix ([`Nemesis::DEFAULT`]) at weight 1; intervals
+    /// 0–1 s; holds 200 ms – 2 s.
     pub fn new(seed: u64) -> Self {
         Self {
             seed,
-            weights: Nemesis::ALL.iter().map(|n| (*n, 1)).collect(),
+            weights: Nemesis::DEFAULT.iter().map(|n| (*n, 1)).collect(),
             interval: (Duration::ZERO, Duration::from_secs(1)),
             hold: (Duration::from_millis(200), Duration::from_secs(2)),
         }
@@ -192,13 +277,13 @@ impl ChaosMonkey {
         self
     }
 
-    fn pick(&self, rng: &mut SmallRng) -> Option<Nemesis> {
-        let total: u32 = self.weights.iter().map(|(_, w)| w).sum();
+    fn pick(weights: &[(Nemesis, u32)], rng: &mut SmallRng) -> Option<Nemesis> {
+        let total: u32 = weights.iter().map(|(_, w)| w).sum();
         if total == 0 {
             return None;
         }
         let mut roll = rng.random_range(0..total);
-        for (n, w) in &self.weights {
+        for (n, w) in weights {
             if roll < *w {
                 return Some(*n);
             }
@@ -207,10 +292,20 @@ impl ChaosMonkey {
         None
     }
 
-    /// Injects faults for `duration`, then undoes the last one.
+    /// Injects faults for `duration`, then undoes the last one. A nemesis
+    /// that cannot apply to this cluster is left out (and listed).
     pub async fn run(&self, cluster: &TestCluster, duration: Duration) -> ChaosReport {
         let mut rng = SmallRng::seed_from_u64(self.seed ^ 0xc4a0_5eed);
         let mut report = ChaosReport::default();
+        let (backend, n) = (cluster.spec().backend, cluster.size());
+        let mut weights = self.weights.clone();
+        weights.retain(|(nemesis, _)| match nemesis.unavailable(backend, n) {
+            Some(why) => {
+                report.unavailable.push(why);
+                false
+            }
+            None => true,
+        });
         let deadline = tokio::time::Instant::now() + duration;
         while tokio::time::Instant::now() < deadline {
             let wait = uniform(&mut rng, self.interval);
@@ -218,16 +313,22 @@ impl ChaosMonkey {
             if tokio::time::Instant::now() >= deadline {
                 break;
             }
-            let Some(nemesis) = self.pick(&mut rng) else { break };
+            let Some(nemesis) = Self::pick(&weights, &mut rng) else { break };
             let hold = uniform(&mut rng, self.hold).min(deadline.saturating_duration_since(tokio::time::Instant::now()));
             let at_us = micros(cluster.elapsed());
-            match inject(cluster, nemesis, hold, &mut rng).await {
-                Ok(detail) => {
-                    tracing::info!(at_us, %nemesis, %detail, "chaos");
-                    report.injections.push(Injection { at_us, held_us: micros(cluster.elapsed()) - at_us, nemesis, detail });
+            cluster.set_step("monkey", nemesis.name());
+            match inject::inject(cluster, nemesis, hold, &mut rng).await {
+                Ok(done) => {
+                    tracing::info!(at_us, %nemesis, detail = %done.detail, effective = done.effective, "chaos");
+                    let held_us = micros(cluster.elapsed()) - at_us;
+                    report.injections.push(Injection { at_us, held_us, nemesis, detail: done.detail, effective: done.effective });
+                    if let Some(f) = done.finding {
+                        report.findings.push(format!("{nemesis} at {:.1} s: {f}", at_us as f64 / 1e6));
+                    }
                 }
                 Err(e) => report.errors.push(format!("{nemesis} at {at_us} µs: {e}")),
             }
+            cluster.clear_step("monkey");
         }
         report
     }
@@ -256,102 +357,6 @@ pub fn majorities_ring(n: usize) -> Vec<(usize, usize)> {
         }
     }
     cut
-}
-
-async fn inject(cluster: &TestCluster, nemesis: Nemesis, hold: Duration, rng: &mut SmallRng) -> Result<String, String> {
-    let n = cluster.size();
-    let live: Vec<usize> = (0..n).filter(|i| !cluster.killed().contains(i)).collect();
-    let Some(&target) = live.get(rng.random_range(0..live.len().max(1))) else {
-        return Err("no live node".into());
-    };
-    let name = cluster.names()[target].clone();
-    let sim = cluster.spec().backend == Backend::Simulated;
-    let e = |e: FaultError| e.to_string();
-    let detail = match nemesis {
-        Nemesis::KillProcess => {
-            let killed: Option<String> =
-                cluster.client().rpc(&name, "chaos.kill_process", (), Duration::from_secs(1)).await.map_err(|e| e.to_string())?;
-            tokio::time::sleep(hold).await;
-            format!("{name}: {}", killed.unwrap_or_else(|| "no worker to kill".into()))
-        }
-        Nemesis::Partition => {
-            let mut nodes: Vec<usize> = (0..n).collect();
-            nodes.shuffle(rng);
-            let half = nodes[..n / 2].to_vec();
-            cluster.apply(Fault::Partition { groups: vec![half.clone()] }).await.map_err(e)?;
-            tokio::time::sleep(hold).await;
-            cluster.heal().await.map_err(e)?;
-            format!("{half:?} | rest")
-        }
-        Nemesis::MemoryPressure => {
-            let bytes: usize = if sim { 16 << 20 } else { 64 << 20 };
-            let held: usize = cluster
-                .client()
-                .rpc(&name, "chaos.memory", (bytes, hold), hold + Duration::from_secs(2))
-                .await
-                .map_err(|e| e.to_string())?;
-            format!("{name}: {} MiB", held >> 20)
-        }
-        Nemesis::CpuSpike => {
-            if sim {
-                cluster.pause(target).await.map_err(e)?;
-                tokio::time::sleep(hold).await;
-                cluster.resume(target).await.map_err(e)?;
-            } else {
-                let _: u64 =
-                    cluster.client().rpc(&name, "chaos.cpu", hold, hold + Duration::from_secs(2)).await.map_err(|e| e.to_string())?;
-            }
-            format!("{name}: {} ms", hold.as_millis())
-        }
-        Nemesis::MessageFlood => {
-            let msg = Bytes::from_static(&[0u8; 64]);
-            let mut refused = 0;
-            for _ in 0..2_000 {
-                if cluster.client().send_named(&name, FLOOD_TARGET, msg.clone()).await.is_err() {
-                    refused += 1;
-                }
-            }
-            tokio::time::sleep(hold).await;
-            format!("{name}: 2000 messages, {refused} refused")
-        }
-        Nemesis::CrashRestart => {
-            cluster.kill(target).await.map_err(e)?;
-            tokio::time::sleep(hold).await;
-            cluster.restart(target).await.map_err(e)?;
-            name
-        }
-        Nemesis::MajoritiesRing | Nemesis::Bridge => {
-            let cut = if nemesis == Nemesis::Bridge { bridge(n, rng) } else { majorities_ring(n) };
-            if cut.is_empty() {
-                return Err(format!("no {nemesis} on {n} nodes"));
-            }
-            cluster.apply(Fault::Cut { pairs: cut.clone() }).await.map_err(e)?;
-            tokio::time::sleep(hold).await;
-            cluster.heal().await.map_err(e)?;
-            format!("cut {cut:?}")
-        }
-        Nemesis::SwizzleClog => {
-            let mut nodes: Vec<usize> = (0..n).collect();
-            nodes.shuffle(rng);
-            nodes.truncate(rng.random_range(1..=n.div_ceil(2)));
-            let step = hold / (2 * nodes.len() as u32).max(1);
-            let mut clogged = Vec::new();
-            for &a in &nodes {
-                for b in (0..n).filter(|b| *b != a) {
-                    cluster.clog(a, b).await.map_err(e)?;
-                    clogged.push((a, b));
-                }
-                tokio::time::sleep(step).await;
-            }
-            clogged.shuffle(rng);
-            for &(a, b) in &clogged {
-                cluster.unclog(a, b).await.map_err(e)?;
-            }
-            tokio::time::sleep(step).await;
-            format!("clogged {nodes:?}")
-        }
-    };
-    Ok(detail)
 }
 
 /// Bridge: two halves, with one random node in the middle that sees both.

@@ -1,6 +1,12 @@
-//! The seed's Layer 4 as a reusable run: a workload beside the chaos
-//! monkey, then heal, convergence, final reads and the linearizability
-//! check. `foundation chaos` and the chaos tests both run it.
+//! The seed's Layer 4 as a reusable run: the workloads (KV, messages,
+//! locks, configuration and registry) beside the chaos monkey, then heal,
+//! convergence, final reads and the checks. `foundation chaos` and the
+//! chaos tests both run it.
+//!
+//! Each step is recorded with [`TestCluster::set_step`] (`phase`, and the
+//! monkey's own `monkey`), so a run that goes past its wall-clock limit
+//! ([`ChaosRun::wall_limit`], set as [`crate::cluster::ClusterSpec::wall_limit`])
+//! names the step it was stuck in.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +18,8 @@ use crate::chaos::{ChaosMonkey, ChaosReport, Nemesis};
 use crate::cluster::{FaultRecord, TestCluster};
 use crate::linearizability::{CheckResult, Verdict, check};
 use crate::recorder::Recorder;
+use crate::workload::locks::{LockReport, LockWorkload};
+use crate::workload::services::ServiceWorkload;
 use crate::workload::{FINAL_READ_PROCESS, KvWorkload, MessageWorkload, WorkloadReport};
 
 /// What to run.
@@ -27,6 +35,10 @@ pub struct ChaosRun {
     pub keys: usize,
     /// Message workload clients (0: none).
     pub message_clients: usize,
+    /// Lock workload clients (0: none).
+    pub lock_clients: usize,
+    /// Configuration and registry clients (0: none).
+    pub service_clients: usize,
     /// Pause between a client's operations.
     pub think: Duration,
     /// How long the cluster gets to converge after the heal.
@@ -56,24 +68,36 @@ impl std::fmt::Debug for ChaosRun {
             .field("clients", &self.clients)
             .field("keys", &self.keys)
             .field("message_clients", &self.message_clients)
+            .field("lock_clients", &self.lock_clients)
+            .field("service_clients", &self.service_clients)
             .field("think", &self.think)
             .finish()
     }
 }
 
 impl ChaosRun {
-    /// The seed's test: 30 s of every nemesis beside 5 clients on 3 keys.
+    /// The seed's test: the default nemeses beside 5 KV clients on 3 keys,
+    /// 2 message clients, 3 lock clients and 2 service clients.
     pub fn new(duration: Duration) -> Self {
         Self {
             duration,
-            faults: Nemesis::ALL.to_vec(),
+            faults: Nemesis::DEFAULT.to_vec(),
             clients: 5,
             keys: 3,
             message_clients: 2,
+            lock_clients: 3,
+            service_clients: 2,
             think: Duration::from_millis(10),
             converge_within: Duration::from_secs(30),
             progress: None,
         }
+    }
+
+    /// The wall-clock limit of a run: twice its duration plus the
+    /// recovery budget (`converge_within`). Set it as the cluster spec's
+    /// `wall_limit`.
+    pub fn wall_limit(&self) -> Duration {
+        self.duration * 2 + self.converge_within
     }
 }
 
@@ -89,6 +113,14 @@ pub struct ChaosOutcome {
     pub workload: WorkloadReport,
     /// The message workload's round trips.
     pub messages: WorkloadReport,
+    /// The lock workload's calls.
+    pub locks: LockReport,
+    /// The configuration and registry operations (their history is the
+    /// KV workload's).
+    pub services: WorkloadReport,
+    /// What the service workload found wrong: an invalid value accepted, a
+    /// subscription that does not hold the converged value.
+    pub service_violations: Vec<String>,
     /// What the monkey injected.
     pub chaos: ChaosReport,
     /// Every fault applied to the cluster, with times.
@@ -114,12 +146,19 @@ pub struct Checks {
     pub linearizable: bool,
     /// Every node converged after the heal, to what the final reads saw.
     pub converged: bool,
+    /// The lock workload saw mutual exclusion and growing fencing tokens.
+    pub locks: bool,
+    /// The configuration and registry checks held (validation, the
+    /// subscriptions' values).
+    pub services: bool,
+    /// Every nemesis's own probe held (a node that should keep up did).
+    pub probes: bool,
 }
 
 impl Checks {
     /// Whether every check passed.
     pub fn all(&self) -> bool {
-        self.success_rate && self.failures_injected && self.linearizable && self.converged
+        self.success_rate && self.failures_injected && self.linearizable && self.converged && self.locks && self.services && self.probes
     }
 }
 
@@ -136,7 +175,19 @@ impl ChaosOutcome {
             failures_injected: self.chaos.failures_injected() > self.faults_needed(),
             linearizable: self.check.verdict == Verdict::Linearizable,
             converged: self.convergence.is_ok() && self.diverged_keys.is_empty(),
+            locks: self.locks.violations().is_empty(),
+            services: self.service_violations.is_empty(),
+            probes: self.chaos.findings.is_empty(),
         }
+    }
+
+    /// Every violation the run found, one line each: lock, service and the
+    /// nemeses' probes.
+    pub fn violations(&self) -> Vec<String> {
+        let locks = self.locks.violations().into_iter().map(|v| format!("locks: {v}"));
+        let services = self.service_violations.iter().map(|v| format!("services: {v}"));
+        let probes = self.chaos.findings.iter().map(|v| format!("probe: {v}"));
+        locks.chain(services).chain(probes).collect()
     }
 }
 
@@ -164,6 +215,7 @@ async fn wait_ready(cluster: &TestCluster, within: Duration) -> anyhow::Result<(
 /// Runs the workload beside the monkey on `cluster`, heals it, waits for
 /// convergence, reads every key and checks the history.
 pub async fn run_chaos(cluster: &TestCluster, run: &ChaosRun) -> anyhow::Result<ChaosOutcome> {
+    cluster.set_step("phase", "waiting for a leader");
     wait_ready(cluster, Duration::from_secs(30)).await?;
     let seed = cluster.seed();
     let workload =
@@ -171,9 +223,16 @@ pub async fn run_chaos(cluster: &TestCluster, run: &ChaosRun) -> anyhow::Result<
     let monkey = ChaosMonkey::new(seed.wrapping_add(2)).only(&run.faults);
     let messages =
         MessageWorkload { clients: run.message_clients, think: run.think, ..MessageWorkload::new(seed.wrapping_add(3), run.duration) };
+    let locks = LockWorkload { clients: run.lock_clients, ..LockWorkload::new(seed.wrapping_add(4), run.duration) };
+    let services = ServiceWorkload {
+        clients: run.service_clients,
+        think: run.think * 4,
+        ..ServiceWorkload::new(seed.wrapping_add(5), run.duration)
+    };
     let workload_start_us = u64::try_from(cluster.elapsed().as_micros()).unwrap_or(u64::MAX);
     let recorder = Recorder::new();
-    let (mut report, messages, chaos) = {
+    cluster.set_step("phase", "workloads beside the chaos monkey");
+    let (mut report, messages, chaos, locks_report, (mut services_report, mut service_violations)) = {
         let ticker = run.progress.clone().map(|report| {
             let cluster = cluster.clone();
             let duration = run.duration;
@@ -187,15 +246,32 @@ pub async fn run_chaos(cluster: &TestCluster, run: &ChaosRun) -> anyhow::Result<
                 }
             })
         });
-        let out = tokio::join!(workload.run_recording(cluster, recorder), messages.run(cluster), monkey.run(cluster, run.duration));
+        let out = tokio::join!(
+            workload.run_recording(cluster, recorder.clone()),
+            messages.run(cluster),
+            monkey.run(cluster, run.duration),
+            locks.run(cluster),
+            services.run_recording(cluster, recorder),
+        );
         if let Some(t) = ticker {
             t.abort();
         }
         out
     };
+    cluster.set_step("phase", "recovering: heal, resume, restart, clocks right");
     cluster.recover().await.context("healing the cluster")?;
+    cluster.set_step("phase", "waiting for convergence");
     let converged = cluster.converged(run.converge_within).await;
+    cluster.set_step("phase", "final reads");
     workload.final_reads(cluster, &mut report).await;
+    if run.service_clients > 0 {
+        services.final_reads(cluster, &mut services_report).await;
+    }
+    if let (Ok((_, state)), true) = (&converged, run.service_clients > 0) {
+        cluster.set_step("phase", "checking the configuration subscriptions");
+        service_violations.extend(services.check_subscriptions(cluster, state, Duration::from_secs(5)).await);
+    }
+    cluster.set_step("phase", "checking the history");
     let ops = report.history.ops().context("the recorded history")?;
     let check = check(&ops);
     let mut diverged_keys = Vec::new();
@@ -218,6 +294,9 @@ pub async fn run_chaos(cluster: &TestCluster, run: &ChaosRun) -> anyhow::Result<
         workload_start_us,
         workload: report,
         messages,
+        locks: locks_report,
+        services: services_report,
+        service_violations,
         chaos,
         faults: cluster.faults(),
         check,

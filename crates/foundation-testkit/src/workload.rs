@@ -5,6 +5,10 @@
 //! [`crate::agent`]) and expect them back intact: message passing through
 //! the mesh, mailboxes and supervised processes that the monkey kills.
 //!
+//! [`locks::LockWorkload`]: clients take, use and give back locks; mutual
+//! exclusion and growing fencing tokens are checked. [`services::ServiceWorkload`]:
+//! configuration and registry operations, recorded into the KV history.
+//!
 //! [`KvWorkload`]: clients read, write and compare-and-set a few integer
 //! registers on the consensus service, through [`TestCluster::client`]
 //! (the `consensus.submit` / `consensus.query` RPCs of any member, which
@@ -19,6 +23,9 @@
 //! returned nothing changed nothing). A client whose operation ended in
 //! `info` continues under a new process id, as in Jepsen, and every client
 //! moves on to the next node after anything but `ok`.
+
+pub mod locks;
+pub mod services;
 
 use std::time::Duration;
 

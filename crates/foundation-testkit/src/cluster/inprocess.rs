@@ -22,7 +22,7 @@ use foundation_cluster::server::{PeerSpec, Server, ServerConfig};
 
 use super::faulty::{Faults, FaultyNetwork};
 use super::{
-    ClusterSpec, Control, Fault, FaultError, Run, RunError, TestCluster, connect_all, free_ports, node_name, node_seed, scratch_dir, secret,
+    ClusterSpec, Control, Fault, FaultError, Run, RunError, Steps, TestCluster, body_within, connect_all, free_ports, node_name, node_seed, scratch_dir, secret,
 };
 
 struct InProcControl {
@@ -74,6 +74,7 @@ impl Control for InProcControl {
                 }
                 Fault::Pause { node } => self.faults.set_paused(*node, true),
                 Fault::Resume { node } => self.faults.set_paused(*node, false),
+                Fault::ClockSkew { .. } => return Err(FaultError::Backend("a clock skew goes through the node's agent".into())),
                 _ => unreachable!("network faults are applied above"),
             }
             Ok(())
@@ -129,6 +130,7 @@ where
                     ..RtConfig::default()
                 },
                 disk: None,
+                frame_limit: spec.frame_limit,
             })
             .collect();
         let mut servers = Vec::new();
@@ -156,12 +158,12 @@ where
                 return Err(RunError::Start(e.to_string()));
             }
         };
-        let cluster = TestCluster::new(spec, client.clone(), Box::new(control));
+        let cluster = TestCluster::new(spec, client.clone(), Box::new(control), Steps::default());
         if let Err(e) = connect_all(&client, &addrs).await {
             cluster.stop().await;
             return Err(RunError::Start(e));
         }
-        let result = body(cluster.clone()).await.map_err(RunError::Body);
+        let result = body_within(&cluster, body(cluster.clone())).await;
         let cluster_time = cluster.elapsed();
         cluster.stop().await;
         result.map(|value| Run { value, cluster_time, wall_time: wall.elapsed() })

@@ -22,7 +22,7 @@ mod inprocess;
 pub mod processes;
 mod sim;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
@@ -30,6 +30,7 @@ use std::time::Duration;
 
 use foundation::rt::net::BoxFuture;
 use foundation_cluster::consensus::{CLIENT_LOCAL_STATE, ConsensusError, State};
+use foundation_cluster::frame::FRAME_BYTES_DEFAULT;
 use foundation_cluster::mesh::Cluster;
 use foundation_cluster::server::Service;
 use parking_lot::Mutex;
@@ -86,12 +87,40 @@ pub struct ClusterSpec {
     /// Process backend: the `foundation` binary (see
     /// [`processes::foundation_binary`] for where it is looked for).
     pub binary: Option<std::path::PathBuf>,
+    /// The nodes' largest mesh frame (`None`: the mesh default,
+    /// [`FRAME_BYTES_DEFAULT`]). Simulated clusters use
+    /// [`SIM_FRAME_LIMIT`], so a state past it is cheap to build; the
+    /// process backend runs `foundation node`, which has no such option
+    /// (setting it there is refused).
+    pub frame_limit: Option<usize>,
+    /// The most wall-clock time the body may take: past it the run fails
+    /// with [`RunError::WallLimit`], naming the step it was stuck in
+    /// ([`TestCluster::set_step`]). `None`: no limit.
+    pub wall_limit: Option<Duration>,
 }
+
+/// The frame limit of simulated clusters (1 MiB, far below the mesh's
+/// 16 MiB default: the `big_state` nemesis grows the state past it).
+pub const SIM_FRAME_LIMIT: usize = 1 << 20;
 
 impl ClusterSpec {
     /// `nodes` nodes running every service.
     pub fn new(backend: Backend, nodes: usize, seed: u64) -> Self {
-        Self { backend, nodes, seed, services: Service::ALL.into_iter().collect(), sim_limit: Duration::from_secs(600), binary: None }
+        Self {
+            backend,
+            nodes,
+            seed,
+            services: Service::ALL.into_iter().collect(),
+            sim_limit: Duration::from_secs(600),
+            binary: None,
+            frame_limit: (backend == Backend::Simulated).then_some(SIM_FRAME_LIMIT),
+            wall_limit: None,
+        }
+    }
+
+    /// The nodes' largest mesh frame.
+    pub fn frame_limit(&self) -> usize {
+        self.frame_limit.unwrap_or(FRAME_BYTES_DEFAULT)
     }
 
     /// [`cluster_size`] nodes, simulated.
@@ -162,6 +191,16 @@ pub enum Fault {
         /// The other.
         b: usize,
     },
+    /// Skews a node's wall clock ([`foundation::rt::Rt::set_clock_offset`],
+    /// through its chaos agent): lock leases are judged by the proposer's
+    /// clock. 0 puts it right; a restart puts it right too (a new node, a
+    /// new clock).
+    ClockSkew {
+        /// The node.
+        node: usize,
+        /// Milliseconds ahead (negative: behind).
+        offset_ms: i64,
+    },
     /// Latency and loss on the link between two nodes (both directions).
     /// Loss breaks connections (as on turmoil: TCP does not retransmit
     /// there), which the mesh re-dials.
@@ -184,7 +223,11 @@ impl Fault {
             Self::Cut { pairs } => pairs.iter().flat_map(|(a, b)| [*a, *b]).collect(),
             Self::PartitionOneway { from, to } => from.iter().chain(to).copied().collect(),
             Self::Heal => Vec::new(),
-            Self::Kill { node } | Self::Restart { node } | Self::Pause { node } | Self::Resume { node } => vec![*node],
+            Self::Kill { node }
+            | Self::Restart { node }
+            | Self::Pause { node }
+            | Self::Resume { node }
+            | Self::ClockSkew { node, .. } => vec![*node],
             Self::Clog { a, b } | Self::Unclog { a, b } | Self::SetLink { a, b, .. } => vec![*a, *b],
         }
     }
@@ -246,6 +289,35 @@ struct Shared {
     log: Mutex<Vec<FaultRecord>>,
     killed: Mutex<BTreeSet<usize>>,
     paused: Mutex<BTreeSet<usize>>,
+    /// Nodes whose clock is skewed (ms).
+    skewed: Mutex<BTreeMap<usize, i64>>,
+    steps: Steps,
+}
+
+/// What a run is doing, by slot (`phase`, `monkey`, ...), with when it
+/// started: what a wall-clock limit names when it fires. Cheap to clone.
+#[derive(Clone, Default)]
+pub(crate) struct Steps(Arc<Mutex<BTreeMap<&'static str, (String, Duration)>>>);
+
+impl Steps {
+    fn set(&self, slot: &'static str, what: String, at: Duration) {
+        self.0.lock().insert(slot, (what, at));
+    }
+
+    fn clear(&self, slot: &'static str) {
+        self.0.lock().remove(slot);
+    }
+
+    /// "phase: workload and chaos (since 1.2 s); monkey: ..." or "start".
+    pub(crate) fn describe(&self) -> String {
+        let steps = self.0.lock();
+        if steps.is_empty() {
+            return "the start (no step was recorded)".into();
+        }
+        let parts: Vec<String> =
+            steps.iter().map(|(slot, (what, at))| format!("{slot}: {what} (since {:.1} s)", at.as_secs_f64())).collect();
+        parts.join("; ")
+    }
 }
 
 /// A node's name from its index.
@@ -254,7 +326,7 @@ pub fn node_name(i: usize) -> String {
 }
 
 impl TestCluster {
-    pub(crate) fn new(spec: ClusterSpec, client: Cluster, control: Box<dyn Control>) -> Self {
+    pub(crate) fn new(spec: ClusterSpec, client: Cluster, control: Box<dyn Control>, steps: Steps) -> Self {
         let names = (0..spec.nodes).map(node_name).collect();
         Self {
             inner: Arc::new(Shared {
@@ -266,6 +338,8 @@ impl TestCluster {
                 log: Mutex::default(),
                 killed: Mutex::default(),
                 paused: Mutex::default(),
+                skewed: Mutex::default(),
+                steps,
             }),
         }
     }
@@ -315,6 +389,27 @@ impl TestCluster {
         self.inner.paused.lock().clone()
     }
 
+    /// Nodes whose clock is skewed, with the offset (ms).
+    pub fn skewed(&self) -> BTreeMap<usize, i64> {
+        self.inner.skewed.lock().clone()
+    }
+
+    /// Records what the run is doing in `slot` (e.g. `phase`, `monkey`),
+    /// so a wall-clock limit that fires names the step that was stuck.
+    pub fn set_step(&self, slot: &'static str, what: impl Into<String>) {
+        self.inner.steps.set(slot, what.into(), self.elapsed());
+    }
+
+    /// Forgets `slot` (its step is over).
+    pub fn clear_step(&self, slot: &'static str) {
+        self.inner.steps.clear(slot);
+    }
+
+    /// What the run is doing, slot by slot.
+    pub fn steps(&self) -> String {
+        self.inner.steps.describe()
+    }
+
     /// Applies a fault and logs it.
     pub async fn apply(&self, fault: Fault) -> Result<(), FaultError> {
         let n = self.size();
@@ -335,15 +430,28 @@ impl TestCluster {
                 return Err(FaultError::State { node: *node, why: "not paused" });
             }
             Fault::SetLink { loss, .. } if !(0.0..=1.0).contains(loss) => return Err(FaultError::BadLoss(*loss)),
+            Fault::ClockSkew { node, .. } if self.inner.killed.lock().contains(node) => {
+                return Err(FaultError::State { node: *node, why: "killed (a restart starts with a right clock)" });
+            }
             _ => {}
         }
-        self.inner.control.apply(&fault).await?;
+        match &fault {
+            Fault::ClockSkew { node, offset_ms } => self.skew_clock(*node, *offset_ms).await?,
+            _ => self.inner.control.apply(&fault).await?,
+        }
         match &fault {
             Fault::Kill { node } => {
                 self.inner.killed.lock().insert(*node);
             }
             Fault::Restart { node } => {
                 self.inner.killed.lock().remove(node);
+                self.inner.skewed.lock().remove(node);
+            }
+            Fault::ClockSkew { node, offset_ms: 0 } => {
+                self.inner.skewed.lock().remove(node);
+            }
+            Fault::ClockSkew { node, offset_ms } => {
+                self.inner.skewed.lock().insert(*node, *offset_ms);
             }
             Fault::Pause { node } => {
                 self.inner.paused.lock().insert(*node);
@@ -414,7 +522,19 @@ impl TestCluster {
         self.apply(Fault::SetLink { a, b, latency_ms: latency.as_millis() as u64, loss }).await
     }
 
-    /// Heals the network, resumes paused nodes and restarts killed ones.
+    /// Skews a node's clock by `offset_ms` (negative: behind), through its
+    /// agent, without logging it (see [`Fault::ClockSkew`]).
+    pub async fn skew_clock(&self, node: usize, offset_ms: i64) -> Result<(), FaultError> {
+        let name = self.inner.names.get(node).ok_or(FaultError::NoSuchNode(node, self.size()))?;
+        self.client()
+            .rpc::<i64, i64>(name, crate::agent::CLOCK_RPC, offset_ms, Duration::from_secs(2))
+            .await
+            .map(drop)
+            .map_err(|e| FaultError::Backend(format!("{name}: setting the clock: {e}")))
+    }
+
+    /// Heals the network, resumes paused nodes, restarts killed ones and
+    /// puts skewed clocks right.
     pub async fn recover(&self) -> Result<(), FaultError> {
         self.heal().await?;
         for node in self.paused() {
@@ -422,6 +542,9 @@ impl TestCluster {
         }
         for node in self.killed() {
             self.restart(node).await?;
+        }
+        for node in self.skewed().into_keys() {
+            self.apply(Fault::ClockSkew { node, offset_ms: 0 }).await?;
         }
         Ok(())
     }
@@ -447,7 +570,7 @@ impl TestCluster {
                 match self.local_state(i, Duration::from_millis(500)).await {
                     Ok(s) if seen.as_ref().is_none_or(|p| *p == s) => seen = Some(s),
                     Ok((index, _)) => {
-                        last = format!("{} is at index {index:?}, another node at {:?}", self.inner.names[i], seen.as_ref().map(|s| s.0));
+                        last = format!("{} is at index {index:?}, another node at {:?}", self.inner.names[i], seen.as_ref().and_then(|s| s.0));
                         agree = false;
                         break;
                     }
@@ -505,6 +628,14 @@ pub enum RunError {
     /// `sim_limit`).
     #[error("simulation: {0}")]
     Sim(String),
+    /// The run went past [`ClusterSpec::wall_limit`] of wall-clock time.
+    #[error("the run went past its wall-clock limit of {limit:?}; it was stuck in {step}")]
+    WallLimit {
+        /// The limit.
+        limit: Duration,
+        /// What the run was doing ([`TestCluster::steps`]).
+        step: String,
+    },
 }
 
 /// Starts the cluster `spec` describes, runs `body` on it, and stops it.
@@ -523,10 +654,34 @@ where
     if !spec.services.contains(&Service::Consensus) {
         return Err(RunError::Spec("the test kit's clusters need the consensus service".into()));
     }
+    if spec.backend == Backend::Processes && spec.frame_limit.is_some() {
+        return Err(RunError::Spec("the process backend runs `foundation node` with the default frame limit: leave frame_limit unset".into()));
+    }
+    if spec.frame_limit.is_some_and(|l| l < MIN_FRAME_LIMIT) {
+        return Err(RunError::Spec(format!("a frame limit under {MIN_FRAME_LIMIT} bytes cannot carry the cluster's own frames")));
+    }
     match spec.backend {
         Backend::Simulated => sim::run(spec, body),
         Backend::InProcess => inprocess::run(spec, body),
         Backend::Processes => processes::run(spec, body),
+    }
+}
+
+/// The smallest [`ClusterSpec::frame_limit`] accepted (Raft heartbeats and
+/// the workloads' frames must fit).
+pub const MIN_FRAME_LIMIT: usize = 64 << 10;
+
+/// Runs a real backend's body under the spec's wall-clock limit.
+pub(crate) async fn body_within<T>(
+    cluster: &TestCluster,
+    body: impl Future<Output = anyhow::Result<T>>,
+) -> Result<T, RunError> {
+    match cluster.spec().wall_limit {
+        None => body.await.map_err(RunError::Body),
+        Some(limit) => match tokio::time::timeout(limit, body).await {
+            Ok(r) => r.map_err(RunError::Body),
+            Err(_) => Err(RunError::WallLimit { limit, step: cluster.steps() }),
+        },
     }
 }
 

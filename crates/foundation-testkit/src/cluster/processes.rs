@@ -28,7 +28,7 @@ use tokio::process::{Child, Command};
 
 use super::faulty::Faults;
 use super::{
-    ClusterSpec, Control, Fault, FaultError, Run, RunError, TestCluster, connect_all, free_ports, node_name, scratch_dir, secret,
+    ClusterSpec, Control, Fault, FaultError, Run, RunError, Steps, TestCluster, body_within, connect_all, free_ports, node_name, scratch_dir, secret,
     secret_text,
 };
 
@@ -158,6 +158,7 @@ impl Control for ProcControl {
                     }
                     Ok(())
                 }
+                Fault::ClockSkew { .. } => Err(FaultError::Backend("a clock skew goes through the node's agent".into())),
                 _ => unreachable!("network faults are applied above"),
             }
         })
@@ -246,12 +247,12 @@ where
                 }
             }
         }
-        let cluster = TestCluster::new(spec, client.clone(), Box::new(control));
+        let cluster = TestCluster::new(spec, client.clone(), Box::new(control), Steps::default());
         if let Err(e) = connect_all(&client, &addrs).await {
             cluster.stop().await;
             return Err(RunError::Start(e));
         }
-        let result = body(cluster.clone()).await.map_err(RunError::Body);
+        let result = body_within(&cluster, body(cluster.clone())).await;
         let cluster_time = cluster.elapsed();
         cluster.stop().await;
         result.map(|value| Run { value, cluster_time, wall_time: wall.elapsed() })

@@ -32,7 +32,7 @@ use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
 use super::{
-    ClusterSpec, Control, Fault, FaultError, Run, RunError, TestCluster, connect_all, node_name, node_seed, secret, separated_pairs,
+    ClusterSpec, Control, Fault, FaultError, Run, RunError, Steps, TestCluster, connect_all, node_name, node_seed, secret, separated_pairs,
 };
 
 /// The cluster port every simulated node listens on.
@@ -161,6 +161,7 @@ impl Control for SimControl {
                 }
                 Fault::Clog { a, b } => turmoil::hold(name(*a), name(*b)),
                 Fault::Unclog { a, b } => turmoil::release(name(*a), name(*b)),
+                Fault::ClockSkew { .. } => return Err(FaultError::Backend("a clock skew goes through the node's agent".into())),
                 Fault::SetLink { a, b, latency_ms, loss } => {
                     let cmd = SimCmd::Link {
                         a: name(*a).to_owned(),
@@ -209,6 +210,7 @@ fn server_config(spec: &ClusterSpec, i: usize, disk: &MemoryDisk) -> ServerConfi
         services: spec.services.clone(),
         rt: RtConfig::default(),
         disk: Some(disk.clone()),
+        frame_limit: spec.frame_limit,
     }
 }
 
@@ -245,11 +247,13 @@ where
         });
     }
     let queue: Queue = Arc::default();
+    let steps = Steps::default();
     let outcome: Rc<RefCell<Option<Result<T, RunError>>>> = Rc::default();
     {
         let spec = spec.clone();
         let queue = queue.clone();
         let outcome = outcome.clone();
+        let steps = steps.clone();
         sim.client(CLIENT, async move {
             let node =
                 Node::with_config(NodeConfig { name: CLIENT.into(), rt: sim_rt(node_seed(spec.seed, u64::MAX)), ..NodeConfig::default() })
@@ -261,7 +265,7 @@ where
                 Err(e) => Err(RunError::Start(e)),
                 Ok(()) => {
                     let names = (0..spec.nodes).map(node_name).collect();
-                    let cluster = TestCluster::new(spec, client, Box::new(SimControl { names, queue }));
+                    let cluster = TestCluster::new(spec, client, Box::new(SimControl { names, queue }), steps);
                     let result = body(cluster.clone()).await.map_err(RunError::Body);
                     cluster.stop().await;
                     result
@@ -273,6 +277,10 @@ where
     }
     loop {
         let done = sim.step().map_err(|e| RunError::Sim(e.to_string()))?;
+        // Virtual time cannot catch a step that spins: the limit is wall time.
+        if let Some(limit) = spec.wall_limit.filter(|l| wall.elapsed() > *l) {
+            return Err(RunError::WallLimit { limit, step: steps.describe() });
+        }
         let commands = std::mem::take(&mut *queue.lock());
         for (cmd, ack) in commands {
             match cmd {

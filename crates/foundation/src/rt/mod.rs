@@ -36,6 +36,7 @@ pub mod sched;
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use parking_lot::Mutex;
@@ -136,6 +137,8 @@ pub struct Rt {
 struct RtInner {
     seed: u64,
     clock: Clock,
+    /// Milliseconds added to the wall clock ([`Rt::set_clock_offset`]).
+    offset_ms: AtomicI64,
     rng: Mutex<StdRng>,
     network: Arc<dyn Network>,
     spawner: Spawner,
@@ -151,7 +154,9 @@ impl Rt {
     /// Builds the seam from a config.
     pub fn new(config: RtConfig) -> Self {
         let rng = Mutex::new(StdRng::seed_from_u64(config.seed));
-        Self { inner: Arc::new(RtInner { seed: config.seed, clock: config.clock, rng, network: config.network, spawner: config.spawner }) }
+        let inner =
+            RtInner { seed: config.seed, clock: config.clock, offset_ms: AtomicI64::new(0), rng, network: config.network, spawner: config.spawner };
+        Self { inner: Arc::new(inner) }
     }
 
     /// The seed this node's RNG started from (print it to replay a run).
@@ -165,14 +170,41 @@ impl Rt {
         Instant::now()
     }
 
-    /// Wall-clock time, from the configured [`Clock`].
+    /// Wall-clock time, from the configured [`Clock`], plus the offset
+    /// set by [`Rt::set_clock_offset`] (zero unless a test skews it).
     pub fn system_time(&self) -> SystemTime {
-        match self.inner.clock {
+        let now = match self.inner.clock {
             // The one place above the OS where SystemTime::now() is allowed.
             #[allow(clippy::disallowed_methods)]
             Clock::Real => SystemTime::now(),
             Clock::Simulated { epoch, start } => epoch + Instant::now().saturating_duration_since(start),
-        }
+        };
+        let offset = self.inner.offset_ms.load(Ordering::Relaxed);
+        let by = Duration::from_millis(offset.unsigned_abs());
+        if offset >= 0 { now + by } else { now.checked_sub(by).unwrap_or(SystemTime::UNIX_EPOCH) }
+    }
+
+    /// Skews this node's wall clock by `offset_ms` milliseconds (negative:
+    /// behind) from now on, as a machine whose clock is off would be; 0
+    /// puts it right. Only [`Rt::system_time`] moves: monotonic time and
+    /// timers do not. This is the test kit's clock-skew fault (nodes of one
+    /// process each have their own `Rt`, so each its own skew).
+    ///
+    /// ```
+    /// use foundation::rt::{Rt, RtConfig};
+    /// let rt = Rt::new(RtConfig::default());
+    /// let before = rt.unix_millis();
+    /// rt.set_clock_offset(3_600_000);
+    /// assert!(rt.unix_millis() >= before + 3_600_000);
+    /// assert_eq!(rt.clock_offset(), 3_600_000);
+    /// ```
+    pub fn set_clock_offset(&self, offset_ms: i64) {
+        self.inner.offset_ms.store(offset_ms, Ordering::Relaxed);
+    }
+
+    /// The skew set by [`Rt::set_clock_offset`], in milliseconds.
+    pub fn clock_offset(&self) -> i64 {
+        self.inner.offset_ms.load(Ordering::Relaxed)
     }
 
     /// Milliseconds since the Unix epoch, from [`Rt::system_time`].
