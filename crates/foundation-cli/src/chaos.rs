@@ -49,9 +49,11 @@ pub struct ChaosArgs {
     /// Where the nodes run.
     #[arg(long, value_enum, default_value = "inprocess")]
     backend: BackendArg,
-    /// The nemeses, comma-separated (default: all): kill_process,
-    /// partition, memory_pressure, cpu_spike, message_flood,
-    /// crash_restart, majorities_ring, bridge, swizzle_clog.
+    /// The nemeses, comma-separated (default: the default mix, every
+    /// nemesis that finds no known bug): kill_process, partition,
+    /// memory_pressure, cpu_spike, message_flood, crash_restart,
+    /// majorities_ring, bridge, swizzle_clog, oneway_partition, link_faults,
+    /// restart_storm, clock_skew, big_state, slow_consumer.
     #[arg(long, value_delimiter = ',')]
     faults: Vec<Nemesis>,
     /// Print the report as JSON (a simulated run's JSON holds only
@@ -83,7 +85,7 @@ fn validate(args: &ChaosArgs) -> Result<(), String> {
     if args.rate == 0 || args.rate > 100_000 {
         return Err(format!("--rate {} is out of range: use 1 to 100000 operations per second", args.rate));
     }
-    let faults = if args.faults.is_empty() { Nemesis::ALL.to_vec() } else { args.faults.clone() };
+    let faults = if args.faults.is_empty() { Nemesis::DEFAULT.to_vec() } else { args.faults.clone() };
     if faults == [Nemesis::MajoritiesRing] && args.nodes < 4 {
         return Err(format!("majorities_ring needs at least 4 nodes (--nodes {}): add nodes or other --faults", args.nodes));
     }
@@ -284,7 +286,7 @@ pub fn run_command(args: &ChaosArgs) -> ExitCode {
             }
         },
     };
-    let faults = if args.faults.is_empty() { Nemesis::ALL.to_vec() } else { args.faults.clone() };
+    let faults = if args.faults.is_empty() { Nemesis::DEFAULT.to_vec() } else { args.faults.clone() };
     let backend = match args.backend {
         BackendArg::Sim => Backend::Simulated,
         BackendArg::Inprocess => Backend::InProcess,
