@@ -32,6 +32,12 @@ fn colour(n: Nemesis) -> &'static str {
         Nemesis::MajoritiesRing => "#3cb44b",
         Nemesis::Bridge => "#9a6324",
         Nemesis::SwizzleClog => "#808000",
+        Nemesis::OnewayPartition => "#000075",
+        Nemesis::LinkFaults => "#469990",
+        Nemesis::ClockSkew => "#ffe119",
+        Nemesis::BigState => "#800000",
+        Nemesis::SlowConsumer => "#aaffc3",
+        Nemesis::RestartStorm => "#dcbeff",
     }
 }
 
