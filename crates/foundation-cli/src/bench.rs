@@ -17,7 +17,7 @@ mod scheduler;
 
 use std::time::Duration;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use clap::Args;
 use std::future::Future;
 use std::sync::Arc;
@@ -179,11 +179,18 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let sizes = Sizes { quick: args.quick, workers, tokio: args.tokio };
     let selected: Vec<Bench> = all_benches().into_iter().filter(|b| args.only.as_deref().is_none_or(|p| b.name.starts_with(p))).collect();
     if selected.is_empty() {
-        bail!("no bench name starts with {:?}; run `foundation bench` to list them all", args.only.as_deref().unwrap_or_default());
+        let mut groups: Vec<&str> = all_benches().iter().map(|b| b.name.split('.').next().unwrap_or(b.name)).collect();
+        groups.dedup();
+        return Err(crate::fail::usage(format!(
+            "--only {:?}: no bench name starts with it; use a prefix such as {} (`foundation bench` runs them all)",
+            args.only.as_deref().unwrap_or_default(),
+            groups.join(", ")
+        )));
     }
     if !args.json {
-        println!("{:<32} {:>14} {:<8} target", "bench", "median", "unit");
+        println!("{:<32} {:>10} {:<6} {:<30} met?", "bench", "median", "unit", "target");
     }
+    let mut figures: Vec<(&str, f64)> = Vec::new();
     for bench in &selected {
         let harness = Harness::new(&sizes)?;
         if bench.warmup {
@@ -201,8 +208,14 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         if args.json {
             println!("{}", serde_json::to_string(&Figure { bench: bench.name, value, unit: bench.unit })?);
         } else {
-            println!("{:<32} {:>14} {:<8} {}", bench.name, format_value(value), bench.unit, bench.target);
+            let verdict = match met(bench.target, value, &figures) {
+                Some(true) => "met",
+                Some(false) => "MISSED",
+                None => "-",
+            };
+            println!("{:<32} {:>10} {:<6} {:<30} {verdict}", bench.name, format_value(value), bench.unit, bench.target);
         }
+        figures.push((bench.name, value));
     }
     Ok(())
 }
@@ -213,14 +226,57 @@ fn median(values: &mut [f64]) -> f64 {
     if values.len() % 2 == 1 { values[mid] } else { (values[mid - 1] + values[mid]) / 2.0 }
 }
 
+/// Three significant figures, whatever the size: `0.487`, `43.4`, `161`,
+/// `4,693`, `37.8M`.
 fn format_value(v: f64) -> String {
-    if v >= 1e6 {
-        format!("{:.2}M", v / 1e6)
-    } else if v >= 100.0 {
-        format!("{v:.0}")
-    } else {
-        format!("{v:.3}")
+    if v.abs() >= 1e6 {
+        return format!("{}M", significant(v / 1e6));
     }
+    if v.abs() >= 1e3 {
+        let digits = format!("{:.0}", v.abs());
+        let mut grouped = String::new();
+        for (i, c) in digits.chars().enumerate() {
+            if i > 0 && (digits.len() - i) % 3 == 0 {
+                grouped.push(',');
+            }
+            grouped.push(c);
+        }
+        return if v < 0.0 { format!("-{grouped}") } else { grouped };
+    }
+    significant(v)
+}
+
+fn significant(v: f64) -> String {
+    let digits = if v == 0.0 { 1 } else { v.abs().log10().floor() as i32 + 1 };
+    let decimals = (3 - digits).clamp(0, 3) as usize;
+    format!("{v:.decimals$}")
+}
+
+/// Whether `value` meets `target`, read from the target's text: `<= N` or
+/// `>= N` (N may end in `k` or `M`; anything after it, such as a reference
+/// figure in parentheses, is ignored), or `<= Kx NAME` against the figure
+/// of the bench named `NAME` (or ending in `.NAME`) measured earlier in this
+/// run. `None` when there is no target or its reference did not run.
+fn met(target: &str, value: f64, earlier: &[(&str, f64)]) -> Option<bool> {
+    let mut words = target.split_whitespace();
+    let at_most = match words.next()? {
+        "<=" | "≤" => true,
+        ">=" | "≥" => false,
+        _ => return None,
+    };
+    let bound = words.next()?;
+    let limit = if let Some(times) = bound.strip_suffix('x') {
+        let name = words.next()?;
+        let reference = earlier.iter().find(|(n, _)| *n == name || n.ends_with(&format!(".{name}")))?.1;
+        times.parse::<f64>().ok()? * reference
+    } else {
+        let (number, scale) = match bound.strip_suffix('M') {
+            Some(n) => (n, 1e6),
+            None => bound.strip_suffix('k').map_or((bound, 1.0), |n| (n, 1e3)),
+        };
+        number.parse::<f64>().ok()? * scale
+    };
+    Some(if at_most { value <= limit } else { value >= limit })
 }
 
 /// Nanoseconds per item.
@@ -231,6 +287,26 @@ pub fn ns_per(elapsed: Duration, items: usize) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn figures_have_three_significant_digits() {
+        let shown: Vec<String> = [0.4871, 1.153, 43.41, 161.2, 4693.0, 37_000.0, 37_812_345.0, 0.0].map(format_value).to_vec();
+        assert_eq!(shown, ["0.487", "1.15", "43.4", "161", "4,693", "37,000", "37.8M", "0.00"]);
+    }
+
+    #[test]
+    fn targets_are_read_from_their_text() {
+        assert_eq!(met("<= 0.5", 0.49, &[]), Some(true));
+        assert_eq!(met("<= 0.5", 0.51, &[]), Some(false));
+        assert_eq!(met(">= 20M", 37.8e6, &[]), Some(true));
+        assert_eq!(met(">= 2M (OTP 25: 154k)", 1.9e6, &[]), Some(false));
+        assert_eq!(met("<= 10 (etcd: 34)", 4.3, &[]), Some(true));
+        assert_eq!(met("<= 2x small", 90.0, &[("message.small", 50.0)]), Some(true));
+        assert_eq!(met("<= 2x small", 110.0, &[("message.small", 50.0)]), Some(false));
+        assert_eq!(met("<= 2x small", 90.0, &[]), None, "the reference did not run");
+        assert_eq!(met("-", 1.0, &[]), None);
+        assert_eq!(met("- (the ceiling)", 1.0, &[]), None);
+    }
 
     #[test]
     fn median_of_odd_and_even_runs() {

@@ -3,21 +3,21 @@
 //! breaks), 2 on bad input, 130 when interrupted.
 
 use std::collections::BTreeMap;
-use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use foundation_testkit::chaos::Nemesis;
 use foundation_testkit::cluster::{Backend, ClusterSpec, RunError, run};
 use foundation_testkit::linearizability::Verdict;
-use foundation_testkit::scenario::{ChaosOutcome, ChaosRun, Checks, Progress, run_chaos};
-use foundation_testkit::workload::Outcome;
+use foundation_testkit::scenario::{ChaosOutcome, ChaosRun, Checks, run_chaos};
 use serde::Serialize;
 
+mod counts;
+mod progress;
 mod report;
+mod timeline;
 
 /// Where the nodes run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -60,7 +60,8 @@ pub struct ChaosArgs {
     /// simulated quantities: two runs of one seed print the same bytes).
     #[arg(long)]
     json: bool,
-    /// Write report.html, timeline.svg and history.json here.
+    /// Write report.html (the timeline inside), timeline.svg and
+    /// history.jsonl (for `foundation check`) here.
     #[arg(long)]
     report: Option<PathBuf>,
 }
@@ -151,18 +152,7 @@ pub struct Report {
     pub replay: String,
 }
 
-/// KV operations by outcome.
-#[derive(Clone, Debug, Serialize)]
-pub struct Operations {
-    /// Happened.
-    pub ok: usize,
-    /// Did not happen.
-    pub failed: usize,
-    /// Unknown.
-    pub unknown: usize,
-    /// All.
-    pub total: usize,
-}
+pub use counts::Operations;
 
 /// Latency percentiles (ms).
 #[derive(Clone, Debug, Serialize)]
@@ -171,6 +161,14 @@ pub struct Latency {
     pub p50: f64,
     /// 99th percentile.
     pub p99: f64,
+}
+
+fn backend_name(b: BackendArg) -> &'static str {
+    match b {
+        BackendArg::Sim => "sim",
+        BackendArg::Inprocess => "inprocess",
+        BackendArg::Processes => "processes",
+    }
 }
 
 fn ms(d: Duration) -> f64 {
@@ -197,16 +195,11 @@ fn build_report(args: &ChaosArgs, seed: u64, faults: &[Nemesis], o: &ChaosOutcom
     };
     Report {
         seed,
-        backend: match args.backend {
-            BackendArg::Sim => "sim",
-            BackendArg::Inprocess => "inprocess",
-            BackendArg::Processes => "processes",
-        }
-        .into(),
+        backend: backend_name(args.backend).into(),
         nodes: args.nodes,
         duration_s: args.duration,
         rate: args.rate,
-        operations: Operations { ok: w.ok(), failed: w.failed(), unknown: w.unknown(), total: w.total() },
+        operations: counts::operations(o),
         success_rate: (w.success_rate() * 1e4).round() / 1e4,
         message_success_rate: (o.messages.success_rate() * 1e4).round() / 1e4,
         faults_injected: o.chaos.by_kind().into_iter().map(|(k, v)| (k.name().to_owned(), v)).collect(),
@@ -225,11 +218,9 @@ fn build_report(args: &ChaosArgs, seed: u64, faults: &[Nemesis], o: &ChaosOutcom
 
 fn print_report(r: &Report) {
     let yes = |b: bool| if b { "pass" } else { "FAIL" };
-    println!("foundation chaos: {} nodes ({}), {} s, seed {}", r.nodes, r.backend, r.duration_s, r.seed);
-    println!(
-        "  operations     {} ok / {} failed / {} unknown ({} total)",
-        r.operations.ok, r.operations.failed, r.operations.unknown, r.operations.total
-    );
+    let nodes = if r.nodes == 1 { "1 node".to_owned() } else { format!("{} nodes", r.nodes) };
+    println!("foundation chaos: {nodes} ({}), {} s, seed {}", r.backend, r.duration_s, r.seed);
+    println!("  operations     {}", counts::line(&r.operations));
     println!(
         "  success rate   {:.3} (KV)  {:.3} (messages)   [{}: > 0.8]",
         r.success_rate,
@@ -250,25 +241,7 @@ fn print_report(r: &Report) {
     }
     println!("  verdict        {}", if r.passed { "PASS" } else { "FAIL" });
     println!("  replay         {}", r.replay);
-}
-
-fn progress_bar(duration: Duration) -> Option<Arc<dyn Fn(Progress) + Send + Sync>> {
-    if !std::io::stdout().is_terminal() {
-        return None;
-    }
-    let bar = indicatif::ProgressBar::new(duration.as_secs());
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} s  {msg}")
-            .expect("a valid template")
-            .progress_chars("=> "),
-    );
-    Some(Arc::new(move |p: Progress| {
-        bar.set_position(p.elapsed.as_secs());
-        bar.set_message(format!("{} ops, {} faults", p.operations, p.faults));
-        if p.elapsed >= p.duration {
-            bar.finish_and_clear();
-        }
-    }))
+    println!("                 ({})", progress::replay_note(r.backend == "sim"));
 }
 
 /// Runs `foundation chaos`.
@@ -299,7 +272,8 @@ pub fn run_command(args: &ChaosArgs) -> ExitCode {
     chaos.faults = faults.clone();
     chaos.clients = CLIENTS;
     chaos.think = Duration::from_secs_f64(CLIENTS as f64 / f64::from(args.rate));
-    chaos.progress = progress_bar(duration);
+    chaos.progress = Some(progress::reporter(duration));
+    progress::print_start(args.nodes, backend_name(args.backend), duration, seed, &replay_command(args, seed, &faults));
     let interruptible = backend != Backend::Simulated;
     let result = run(&spec, move |cluster| async move {
         if !interruptible {
@@ -314,13 +288,12 @@ pub fn run_command(args: &ChaosArgs) -> ExitCode {
         Ok(r) => r,
         Err(RunError::Spec(e)) => return usage(e),
         Err(e) => {
-            eprintln!("error: {e}");
-            eprintln!("replay: {}", replay_command(args, seed, &faults));
+            eprintln!("error: {e}; replay it with {}", replay_command(args, seed, &faults));
             return ExitCode::from(1);
         }
     };
     let Some(outcome) = run.value else {
-        eprintln!("interrupted: the cluster was stopped");
+        eprintln!("interrupted: the cluster was stopped; seed {seed}, replay: {}", replay_command(args, seed, &faults));
         return ExitCode::from(130);
     };
     let report = build_report(args, seed, &faults, &outcome);
@@ -340,21 +313,4 @@ pub fn run_command(args: &ChaosArgs) -> ExitCode {
         eprintln!("report written to {}", dir.join("report.html").display());
     }
     if report.passed { ExitCode::SUCCESS } else { ExitCode::from(1) }
-}
-
-/// Successful KV operations per 1 s bucket and their p99 latency (ms), by
-/// workload time.
-pub(crate) fn timeline(o: &ChaosOutcome) -> Vec<(u64, usize, f64)> {
-    let mut buckets: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
-    for s in o.workload.samples.iter().filter(|s| s.outcome == Outcome::Ok) {
-        buckets.entry(s.at_us / 1_000_000).or_default().push(s.latency_us);
-    }
-    buckets
-        .into_iter()
-        .map(|(sec, mut l)| {
-            l.sort_unstable();
-            let p99 = l[((l.len() - 1) as f64 * 0.99).round() as usize] as f64 / 1e3;
-            (sec, l.len(), p99)
-        })
-        .collect()
 }

@@ -29,7 +29,10 @@ pub fn run(args: &CheckArgs) -> ExitCode {
     let text = match std::fs::read_to_string(&args.history) {
         Ok(t) => t,
         Err(e) => {
-            eprintln!("error: cannot read {}: {e}", args.history.display());
+            eprintln!(
+                "error: cannot read {}: {e}; give the path of a history file (JSON Lines, e.g. a chaos report's history.jsonl)",
+                args.history.display()
+            );
             return ExitCode::from(2);
         }
     };
@@ -37,7 +40,7 @@ pub fn run(args: &CheckArgs) -> ExitCode {
     let result = match check_history(&text) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: {}: {e}", args.history.display());
+            eprintln!("error: {}: {e}; fix that line (the format is in the README's `foundation check` section)", args.history.display());
             return ExitCode::from(2);
         }
     };

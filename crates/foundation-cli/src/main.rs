@@ -3,6 +3,7 @@
 mod bench;
 mod chaos;
 mod check;
+mod fail;
 mod node;
 
 // mimalloc: fewer page faults on spawn bursts and tighter size classes for
@@ -50,27 +51,23 @@ enum Command {
     },
 }
 
-/// Bad usage in one line: clap's error, its tip and the possible values,
-/// then where the options are described; exit 2.
-fn usage_error(e: &clap::Error) -> std::process::ExitCode {
-    let text = e.render().to_string();
-    let mut parts: Vec<&str> = Vec::new();
-    for line in text.lines().map(str::trim) {
-        if line.starts_with("error:") || line.starts_with("tip:") || line.starts_with("[possible values") {
-            parts.push(line);
-        }
-    }
-    eprintln!("{}; see --help", parts.join(" "));
-    std::process::ExitCode::from(2)
-}
-
-fn main() -> anyhow::Result<std::process::ExitCode> {
+fn main() -> std::process::ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if matches!(e.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion) => e.exit(),
         Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => e.exit(),
-        Err(e) => return Ok(usage_error(&e)),
+        Err(e) => {
+            // The subcommand the user named, to point at its --help.
+            let names: Vec<String> = <Cli as clap::CommandFactory>::command().get_subcommands().map(|c| c.get_name().to_owned()).collect();
+            let sub = std::env::args().skip(1).find(|a| !a.starts_with('-')).filter(|a| names.contains(a));
+            return fail::clap_error(&e, sub.as_deref());
+        }
     };
+    run(cli).unwrap_or_else(|e| fail::exit(&e))
+}
+
+/// Runs the subcommand; an error is printed in the one style by `main`.
+fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     let ok = |r: anyhow::Result<()>| r.map(|()| std::process::ExitCode::SUCCESS);
     match cli.command {
         Command::Check(args) => Ok(check::run(&args)),

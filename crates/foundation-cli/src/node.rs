@@ -1,15 +1,19 @@
 //! `foundation node` (run one node) and `foundation status` (ask one).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
 use foundation::rt::RtConfig;
+use foundation_cluster::ClusterError;
 use foundation_cluster::admin::client;
-use foundation_cluster::secret::{ClusterSecret, SecretSource};
-use foundation_cluster::server::{PeerSpec, Server, ServerConfig, Service};
+use foundation_cluster::secret::{ClusterSecret, SECRET_ENV, SecretError, SecretSource};
+use foundation_cluster::server::{PeerSpec, Server, ServerConfig, ServerError, Service};
 use foundation_testkit::cluster::faulty::{Faults, FaultyNetwork};
+
+use crate::fail::usage;
 
 /// Options of `foundation node`.
 #[derive(Args, Debug)]
@@ -58,10 +62,64 @@ pub struct NodeArgs {
     chaos_agent: bool,
 }
 
+/// The cluster secret from `--secret` (or `FOUNDATION_SECRET`, which clap
+/// reads into it), else the secret file. Every way it can be wrong is a
+/// usage error that names where the secret came from.
+fn secret(args: &NodeArgs) -> anyhow::Result<ClusterSecret> {
+    let from = |text: &str| if std::env::var(SECRET_ENV).is_ok_and(|v| v == text) { SECRET_ENV } else { "--secret" };
+    let resolved = match &args.secret {
+        Some(text) => ClusterSecret::new(text, from(text)),
+        None => SecretSource { configured: None, file: args.secret_file.clone() }.resolve(),
+    };
+    resolved.map_err(|e| match e {
+        SecretError::File { path, source } => usage(format!(
+            "--secret-file {}: {source}; give a --secret-file this user can read (it is created, mode 600, if missing), or pass --secret",
+            path.display()
+        )),
+        SecretError::Random(_) => anyhow::Error::new(e),
+        e => usage(e.to_string()),
+    })
+}
+
+/// Whether `dir` is, or can become, a directory this process writes in:
+/// an existing directory it can list, or one whose nearest existing
+/// ancestor takes a new entry (probed with an empty directory, removed at
+/// once). Nothing is left behind, so a refused start writes nothing.
+fn usable_dir(dir: &Path) -> std::io::Result<()> {
+    if dir.exists() {
+        return std::fs::read_dir(dir).map(|_| ());
+    }
+    let ancestor = dir.ancestors().skip(1).find(|a| a.as_os_str().is_empty() || a.exists()).unwrap_or(Path::new("."));
+    let ancestor = if ancestor.as_os_str().is_empty() { Path::new(".") } else { ancestor };
+    let probe = ancestor.join(format!(".foundation-probe-{}", std::process::id()));
+    std::fs::create_dir(&probe)?;
+    std::fs::remove_dir(&probe)
+}
+
+/// What to do about a start-up failure, appended to its message.
+fn start_fix(e: &ServerError) -> &'static str {
+    match e {
+        ServerError::Cluster(ClusterError::Listen { .. }) => "; choose a free --listen address",
+        ServerError::Http { .. } => "; choose a free --http address",
+        ServerError::DataDir { reason, .. } if reason.contains("belongs to node") => {
+            "; start it with that --name and --id, or give this node another --data-dir"
+        }
+        ServerError::DataDir { reason, .. } if reason.contains("use another") => "",
+        ServerError::DataDir { .. } => "; give this node's own --data-dir, or a new empty directory",
+        ServerError::Consensus(_) => "; the node's state in --data-dir could not be opened: restore the directory, or check its disk",
+        ServerError::Secret { .. } => "",
+        ServerError::Config(_) => "; see `foundation node --help`",
+        ServerError::Cluster(_) => "; check the --peer addresses and that those nodes run",
+    }
+}
+
 /// Runs a node until Ctrl-C or SIGTERM.
 pub fn run(args: NodeArgs) -> anyhow::Result<()> {
-    let secret: ClusterSecret =
-        SecretSource { configured: args.secret.clone(), file: args.secret_file.clone() }.resolve().context("the cluster secret")?;
+    let secret = secret(&args)?;
+    if let Some(dir) = &args.data_dir {
+        usable_dir(dir)
+            .map_err(|e| usage(format!("--data-dir {}: {e}; give a directory this user can create and write", dir.display())))?;
+    }
     let seed = getrandom::u64().context("seeding the node's RNG")?;
     // Under the chaos agent, the node's network judges its dials by a
     // fault table the test sets (node index = consensus id - 1).
@@ -98,7 +156,10 @@ pub fn run(args: NodeArgs) -> anyhow::Result<()> {
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
         let mut interrupt = signal(SignalKind::interrupt()).context("SIGINT handler")?;
-        let server = Server::start(config).await.with_context(|| format!("node {} could not start", args.name))?;
+        let server = match Server::start(config).await {
+            Ok(server) => server,
+            Err(e) => anyhow::bail!("node {} could not start: {e}{}", args.name, start_fix(&e)),
+        };
         let agent = if args.chaos_agent { foundation_testkit::agent::install(&server, faults).await } else { Ok(()) };
         if let Err(e) = agent {
             server.shutdown().await;
@@ -124,24 +185,80 @@ pub fn run(args: NodeArgs) -> anyhow::Result<()> {
 /// Options of `foundation status`.
 #[derive(Args, Debug)]
 pub struct StatusArgs {
-    /// A node's admin HTTP address.
-    #[arg(long)]
+    /// A node's admin HTTP address, `HOST:PORT`.
+    #[arg(long, value_parser = host_port)]
     http: String,
     /// Print the JSON as the node returns it.
     #[arg(long)]
     json: bool,
+    /// Seconds to wait for the node to answer and report an operational
+    /// cluster (0: ask once). A node that answers but is not operational
+    /// by then is printed as it is.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=3600))]
+    wait: u64,
+}
+
+/// `HOST:PORT` with a numeric port.
+fn host_port(s: &str) -> Result<String, String> {
+    let bad = || format!("{s:?} is not HOST:PORT; write it as e.g. 127.0.0.1:8001");
+    let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+    if host.is_empty() || host.contains(char::is_whitespace) || port.parse::<u16>().is_err() {
+        return Err(bad());
+    }
+    Ok(s.to_owned())
+}
+
+/// How often `status` asks again while it waits.
+const STATUS_RETRY: Duration = Duration::from_millis(200);
+/// The longest one request may take.
+const STATUS_REQUEST_MAX: Duration = Duration::from_secs(2);
+
+/// Asks `http` for its status until it answers and is operational, or
+/// `wait` has passed: the last answer (code, body), or why none came.
+async fn poll_status(http: &str, wait: Duration) -> Result<(u16, String), String> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut last: Result<(u16, String), String> = Err("no answer".into());
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let attempt =
+            tokio::time::timeout(left.clamp(STATUS_RETRY, STATUS_REQUEST_MAX), client::request(http, "GET", "/status", b"")).await;
+        let answer = attempt.unwrap_or_else(|_| Err(format!("{http} did not answer in time")));
+        let operational =
+            matches!(&answer, Ok((200, body)) if serde_json::from_str::<serde_json::Value>(body).is_ok_and(|v| v["operational"] == true));
+        // A node that answered is better news than one that then did not.
+        if answer.is_ok() || last.is_err() {
+            last = answer;
+        }
+        if operational || tokio::time::Instant::now() >= deadline {
+            return last;
+        }
+        tokio::time::sleep(STATUS_RETRY).await;
+    }
 }
 
 /// Prints the cluster as one node sees it.
 pub fn status(args: StatusArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
-    let (code, body) = runtime.block_on(client::request(&args.http, "GET", "/status", b"")).map_err(anyhow::Error::msg)?;
-    anyhow::ensure!(code == 200, "{} answered {code}: {body}", args.http);
+    let wait = Duration::from_secs(args.wait);
+    let (code, body) = runtime.block_on(poll_status(&args.http, wait)).map_err(|e| {
+        anyhow::anyhow!(
+            "no answer from {} within {} s ({e}); check that a node runs with --http {}, or give it longer with --wait",
+            args.http,
+            args.wait,
+            args.http
+        )
+    })?;
+    if code != 200 {
+        let said =
+            serde_json::from_str::<serde_json::Value>(&body).ok().and_then(|v| v["error"].as_str().map(str::to_owned)).unwrap_or(body);
+        anyhow::bail!("{} answered {code}: {said}; check that --http is a node's admin address", args.http);
+    }
     if args.json {
         println!("{body}");
         return Ok(());
     }
-    let s: serde_json::Value = serde_json::from_str(&body).context("the status is not JSON")?;
+    let s: serde_json::Value = serde_json::from_str(&body)
+        .with_context(|| format!("{} answered something that is not JSON; check that --http is a node's admin address", args.http))?;
     let leader = s["leader"].as_str().unwrap_or("-");
     println!(
         "node {}  operational {}  quorum {}  leader {}  term {}",

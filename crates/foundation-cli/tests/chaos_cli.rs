@@ -70,10 +70,22 @@ fn the_report_directory_holds_html_a_parsable_svg_and_a_checkable_history() {
     assert_eq!(doc.root_element().tag_name().name(), "svg");
     assert!(doc.descendants().any(|n| n.has_tag_name("polyline")), "throughput and latency lines");
     assert!(doc.descendants().filter(|n| n.has_tag_name("rect")).count() > 2, "fault intervals are shaded");
+    let in_group = |class: &str, tag: &str| {
+        doc.descendants().filter(|n| n.attribute("class") == Some(class)).flat_map(|g| g.children()).filter(|c| c.has_tag_name(tag)).count()
+    };
+    assert!(in_group("ticks-ops", "text") >= 3 && in_group("ticks-latency", "text") >= 3, "both y-axes have ticks");
+    assert!(in_group("grid", "line") >= 3, "gridlines");
+    let ops_line = doc.descendants().find(|n| n.attribute("class") == Some("ops")).expect("the throughput line");
+    let points = ops_line.attribute("points").unwrap_or_default().split_whitespace().count();
+    assert_eq!(points, 10, "one point per whole second of the 10 s run, no partial last second");
     let html = std::fs::read_to_string(dir.join("report.html")).expect("report.html");
-    assert!(html.contains("timeline.svg") && html.contains("PASS"));
+    assert!(html.contains("PASS"));
+    assert!(html.contains("<svg") && !html.contains("<img"), "the timeline is inline: the page alone shows it");
+    assert!(html.contains("simulated run with the same seed"), "the replay line says what it replays");
+    assert!(html.contains("<th>nemesis</th><th>detail</th>"), "a fault table with details under the plot");
+    assert!(!dir.join("history.json").exists(), "the history is JSON Lines: history.jsonl");
     let check = Command::new(env!("CARGO_BIN_EXE_foundation"))
-        .args(["check", dir.join("history.json").to_str().expect("utf-8")])
+        .args(["check", dir.join("history.jsonl").to_str().expect("utf-8")])
         .output()
         .expect("runs check");
     assert_eq!(check.status.code(), Some(0), "{}", String::from_utf8_lossy(&check.stdout));
@@ -124,7 +136,7 @@ fn ctrl_c_stops_the_cluster_and_leaves_nothing_behind() {
         .args(["chaos", "--backend", "processes", "--duration", "120", "--seed", "3"])
         .env("TMPDIR", &tmp)
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("starts");
     let needle = tmp.to_string_lossy().into_owned();
@@ -145,8 +157,90 @@ fn ctrl_c_stops_the_cluster_and_leaves_nothing_behind() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     };
     assert_eq!(status.code(), Some(130));
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut err).expect("read stderr");
+    assert!(err.starts_with("foundation chaos: starting") && err.contains("seed 3"), "the seed comes first: {err}");
+    let last = err.trim().lines().last().unwrap_or_default();
+    assert!(last.contains("interrupted") && last.contains("--seed 3"), "the seed is not lost on Ctrl-C: {err}");
     assert_eq!(processes_mentioning(&needle), Vec::<u32>::new(), "node processes left behind");
     let left: Vec<_> = std::fs::read_dir(&tmp).expect("tmp").flatten().map(|e| e.file_name()).collect();
     assert!(left.is_empty(), "left behind: {left:?}");
     let _ = std::fs::remove_dir_all(&tmp);
+}
+
+#[test]
+fn without_a_terminal_a_start_line_then_progress_every_5_s_go_to_stderr() {
+    // Output is piped here, as in CI or a log.
+    let out = chaos(&["--backend", "sim", "--duration", "12", "--seed", "4"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = err.lines().collect();
+    assert!(lines[0].starts_with("foundation chaos: starting 3 nodes (sim), 12 s, seed 4"), "{err}");
+    assert!(lines[1].contains("replay") && lines[1].contains("foundation chaos --backend sim --seed 4"), "{err}");
+    let progress: Vec<&&str> = lines.iter().filter(|l| l.starts_with("  progress")).collect();
+    assert_eq!(progress.len(), 2, "one line at 5 s and one at 10 s: {err}");
+    assert!(progress[0].contains(" 5 s / 12 s") && progress[1].contains("10 s / 12 s"), "{err}");
+    assert!(progress.iter().all(|l| l.contains("operations") && l.contains("faults")), "{err}");
+    // The report itself stays on stdout.
+    assert!(String::from_utf8_lossy(&out.stdout).contains("verdict        PASS"));
+}
+
+#[test]
+fn the_report_counts_add_up_with_the_history_and_the_check() {
+    let dir = std::env::temp_dir().join(format!("foundation-chaos-counts-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = chaos(&["--backend", "sim", "--duration", "10", "--seed", "12", "--json", "--report", dir.to_str().expect("utf-8")]);
+    let r = assert_passed(&out);
+    let ops = &r["operations"];
+    let n = |k: &str| ops[k].as_u64().unwrap_or_else(|| panic!("operations.{k} in {r:#}"));
+    assert_eq!(n("ok") + n("cas_mismatch") + n("failed") + n("unknown"), n("total"), "{ops}");
+    // The history says the same, line by line.
+    let history = std::fs::read_to_string(dir.join("history.jsonl")).expect("history.jsonl");
+    let mut by_type = std::collections::BTreeMap::<String, u64>::new();
+    let mut checkable = 0;
+    for line in history.lines() {
+        let e: serde_json::Value = serde_json::from_str(line).expect("a JSON event");
+        let kind = e["type"].as_str().expect("type");
+        checkable += u64::from(kind == "ok" || kind == "info");
+        // The KV workload's keys: k0, k1, ... (the services' have a `/`).
+        if e["key"].as_str().is_some_and(|k| k.starts_with('k') && !k.contains('/')) {
+            *by_type.entry(kind.to_owned()).or_default() += 1;
+        }
+    }
+    let count = |t: &str| by_type.get(t).copied().unwrap_or(0);
+    assert_eq!(count("invoke"), n("total"), "{by_type:?}");
+    assert_eq!(count("ok"), n("ok"), "{by_type:?}");
+    assert_eq!(count("fail"), n("cas_mismatch") + n("failed"), "{by_type:?}");
+    assert_eq!(count("info"), n("unknown"), "{by_type:?}");
+    assert!(n("cas_mismatch") > 0, "this seed has compare-and-sets that found another value: {ops}");
+    // `check` counts what may have happened (ok and unknown), of every
+    // workload in the history.
+    assert_eq!(n("checked"), checkable, "{ops}");
+    assert!(n("checked") >= n("ok") + n("unknown"), "{ops}");
+    let check = Command::new(env!("CARGO_BIN_EXE_foundation")).arg("check").arg(dir.join("history.jsonl")).output().expect("runs check");
+    let said = String::from_utf8_lossy(&check.stdout);
+    assert!(said.starts_with(&format!("linearizable: {} operations", n("checked"))), "{said}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_seed_sweep_prints_each_failing_seed_with_its_replay() {
+    // clock_skew breaks lease exclusion on every seed (a known design bug:
+    // leases are judged by the proposer's clock; see the nemesis table in
+    // the README): two failing seeds, each with its replay line.
+    let out = chaos(&["--backend", "sim", "--seeds", "2", "--seed", "40", "--duration", "5", "--faults", "clock_skew"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    for seed in [40, 41] {
+        assert!(text.contains(&format!("seed {seed} FAIL (locks")), "{text}");
+        assert!(text.contains(&format!("replay: foundation chaos --backend sim --seed {seed} --nodes 3 --duration 5")), "{text}");
+    }
+    assert!(text.trim_end().ends_with("2 seeds from 40: 2 failed [40, 41]"), "{text}");
+    let out = chaos(&["--backend", "sim", "--seeds", "2", "--duration", "10", "--faults", "partition,crash_restart"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert_eq!(text.trim(), "2 seeds from 0: 0 failed []");
+    let out = chaos(&["--seeds", "3"]);
+    assert_eq!(out.status.code(), Some(2), "a sweep replays seeds in simulation only");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--backend sim"));
 }

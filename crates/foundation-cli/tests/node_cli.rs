@@ -126,6 +126,13 @@ fn three_node_processes_serve_the_admin_api() {
     let (code, conflict) = call(&rt, &nodes.http(0), "PUT", "/kv/greeting?expected=nope", b"x");
     assert_eq!(code, 409, "{conflict}");
     assert!(json_error(&conflict));
+    assert_eq!(conflict["error"], r#"compare-and-set failed: the value is "hello", not "nope""#);
+    let (code, taken) = call(&rt, &nodes.http(0), "PUT", "/kv/greeting?absent=true", b"x");
+    assert_eq!(code, 409, "{taken}");
+    assert_eq!(taken["error"], r#"compare-and-set failed: the key is set (to "hello"), not absent"#);
+    let (code, missing) = call(&rt, &nodes.http(0), "PUT", "/kv/nothing-here?expected=nope", b"x");
+    assert_eq!(code, 409, "{missing}");
+    assert_eq!(missing["error"], r#"compare-and-set failed: the key is absent, not "nope""#);
     let (code, _) = call(&rt, &nodes.http(0), "PUT", "/kv/greeting?expected=hello", b"world");
     assert_eq!(code, 200);
     let (code, _) = call(&rt, &nodes.http(0), "PUT", "/kv/fresh?absent=true", b"1");

@@ -152,6 +152,18 @@ struct PutOptions {
     absent: Option<bool>,
 }
 
+/// The 409 message: what the key holds, against what was expected (`None`:
+/// absent).
+fn cas_failed(found: Option<&[u8]>, expected: Option<&[u8]>) -> String {
+    let text = |v: &[u8]| format!("{:?}", String::from_utf8_lossy(v));
+    match (found, expected) {
+        (Some(f), None) => format!("compare-and-set failed: the key is set (to {}), not absent", text(f)),
+        (Some(f), Some(e)) => format!("compare-and-set failed: the value is {}, not {}", text(f), text(e)),
+        (None, Some(e)) => format!("compare-and-set failed: the key is absent, not {}", text(e)),
+        (None, None) => "compare-and-set failed: the key is absent".to_owned(),
+    }
+}
+
 async fn kv_put(
     State(server): State<Server>,
     Path(key): Path<String>,
@@ -178,14 +190,17 @@ async fn kv_put(
         (None, Some(true)) => Command::Cas { key: key.clone(), expected: None, new: Some(body.to_vec()) },
         (None, _) => Command::Put { key: key.clone(), value: body.to_vec() },
     };
-    let cas = matches!(command, Command::Cas { .. });
+    // For a compare-and-set, what it expected (None: absent), to say what
+    // it found instead.
+    let expected = match &command {
+        Command::Cas { expected, .. } => Some(expected.clone()),
+        _ => None,
+    };
     let Some(consensus) = server.consensus() else { return not_running(Service::Consensus) };
     match consensus.reach_consensus(command, REQUEST_TIMEOUT).await {
-        Ok(d) if cas && !d.applied.ok => error(
-            StatusCode::CONFLICT,
-            "cas_failed",
-            format!("compare-and-set failed: the value is {:?}", d.applied.previous.map(|v| String::from_utf8_lossy(&v).into_owned())),
-        ),
+        Ok(d) if expected.is_some() && !d.applied.ok => {
+            error(StatusCode::CONFLICT, "cas_failed", cas_failed(d.applied.previous.as_deref(), expected.flatten().as_deref()))
+        }
         Ok(d) => {
             let node = server.cluster().node().clone();
             if let Some(events) = server.events() {

@@ -49,7 +49,10 @@ impl ClusterSecret {
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
     /// The secret is too short or too long.
-    #[error("the secret from {from} is {len} bytes; it must be {SECRET_BYTES_MIN}..={SECRET_BYTES_MAX}")]
+    #[error(
+        "the secret from {from} is {len} bytes; a secret must be at least {SECRET_BYTES_MIN} and at most {SECRET_BYTES_MAX} bytes: {}",
+        if *len < SECRET_BYTES_MIN { "use a longer one, e.g. the output of `openssl rand -hex 32`" } else { "use a shorter one" }
+    )]
     BadLength {
         /// Where it came from.
         from: String,
@@ -133,6 +136,14 @@ fn read_or_create(path: &Path) -> Result<ClusterSecret, SecretError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bad_length_gives_the_bounds_and_the_fix() {
+        let short = ClusterSecret::new("hello", "--secret").expect_err("too short").to_string();
+        assert!(short.contains("--secret is 5 bytes") && short.contains("at least 16") && short.contains("use a longer one"), "{short}");
+        let long = ClusterSecret::new(&"x".repeat(SECRET_BYTES_MAX + 1), "f").expect_err("too long").to_string();
+        assert!(long.contains("use a shorter one"), "{long}");
+    }
 
     fn temp_path(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("foundation-secret-{}-{name}", std::process::id()));

@@ -1,117 +1,17 @@
-//! The report directory: `report.html`, `timeline.svg` (throughput and p99
-//! latency per second, fault intervals shaded, as Jepsen plots them) and
-//! `history.json` (the KV history, for `foundation check`).
+//! The report directory: `report.html` (the figures, the timeline inline,
+//! the fault table), `timeline.svg` (the same plot on its own, see
+//! [`super::timeline`]) and `history.jsonl` (the KV history in JSON Lines,
+//! for `foundation check`).
 
 use std::fmt::Write as _;
 use std::path::Path;
 
-use foundation_testkit::chaos::Nemesis;
 use foundation_testkit::scenario::ChaosOutcome;
 
-use super::{Report, timeline};
-
-const WIDTH: f64 = 900.0;
-const HEIGHT: f64 = 360.0;
-const LEFT: f64 = 60.0;
-const RIGHT: f64 = 60.0;
-const TOP: f64 = 30.0;
-const BOTTOM: f64 = 70.0;
+use super::{Report, counts, progress, timeline};
 
 fn escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
-}
-
-fn colour(n: Nemesis) -> &'static str {
-    match n {
-        Nemesis::KillProcess => "#e6194b",
-        Nemesis::Partition => "#4363d8",
-        Nemesis::MemoryPressure => "#f58231",
-        Nemesis::CpuSpike => "#911eb4",
-        Nemesis::MessageFlood => "#42d4f4",
-        Nemesis::CrashRestart => "#f032e6",
-        Nemesis::MajoritiesRing => "#3cb44b",
-        Nemesis::Bridge => "#9a6324",
-        Nemesis::SwizzleClog => "#808000",
-        Nemesis::OnewayPartition => "#000075",
-        Nemesis::LinkFaults => "#469990",
-        Nemesis::ClockSkew => "#ffe119",
-        Nemesis::BigState => "#800000",
-        Nemesis::SlowConsumer => "#aaffc3",
-        Nemesis::RestartStorm => "#dcbeff",
-    }
-}
-
-/// The timeline as an SVG document.
-pub fn svg(report: &Report, o: &ChaosOutcome) -> String {
-    let points = timeline(o);
-    let span_s = (report.duration_s as f64).max(points.last().map_or(1.0, |p| p.0 as f64 + 1.0));
-    let max_ops = points.iter().map(|p| p.1).max().unwrap_or(1).max(1) as f64;
-    let max_lat = points.iter().map(|p| p.2).fold(1.0f64, f64::max);
-    let plot_w = WIDTH - LEFT - RIGHT;
-    let plot_h = HEIGHT - TOP - BOTTOM;
-    let x = |sec: f64| LEFT + sec / span_s * plot_w;
-    let y_ops = |v: f64| TOP + plot_h - v / max_ops * plot_h;
-    let y_lat = |v: f64| TOP + plot_h - v / max_lat * plot_h;
-    let mut s = String::new();
-    let _ = write!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" font-family="sans-serif" font-size="11">"#
-    );
-    let _ = write!(s, r#"<rect x="0" y="0" width="{WIDTH}" height="{HEIGHT}" fill="white"/>"#);
-    // Fault intervals, shaded, one colour per nemesis.
-    for inj in &o.chaos.injections {
-        let start = inj.at_us.saturating_sub(o.workload_start_us) as f64 / 1e6;
-        let held = (inj.held_us as f64 / 1e6).max(0.05);
-        let (x0, x1) = (x(start.min(span_s)), x((start + held).min(span_s)));
-        let _ = write!(
-            s,
-            r#"<rect x="{x0:.1}" y="{TOP}" width="{:.1}" height="{plot_h}" fill="{}" fill-opacity="0.18"><title>{}: {}</title></rect>"#,
-            (x1 - x0).max(1.0),
-            colour(inj.nemesis),
-            inj.nemesis,
-            escape(&inj.detail)
-        );
-    }
-    // Axes.
-    let _ = write!(s, r#"<line x1="{LEFT}" y1="{}" x2="{}" y2="{}" stroke="black"/>"#, TOP + plot_h, LEFT + plot_w, TOP + plot_h);
-    let _ = write!(s, r#"<line x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{}" stroke="black"/>"#, TOP + plot_h);
-    let _ = write!(s, r#"<line x1="{0}" y1="{TOP}" x2="{0}" y2="{1}" stroke="black"/>"#, LEFT + plot_w, TOP + plot_h);
-    let step = (span_s / 10.0).ceil().max(1.0);
-    let mut t = 0.0;
-    while t <= span_s {
-        let _ = write!(s, r#"<text x="{:.1}" y="{}" text-anchor="middle">{t}</text>"#, x(t), TOP + plot_h + 14.0);
-        t += step;
-    }
-    let _ = write!(s, r#"<text x="{}" y="{}" text-anchor="middle">time (s)</text>"#, LEFT + plot_w / 2.0, TOP + plot_h + 30.0);
-    let _ = write!(s, r##"<text x="{LEFT}" y="{}" fill="#1f77b4">ok ops/s (max {max_ops:.0})</text>"##, TOP - 10.0);
-    let _ = write!(
-        s,
-        r##"<text x="{}" y="{}" fill="#d62728" text-anchor="end">p99 latency ms (max {max_lat:.1})</text>"##,
-        LEFT + plot_w,
-        TOP - 10.0
-    );
-    // Throughput and latency lines.
-    let line = |pts: Vec<(f64, f64)>, colour: &str| {
-        let d: Vec<String> = pts.iter().map(|(a, b)| format!("{a:.1},{b:.1}")).collect();
-        format!(r#"<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="{}"/>"#, d.join(" "))
-    };
-    s.push_str(&line(points.iter().map(|p| (x(p.0 as f64 + 0.5), y_ops(p.1 as f64))).collect(), "#1f77b4"));
-    s.push_str(&line(points.iter().map(|p| (x(p.0 as f64 + 0.5), y_lat(p.2))).collect(), "#d62728"));
-    // Legend of the nemeses that ran.
-    let mut lx = LEFT;
-    for (kind, _) in o.chaos.by_kind() {
-        let _ = write!(
-            s,
-            r#"<rect x="{lx:.1}" y="{}" width="10" height="10" fill="{}" fill-opacity="0.5"/><text x="{:.1}" y="{}">{kind}</text>"#,
-            HEIGHT - 22.0,
-            colour(kind),
-            lx + 14.0,
-            HEIGHT - 13.0
-        );
-        lx += 14.0 + 7.0 * kind.name().len() as f64 + 16.0;
-    }
-    s.push_str("</svg>\n");
-    s
 }
 
 /// The HTML page.
@@ -123,13 +23,8 @@ pub fn html(r: &Report, o: &ChaosOutcome) -> String {
     rows += &row("backend", r.backend.clone());
     rows += &row("nodes", r.nodes.to_string());
     rows += &row("duration", format!("{} s", r.duration_s));
-    rows += &row(
-        "operations",
-        format!(
-            "{} ok / {} failed / {} unknown ({} total)",
-            r.operations.ok, r.operations.failed, r.operations.unknown, r.operations.total
-        ),
-    );
+    rows += &row("operations", counts::line(&r.operations));
+    rows += &row("checked", format!("{} operations that may have taken effect (ok and unknown, services' included)", r.operations.checked));
     rows += &row("success rate", format!("{:.3} KV, {:.3} messages (check: > 0.8)", r.success_rate, r.message_success_rate));
     rows += &row(
         "faults injected",
@@ -145,16 +40,18 @@ pub fn html(r: &Report, o: &ChaosOutcome) -> String {
         "convergence",
         r.convergence_ms.map_or_else(|| r.convergence_error.clone().unwrap_or_default(), |c| format!("{c:.1} ms after the heal")),
     );
-    rows += &row("replay", r.replay.clone());
+    rows += &row("replay", format!("{}  ({})", r.replay, progress::replay_note(r.backend == "sim")));
     let mut faults = String::new();
     for inj in &o.chaos.injections {
         let at = inj.at_us.saturating_sub(o.workload_start_us) as f64 / 1e6;
         let _ = writeln!(
             faults,
-            "<tr><td>{at:.3}</td><td>{:.3}</td><td>{}</td><td>{}</td></tr>",
+            r#"<tr><td>{at:.3}</td><td>{:.3}</td><td><span style="color:{}">&#9632;</span> {}</td><td>{}</td><td>{}</td></tr>"#,
             inj.held_us as f64 / 1e6,
+            timeline::colour(inj.nemesis),
             inj.nemesis,
-            escape(&inj.detail)
+            escape(&inj.detail),
+            if inj.effective { "yes" } else { "none (not counted)" }
         );
     }
     format!(
@@ -166,15 +63,17 @@ pub fn html(r: &Report, o: &ChaosOutcome) -> String {
 <table>
 {rows}</table>
 <h2>Timeline</h2>
-<p>Successful operations per second (blue) and their p99 latency (red); shaded: fault intervals.</p>
-<img src="timeline.svg" alt="timeline">
-<h2>Faults</h2>
-<table><tr><th>at (s)</th><th>held (s)</th><th>nemesis</th><th>detail</th></tr>
+<p>Successful operations per second (blue, left axis) and their p99 latency (red, right axis), for each whole second of the workload;
+shaded: fault intervals, one row per nemesis below the time axis.</p>
+{svg}<h2>Faults</h2>
+<p>Times in seconds since the workload started.</p>
+<table><tr><th>at (s)</th><th>held (s)</th><th>nemesis</th><th>detail</th><th>effect</th></tr>
 {faults}</table>
-<p>The KV history is <code>history.json</code>: <code>foundation check history.json</code> checks it again.</p>
+<p>The KV history is <code>history.jsonl</code>: <code>foundation check history.jsonl</code> checks it again.</p>
 </body></html>
 "#,
         seed = r.seed,
+        svg = timeline::svg(r.duration_s, o),
         verdict = if r.passed { "PASS" } else { "FAIL" },
     )
 }
@@ -182,7 +81,7 @@ pub fn html(r: &Report, o: &ChaosOutcome) -> String {
 /// Writes the three files.
 pub fn write(dir: &Path, r: &Report, o: &ChaosOutcome) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
-    std::fs::write(dir.join("timeline.svg"), svg(r, o))?;
-    std::fs::write(dir.join("history.json"), o.workload.history.to_jsonl())?;
+    std::fs::write(dir.join("timeline.svg"), timeline::svg(r.duration_s, o))?;
+    std::fs::write(dir.join("history.jsonl"), o.workload.history.to_jsonl())?;
     std::fs::write(dir.join("report.html"), html(r, o))
 }
