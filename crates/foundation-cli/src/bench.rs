@@ -8,6 +8,7 @@
 //! bench's processes are spawned from one root process, as the seed's
 //! benchmarks run from their test process.
 
+pub mod check;
 mod consensus;
 mod ecosystem;
 mod messages;
@@ -170,6 +171,7 @@ fn all_benches() -> Vec<Bench> {
     all.extend(scheduler::benches());
     all.extend(remote::benches());
     all.extend(consensus::benches());
+    all.extend(check::benches());
     all
 }
 

@@ -191,7 +191,10 @@ fn build_report(args: &ChaosArgs, seed: u64, faults: &[Nemesis], o: &ChaosOutcom
     let checks = o.checks();
     let violation = match &o.check.verdict {
         Verdict::Linearizable => None,
-        Verdict::NotLinearizable { key, failed, .. } => Some(format!("key {key}: {:?} on line {}", failed.kind, failed.line)),
+        Verdict::NotLinearizable { key, failed, reason, .. } => {
+            Some(format!("key {key}: {:?} on line {}: {reason}", failed.kind, failed.line))
+        }
+        Verdict::Unknown { key, limit, .. } => Some(format!("key {key}: no verdict, {limit}")),
     };
     Report {
         seed,

@@ -1,16 +1,24 @@
 //! `foundation check HISTORY`: is a recorded history linearizable?
 
+use std::io::BufReader;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Args;
-use foundation_testkit::linearizability::{Op, OpKind, Verdict, check_history};
+use foundation_testkit::linearizability::{Limits, Op, OpKind, Verdict, check_with, parse_history_reader};
 
 /// Options of `foundation check`.
 #[derive(Args, Debug)]
 pub struct CheckArgs {
     /// The history: JSON Lines, one event per line (see the README).
     history: PathBuf,
+    /// Memory the search may use, in MiB; past it the answer is "unknown" (exit 3).
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
+    memory_mib: u64,
+    /// Time the check may take, in seconds; past it the answer is "unknown" (exit 3).
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    timeout: u64,
 }
 
 fn show(op: &Op) -> String {
@@ -24,10 +32,18 @@ fn show(op: &Op) -> String {
     format!("line {:>6}  process {:>4}  [{} .. {}]  {what}", op.line, op.process, op.call, until)
 }
 
-/// Checks the history; exit 0 linearizable, 1 not, 2 unreadable or malformed.
+fn print_window(window: &[Op], mark: Option<&Op>) {
+    for op in window {
+        let m = if Some(op) == mark { ">" } else { " " };
+        println!("{m} {}", show(op));
+    }
+}
+
+/// Checks the history; exit 0 linearizable, 1 not, 2 unreadable or
+/// malformed, 3 unknown (a limit was reached).
 pub fn run(args: &CheckArgs) -> ExitCode {
-    let text = match std::fs::read_to_string(&args.history) {
-        Ok(t) => t,
+    let file = match std::fs::File::open(&args.history) {
+        Ok(f) => f,
         Err(e) => {
             eprintln!(
                 "error: cannot read {}: {e}; give the path of a history file (JSON Lines, e.g. a chaos report's history.jsonl)",
@@ -37,28 +53,38 @@ pub fn run(args: &CheckArgs) -> ExitCode {
         }
     };
     let started = std::time::Instant::now();
-    let result = match check_history(&text) {
-        Ok(r) => r,
+    let ops = match parse_history_reader(BufReader::new(file)) {
+        Ok(ops) => ops,
         Err(e) => {
             eprintln!("error: {}: {e}; fix that line (the format is in the README's `foundation check` section)", args.history.display());
             return ExitCode::from(2);
         }
     };
+    let limits = Limits { memory_bytes: args.memory_mib << 20, time: Duration::from_secs(args.timeout) };
+    let result = check_with(&ops, limits);
     let took = started.elapsed();
     match result.verdict {
         Verdict::Linearizable => {
             println!("linearizable: {} operations on {} keys ({} states, {took:.1?})", result.ops, result.keys, result.states);
             ExitCode::SUCCESS
         }
-        Verdict::NotLinearizable { key, failed, window } => {
+        Verdict::NotLinearizable { key, failed, reason, window } => {
             println!("NOT linearizable: key {key:?} ({} operations on {} keys, {took:.1?})", result.ops, result.keys);
             println!("no order of the operations explains: {}", show(&failed));
+            println!("why: {reason}");
             println!("failing window (operations around it, by invoke time):");
-            for op in &window {
-                let mark = if *op == failed { ">" } else { " " };
-                println!("{mark} {}", show(op));
-            }
+            print_window(&window, Some(&failed));
             ExitCode::from(1)
+        }
+        Verdict::Unknown { key, limit, window } => {
+            println!(
+                "UNKNOWN: no verdict on key {key:?}: {limit} ({} operations on {} keys, {} states, {took:.1?}); no other key failed",
+                result.ops, result.keys, result.states
+            );
+            println!("raise --timeout or --memory-mib to search further");
+            println!("the search was working around (by invoke time):");
+            print_window(&window, None);
+            ExitCode::from(3)
         }
     }
 }

@@ -33,7 +33,7 @@ enum Command {
     Node(node::NodeArgs),
     /// Prints the cluster as one node sees it (from its admin HTTP API).
     Status(node::StatusArgs),
-    /// Checks a recorded history for linearizability (exit 0 yes, 1 no, 2 bad input).
+    /// Checks a recorded history for linearizability (exit 0 yes, 1 no, 2 bad input, 3 unknown: a limit was reached).
     Check(check::CheckArgs),
     /// Internal: one measurement in a fresh process, for `bench`.
     #[command(hide = true)]
@@ -76,8 +76,12 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Node(args) => ok(node::run(args)),
         Command::Status(args) => ok(node::status(args)),
         Command::BenchProbe { probe, n, workers, tokio } => {
-            anyhow::ensure!(probe == "idle-bytes", "unknown probe `{probe}`; the only probe is idle-bytes");
-            println!("{}", bench::process::idle_bytes_probe(n, workers, tokio)?);
+            let figure = match probe.as_str() {
+                "idle-bytes" => bench::process::idle_bytes_probe(n, workers, tokio)?,
+                "check-peak" => bench::check::check_peak_probe(n)?,
+                _ => anyhow::bail!("unknown probe `{probe}`; the probes are idle-bytes and check-peak"),
+            };
+            println!("{figure}");
             Ok(std::process::ExitCode::SUCCESS)
         }
     }

@@ -20,6 +20,7 @@ fn linearizable(events: &[(u64, &str, &str, &str, u64)]) -> bool {
     match check_history(&h(events)).expect("well formed").verdict {
         Verdict::Linearizable => true,
         Verdict::NotLinearizable { .. } => false,
+        unknown @ Verdict::Unknown { .. } => panic!("a small history got no verdict: {unknown:?}"),
     }
 }
 
@@ -142,7 +143,7 @@ fn a_failing_history_names_its_key_and_a_window() {
     );
     let result = check_history(&text).expect("well formed");
     match result.verdict {
-        Verdict::NotLinearizable { key, failed, window } => {
+        Verdict::NotLinearizable { key, failed, window, .. } => {
             assert_eq!(key, "y");
             assert_eq!(failed.kind, OpKind::Read(Some(1)));
             assert!(!window.is_empty() && window.len() <= 4, "{window:?}");
@@ -237,4 +238,63 @@ fn ten_thousand_operations_on_ten_keys() {
         Verdict::NotLinearizable { failed, .. } => assert_eq!(failed.kind, OpKind::Read(Some(999_999))),
         other => panic!("{other:?}"),
     }
+}
+
+/// Every order of every subset of the unknown outcomes, by brute force:
+/// the definition the checker must agree with.
+fn brute_force(ops: &[foundation_testkit::linearizability::Op]) -> bool {
+    fn step(state: Option<i64>, kind: OpKind) -> Option<Option<i64>> {
+        match kind {
+            OpKind::Read(v) => (v == state).then_some(state),
+            OpKind::Write(v) => Some(v),
+            OpKind::Cas(e, n) => (e == state).then_some(n),
+        }
+    }
+    fn go(ops: &[foundation_testkit::linearizability::Op], left: u32, state: Option<i64>) -> bool {
+        let mandatory = |i: usize| left & (1 << i) != 0 && ops[i].ret.is_some();
+        if !(0..ops.len()).any(mandatory) {
+            return true;
+        }
+        (0..ops.len()).filter(|&x| left & (1 << x) != 0).any(|x| {
+            let blocked = (0..ops.len()).any(|y| y != x && mandatory(y) && ops[y].ret.is_some_and(|r| r < ops[x].call));
+            !blocked && step(state, ops[x].kind).is_some_and(|after| go(ops, left & !(1 << x), after))
+        })
+    }
+    go(ops, (1u32 << ops.len()) - 1, None)
+}
+
+#[test]
+fn the_checker_agrees_with_brute_force_on_small_random_histories() {
+    use foundation_testkit::linearizability::{Limits, Op, check_with};
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let mut rand = move |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n
+    };
+    let (mut yes, mut no) = (0, 0);
+    for case in 0..20_000 {
+        let n = 1 + rand(7) as usize;
+        // Few values and times: duplicate values and ties on purpose.
+        let value = |r: u64| if r == 0 { None } else { Some(r as i64) };
+        let ops: Vec<Op> = (0..n)
+            .map(|i| {
+                let call = rand(8);
+                let ret = call + rand(4);
+                let kind = match rand(3) {
+                    0 => OpKind::Read(value(rand(4))),
+                    1 => OpKind::Write(value(rand(4))),
+                    _ => OpKind::Cas(value(rand(4)), value(rand(4))),
+                };
+                let unknown = !matches!(kind, OpKind::Read(_)) && rand(3) == 0;
+                Op { process: i as u64, key: "x".into(), kind, call, ret: (!unknown).then_some(ret), line: i + 1 }
+            })
+            .collect();
+        let expected = brute_force(&ops);
+        let got = check_with(&ops, Limits::DEFAULT).verdict;
+        assert_eq!(got == Verdict::Linearizable, expected, "case {case}: {ops:#?} -> {got:?}");
+        if expected { yes += 1 } else { no += 1 }
+    }
+    assert!(yes > 2_000 && no > 2_000, "{yes} linearizable, {no} not: the cases should cover both");
 }

@@ -1,6 +1,8 @@
 //! Reading histories: JSON Lines events paired into operations.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::{BufRead, Read};
 
 use serde::Deserialize;
 
@@ -66,21 +68,58 @@ fn int(v: &serde_json::Value) -> Result<Option<i64>, String> {
 /// Parses a JSON Lines history into operations (failed ones dropped: they
 /// did not happen), in invoke order.
 pub fn parse_history(text: &str) -> Result<Vec<Op>, HistoryError> {
-    let mut open: BTreeMap<u64, (Op, String)> = BTreeMap::new();
-    let mut done = Vec::new();
-    let mut last_time = 0u64;
-    for (i, raw) in text.lines().enumerate() {
-        let line = i + 1;
+    parse_history_reader(text.as_bytes())
+}
+
+/// [`parse_history`] from a reader, a line at a time (a history file is
+/// never held whole in memory). A line longer than [`LINE_BYTES_MAX`] is an
+/// error.
+pub fn parse_history_reader(mut reader: impl BufRead) -> Result<Vec<Op>, HistoryError> {
+    let mut parser = Parser::default();
+    let mut buf = Vec::new();
+    let mut line = 0;
+    loop {
+        buf.clear();
+        line += 1;
+        let n = reader
+            .by_ref()
+            .take(LINE_BYTES_MAX as u64 + 1)
+            .read_until(b'\n', &mut buf)
+            .map_err(|e| HistoryError { line, reason: format!("cannot read: {e}") })?;
+        if n == 0 {
+            break;
+        }
+        if buf.len() > LINE_BYTES_MAX && buf.last() != Some(&b'\n') {
+            return Err(HistoryError { line, reason: format!("the line is longer than {LINE_BYTES_MAX} bytes") });
+        }
+        let raw = std::str::from_utf8(&buf).map_err(|_| HistoryError { line, reason: "not UTF-8".into() })?;
+        parser.line(line, raw)?;
+    }
+    Ok(parser.finish())
+}
+
+/// The longest history line accepted (an event is under 200 bytes).
+pub const LINE_BYTES_MAX: usize = 64 * 1024;
+
+#[derive(Default)]
+struct Parser {
+    open: BTreeMap<u64, (Op, String)>,
+    done: Vec<Op>,
+    last_time: u64,
+}
+
+impl Parser {
+    fn line(&mut self, line: usize, raw: &str) -> Result<(), HistoryError> {
         let err = |reason: String| HistoryError { line, reason };
         let trimmed = raw.trim();
         if trimmed.is_empty() || trimmed.starts_with('#') {
-            continue;
+            return Ok(());
         }
         let e: Event = serde_json::from_str(trimmed).map_err(|e| err(format!("not a history event: {e}")))?;
-        if e.time < last_time {
-            return Err(err(format!("time {} goes back (the previous event was at {last_time})", e.time)));
+        if e.time < self.last_time {
+            return Err(err(format!("time {} goes back (the previous event was at {}): events are in time order", e.time, self.last_time)));
         }
-        last_time = e.time;
+        self.last_time = e.time;
         let kind = match (e.f.as_str(), e.kind.as_str()) {
             ("read", "invoke") => OpKind::Read(None),
             ("read", _) => OpKind::Read(int(&e.value).map_err(err)?),
@@ -93,14 +132,14 @@ pub fn parse_history(text: &str) -> Result<Vec<Op>, HistoryError> {
         };
         match e.kind.as_str() {
             "invoke" => {
-                if let Some((prev, _)) = open.get(&e.process) {
+                if let Some((prev, _)) = self.open.get(&e.process) {
                     return Err(err(format!("process {} invokes again while its operation from line {} is open", e.process, prev.line)));
                 }
-                let op = Op { process: e.process, key: e.key.clone(), kind, call: e.time, ret: None, line };
-                open.insert(e.process, (op, e.f.clone()));
+                let op = Op { process: e.process, key: e.key, kind, call: e.time, ret: None, line };
+                self.open.insert(e.process, (op, e.f));
             }
             completion @ ("ok" | "fail" | "info") => {
-                let Some((mut op, f)) = open.remove(&e.process) else {
+                let Some((mut op, f)) = self.open.remove(&e.process) else {
                     return Err(err(format!("process {} completes an operation it did not invoke", e.process)));
                 };
                 if f != e.f || op.key != e.key {
@@ -115,18 +154,58 @@ pub fn parse_history(text: &str) -> Result<Vec<Op>, HistoryError> {
                         if let OpKind::Read(_) = op.kind {
                             op.kind = kind;
                         }
-                        done.push(op);
+                        self.done.push(op);
                     }
                     // A read of unknown outcome constrains nothing.
-                    "info" if !matches!(op.kind, OpKind::Read(_)) => done.push(op),
+                    "info" if !matches!(op.kind, OpKind::Read(_)) => self.done.push(op),
                     _ => {} // fail: it did not happen (or an unknown read)
                 }
             }
             other => return Err(err(format!("unknown type {other:?}: use invoke, ok, fail or info"))),
         }
+        Ok(())
     }
-    // Still open at the end: unknown outcome (reads constrain nothing).
-    done.extend(open.into_values().map(|(op, _)| op).filter(|op| !matches!(op.kind, OpKind::Read(_))));
-    done.sort_by_key(|op| (op.call, op.line));
-    Ok(done)
+
+    fn finish(self) -> Vec<Op> {
+        let mut done = self.done;
+        // Still open at the end: unknown outcome (reads constrain nothing).
+        done.extend(self.open.into_values().map(|(op, _)| op).filter(|op| !matches!(op.kind, OpKind::Read(_))));
+        done.sort_by_key(|op| (op.call, op.line));
+        done
+    }
+}
+
+/// Writes operations back as a JSON Lines history (invokes and completions
+/// in time order; an operation without `ret` ends in `info`). Each
+/// operation's process must have no other operation open meanwhile.
+pub fn write_history(ops: &[Op]) -> String {
+    let mut events: Vec<(u64, bool, usize)> = Vec::with_capacity(2 * ops.len());
+    for (i, op) in ops.iter().enumerate() {
+        events.push((op.call, false, i));
+        events.push((op.ret.unwrap_or(u64::MAX), true, i));
+    }
+    // At one time, completions first: an operation that ends when another
+    // starts did not overlap it.
+    events.sort_by_key(|&(t, done, i)| (t, !done, i));
+    let last = ops.iter().filter_map(|o| o.ret).chain(ops.iter().map(|o| o.call)).max().unwrap_or(0);
+    let value = |v: Option<i64>| v.map_or("null".to_owned(), |v| v.to_string());
+    let mut out = String::with_capacity(ops.len() * 160);
+    for (time, done, i) in events {
+        let op = &ops[i];
+        let (f, v) = match op.kind {
+            OpKind::Read(v) => ("read", done.then(|| value(v))),
+            OpKind::Write(v) => ("write", Some(value(v))),
+            OpKind::Cas(a, b) => ("cas", Some(format!("[{}, {}]", value(a), value(b)))),
+        };
+        let kind = match (done, op.ret) {
+            (false, _) => "invoke",
+            (true, Some(_)) => "ok",
+            (true, None) => "info",
+        };
+        let time = if time == u64::MAX { last } else { time };
+        let key = serde_json::to_string(&op.key).unwrap_or_default();
+        let v = v.map_or(String::new(), |v| format!(r#", "value": {v}"#));
+        let _ = writeln!(out, r#"{{"process": {}, "type": "{kind}", "f": "{f}", "key": {key}{v}, "time": {time}}}"#, op.process);
+    }
+    out
 }
