@@ -235,7 +235,7 @@ fn print_report(r: &Report) {
     println!("  faults         {total} injected: {}   [{}: > {}]", kinds.join(", "), yes(r.checks.failures_injected), r.faults_needed);
     println!("  latency        p50 {:.2} ms, p99 {:.2} ms", r.latency_ms.p50, r.latency_ms.p99);
     match &r.violation {
-        None => println!("  linearizable   yes   [pass]"),
+        None => println!("  linearizable   yes, {} operations checked   [pass]", r.operations.checked),
         Some(v) => println!("  linearizable   NO: {v}   [FAIL]"),
     }
     match (&r.convergence_ms, &r.convergence_error) {

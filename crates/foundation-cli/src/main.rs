@@ -1,4 +1,18 @@
-//! The `foundation` binary.
+//! The `foundation` command: a cluster under chaos with a report
+//! (`chaos`), one node of a real cluster and its status (`node`, `status`),
+//! linearizability checks of recorded histories (`check`), and the
+//! benchmarks (`bench`).
+//!
+//! ```sh
+//! cargo install --path crates/foundation-cli
+//! foundation chaos --duration 10 --report report/   # then open report/report.html
+//! foundation check report/history.jsonl
+//! ```
+//!
+//! Every subcommand reports errors in one style ([`fail`]): one line,
+//! `error: WHAT; WHAT TO DO`, exit 2 for usage and 1 for runtime failures.
+
+#![warn(missing_docs)]
 
 mod bench;
 mod chaos;

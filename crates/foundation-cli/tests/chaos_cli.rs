@@ -180,7 +180,7 @@ fn without_a_terminal_a_start_line_then_progress_every_5_s_go_to_stderr() {
     let progress: Vec<&&str> = lines.iter().filter(|l| l.starts_with("  progress")).collect();
     assert_eq!(progress.len(), 2, "one line at 5 s and one at 10 s: {err}");
     assert!(progress[0].contains(" 5 s / 12 s") && progress[1].contains("10 s / 12 s"), "{err}");
-    assert!(progress.iter().all(|l| l.contains("operations") && l.contains("faults")), "{err}");
+    assert!(progress.iter().all(|l| l.contains("operations recorded") && l.contains("fault actions")), "{err}");
     // The report itself stays on stdout.
     assert!(String::from_utf8_lossy(&out.stdout).contains("verdict        PASS"));
 }

@@ -32,8 +32,9 @@
 //!   frame waits, so the peer is not declared down for it.
 //!
 //! # Links and monitors
-//! `Ctx::link`/`monitor` on a remote pid go through [`Dist`]; each node keeps
-//! the relations with each peer ([`Relations`]) so that, when the peer goes
+//! `Ctx::link`/`monitor` on a remote pid go through `Dist` (this module's
+//! [`foundation::dist::Distribution`]); each node keeps the relations with
+//! each peer (`Relations`) so that, when the peer goes
 //! down, local processes linked to its processes get an exit signal and
 //! monitors fire `Down`, both with `ExitReason::NoConnection`.
 

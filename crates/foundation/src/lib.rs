@@ -11,6 +11,30 @@
 //! - [`supervisor`]: OTP supervisors.
 //! - [`port`]: external OS processes as supervised processes.
 //! - [`ecosystem`]: a coordinator plus workers under a supervisor.
+//! - [`context`]: a trace context that follows messages and calls.
+//! - [`events`]: a bounded event store.
+//!
+//! A process that keeps a running total and answers each call with it:
+//!
+//! ```
+//! use std::time::Duration;
+//! use foundation::{Ctx, Node, Reply};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let node = Node::new("demo");
+//! let counter = node.spawn(|mut ctx: Ctx<(u64, Reply<u64>)>| async move {
+//!     let mut total = 0;
+//!     loop {
+//!         let (n, reply) = ctx.recv().await;
+//!         total += n;
+//!         let _ = reply.send(total);
+//!     }
+//! });
+//! assert_eq!(counter.call(|r| (5, r), Duration::from_secs(1)).await, Ok(5));
+//! assert_eq!(counter.call(|r| (2, r), Duration::from_secs(1)).await, Ok(7));
+//! # }
+//! ```
 
 #![warn(missing_docs)]
 

@@ -47,7 +47,7 @@ fn bar(duration: Duration) -> Arc<dyn Fn(Progress) + Send + Sync> {
     );
     Arc::new(move |p: Progress| {
         bar.set_position(p.elapsed.as_secs());
-        bar.set_message(format!("{} operations, {} faults", p.operations, p.faults));
+        bar.set_message(format!("{} operations recorded, {} fault actions", p.operations, p.faults));
         if p.elapsed >= p.duration {
             bar.finish_and_clear();
         }
@@ -67,15 +67,17 @@ fn lines() -> Arc<dyn Fn(Progress) + Send + Sync> {
     })
 }
 
-/// `  progress   5 s / 30 s: 1234 operations, 3 faults`.
+/// `  progress   5 s / 30 s: 1234 operations recorded, 3 fault actions`:
+/// the history's operations so far (KV and services), and the fault log's
+/// entries (an injection and its undoing are two).
 fn line(p: &Progress) -> String {
     let plural = |n: usize, one: &str| if n == 1 { format!("1 {one}") } else { format!("{n} {one}s") };
     format!(
         "  progress {:>3} s / {} s: {}, {}",
         p.elapsed.as_secs(),
         p.duration.as_secs(),
-        plural(p.operations, "operation"),
-        plural(p.faults, "fault")
+        plural(p.operations, "operation") + " recorded",
+        plural(p.faults, "fault action")
     )
 }
 
@@ -86,6 +88,6 @@ mod tests {
     #[test]
     fn a_progress_line_counts_in_words() {
         let p = Progress { elapsed: Duration::from_secs(5), duration: Duration::from_secs(30), operations: 1, faults: 2 };
-        assert_eq!(line(&p), "  progress   5 s / 30 s: 1 operation, 2 faults");
+        assert_eq!(line(&p), "  progress   5 s / 30 s: 1 operation recorded, 2 fault actions");
     }
 }

@@ -27,6 +27,8 @@ const LANE_H: f64 = 16.0;
 const SHADE_OPACITY: f64 = 0.3;
 /// Ticks on a y-axis, about.
 const TICKS: f64 = 5.0;
+/// Ticks on the time axis, about.
+const TIME_TICKS: f64 = 10.0;
 const OPS_COLOUR: &str = "#1f77b4";
 const LATENCY_COLOUR: &str = "#d62728";
 
@@ -86,10 +88,10 @@ pub fn seconds(ok_samples: impl Iterator<Item = (u64, u64)>, duration_s: u64) ->
         .collect()
 }
 
-/// Ticks from 0 to at least `max`, about [`TICKS`] of them, at 1, 2 or 5
+/// Ticks from 0 to at least `max`, about `about` of them, at 1, 2 or 5
 /// times a power of ten.
-pub fn ticks(max: f64) -> Vec<f64> {
-    let raw = max.max(1e-6) / TICKS;
+pub fn ticks(max: f64, about: f64) -> Vec<f64> {
+    let raw = max.max(1e-6) / about;
     let magnitude = 10f64.powf(raw.log10().floor());
     let step = [1.0, 2.0, 5.0, 10.0].into_iter().map(|m| m * magnitude).find(|s| *s >= raw).unwrap_or(10.0 * magnitude);
     let n = (max / step).ceil().max(1.0) as usize;
@@ -117,8 +119,8 @@ pub fn svg(duration_s: u64, o: &ChaosOutcome) -> String {
     let span_s = duration_s.max(1) as f64;
     let plot_w = WIDTH - LEFT - RIGHT;
     let x = |sec: f64| LEFT + sec.clamp(0.0, span_s) / span_s * plot_w;
-    let ops_ticks = ticks(points.iter().map(|p| p.ok).max().unwrap_or(0) as f64);
-    let lat_ticks = ticks(points.iter().filter_map(|p| p.p99_ms).fold(0.0, f64::max));
+    let ops_ticks = ticks(points.iter().map(|p| p.ok).max().unwrap_or(0) as f64, TICKS);
+    let lat_ticks = ticks(points.iter().filter_map(|p| p.p99_ms).fold(0.0, f64::max), TICKS);
     let (ops_top, lat_top) = (*ops_ticks.last().expect("ticks"), *lat_ticks.last().expect("ticks"));
     let y = |v: f64, top: f64| TOP + PLOT_H - v / top * PLOT_H;
     let mut s = String::new();
@@ -197,7 +199,7 @@ fn axes(s: &mut String, span_s: f64, ops_ticks: &[f64], lat_ticks: &[f64], x: &d
         let _ = write!(s, r#"<text x="{:.1}" y="{:.1}">{}</text>"#, right + 5.0, at(i, lat_ticks.len()) + 4.0, label(*v, lat_step));
     }
     s.push_str("</g>");
-    let step = ticks(span_s).get(1).copied().unwrap_or(1.0).max(1.0);
+    let step = ticks(span_s, TIME_TICKS).get(1).copied().unwrap_or(1.0).max(1.0);
     s.push_str(r#"<g class="ticks-time" text-anchor="middle">"#);
     let mut t = 0.0;
     while t <= span_s {
@@ -227,10 +229,11 @@ mod tests {
 
     #[test]
     fn ticks_are_round_and_cover_the_maximum() {
-        assert_eq!(ticks(237.0), [0.0, 50.0, 100.0, 150.0, 200.0, 250.0]);
-        assert_eq!(ticks(3.4), [0.0, 1.0, 2.0, 3.0, 4.0]);
-        assert_eq!(ticks(0.0).len(), 2, "an empty axis still has a scale");
-        let small = ticks(0.7);
+        assert_eq!(ticks(237.0, 5.0), [0.0, 50.0, 100.0, 150.0, 200.0, 250.0]);
+        assert_eq!(ticks(3.4, 5.0), [0.0, 1.0, 2.0, 3.0, 4.0]);
+        assert_eq!(ticks(30.0, 10.0).get(1), Some(&5.0), "a 30 s run has a time tick every 5 s");
+        assert_eq!(ticks(0.0, 5.0).len(), 2, "an empty axis still has a scale");
+        let small = ticks(0.7, 5.0);
         assert!(small.last().is_some_and(|t| *t >= 0.7) && small.len() <= 9, "{small:?}");
         assert_eq!(label(0.2, 0.1), "0.2");
         assert_eq!(label(150.0, 50.0), "150");

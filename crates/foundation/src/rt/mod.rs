@@ -14,7 +14,7 @@
 //!   and [`Rt::system_time`] (wall clock: real, or `epoch + elapsed` under
 //!   simulation). [`sleep`] and [`timeout`] are tokio's, re-exported so call
 //!   sites name the seam.
-//! - **randomness**: [`Rt::rng`], a per-node RNG seeded from [`RtConfig::seed`].
+//! - **randomness**: [`Rt::with_rng`] and [`Rt::fork_rng`], a per-node RNG seeded from [`RtConfig::seed`].
 //! - **network**: the [`Network`] trait ([`net`]) with [`TokioNetwork`].
 //!
 //! ```
