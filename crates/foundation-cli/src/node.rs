@@ -146,6 +146,7 @@ pub fn run(args: NodeArgs) -> anyhow::Result<()> {
         rt: RtConfig { seed, ..RtConfig::default() },
         disk: None,
         frame_limit: None,
+        disk_faults: Default::default(),
     };
     if let Some(f) = &faults {
         config.rt.network = Arc::new(FaultyNetwork::new(Some(args.id.saturating_sub(1) as usize), f.clone()));

@@ -24,7 +24,7 @@ use foundation::rt::{Rt, RtConfig};
 use foundation::{Node, NodeConfig};
 use serde::{Deserialize, Serialize};
 
-use crate::consensus::{Consensus, ConsensusConfig, ConsensusError, Member, MemoryDisk, NodeId, Storage};
+use crate::consensus::{Consensus, ConsensusConfig, ConsensusError, DiskFaults, Member, MemoryDisk, NodeId, Storage};
 use crate::mesh::{Cluster, ClusterConfig, ClusterError, NodeEvent};
 use crate::secret::ClusterSecret;
 use crate::services::{ConfigService, Registry, Telemetry};
@@ -134,6 +134,9 @@ pub struct ServerConfig {
     /// ([`crate::frame::FRAME_BYTES_DEFAULT`]). The test kit's simulator
     /// sets a small one, so that a state past it is cheap to build.
     pub frame_limit: Option<usize>,
+    /// Storage faults injected by a test into this node's consensus store
+    /// (none by default; see [`crate::consensus::disk_faults`]).
+    pub disk_faults: DiskFaults,
 }
 
 /// Why a node could not start.
@@ -291,6 +294,7 @@ impl Server {
         };
         let consensus = if wants(Service::Consensus) {
             let mut cc = ConsensusConfig::new(config.id);
+            cc.disk_faults = config.disk_faults.clone();
             if config.lan {
                 cc = cc.lan();
             }
@@ -556,6 +560,7 @@ pub async fn start_distributed_cluster(config: DistributedConfig) -> Result<Dist
             rt: RtConfig::default(),
             disk: None,
             frame_limit: None,
+            disk_faults: Default::default(),
         })
         .await;
         match server {

@@ -43,6 +43,7 @@ async fn three_servers() -> Vec<Server> {
             rt: Default::default(),
             disk: None,
             frame_limit: None,
+            disk_faults: Default::default(),
         };
         servers.push(Server::start(config).await.expect("starts"));
     }

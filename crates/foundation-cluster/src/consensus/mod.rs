@@ -17,9 +17,11 @@
 //!   voters through openraft's joint consensus.
 //! - [`Consensus::status`] is the seed's `cluster_status`.
 //!
-//! Storage ([`store`]) is durable in a data directory (redb) or in memory.
+//! Storage ([`store`]) is durable in a data directory (redb) or in memory;
+//! tests inject storage faults through [`DiskFaults`] ([`disk_faults`]).
 
 pub mod coordination;
+pub mod disk_faults;
 pub mod network;
 pub mod runtime;
 pub mod store;
@@ -38,6 +40,7 @@ use serde::{Deserialize, Serialize};
 
 use self::network::{Network, SnapshotWire};
 use self::store::StateMachine;
+pub use self::disk_faults::{DiskError, DiskFaults};
 pub use self::store::{MemoryDisk, Storage};
 pub use self::types::{Answer, Applied, Command, LockState, Member, NodeId, Query, State, TypeConfig};
 use crate::mesh::{Cluster, WeakCluster};
@@ -63,6 +66,8 @@ pub struct ConsensusConfig {
     pub storage: Storage,
     /// Largest proposal accepted.
     pub max_proposal_bytes: usize,
+    /// Storage faults injected by a test (none by default).
+    pub disk_faults: DiskFaults,
 }
 
 impl ConsensusConfig {
@@ -79,6 +84,7 @@ impl ConsensusConfig {
             heartbeat: Duration::from_millis(40),
             storage: Storage::Memory,
             max_proposal_bytes: PROPOSAL_BYTES_DEFAULT,
+            disk_faults: DiskFaults::new(),
         }
     }
 
@@ -206,7 +212,7 @@ impl Consensus {
     /// Starts this node's member (recovering its log and state from its data
     /// directory, if any) and serves Raft's RPCs on `cluster`.
     pub async fn start(cluster: &Cluster, config: ConsensusConfig) -> Result<Self, ConsensusError> {
-        let (log, sm) = store::open(&config.storage).map_err(|e| ConsensusError::Storage(e.to_string()))?;
+        let (log, sm) = store::open(&config.storage, &config.disk_faults).map_err(|e| ConsensusError::Storage(e.to_string()))?;
         let raft_config = openraft::Config {
             cluster_name: "foundation".into(),
             election_timeout_min: config.election_timeout.0.as_millis() as u64,

@@ -29,6 +29,7 @@ use redb::{ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
+use super::disk_faults::DiskFaults;
 use super::types::{Answer, Applied, Command, Query, State, TypeConfig};
 
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
@@ -87,8 +88,9 @@ enum Msg {
 enum Disk {
     /// A redb database behind its writer thread.
     Redb(mpsc::Sender<Msg>),
-    /// A [`MemoryDisk`]: written at once, outlives the node.
-    Memory(MemoryDisk),
+    /// A [`MemoryDisk`]: written at once (or after the injected latency),
+    /// outlives the node.
+    Memory(MemoryDisk, DiskFaults),
 }
 
 /// A disk in memory that outlives the node using it: the simulator's
@@ -149,21 +151,36 @@ impl MemoryDisk {
 
 impl Disk {
     /// Opens (or creates) the database under `dir` and starts its writer.
-    fn open(dir: &Path) -> io::Result<(Self, Loaded)> {
+    fn open(dir: &Path, faults: DiskFaults) -> io::Result<(Self, Loaded)> {
         std::fs::create_dir_all(dir)?;
         let db = redb::Database::create(dir.join("raft.redb")).map_err(|e| io_err(format!("{}: {e}", dir.display())))?;
         let loaded = load(&db)?;
         let (tx, rx) = mpsc::channel(DISK_QUEUE);
-        std::thread::Builder::new().name("foundation-raft-disk".into()).spawn(move || writer(db, rx))?;
+        std::thread::Builder::new().name("foundation-raft-disk".into()).spawn(move || writer(db, rx, faults))?;
         Ok((Self::Redb(tx), loaded))
     }
 
     async fn submit(&self, ops: Vec<Op>, done: Done) -> io::Result<()> {
         match self {
             Self::Redb(tx) => tx.send(Msg::Write(Request { ops, done })).await.map_err(|_| io_err("the disk writer stopped")),
-            Self::Memory(m) => {
-                m.apply(&ops);
-                done.complete(Ok(()));
+            Self::Memory(m, faults) => {
+                match faults.before_batch() {
+                    Err(e) => done.complete(Err(e)),
+                    Ok(latency) if latency.is_zero() => {
+                        m.apply(&ops);
+                        done.complete(Ok(()));
+                    }
+                    Ok(latency) => {
+                        // A slow disk: half the batch reaches it before the
+                        // wait, so a crash meanwhile leaves a torn tail
+                        // (never acknowledged).
+                        let (first, rest) = ops.split_at(ops.len() / 2);
+                        m.apply(first);
+                        tokio::time::sleep(latency).await;
+                        m.apply(rest);
+                        done.complete(Ok(()));
+                    }
+                }
                 Ok(())
             }
         }
@@ -235,7 +252,7 @@ fn load(db: &redb::Database) -> io::Result<Loaded> {
 }
 
 /// The writer thread: every waiting request in one transaction.
-fn writer(db: redb::Database, mut rx: mpsc::Receiver<Msg>) {
+fn writer(db: redb::Database, mut rx: mpsc::Receiver<Msg>, faults: DiskFaults) {
     let mut closing = None;
     while let Some(first) = rx.blocking_recv() {
         let mut batch = Vec::new();
@@ -252,7 +269,15 @@ fn writer(db: redb::Database, mut rx: mpsc::Receiver<Msg>) {
                 next = rx.try_recv().ok();
             }
         }
-        let result = commit(&db, &batch).map_err(|e| e.to_string());
+        let result = match faults.before_batch() {
+            Err(e) => Err(e.to_string()),
+            Ok(latency) => {
+                if !latency.is_zero() {
+                    std::thread::sleep(latency);
+                }
+                commit(&db, &batch).map_err(|e| e.to_string())
+            }
+        };
         if let Err(e) = &result {
             tracing::error!(error = %e, "raft storage write failed");
         }
@@ -345,15 +370,15 @@ impl std::fmt::Debug for Storage {
     }
 }
 
-/// Opens the log and the state machine on `storage`. A corrupt directory
-/// is an error, and nothing in it is changed.
-pub fn open(storage: &Storage) -> io::Result<(LogStore, StateMachine)> {
+/// Opens the log and the state machine on `storage`, its writes subject to
+/// `faults`. A corrupt directory is an error, and nothing in it is changed.
+pub fn open(storage: &Storage, faults: &DiskFaults) -> io::Result<(LogStore, StateMachine)> {
     let (disk, loaded) = match storage {
         Storage::Dir(d) => {
-            let (disk, loaded) = Disk::open(d)?;
+            let (disk, loaded) = Disk::open(d, faults.clone())?;
             (Some(disk), loaded)
         }
-        Storage::Disk(m) => (Some(Disk::Memory(m.clone())), m.load()?),
+        Storage::Disk(m) => (Some(Disk::Memory(m.clone(), faults.clone())), m.load()?),
         Storage::Memory => (None, Loaded::default()),
     };
     let mut sm = SmInner { disk: disk.clone(), ..SmInner::default() };

@@ -22,7 +22,8 @@ use foundation_cluster::server::{PeerSpec, Server, ServerConfig};
 
 use super::faulty::{Faults, FaultyNetwork};
 use super::{
-    ClusterSpec, Control, Fault, FaultError, Run, RunError, Steps, TestCluster, body_within, connect_all, free_ports, node_name, node_seed, scratch_dir, secret,
+    ClusterSpec, Control, Fault, FaultError, Run, RunError, Steps, TestCluster, body_within, connect_all, free_ports, node_name, node_seed,
+    scratch_dir, secret,
 };
 
 struct InProcControl {
@@ -131,6 +132,7 @@ where
                 },
                 disk: None,
                 frame_limit: spec.frame_limit,
+                disk_faults: spec.disk_faults(i),
             })
             .collect();
         let mut servers = Vec::new();

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use foundation::rt::net::BoxFuture;
-use foundation_cluster::consensus::{CLIENT_LOCAL_STATE, ConsensusError, State};
+use foundation_cluster::consensus::{CLIENT_LOCAL_STATE, ConsensusError, DiskFaults, State};
 use foundation_cluster::frame::FRAME_BYTES_DEFAULT;
 use foundation_cluster::mesh::Cluster;
 use foundation_cluster::server::Service;
@@ -97,7 +97,15 @@ pub struct ClusterSpec {
     /// with [`RunError::WallLimit`], naming the step it was stuck in
     /// ([`TestCluster::set_step`]). `None`: no limit.
     pub wall_limit: Option<Duration>,
+    /// Each node's storage fault seam, shared with the node (across its
+    /// restarts) by the simulated and in-process backends: see
+    /// [`ClusterSpec::disk_faults`].
+    disk_faults: DiskFaultTable,
 }
+
+/// The nodes' [`DiskFaults`], by node index, made on first use.
+#[derive(Clone, Debug, Default)]
+struct DiskFaultTable(std::sync::Arc<parking_lot::Mutex<Vec<DiskFaults>>>);
 
 /// The frame limit of simulated clusters (1 MiB, far below the mesh's
 /// 16 MiB default: the `big_state` nemesis grows the state past it).
@@ -115,7 +123,18 @@ impl ClusterSpec {
             binary: None,
             frame_limit: (backend == Backend::Simulated).then_some(SIM_FRAME_LIMIT),
             wall_limit: None,
+            disk_faults: DiskFaultTable::default(),
         }
+    }
+
+    /// Node `i`'s storage faults (the handle its consensus store consults
+    /// on every write batch; the same handle across restarts).
+    pub fn disk_faults(&self, i: usize) -> DiskFaults {
+        let mut table = self.disk_faults.0.lock();
+        while table.len() <= i {
+            table.push(DiskFaults::new());
+        }
+        table[i].clone()
     }
 
     /// The nodes' largest mesh frame.
@@ -223,11 +242,9 @@ impl Fault {
             Self::Cut { pairs } => pairs.iter().flat_map(|(a, b)| [*a, *b]).collect(),
             Self::PartitionOneway { from, to } => from.iter().chain(to).copied().collect(),
             Self::Heal => Vec::new(),
-            Self::Kill { node }
-            | Self::Restart { node }
-            | Self::Pause { node }
-            | Self::Resume { node }
-            | Self::ClockSkew { node, .. } => vec![*node],
+            Self::Kill { node } | Self::Restart { node } | Self::Pause { node } | Self::Resume { node } | Self::ClockSkew { node, .. } => {
+                vec![*node]
+            }
             Self::Clog { a, b } | Self::Unclog { a, b } | Self::SetLink { a, b, .. } => vec![*a, *b],
         }
     }
@@ -570,7 +587,8 @@ impl TestCluster {
                 match self.local_state(i, Duration::from_millis(500)).await {
                     Ok(s) if seen.as_ref().is_none_or(|p| *p == s) => seen = Some(s),
                     Ok((index, _)) => {
-                        last = format!("{} is at index {index:?}, another node at {:?}", self.inner.names[i], seen.as_ref().and_then(|s| s.0));
+                        last =
+                            format!("{} is at index {index:?}, another node at {:?}", self.inner.names[i], seen.as_ref().and_then(|s| s.0));
                         agree = false;
                         break;
                     }
@@ -655,7 +673,9 @@ where
         return Err(RunError::Spec("the test kit's clusters need the consensus service".into()));
     }
     if spec.backend == Backend::Processes && spec.frame_limit.is_some() {
-        return Err(RunError::Spec("the process backend runs `foundation node` with the default frame limit: leave frame_limit unset".into()));
+        return Err(RunError::Spec(
+            "the process backend runs `foundation node` with the default frame limit: leave frame_limit unset".into(),
+        ));
     }
     if spec.frame_limit.is_some_and(|l| l < MIN_FRAME_LIMIT) {
         return Err(RunError::Spec(format!("a frame limit under {MIN_FRAME_LIMIT} bytes cannot carry the cluster's own frames")));
@@ -672,10 +692,7 @@ where
 pub const MIN_FRAME_LIMIT: usize = 64 << 10;
 
 /// Runs a real backend's body under the spec's wall-clock limit.
-pub(crate) async fn body_within<T>(
-    cluster: &TestCluster,
-    body: impl Future<Output = anyhow::Result<T>>,
-) -> Result<T, RunError> {
+pub(crate) async fn body_within<T>(cluster: &TestCluster, body: impl Future<Output = anyhow::Result<T>>) -> Result<T, RunError> {
     match cluster.spec().wall_limit {
         None => body.await.map_err(RunError::Body),
         Some(limit) => match tokio::time::timeout(limit, body).await {

@@ -211,6 +211,7 @@ fn server_config(spec: &ClusterSpec, i: usize, disk: &MemoryDisk) -> ServerConfi
         rt: RtConfig::default(),
         disk: Some(disk.clone()),
         frame_limit: spec.frame_limit,
+        disk_faults: spec.disk_faults(i),
     }
 }
 
