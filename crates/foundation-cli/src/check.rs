@@ -32,6 +32,11 @@ fn show(op: &Op) -> String {
     format!("line {:>6}  process {:>4}  [{} .. {}]  {what}", op.line, op.process, op.call, until)
 }
 
+/// `1 key`, `3 keys`.
+fn count(n: usize, one: &str) -> String {
+    if n == 1 { format!("1 {one}") } else { format!("{n} {one}s") }
+}
+
 fn print_window(window: &[Op], mark: Option<&Op>) {
     for op in window {
         let m = if Some(op) == mark { ">" } else { " " };
@@ -65,11 +70,16 @@ pub fn run(args: &CheckArgs) -> ExitCode {
     let took = started.elapsed();
     match result.verdict {
         Verdict::Linearizable => {
-            println!("linearizable: {} operations on {} keys ({} states, {took:.1?})", result.ops, result.keys, result.states);
+            println!(
+                "linearizable: {} on {} ({} states, {took:.1?})",
+                count(result.ops, "operation"),
+                count(result.keys, "key"),
+                result.states
+            );
             ExitCode::SUCCESS
         }
         Verdict::NotLinearizable { key, failed, reason, window } => {
-            println!("NOT linearizable: key {key:?} ({} operations on {} keys, {took:.1?})", result.ops, result.keys);
+            println!("NOT linearizable: key {key:?} ({} on {}, {took:.1?})", count(result.ops, "operation"), count(result.keys, "key"));
             println!("no order of the operations explains: {}", show(&failed));
             println!("why: {reason}");
             println!("failing window (operations around it, by invoke time):");
@@ -78,8 +88,10 @@ pub fn run(args: &CheckArgs) -> ExitCode {
         }
         Verdict::Unknown { key, limit, window } => {
             println!(
-                "UNKNOWN: no verdict on key {key:?}: {limit} ({} operations on {} keys, {} states, {took:.1?}); no other key failed",
-                result.ops, result.keys, result.states
+                "UNKNOWN: no verdict on key {key:?}: {limit} ({} on {}, {} states, {took:.1?}); no other key failed",
+                count(result.ops, "operation"),
+                count(result.keys, "key"),
+                result.states
             );
             println!("raise --timeout or --memory-mib to search further");
             println!("the search was working around (by invoke time):");

@@ -23,9 +23,24 @@ fn json_lines_follow_the_contract() {
 }
 
 #[test]
+fn the_table_says_whether_each_target_was_met() {
+    let out = foundation().args(["bench", "--only", "process.idle_bytes", "--quick", "--runs", "1"]).output().expect("run foundation");
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).expect("utf-8");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "a header and one bench: {stdout}");
+    let header: Vec<&str> = lines[0].split_whitespace().collect();
+    assert_eq!(header, ["bench", "median", "unit", "target", "met?"], "{stdout}");
+    let row: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!((row[0], row[2], row[3], row[4]), ("process.idle_bytes", "B", "<=", "512"), "{stdout}");
+    let bytes: f64 = row[1].replace(',', "").parse().expect("a number");
+    assert_eq!(row[5], if bytes <= 512.0 { "met" } else { "MISSED" }, "{stdout}");
+}
+
+#[test]
 fn unknown_prefix_is_an_error_that_says_what_to_do() {
     let out = foundation().args(["bench", "--only", "nope."]).output().expect("run foundation");
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(2), "a bad --only value is a usage error");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("no bench name starts with") && stderr.contains("nope."), "{stderr}");
 }

@@ -21,7 +21,7 @@ const OK: &str = r#"{"process": 1, "type": "invoke", "f": "write", "key": "x", "
 fn verdicts_and_exit_codes() {
     let (code, out, _) = check(OK, "ok");
     assert_eq!(code, 0, "{out}");
-    assert!(out.starts_with("linearizable: 2 operations on 1 keys"), "{out}");
+    assert!(out.starts_with("linearizable: 2 operations on 1 key ("), "{out}");
     let stale = OK.replace(r#""value": 1, "time": 3"#, r#""value": 7, "time": 3"#);
     let (code, out, _) = check(&stale, "stale");
     assert_eq!(code, 1, "{out}");
