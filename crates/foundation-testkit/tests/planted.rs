@@ -152,6 +152,41 @@ fn unknown_outcomes_that_nothing_observes_cost_nothing() {
     assert!(matches!(check_with(&broken, LIMITS).verdict, Verdict::NotLinearizable { .. }));
 }
 
+/// A million operations (5 clients on 3 keys, 2% unknown outcomes), with
+/// and without a planted stale read, each end with a verdict within the
+/// default limits; and the same history with every operation concurrent
+/// (one pathological window) ends with a verdict or "unknown", never later
+/// than its time limit. Release only (the `check.*` benches time it):
+/// `cargo test --release -p foundation-testkit --test planted -- --ignored million`.
+#[test]
+#[ignore = "heavy: .ci/run runs it in release"]
+fn a_million_operations_end_within_limits() {
+    let t = std::time::Instant::now();
+    let ops = simulate(3, 5, 3, 1_000_000, 0.02);
+    eprintln!("simulated in {:?}", t.elapsed());
+    let t = std::time::Instant::now();
+    assert_eq!(check_with(&ops, Limits::DEFAULT).verdict, Verdict::Linearizable);
+    eprintln!("linearizable in {:?}", t.elapsed());
+    let broken = plant(&ops, Plant::StaleRead, 3).expect("a place");
+    let t = std::time::Instant::now();
+    assert!(matches!(check_with(&broken, Limits::DEFAULT).verdict, Verdict::NotLinearizable { .. }));
+    eprintln!("planted caught in {:?}", t.elapsed());
+    let end = ops.iter().filter_map(|o| o.ret).max().unwrap_or(0);
+    let squashed: Vec<Op> = ops.into_iter().map(|o| Op { call: 0, ret: o.ret.map(|_| end), ..o }).collect();
+    let limits = Limits { memory_bytes: 256 << 20, time: Duration::from_secs(20) };
+    let t = std::time::Instant::now();
+    let verdict = check_with(&squashed, limits).verdict;
+    eprintln!(
+        "all concurrent: {} in {:?}",
+        match verdict {
+            Verdict::Unknown { .. } => "unknown",
+            Verdict::Linearizable => "linearizable",
+            Verdict::NotLinearizable { .. } => "not linearizable",
+        },
+        t.elapsed()
+    );
+}
+
 /// Writes every planted variant of the recorded histories to `$PLANT_OUT`
 /// (for running `foundation check` or another checker on them):
 /// `PLANT_OUT=/tmp/planted cargo test -p foundation-testkit --test planted -- --ignored write_planted`.

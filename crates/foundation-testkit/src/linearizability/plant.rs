@@ -63,6 +63,9 @@ fn unique_writes<'a>(ops: &[&'a Op]) -> Vec<&'a Op> {
     ops.iter().filter(|o| o.ret.is_some() && written(o.kind).is_some_and(|v| v.is_some() && count[&v] == 1)).copied().collect()
 }
 
+/// Candidate writes tried per attempt.
+const SAMPLE: usize = 256;
+
 /// A completed write of another value than `w`'s that started after `w`
 /// returned and returned before `before`.
 fn overwrite<'a>(ops: &[&'a Op], w: &Op, before: u64) -> Option<&'a Op> {
@@ -84,6 +87,9 @@ pub fn plant(ops: &[Op], kind: Plant, seed: u64) -> Option<Vec<Op>> {
         let key = *keys.choose(&mut rng)?;
         let on_key: Vec<&Op> = ops.iter().filter(|o| o.key == key).collect();
         let unique = unique_writes(&on_key);
+        // Candidates are tried from a sample: a scan per candidate stays
+        // cheap on a million operations.
+        let sample: Vec<&Op> = unique.choose_multiple(&mut rng, SAMPLE).copied().collect();
         let reads: Vec<&Op> = on_key.iter().filter(|o| o.ret.is_some() && matches!(o.kind, OpKind::Read(_))).copied().collect();
         let change = |target: &Op, kind: OpKind| {
             let mut out = ops.to_vec();
@@ -108,7 +114,7 @@ pub fn plant(ops: &[Op], kind: Plant, seed: u64) -> Option<Vec<Op>> {
                     _ => on_key.iter().filter(|o| o.ret.is_some() && matches!(o.kind, OpKind::Cas(..))).copied().collect(),
                 };
                 let Some(&t) = targets.choose(&mut rng) else { continue };
-                let old: Vec<&Op> = unique.iter().filter(|w| overwrite(&on_key, w, t.call).is_some()).copied().collect();
+                let old: Vec<&Op> = sample.iter().filter(|w| overwrite(&on_key, w, t.call).is_some()).copied().collect();
                 let Some(w) = old.choose(&mut rng) else { continue };
                 let u = written(w.kind)?;
                 let kind = match t.kind {
@@ -118,11 +124,13 @@ pub fn plant(ops: &[Op], kind: Plant, seed: u64) -> Option<Vec<Op>> {
                 return Some(change(t, kind));
             }
             Plant::LostWrite => {
+                let by_value: std::collections::HashMap<Option<i64>, &Op> =
+                    unique.iter().filter_map(|w| Some((written(w.kind)?, *w))).collect();
                 let gaps: Vec<(&Op, &Op)> = reads
                     .iter()
                     .filter_map(|r| {
                         let OpKind::Read(v) = r.kind else { return None };
-                        let w = unique.iter().find(|w| written(w.kind) == Some(v))?;
+                        let w = by_value.get(&v)?;
                         (r.call > w.ret? + 2).then_some((*r, *w))
                     })
                     .collect();
@@ -133,7 +141,7 @@ pub fn plant(ops: &[Op], kind: Plant, seed: u64) -> Option<Vec<Op>> {
                 return Some(insert(lost));
             }
             Plant::DoubleApply => {
-                let pairs: Vec<(&Op, &Op)> = unique.iter().filter_map(|w| Some((*w, overwrite(&on_key, w, u64::MAX)?))).collect();
+                let pairs: Vec<(&Op, &Op)> = sample.iter().filter_map(|w| Some((*w, overwrite(&on_key, w, u64::MAX)?))).collect();
                 let Some(&(w, y)) = pairs.choose(&mut rng) else { continue };
                 let at = y.ret? + 1;
                 let again = Op { process, key: key.to_owned(), kind: OpKind::Read(written(w.kind)?), call: at, ret: Some(at + 1), line };
