@@ -21,7 +21,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// An error the next write batches fail with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum DiskError {
     /// No space left on the device (ENOSPC).
     NoSpace,

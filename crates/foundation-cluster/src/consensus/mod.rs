@@ -38,9 +38,9 @@ use openraft::vote::RaftLeaderId;
 use openraft::{ChangeMembers, Raft, ReadPolicy, ServerState};
 use serde::{Deserialize, Serialize};
 
+pub use self::disk_faults::{DiskError, DiskFaults};
 use self::network::{Network, SnapshotWire};
 use self::store::StateMachine;
-pub use self::disk_faults::{DiskError, DiskFaults};
 pub use self::store::{MemoryDisk, Storage};
 pub use self::types::{Answer, Applied, Command, LockState, Member, NodeId, Query, State, TypeConfig};
 use crate::mesh::{Cluster, WeakCluster};

@@ -114,6 +114,24 @@ impl MemoryDisk {
         Self::default()
     }
 
+    /// Forgets everything: a data directory lost while its node was down.
+    pub fn wipe(&self) {
+        let mut t = self.tables.lock();
+        t.log.clear();
+        t.meta.clear();
+    }
+
+    /// Drops the last `entries` log entries: a disk that lost writes it had
+    /// acknowledged. Returns how many were dropped.
+    pub fn drop_log_tail(&self, entries: u64) -> u64 {
+        let mut t = self.tables.lock();
+        let mut dropped = 0;
+        while dropped < entries && t.log.pop_last().is_some() {
+            dropped += 1;
+        }
+        dropped
+    }
+
     fn apply(&self, ops: &[Op]) {
         let mut t = self.tables.lock();
         for op in ops {

@@ -213,9 +213,15 @@ impl Faults {
             Fault::Clog { a, b } => self.clog(*a, *b),
             Fault::Unclog { a, b } => self.unclog(*a, *b),
             Fault::SetLink { a, b, latency_ms, loss } => self.set_link(*a, *b, Duration::from_millis(*latency_ms), *loss),
-            Fault::Kill { .. } | Fault::Restart { .. } | Fault::Pause { .. } | Fault::Resume { .. } | Fault::ClockSkew { .. } => {
-                return false;
-            }
+            Fault::Kill { .. }
+            | Fault::Restart { .. }
+            | Fault::Pause { .. }
+            | Fault::Resume { .. }
+            | Fault::ClockSkew { .. }
+            | Fault::DiskError { .. }
+            | Fault::DiskLatency { .. }
+            | Fault::WipeDisk { .. }
+            | Fault::TruncateLog { .. } => return false,
         }
         true
     }

@@ -23,7 +23,7 @@ use foundation_cluster::server::{PeerSpec, Server, ServerConfig};
 use super::faulty::{Faults, FaultyNetwork};
 use super::{
     ClusterSpec, Control, Fault, FaultError, Run, RunError, Steps, TestCluster, body_within, connect_all, free_ports, node_name, node_seed,
-    scratch_dir, secret,
+    scratch_dir, secret, wipe_dir,
 };
 
 struct InProcControl {
@@ -75,7 +75,20 @@ impl Control for InProcControl {
                 }
                 Fault::Pause { node } => self.faults.set_paused(*node, true),
                 Fault::Resume { node } => self.faults.set_paused(*node, false),
+                Fault::WipeDisk { node } => {
+                    if let Some(dir) = &self.configs[*node].data_dir {
+                        wipe_dir(dir).map_err(|e| FaultError::Backend(format!("wiping {}: {e}", dir.display())))?;
+                    }
+                }
+                Fault::TruncateLog { .. } => {
+                    return Err(FaultError::Unsupported {
+                        fault: "a truncated log",
+                        backend: super::Backend::InProcess,
+                        why: "redb commits whole transactions; use the simulated backend",
+                    });
+                }
                 Fault::ClockSkew { .. } => return Err(FaultError::Backend("a clock skew goes through the node's agent".into())),
+                Fault::DiskError { .. } | Fault::DiskLatency { .. } => unreachable!("set on the node's DiskFaults by TestCluster::apply"),
                 _ => unreachable!("network faults are applied above"),
             }
             Ok(())

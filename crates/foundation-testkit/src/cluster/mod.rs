@@ -29,6 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use foundation::rt::net::BoxFuture;
+pub use foundation_cluster::consensus::DiskError;
 use foundation_cluster::consensus::{CLIENT_LOCAL_STATE, ConsensusError, DiskFaults, State};
 use foundation_cluster::frame::FRAME_BYTES_DEFAULT;
 use foundation_cluster::mesh::Cluster;
@@ -106,6 +107,17 @@ pub struct ClusterSpec {
 /// The nodes' [`DiskFaults`], by node index, made on first use.
 #[derive(Clone, Debug, Default)]
 struct DiskFaultTable(std::sync::Arc<parking_lot::Mutex<Vec<DiskFaults>>>);
+
+/// Empties a node's data directory (it stays, empty, as a lost disk that
+/// was replaced leaves it).
+pub(crate) fn wipe_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    std::fs::create_dir_all(dir)
+}
 
 /// The frame limit of simulated clusters (1 MiB, far below the mesh's
 /// 16 MiB default: the `big_state` nemesis grows the state past it).
@@ -233,6 +245,40 @@ pub enum Fault {
         /// Probability in [0, 1] that a transfer breaks its connection.
         loss: f64,
     },
+    /// Every write batch of a node's consensus store fails with `error`
+    /// from now on (`None`: writes succeed again). Through
+    /// [`ClusterSpec::disk_faults`]: simulated and in-process backends.
+    DiskError {
+        /// The node.
+        node: usize,
+        /// ENOSPC or EIO, or none.
+        error: Option<DiskError>,
+    },
+    /// Every write batch of a node's consensus store takes this much longer
+    /// (0: no more); in simulation half a batch is written before the wait,
+    /// so a kill meanwhile leaves a torn tail. Simulated and in-process
+    /// backends.
+    DiskLatency {
+        /// The node.
+        node: usize,
+        /// Added per batch, in milliseconds.
+        latency_ms: u64,
+    },
+    /// A killed node's data is gone when it restarts: its data directory
+    /// (or, simulated, its disk) is emptied.
+    WipeDisk {
+        /// The node (killed).
+        node: usize,
+    },
+    /// A killed node's log loses its last `entries` entries, as a disk
+    /// that lost writes it had acknowledged would (simulated backend: a
+    /// redb file cannot lose part of a transaction).
+    TruncateLog {
+        /// The node (killed).
+        node: usize,
+        /// Entries dropped from the end.
+        entries: u64,
+    },
 }
 
 impl Fault {
@@ -242,9 +288,15 @@ impl Fault {
             Self::Cut { pairs } => pairs.iter().flat_map(|(a, b)| [*a, *b]).collect(),
             Self::PartitionOneway { from, to } => from.iter().chain(to).copied().collect(),
             Self::Heal => Vec::new(),
-            Self::Kill { node } | Self::Restart { node } | Self::Pause { node } | Self::Resume { node } | Self::ClockSkew { node, .. } => {
-                vec![*node]
-            }
+            Self::Kill { node }
+            | Self::Restart { node }
+            | Self::Pause { node }
+            | Self::Resume { node }
+            | Self::ClockSkew { node, .. }
+            | Self::DiskError { node, .. }
+            | Self::DiskLatency { node, .. }
+            | Self::WipeDisk { node }
+            | Self::TruncateLog { node, .. } => vec![*node],
             Self::Clog { a, b } | Self::Unclog { a, b } | Self::SetLink { a, b, .. } => vec![*a, *b],
         }
     }
@@ -271,6 +323,16 @@ pub enum FaultError {
     /// The backend failed to apply it.
     #[error("{0}")]
     Backend(String),
+    /// This backend cannot apply this kind of fault.
+    #[error("the {backend} backend cannot apply {fault}: {why}")]
+    Unsupported {
+        /// The fault's kind.
+        fault: &'static str,
+        /// The backend.
+        backend: Backend,
+        /// Why, and where it can be applied.
+        why: &'static str,
+    },
 }
 
 /// One applied fault, with when (microseconds since the cluster started;
@@ -308,6 +370,8 @@ struct Shared {
     paused: Mutex<BTreeSet<usize>>,
     /// Nodes whose clock is skewed (ms).
     skewed: Mutex<BTreeMap<usize, i64>>,
+    /// Nodes with a disk error or latency set.
+    disk_faulty: Mutex<BTreeSet<usize>>,
     steps: Steps,
 }
 
@@ -356,6 +420,7 @@ impl TestCluster {
                 killed: Mutex::default(),
                 paused: Mutex::default(),
                 skewed: Mutex::default(),
+                disk_faulty: Mutex::default(),
                 steps,
             }),
         }
@@ -447,6 +512,16 @@ impl TestCluster {
                 return Err(FaultError::State { node: *node, why: "not paused" });
             }
             Fault::SetLink { loss, .. } if !(0.0..=1.0).contains(loss) => return Err(FaultError::BadLoss(*loss)),
+            Fault::WipeDisk { node } | Fault::TruncateLog { node, .. } if !self.inner.killed.lock().contains(node) => {
+                return Err(FaultError::State { node: *node, why: "running (kill it first: its data changes while it is down)" });
+            }
+            Fault::DiskError { .. } | Fault::DiskLatency { .. } if self.inner.spec.backend == Backend::Processes => {
+                return Err(FaultError::Unsupported {
+                    fault: "a disk error or latency",
+                    backend: Backend::Processes,
+                    why: "the storage fault seam is in the node's process (use the simulated or in-process backend)",
+                });
+            }
             Fault::ClockSkew { node, .. } if self.inner.killed.lock().contains(node) => {
                 return Err(FaultError::State { node: *node, why: "killed (a restart starts with a right clock)" });
             }
@@ -454,6 +529,10 @@ impl TestCluster {
         }
         match &fault {
             Fault::ClockSkew { node, offset_ms } => self.skew_clock(*node, *offset_ms).await?,
+            Fault::DiskError { node, error } => self.inner.spec.disk_faults(*node).fail(*error),
+            Fault::DiskLatency { node, latency_ms } => {
+                self.inner.spec.disk_faults(*node).set_latency(Duration::from_millis(*latency_ms));
+            }
             _ => self.inner.control.apply(&fault).await?,
         }
         match &fault {
@@ -472,6 +551,12 @@ impl TestCluster {
             }
             Fault::Pause { node } => {
                 self.inner.paused.lock().insert(*node);
+            }
+            Fault::DiskError { node, error: Some(_) } => {
+                self.inner.disk_faulty.lock().insert(*node);
+            }
+            Fault::DiskLatency { node, latency_ms } if *latency_ms > 0 => {
+                self.inner.disk_faulty.lock().insert(*node);
             }
             Fault::Resume { node } => {
                 self.inner.paused.lock().remove(node);
@@ -554,6 +639,12 @@ impl TestCluster {
     /// puts skewed clocks right.
     pub async fn recover(&self) -> Result<(), FaultError> {
         self.heal().await?;
+        // Disks first: a node restarted below writes at once.
+        let disk_faulty: Vec<usize> = std::mem::take(&mut *self.inner.disk_faulty.lock()).into_iter().collect();
+        for node in disk_faulty {
+            self.apply(Fault::DiskError { node, error: None }).await?;
+            self.apply(Fault::DiskLatency { node, latency_ms: 0 }).await?;
+        }
         for node in self.paused() {
             self.resume(node).await?;
         }

@@ -28,8 +28,8 @@ use tokio::process::{Child, Command};
 
 use super::faulty::Faults;
 use super::{
-    ClusterSpec, Control, Fault, FaultError, Run, RunError, Steps, TestCluster, body_within, connect_all, free_ports, node_name, scratch_dir, secret,
-    secret_text,
+    ClusterSpec, Control, Fault, FaultError, Run, RunError, Steps, TestCluster, body_within, connect_all, free_ports, node_name,
+    scratch_dir, secret, secret_text,
 };
 
 /// The environment variable naming the `foundation` binary.
@@ -158,7 +158,17 @@ impl Control for ProcControl {
                     }
                     Ok(())
                 }
+                Fault::WipeDisk { node } => {
+                    let dir = self.scratch.join(node_name(*node));
+                    super::wipe_dir(&dir).map_err(|e| FaultError::Backend(format!("wiping {}: {e}", dir.display())))
+                }
+                Fault::TruncateLog { .. } => Err(FaultError::Unsupported {
+                    fault: "a truncated log",
+                    backend: super::Backend::Processes,
+                    why: "redb commits whole transactions; use the simulated backend",
+                }),
                 Fault::ClockSkew { .. } => Err(FaultError::Backend("a clock skew goes through the node's agent".into())),
+                Fault::DiskError { .. } | Fault::DiskLatency { .. } => unreachable!("refused by TestCluster::apply"),
                 _ => unreachable!("network faults are applied above"),
             }
         })

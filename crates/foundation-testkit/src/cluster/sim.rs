@@ -102,6 +102,8 @@ type Queue = Arc<Mutex<Vec<(SimCmd, oneshot::Sender<()>)>>>;
 struct SimControl {
     names: Vec<String>,
     queue: Queue,
+    /// Each node's disk, outliving its host.
+    disks: Vec<MemoryDisk>,
 }
 
 impl SimControl {
@@ -162,6 +164,11 @@ impl Control for SimControl {
                 Fault::Clog { a, b } => turmoil::hold(name(*a), name(*b)),
                 Fault::Unclog { a, b } => turmoil::release(name(*a), name(*b)),
                 Fault::ClockSkew { .. } => return Err(FaultError::Backend("a clock skew goes through the node's agent".into())),
+                Fault::WipeDisk { node } => self.disks[*node].wipe(),
+                Fault::TruncateLog { node, entries } => {
+                    self.disks[*node].drop_log_tail(*entries);
+                }
+                Fault::DiskError { .. } | Fault::DiskLatency { .. } => unreachable!("set on the node's DiskFaults by TestCluster::apply"),
                 Fault::SetLink { a, b, latency_ms, loss } => {
                     let cmd = SimCmd::Link {
                         a: name(*a).to_owned(),
@@ -231,8 +238,8 @@ where
         .max_message_latency(LATENCY_MAX)
         .tcp_capacity(TCP_CAPACITY)
         .build();
-    for i in 0..spec.nodes {
-        let disk = MemoryDisk::new();
+    let disks: Vec<MemoryDisk> = (0..spec.nodes).map(|_| MemoryDisk::new()).collect();
+    for (i, disk) in disks.iter().cloned().enumerate() {
         let spec = spec.clone();
         let seed = node_seed(spec.seed, i as u64);
         sim.host(node_name(i), move || {
@@ -255,6 +262,7 @@ where
         let queue = queue.clone();
         let outcome = outcome.clone();
         let steps = steps.clone();
+        let disks = disks.clone();
         sim.client(CLIENT, async move {
             let node =
                 Node::with_config(NodeConfig { name: CLIENT.into(), rt: sim_rt(node_seed(spec.seed, u64::MAX)), ..NodeConfig::default() })
@@ -266,7 +274,7 @@ where
                 Err(e) => Err(RunError::Start(e)),
                 Ok(()) => {
                     let names = (0..spec.nodes).map(node_name).collect();
-                    let cluster = TestCluster::new(spec, client, Box::new(SimControl { names, queue }), steps);
+                    let cluster = TestCluster::new(spec, client, Box::new(SimControl { names, queue, disks }), steps);
                     let result = body(cluster.clone()).await.map_err(RunError::Body);
                     cluster.stop().await;
                     result
