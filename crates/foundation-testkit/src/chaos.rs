@@ -49,7 +49,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
-use crate::cluster::{Backend, TestCluster};
+use crate::cluster::TestCluster;
 
 /// A kind of fault the monkey can inject.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -110,7 +110,7 @@ impl Nemesis {
     /// The default mix (`foundation chaos`, the chaos tier): every nemesis
     /// that finds no bug of today's code. The others find one each (see
     /// the module docs and `tests/nemeses.rs`) and join when it is fixed.
-    pub const DEFAULT: [Nemesis; 9] = [
+    pub const DEFAULT: [Nemesis; 12] = [
         Self::KillProcess,
         Self::Partition,
         Self::MemoryPressure,
@@ -120,6 +120,9 @@ impl Nemesis {
         Self::MajoritiesRing,
         Self::Bridge,
         Self::SwizzleClog,
+        Self::OnewayPartition,
+        Self::LinkFaults,
+        Self::RestartStorm,
     ];
 
     /// The seed's five.
@@ -146,9 +149,9 @@ impl Nemesis {
         }
     }
 
-    /// Why this nemesis cannot do anything to a cluster of `nodes` nodes on
-    /// `backend`, if it cannot.
-    pub fn unavailable(self, _backend: Backend, nodes: usize) -> Option<String> {
+    /// Why this nemesis cannot do anything to a cluster of `nodes` nodes,
+    /// if it cannot. (Every nemesis works on every backend.)
+    pub fn unavailable(self, nodes: usize) -> Option<String> {
         let needs = match self {
             Self::MajoritiesRing => 4,
             // A majority must stay up while one node is down.
@@ -297,9 +300,8 @@ impl ChaosMonkey {
     pub async fn run(&self, cluster: &TestCluster, duration: Duration) -> ChaosReport {
         let mut rng = SmallRng::seed_from_u64(self.seed ^ 0xc4a0_5eed);
         let mut report = ChaosReport::default();
-        let (backend, n) = (cluster.spec().backend, cluster.size());
         let mut weights = self.weights.clone();
-        weights.retain(|(nemesis, _)| match nemesis.unavailable(backend, n) {
+        weights.retain(|(nemesis, _)| match nemesis.unavailable(cluster.size()) {
             Some(why) => {
                 report.unavailable.push(why);
                 false

@@ -21,8 +21,10 @@ fn env_u64(name: &str, default: u64) -> u64 {
 }
 
 fn layer4(backend: Backend, seed: u64, duration: Duration) -> (ChaosOutcome, Duration, Duration) {
-    let spec = ClusterSpec::new(backend, cluster_size(), seed);
-    let run = run(&spec, move |cluster| async move { run_chaos(&cluster, &ChaosRun::new(duration)).await })
+    let chaos = ChaosRun::new(duration);
+    let mut spec = ClusterSpec::new(backend, cluster_size(), seed);
+    spec.wall_limit = Some(chaos.wall_limit());
+    let run = run(&spec, move |cluster| async move { run_chaos(&cluster, &chaos).await })
         .unwrap_or_else(|e| panic!("{backend} seed {seed}: {e}\nreplay: {}", replay(seed)));
     (run.value, run.cluster_time, run.wall_time)
 }
@@ -36,21 +38,25 @@ fn replay(seed: u64) -> String {
 
 fn summary(o: &ChaosOutcome) -> String {
     format!(
-        "{} ops, success {:.3}, {} faults {:?}, p50 {:?} p99 {:?}, {:?}, convergence {:?}, diverged {:?}",
+        "{} ops, success {:.3}, {} faults ({} no effect) {:?}, locks {} granted, {} service ops, p50 {:?} p99 {:?}, {:?}, convergence {:?}, diverged {:?}, violations {:?}",
         o.workload.total(),
         o.workload.success_rate(),
         o.chaos.failures_injected(),
+        o.chaos.no_effect(),
         o.chaos.by_kind(),
+        o.locks.granted(),
+        o.services.total(),
         o.workload.latency_quantile(0.5),
         o.workload.latency_quantile(0.99),
         o.check.verdict,
         o.convergence,
         o.diverged_keys,
+        o.violations(),
     )
 }
 
 /// The seed's Layer 4 over many seeds, 30 s of simulated time each, with
-/// every nemesis.
+/// the default nemeses (`Nemesis::DEFAULT`) and every workload.
 #[test]
 #[ignore = "chaos tier: cargo test --release -p foundation-testkit --test chaos -- --ignored"]
 fn layer4_simulated_over_seeds() {

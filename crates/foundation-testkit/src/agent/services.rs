@@ -150,7 +150,9 @@ fn install_config(server: &Server) -> Result<(), String> {
         async move {
             match c.get(&key, timeout).await {
                 Ok(None) => ServiceReply::Done(None),
-                Ok(Some(v)) => v.as_i64().map_or_else(|| ServiceReply::Failed(format!("{key}: {v} is not an integer")), |n| ServiceReply::Done(Some(n))),
+                Ok(Some(v)) => v
+                    .as_i64()
+                    .map_or_else(|| ServiceReply::Failed(format!("{key}: {v} is not an integer")), |n| ServiceReply::Done(Some(n))),
                 Err(e) => config_reply(&e),
             }
         }

@@ -177,7 +177,8 @@ impl Client<'_> {
             return Some(Sample { at_us: start, latency_us: 0, outcome: Outcome::Failed });
         };
         let code = pid_code(pid);
-        let (cas, rpc) = if register { (json!([null, code]), "chaos.registry.register") } else { (json!([code, null]), "chaos.registry.unregister") };
+        let (cas, rpc) =
+            if register { (json!([null, code]), "chaos.registry.register") } else { (json!([code, null]), "chaos.registry.unregister") };
         if !self.history.record(self.process, EventType::Invoke, Func::Cas, &hkey, cas.clone()) {
             return None;
         }

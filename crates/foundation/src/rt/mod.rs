@@ -154,8 +154,14 @@ impl Rt {
     /// Builds the seam from a config.
     pub fn new(config: RtConfig) -> Self {
         let rng = Mutex::new(StdRng::seed_from_u64(config.seed));
-        let inner =
-            RtInner { seed: config.seed, clock: config.clock, offset_ms: AtomicI64::new(0), rng, network: config.network, spawner: config.spawner };
+        let inner = RtInner {
+            seed: config.seed,
+            clock: config.clock,
+            offset_ms: AtomicI64::new(0),
+            rng,
+            network: config.network,
+            spawner: config.spawner,
+        };
         Self { inner: Arc::new(inner) }
     }
 
