@@ -99,6 +99,20 @@ pub fn ticks(max: f64, about: f64) -> Vec<f64> {
     (0..=n).map(|i| i as f64 * step).collect()
 }
 
+/// Both axes' ticks with as many intervals, the shorter one extended by
+/// its own step, so that every gridline meets a tick on each axis.
+pub fn aligned(mut left: Vec<f64>, mut right: Vec<f64>) -> (Vec<f64>, Vec<f64>) {
+    let n = left.len().max(right.len());
+    for axis in [&mut left, &mut right] {
+        let step = axis.get(1).copied().unwrap_or(1.0);
+        while axis.len() < n {
+            let next = axis.last().copied().unwrap_or(0.0) + step;
+            axis.push(next);
+        }
+    }
+    (left, right)
+}
+
 fn label(v: f64, step: f64) -> String {
     let decimals = if step >= 1.0 { 0 } else { (-step.log10().floor()) as usize };
     format!("{v:.decimals$}")
@@ -120,8 +134,10 @@ pub fn svg(duration_s: u64, o: &ChaosOutcome) -> String {
     let span_s = duration_s.max(1) as f64;
     let plot_w = WIDTH - LEFT - RIGHT;
     let x = |sec: f64| LEFT + sec.clamp(0.0, span_s) / span_s * plot_w;
-    let ops_ticks = ticks(points.iter().map(|p| p.ok).max().unwrap_or(0) as f64, TICKS);
-    let lat_ticks = ticks(points.iter().filter_map(|p| p.p99_ms).fold(0.0, f64::max), TICKS);
+    let (ops_ticks, lat_ticks) = aligned(
+        ticks(points.iter().map(|p| p.ok).max().unwrap_or(0) as f64, TICKS),
+        ticks(points.iter().filter_map(|p| p.p99_ms).fold(0.0, f64::max), TICKS),
+    );
     let (ops_top, lat_top) = (*ops_ticks.last().expect("ticks"), *lat_ticks.last().expect("ticks"));
     let y = |v: f64, top: f64| TOP + PLOT_H - v / top * PLOT_H;
     let mut s = String::new();
@@ -189,15 +205,19 @@ fn axes(s: &mut String, span_s: f64, ops_ticks: &[f64], lat_ticks: &[f64], x: &d
     s.push_str("</g>");
     let _ = write!(s, r#"<rect x="{LEFT}" y="{TOP}" width="{}" height="{PLOT_H}" fill="none" stroke="black"/>"#, right - LEFT);
     let ops_step = ops_ticks.get(1).copied().unwrap_or(1.0);
-    let _ = write!(s, r#"<g class="ticks-ops" fill="{OPS_COLOUR}" text-anchor="end">"#);
+    let _ = write!(s, r#"<g class="ticks-ops" fill="{OPS_COLOUR}" stroke="{OPS_COLOUR}" text-anchor="end">"#);
     for (i, v) in ops_ticks.iter().enumerate() {
-        let _ = write!(s, r#"<text x="{:.1}" y="{:.1}">{}</text>"#, LEFT - 5.0, at(i, ops_ticks.len()) + 4.0, label(*v, ops_step));
+        let y = at(i, ops_ticks.len());
+        let _ = write!(s, r#"<line x1="{:.1}" y1="{y:.1}" x2="{LEFT}" y2="{y:.1}"/>"#, LEFT - 4.0);
+        let _ = write!(s, r#"<text x="{:.1}" y="{:.1}" stroke="none">{}</text>"#, LEFT - 6.0, y + 4.0, label(*v, ops_step));
     }
     s.push_str("</g>");
     let lat_step = lat_ticks.get(1).copied().unwrap_or(1.0);
-    let _ = write!(s, r#"<g class="ticks-latency" fill="{LATENCY_COLOUR}" text-anchor="start">"#);
+    let _ = write!(s, r#"<g class="ticks-latency" fill="{LATENCY_COLOUR}" stroke="{LATENCY_COLOUR}" text-anchor="start">"#);
     for (i, v) in lat_ticks.iter().enumerate() {
-        let _ = write!(s, r#"<text x="{:.1}" y="{:.1}">{}</text>"#, right + 5.0, at(i, lat_ticks.len()) + 4.0, label(*v, lat_step));
+        let y = at(i, lat_ticks.len());
+        let _ = write!(s, r#"<line x1="{right}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}"/>"#, right + 4.0);
+        let _ = write!(s, r#"<text x="{:.1}" y="{:.1}" stroke="none">{}</text>"#, right + 6.0, y + 4.0, label(*v, lat_step));
     }
     s.push_str("</g>");
     let step = ticks(span_s, TIME_TICKS).get(1).copied().unwrap_or(1.0).max(1.0);
@@ -237,6 +257,9 @@ mod tests {
         let small = ticks(0.7, 5.0);
         assert!(small.last().is_some_and(|t| *t >= 0.7) && small.len() <= 9, "{small:?}");
         assert_eq!(label(0.2, 0.1), "0.2");
+        let (ops, latency) = aligned(ticks(237.0, 5.0), ticks(3.4, 5.0));
+        assert_eq!(latency, [0.0, 1.0, 2.0, 3.0, 4.0, 5.0], "extended to the other axis's intervals");
+        assert_eq!(ops.len(), latency.len());
         assert_eq!(label(150.0, 50.0), "150");
     }
 
