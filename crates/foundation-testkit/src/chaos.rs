@@ -24,6 +24,11 @@
 //! | `big_state` | with a node down, the state grows past the largest frame; the node comes back and must catch up; the keys are deleted again | no: the node never catches up |
 //! | `slow_consumer` | a process on a node stops reading its mailbox while every other node floods it; the node must keep applying the log | no: the connection stalls, consensus with it |
 //! | `restart_storm` | kills and restarts one node again and again (10–300 ms apart, inside the RPC timeouts), then it must catch up | yes |
+//! | `disk_full` | a node's consensus store fails every write with ENOSPC for the hold; then the disk works again and the node must catch up (sim, inprocess) | no: the node never comes back |
+//! | `disk_error` | the same with EIO on fsync (sim, inprocess) | no: the node never comes back |
+//! | `slow_disk` | a node's store takes 20–200 ms more per write batch, and the node is killed halfway through the hold (in simulation half a batch is written before the wait: a torn tail); it restarts and must catch up (sim, inprocess) | yes |
+//! | `lost_disk` | a node is killed, its data directory emptied, and it is restarted after the hold | no: it starts empty under its old id |
+//! | `lost_tail` | a node is killed, its log loses its last 1–20 entries (a disk that lost acknowledged writes), and it is restarted after the hold (sim) | no: see the storage issue |
 //!
 //! The last four check a property of their own while they hold (a probe):
 //! a node that only missed a large state, or whose user process is slow,
@@ -49,7 +54,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
-use crate::cluster::TestCluster;
+use crate::cluster::{Backend, TestCluster};
 
 /// A kind of fault the monkey can inject.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -85,11 +90,21 @@ pub enum Nemesis {
     SlowConsumer,
     /// One node killed and restarted again and again.
     RestartStorm,
+    /// A node's disk full (ENOSPC) for the hold.
+    DiskFull,
+    /// A node's disk failing fsync (EIO) for the hold.
+    DiskError,
+    /// A slow disk on a node, killed halfway (a torn tail in simulation).
+    SlowDisk,
+    /// A node's data directory lost while it is down.
+    LostDisk,
+    /// A node's last log entries lost while it is down.
+    LostTail,
 }
 
 impl Nemesis {
     /// Every nemesis.
-    pub const ALL: [Nemesis; 15] = [
+    pub const ALL: [Nemesis; 20] = [
         Self::KillProcess,
         Self::Partition,
         Self::MemoryPressure,
@@ -105,12 +120,17 @@ impl Nemesis {
         Self::BigState,
         Self::SlowConsumer,
         Self::RestartStorm,
+        Self::DiskFull,
+        Self::DiskError,
+        Self::SlowDisk,
+        Self::LostDisk,
+        Self::LostTail,
     ];
 
     /// The default mix (`foundation chaos`, the chaos tier): every nemesis
     /// that finds no bug of today's code. The others find one each (see
     /// the module docs and `tests/nemeses.rs`) and join when it is fixed.
-    pub const DEFAULT: [Nemesis; 12] = [
+    pub const DEFAULT: [Nemesis; 13] = [
         Self::KillProcess,
         Self::Partition,
         Self::MemoryPressure,
@@ -123,6 +143,7 @@ impl Nemesis {
         Self::OnewayPartition,
         Self::LinkFaults,
         Self::RestartStorm,
+        Self::SlowDisk,
     ];
 
     /// The seed's five.
@@ -146,16 +167,34 @@ impl Nemesis {
             Self::BigState => "big_state",
             Self::SlowConsumer => "slow_consumer",
             Self::RestartStorm => "restart_storm",
+            Self::DiskFull => "disk_full",
+            Self::DiskError => "disk_error",
+            Self::SlowDisk => "slow_disk",
+            Self::LostDisk => "lost_disk",
+            Self::LostTail => "lost_tail",
         }
     }
 
+    /// Why this nemesis cannot do anything to a cluster of `nodes` nodes on
+    /// `backend`, if it cannot.
+    pub fn unavailable_on(self, backend: Backend, nodes: usize) -> Option<String> {
+        let seam = matches!(self, Self::DiskFull | Self::DiskError | Self::SlowDisk);
+        if seam && backend == Backend::Processes {
+            return Some(format!("{self} needs the storage fault seam, which the processes backend has not (use sim or inprocess)"));
+        }
+        if self == Self::LostTail && backend != Backend::Simulated {
+            return Some(format!("{self} needs the simulated disk (redb commits whole transactions): use sim"));
+        }
+        self.unavailable(nodes)
+    }
+
     /// Why this nemesis cannot do anything to a cluster of `nodes` nodes,
-    /// if it cannot. (Every nemesis works on every backend.)
+    /// if it cannot (on any backend; see [`Nemesis::unavailable_on`]).
     pub fn unavailable(self, nodes: usize) -> Option<String> {
         let needs = match self {
             Self::MajoritiesRing => 4,
             // A majority must stay up while one node is down.
-            Self::Bridge | Self::BigState => 3,
+            Self::Bridge | Self::BigState | Self::LostDisk | Self::LostTail => 3,
             Self::Partition | Self::SwizzleClog | Self::OnewayPartition | Self::LinkFaults | Self::SlowConsumer => 2,
             _ => 1,
         };
@@ -301,7 +340,7 @@ impl ChaosMonkey {
         let mut rng = SmallRng::seed_from_u64(self.seed ^ 0xc4a0_5eed);
         let mut report = ChaosReport::default();
         let mut weights = self.weights.clone();
-        weights.retain(|(nemesis, _)| match nemesis.unavailable(cluster.size()) {
+        weights.retain(|(nemesis, _)| match nemesis.unavailable_on(cluster.spec().backend, cluster.size()) {
             Some(why) => {
                 report.unavailable.push(why);
                 false

@@ -129,3 +129,56 @@ fn a_node_that_lost_its_data_does_not_start_under_its_old_id() {
     .value;
     assert!(restarted.is_err(), "a node with an empty disk started under its old id");
 }
+
+/// Runs `nemesis` alone for 30 simulated seconds on `seed` and asserts that
+/// every check passes (what the storage issue's fix must make true).
+fn passes_alone(nemesis: foundation_testkit::chaos::Nemesis, seed: u64) {
+    use foundation_testkit::scenario::{ChaosRun, run_chaos};
+    let mut chaos = ChaosRun::new(Duration::from_secs(30));
+    chaos.faults = vec![nemesis];
+    let mut spec = ClusterSpec::new(Backend::Simulated, 3, seed);
+    spec.wall_limit = Some(chaos.wall_limit());
+    let replay = format!("foundation chaos --backend sim --seed {seed} --duration 30 --faults {nemesis}");
+    let outcome = run(&spec, move |cluster| async move { run_chaos(&cluster, &chaos).await })
+        .unwrap_or_else(|e| panic!("seed {seed}: {e}\nreplay: {replay}"))
+        .value;
+    assert!(outcome.checks().all(), "seed {seed}: {:?}: {:?}\nreplay: {replay}", outcome.checks(), outcome.violations());
+}
+
+/// `disk_full`: fails today, seed 1: "probe: disk_full at 0.4 s: n1 had
+/// not applied index 93 after 10.0 s (it was at Some(48)) while its disk
+/// works again after 1 failed writes"; by the third injection two nodes
+/// are gone and no write commits.
+#[test]
+#[ignore = "finds a known bug (a node whose disk filled up never comes back); un-ignore with the storage issue's fix"]
+fn disk_full_alone_passes() {
+    passes_alone(foundation_testkit::chaos::Nemesis::DiskFull, 1);
+}
+
+/// `disk_error` (EIO on fsync): fails today, seed 1, as `disk_full`.
+#[test]
+#[ignore = "finds a known bug (a node whose fsync failed never comes back); un-ignore with the storage issue's fix"]
+fn disk_error_alone_passes() {
+    passes_alone(foundation_testkit::chaos::Nemesis::DiskError, 1);
+}
+
+/// `lost_disk`: fails today, seed 1: "probe: lost_disk at 4.2 s: n2 had
+/// not applied index 579 after 10.0 s (it was at None) while it restarted
+/// with its data directory emptied": it starts empty under its old id and
+/// is never sent the log again. (The fix refuses the start instead.)
+#[test]
+#[ignore = "finds a known bug (a node that lost its data starts empty under its old id and never catches up); un-ignore with the storage issue's fix"]
+fn lost_disk_alone_passes() {
+    passes_alone(foundation_testkit::chaos::Nemesis::LostDisk, 1);
+}
+
+/// `lost_tail`: fails today, seed 1: "healing the cluster: n1 refused to
+/// start: consensus: raft: when Read LogIndex(48): Failed to get log
+/// entries, expected index: [0, 49), got [Some(0), Some(30))": a log that
+/// lost entries it had acknowledged stops openraft at start with an
+/// internal error, not a clean refusal that says what to do.
+#[test]
+#[ignore = "finds a known bug (a log that lost its tail is not refused cleanly); un-ignore with the storage issue's fix"]
+fn lost_tail_alone_passes() {
+    passes_alone(foundation_testkit::chaos::Nemesis::LostTail, 1);
+}

@@ -32,11 +32,12 @@ const TIME_TICKS: f64 = 10.0;
 const OPS_COLOUR: &str = "#1f77b4";
 const LATENCY_COLOUR: &str = "#d62728";
 
-/// Each nemesis's colour. All fifteen are far apart: CIEDE2000 ≥ 15 as
+/// Each nemesis's colour. All twenty are far apart: CIEDE2000 ≥ 15 as
 /// drawn in their rows, ≥ 7.5 as shaded over the plot, and ≥ 12 from the
 /// two lines' colours (the tests below hold all three). The twelve of
 /// today's default mix were picked first, to be furthest apart (≥ 21 and
-/// ≥ 9).
+/// ≥ 9); the five storage nemeses' last, greedily, each furthest from the
+/// rest.
 pub fn colour(n: Nemesis) -> &'static str {
     match n {
         Nemesis::KillProcess => "#800000",
@@ -54,6 +55,11 @@ pub fn colour(n: Nemesis) -> &'static str {
         Nemesis::ClockSkew => "#808000",
         Nemesis::BigState => "#8c564b",
         Nemesis::SlowConsumer => "#f6a600",
+        Nemesis::DiskFull => "#ff0055",
+        Nemesis::DiskError => "#115599",
+        Nemesis::SlowDisk => "#5577ff",
+        Nemesis::LostDisk => "#220022",
+        Nemesis::LostTail => "#00ffdd",
     }
 }
 

@@ -11,7 +11,7 @@ use rand::seq::SliceRandom;
 
 use super::{Nemesis, bridge, majorities_ring, uniform};
 use crate::agent::{FLOOD_MAX, FLOOD_TARGET, SLOW_MAILBOX};
-use crate::cluster::{Backend, Fault, FaultError, TestCluster};
+use crate::cluster::{Backend, DiskError, Fault, FaultError, TestCluster};
 
 /// How long a node that missed a large state, or went through a restart
 /// storm, gets to apply the log again before the probe calls it a finding
@@ -149,7 +149,78 @@ pub(super) async fn inject(cluster: &TestCluster, nemesis: Nemesis, hold: Durati
         Nemesis::BigState => big_state(cluster, target, hold).await,
         Nemesis::SlowConsumer => slow_consumer(cluster, target, hold).await,
         Nemesis::RestartStorm => restart_storm(cluster, target, hold, rng).await,
+        Nemesis::DiskFull => disk_fails(cluster, target, hold, DiskError::NoSpace).await,
+        Nemesis::DiskError => disk_fails(cluster, target, hold, DiskError::Io).await,
+        Nemesis::SlowDisk => slow_disk(cluster, target, hold, rng).await,
+        Nemesis::LostDisk | Nemesis::LostTail => lost_data(cluster, nemesis, target, hold, rng).await,
     }
+}
+
+/// Every write batch of `target`'s store fails for the hold; then the disk
+/// works again, and the node must catch up.
+async fn disk_fails(cluster: &TestCluster, target: usize, hold: Duration, error: DiskError) -> Result<Injected, String> {
+    let name = cluster.names()[target].clone();
+    let faults = cluster.spec().disk_faults(target);
+    let before = faults.batches_failed();
+    cluster.apply(Fault::DiskError { node: target, error: Some(error) }).await.map_err(fe)?;
+    tokio::time::sleep(hold).await;
+    cluster.apply(Fault::DiskError { node: target, error: None }).await.map_err(fe)?;
+    let failed = faults.batches_failed() - before;
+    let others = live_except(cluster, target);
+    let finding = if failed > 0 {
+        keeps_up(cluster, target, &others, CATCH_UP, &format!("its disk works again after {failed} failed writes")).await
+    } else {
+        None
+    };
+    Ok(Injected { detail: format!("{name}: {error:?}, {failed} write batches failed"), effective: failed > 0, finding })
+}
+
+/// A slow disk on `target`, killed halfway through the hold (in
+/// simulation, half of the batch in flight is written: a torn tail);
+/// restarted at its end, it must catch up.
+async fn slow_disk(cluster: &TestCluster, target: usize, hold: Duration, rng: &mut SmallRng) -> Result<Injected, String> {
+    let name = cluster.names()[target].clone();
+    let latency_ms = rng.random_range(20..=200u64);
+    let faults = cluster.spec().disk_faults(target);
+    let before = faults.batches_slowed();
+    cluster.apply(Fault::DiskLatency { node: target, latency_ms }).await.map_err(fe)?;
+    tokio::time::sleep(hold / 2).await;
+    cluster.kill(target).await.map_err(fe)?;
+    cluster.apply(Fault::DiskLatency { node: target, latency_ms: 0 }).await.map_err(fe)?;
+    tokio::time::sleep(hold / 2).await;
+    cluster.restart(target).await.map_err(fe)?;
+    let slowed = faults.batches_slowed() - before;
+    let others = live_except(cluster, target);
+    let finding = keeps_up(cluster, target, &others, CATCH_UP, &format!("it restarted after a slow disk ({latency_ms} ms a batch)")).await;
+    Ok(Injected {
+        detail: format!("{name}: {latency_ms} ms a batch, {slowed} batches slowed, killed halfway"),
+        effective: slowed > 0,
+        finding,
+    })
+}
+
+/// Kills `target`, loses its data (all of it, or the log's tail), restarts
+/// it after the hold; it must catch up.
+async fn lost_data(cluster: &TestCluster, nemesis: Nemesis, target: usize, hold: Duration, rng: &mut SmallRng) -> Result<Injected, String> {
+    let name = cluster.names()[target].clone();
+    cluster.kill(target).await.map_err(fe)?;
+    let what = if nemesis == Nemesis::LostDisk {
+        cluster.apply(Fault::WipeDisk { node: target }).await.map_err(fe)?;
+        "its data directory emptied".to_owned()
+    } else {
+        let entries = rng.random_range(1..=20u64);
+        cluster.apply(Fault::TruncateLog { node: target, entries }).await.map_err(fe)?;
+        format!("the last {entries} log entries lost")
+    };
+    tokio::time::sleep(hold).await;
+    if let Err(e) = cluster.restart(target).await {
+        // Refusing to start on lost data is right; the node stays down
+        // (the run's recovery tries again).
+        return Ok(Injected { detail: format!("{name}: {what}; the restart was refused: {e}"), effective: true, finding: None });
+    }
+    let others = live_except(cluster, target);
+    let finding = keeps_up(cluster, target, &others, CATCH_UP, &format!("it restarted with {what}")).await;
+    Ok(Injected { detail: format!("{name}: {what}"), effective: true, finding })
 }
 
 async fn swizzle_clog(cluster: &TestCluster, hold: Duration, rng: &mut SmallRng) -> Result<Injected, String> {

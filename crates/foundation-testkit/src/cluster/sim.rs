@@ -104,7 +104,23 @@ struct SimControl {
     queue: Queue,
     /// Each node's disk, outliving its host.
     disks: Vec<MemoryDisk>,
+    starts: Starts,
 }
+
+/// How each node's last start went: a node that refuses to start (its
+/// storage is lost or corrupt) stays down, and its restart says why,
+/// instead of ending the whole simulation.
+#[derive(Clone, Debug, PartialEq)]
+enum Start {
+    Starting,
+    Up,
+    Refused(String),
+}
+
+type Starts = Arc<Mutex<Vec<Start>>>;
+
+/// Virtual time a restart waits for the node to be up or refuse.
+const START_WAIT: Duration = Duration::from_secs(30);
 
 impl SimControl {
     async fn step_loop(&self, cmd: SimCmd) -> Result<(), FaultError> {
@@ -150,7 +166,22 @@ impl Control for SimControl {
                     }
                 }
                 Fault::Kill { node } => self.step_loop(SimCmd::Crash(name(*node).to_owned())).await?,
-                Fault::Restart { node } => self.step_loop(SimCmd::Bounce(name(*node).to_owned())).await?,
+                Fault::Restart { node } => {
+                    self.starts.lock()[*node] = Start::Starting;
+                    self.step_loop(SimCmd::Bounce(name(*node).to_owned())).await?;
+                    let deadline = tokio::time::Instant::now() + START_WAIT;
+                    loop {
+                        let start = self.starts.lock()[*node].clone();
+                        match start {
+                            Start::Up => break,
+                            Start::Refused(why) => return Err(FaultError::Backend(format!("{} refused to start: {why}", name(*node)))),
+                            Start::Starting if tokio::time::Instant::now() >= deadline => {
+                                return Err(FaultError::Backend(format!("{} did not start within {START_WAIT:?}", name(*node))));
+                            }
+                            Start::Starting => tokio::time::sleep(TICK).await,
+                        }
+                    }
+                }
                 Fault::Pause { node } => {
                     for other in self.others(*node) {
                         turmoil::hold(name(*node), other.as_str());
@@ -239,15 +270,31 @@ where
         .tcp_capacity(TCP_CAPACITY)
         .build();
     let disks: Vec<MemoryDisk> = (0..spec.nodes).map(|_| MemoryDisk::new()).collect();
+    let starts: Starts = Arc::new(Mutex::new(vec![Start::Starting; spec.nodes]));
     for (i, disk) in disks.iter().cloned().enumerate() {
         let spec = spec.clone();
         let seed = node_seed(spec.seed, i as u64);
+        let starts = starts.clone();
         sim.host(node_name(i), move || {
             let mut config = server_config(&spec, i, &disk);
+            let starts = starts.clone();
             async move {
                 config.rt = sim_rt(seed);
-                let server = Server::start(config).await.map_err(|e| e.to_string())?;
-                crate::agent::install(&server, None).await?;
+                let started = match Server::start(config).await {
+                    Ok(server) => crate::agent::install(&server, None).await.map(|()| server),
+                    Err(e) => Err(e.to_string()),
+                };
+                let server = match started {
+                    Ok(server) => {
+                        starts.lock()[i] = Start::Up;
+                        Some(server)
+                    }
+                    Err(why) => {
+                        // Down, as a process that exited: the restart says why.
+                        starts.lock()[i] = Start::Refused(why);
+                        None
+                    }
+                };
                 std::future::pending::<()>().await;
                 drop(server);
                 Ok(())
@@ -263,6 +310,7 @@ where
         let outcome = outcome.clone();
         let steps = steps.clone();
         let disks = disks.clone();
+        let starts = starts.clone();
         sim.client(CLIENT, async move {
             let node =
                 Node::with_config(NodeConfig { name: CLIENT.into(), rt: sim_rt(node_seed(spec.seed, u64::MAX)), ..NodeConfig::default() })
@@ -274,7 +322,7 @@ where
                 Err(e) => Err(RunError::Start(e)),
                 Ok(()) => {
                     let names = (0..spec.nodes).map(node_name).collect();
-                    let cluster = TestCluster::new(spec, client, Box::new(SimControl { names, queue, disks }), steps);
+                    let cluster = TestCluster::new(spec, client, Box::new(SimControl { names, queue, disks, starts }), steps);
                     let result = body(cluster.clone()).await.map_err(RunError::Body);
                     cluster.stop().await;
                     result

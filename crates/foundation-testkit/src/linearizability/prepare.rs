@@ -199,7 +199,7 @@ fn impossible_read(ops: &[Op], writers: &HashMap<Option<i64>, Vec<usize>>) -> Op
             OpKind::Cas(..) => format!("a compare-and-set that found {}", show(v)),
             _ => format!("a read of {}", show(v)),
         };
-        let reason = if ws.iter().all(|&w| w == r || ops[w].call > ret) && !v.is_none() {
+        let reason = if ws.iter().all(|&w| w == r || ops[w].call > ret) && v.is_some() {
             format!("{what}, a value no operation invoked before it returned writes")
         } else {
             format!("{what}, but every write of {} was overwritten by a completed write before it was invoked", show(v))
