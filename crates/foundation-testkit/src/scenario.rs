@@ -230,19 +230,25 @@ pub async fn run_chaos(cluster: &TestCluster, run: &ChaosRun) -> anyhow::Result<
     let recorder = Recorder::new();
     cluster.set_step("phase", "workloads beside the chaos monkey");
     let (mut report, messages, chaos, locks_report, (mut services_report, mut service_violations)) = {
-        let ticker = run.progress.clone().map(|report| {
+        // The ticker runs whether or not anyone watches: a simulated run
+        // must take the same steps with a progress bar and without (a
+        // sweep's seed and its replay are one run).
+        let ticker = {
+            let report = run.progress.clone();
             let cluster = cluster.clone();
             let duration = run.duration;
             let recorder = recorder.clone();
             tokio::spawn(async move {
                 let start = tokio::time::Instant::now();
                 loop {
-                    let operations = recorder.len() / 2;
-                    report(Progress { elapsed: start.elapsed().min(duration), duration, operations, faults: cluster.faults().len() });
+                    if let Some(report) = &report {
+                        let operations = recorder.len() / 2;
+                        report(Progress { elapsed: start.elapsed().min(duration), duration, operations, faults: cluster.faults().len() });
+                    }
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
             })
-        });
+        };
         let out = tokio::join!(
             workload.run_recording(cluster, recorder.clone()),
             messages.run(cluster),
@@ -250,9 +256,7 @@ pub async fn run_chaos(cluster: &TestCluster, run: &ChaosRun) -> anyhow::Result<
             locks.run(cluster),
             services.run_recording(cluster, recorder),
         );
-        if let Some(t) = ticker {
-            t.abort();
-        }
+        ticker.abort();
         out
     };
     cluster.set_step("phase", "recovering: heal, resume, restart, clocks right");
