@@ -297,12 +297,17 @@ impl Consensus {
         let mut handed = false;
         loop {
             // Once handed, a failure is no longer "nothing happened".
-            if let Err(e) = self.require_quorum() {
-                return Err(if handed { ConsensusError::Unknown(timeout) } else { e });
-            }
+            let quorum = match self.require_quorum() {
+                Err(e) => return Err(if handed { ConsensusError::Unknown(timeout) } else { e }),
+                Ok(q) => q,
+            };
             let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
             if remaining.is_zero() {
                 return Err(if handed { ConsensusError::Unknown(timeout) } else { ConsensusError::NoLeader(timeout) });
+            }
+            if !quorum {
+                tokio::time::sleep(RETRY.min(remaining)).await;
+                continue;
             }
             let attempt = match self.leader() {
                 Some((id, _)) if id == self.id() => {
@@ -341,11 +346,16 @@ impl Consensus {
         }
     }
 
-    /// Fails fast with `NoQuorum` when this member cannot see a majority.
-    fn require_quorum(&self) -> Result<(), ConsensusError> {
+    /// Fails fast with `NoQuorum` when this member cannot see a majority;
+    /// `Ok(false)` while it does not know the group's voters yet (a member
+    /// that just started, before the leader's first append): wait.
+    fn require_quorum(&self) -> Result<bool, ConsensusError> {
         let status = self.status();
         if status.quorum {
-            return Ok(());
+            return Ok(true);
+        }
+        if status.members.is_empty() {
+            return Ok(false);
         }
         Err(ConsensusError::NoQuorum { reachable: status.reachable.len(), voters: status.members.len() })
     }
@@ -396,10 +406,14 @@ impl Consensus {
         #[allow(unreachable_code)]
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            self.require_quorum()?;
+            let quorum = self.require_quorum()?;
             let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
             if remaining.is_zero() {
                 return Err(ConsensusError::NoLeader(timeout));
+            }
+            if !quorum {
+                tokio::time::sleep(RETRY.min(remaining)).await;
+                continue;
             }
             let attempt = match self.leader() {
                 Some((id, _)) if id == self.id() => self.read_here(&query, remaining).await,
