@@ -17,6 +17,7 @@ use serde::Serialize;
 mod counts;
 mod progress;
 mod report;
+mod sweep;
 mod timeline;
 
 /// Where the nodes run.
@@ -43,6 +44,11 @@ pub struct ChaosArgs {
     /// replays it).
     #[arg(long)]
     seed: Option<u64>,
+    /// Sweep this many seeds, from --seed (0 when not given), in
+    /// simulation (--backend sim): each failing seed is printed with the
+    /// command that replays it.
+    #[arg(long)]
+    seeds: Option<u64>,
     /// Target KV operations per second, across the workload's clients.
     #[arg(long, default_value_t = 250)]
     rate: u32,
@@ -83,6 +89,17 @@ fn validate(args: &ChaosArgs) -> Result<(), String> {
     if args.duration == 0 || args.duration > 3600 {
         return Err(format!("--duration {} is out of range: use 1 to 3600 seconds", args.duration));
     }
+    if let Some(n) = args.seeds {
+        if args.backend != BackendArg::Sim {
+            return Err("--seeds sweeps seeds in simulation: add --backend sim".into());
+        }
+        if n == 0 || n > 1_000_000 {
+            return Err(format!("--seeds {n} is out of range: use 1 to 1000000"));
+        }
+        if args.report.is_some() {
+            return Err("--report writes one run's report: drop it from a --seeds sweep, then replay a seed with --report".into());
+        }
+    }
     if args.rate == 0 || args.rate > 100_000 {
         return Err(format!("--rate {} is out of range: use 1 to 100000 operations per second", args.rate));
     }
@@ -94,6 +111,15 @@ fn validate(args: &ChaosArgs) -> Result<(), String> {
         && args.nodes < 2
     {
         return Err("network and crash faults need at least 2 nodes: use --nodes 3".into());
+    }
+    let backend = match args.backend {
+        BackendArg::Sim => Backend::Simulated,
+        BackendArg::Inprocess => Backend::InProcess,
+        BackendArg::Processes => Backend::Processes,
+    };
+    let unavailable: Vec<String> = faults.iter().filter_map(|f| f.unavailable_on(backend, args.nodes)).collect();
+    if unavailable.len() == faults.len() {
+        return Err(format!("{}: add nodes, or choose another --backend or other --faults", unavailable.join("; ")));
     }
     if let Some(dir) = &args.report {
         writable(dir).map_err(|e| format!("--report {}: {e}; choose a directory you can write", dir.display()))?;
@@ -132,6 +158,8 @@ pub struct Report {
     pub faults_injected: BTreeMap<String, usize>,
     /// Faults the monkey could not inject (e.g. a node down).
     pub fault_errors: usize,
+    /// Injections that changed nothing (not counted above).
+    pub faults_no_effect: usize,
     /// The injections the run must exceed (10 for 30 s, scaled).
     pub faults_needed: usize,
     /// Latency of successful KV operations.
@@ -144,6 +172,8 @@ pub struct Report {
     pub convergence_ms: Option<f64>,
     /// Why it did not converge.
     pub convergence_error: Option<String>,
+    /// Lock, service and probe violations, one line each.
+    pub violations: Vec<String>,
     /// The checks.
     pub checks: Checks,
     /// Whether every check passed.
@@ -207,12 +237,14 @@ fn build_report(args: &ChaosArgs, seed: u64, faults: &[Nemesis], o: &ChaosOutcom
         message_success_rate: (o.messages.success_rate() * 1e4).round() / 1e4,
         faults_injected: o.chaos.by_kind().into_iter().map(|(k, v)| (k.name().to_owned(), v)).collect(),
         fault_errors: o.chaos.errors.len(),
+        faults_no_effect: o.chaos.no_effect(),
         faults_needed: o.faults_needed(),
         latency_ms: Latency { p50: ms(w.latency_quantile(0.5)), p99: ms(w.latency_quantile(0.99)) },
         linearizable: o.check.verdict == Verdict::Linearizable,
         violation,
         convergence_ms: o.convergence.as_ref().ok().map(|d| ms(*d)),
         convergence_error: o.convergence.as_ref().err().cloned(),
+        violations: o.violations(),
         passed: checks.all(),
         checks,
         replay: replay_command(args, seed, faults),
@@ -232,7 +264,13 @@ fn print_report(r: &Report) {
     );
     let total: usize = r.faults_injected.values().sum();
     let kinds: Vec<String> = r.faults_injected.iter().map(|(k, v)| format!("{k} {v}")).collect();
-    println!("  faults         {total} injected: {}   [{}: > {}]", kinds.join(", "), yes(r.checks.failures_injected), r.faults_needed);
+    let idle = if r.faults_no_effect > 0 { format!(" ({} more had no effect)", r.faults_no_effect) } else { String::new() };
+    println!(
+        "  faults         {total} injected: {}{idle}   [{}: > {}]",
+        kinds.join(", "),
+        yes(r.checks.failures_injected),
+        r.faults_needed
+    );
     println!("  latency        p50 {:.2} ms, p99 {:.2} ms", r.latency_ms.p50, r.latency_ms.p99);
     match &r.violation {
         None => println!("  linearizable   yes, {} operations checked   [pass]", r.operations.checked),
@@ -241,6 +279,10 @@ fn print_report(r: &Report) {
     match (&r.convergence_ms, &r.convergence_error) {
         (Some(c), _) => println!("  converged      {c:.1} ms after the heal   [{}]", yes(r.checks.converged)),
         (None, e) => println!("  converged      no: {}   [FAIL]", e.as_deref().unwrap_or("?")),
+    }
+    match r.violations.first() {
+        None => println!("  invariants     locks, services, probes   [pass]"),
+        Some(v) => println!("  invariants     {} violated, first: {v}   [FAIL]", r.violations.len()),
     }
     println!("  verdict        {}", if r.passed { "PASS" } else { "FAIL" });
     println!("  replay         {}", r.replay);
@@ -263,6 +305,9 @@ pub fn run_command(args: &ChaosArgs) -> ExitCode {
         },
     };
     let faults = if args.faults.is_empty() { Nemesis::DEFAULT.to_vec() } else { args.faults.clone() };
+    if let Some(n) = args.seeds {
+        return sweep::run_sweep(args, n, &faults);
+    }
     let backend = match args.backend {
         BackendArg::Sim => Backend::Simulated,
         BackendArg::Inprocess => Backend::InProcess,
@@ -277,6 +322,7 @@ pub fn run_command(args: &ChaosArgs) -> ExitCode {
     chaos.think = Duration::from_secs_f64(CLIENTS as f64 / f64::from(args.rate));
     chaos.progress = Some(progress::reporter(duration));
     progress::print_start(args.nodes, backend_name(args.backend), duration, seed, &replay_command(args, seed, &faults));
+    spec.wall_limit = Some(chaos.wall_limit());
     let interruptible = backend != Backend::Simulated;
     let result = run(&spec, move |cluster| async move {
         if !interruptible {
