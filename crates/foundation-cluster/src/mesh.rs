@@ -237,6 +237,11 @@ impl Cluster {
         &self.inner.config.name
     }
 
+    /// The largest frame this node sends or accepts (bytes).
+    pub fn frame_limit(&self) -> usize {
+        self.inner.config.frame_limit
+    }
+
     /// The address peers reach this node at.
     pub fn addr(&self) -> &str {
         &self.inner.addr
