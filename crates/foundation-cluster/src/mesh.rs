@@ -20,7 +20,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use foundation::rt::{BoxStream, Listener};
@@ -510,12 +510,12 @@ async fn run_conn(
     let tick = inner.config.tick;
     let limit = inner.config.frame_limit;
     let silent_max = tick * inner.config.ticks_to_down;
-    // Milliseconds since `base` when the peer was last heard. While a frame
-    // waits for room in a local mailbox, the peer is not silent.
+    // Milliseconds since `base` when the peer was last heard. The reader
+    // never waits on local processes (a full mailbox parks or drops the
+    // message, remote.rs), so silence is the peer's alone.
     let base = tokio::time::Instant::now();
     let heard = AtomicU64::new(0);
     let hear = || heard.store(base.elapsed().as_millis() as u64, Ordering::Relaxed);
-    let delivering = AtomicBool::new(false);
     let writer = async {
         let mut beat = tokio::time::interval(tick);
         let mut buf = Vec::with_capacity(WRITE_BATCH_BYTES);
@@ -574,12 +574,7 @@ async fn run_conn(
             match decode_header::<Wire>(&frame.header) {
                 Ok(Wire::Heartbeat) => {}
                 Ok(Wire::Peers { me, known }) => learn(&inner, &peer, me, known),
-                Ok(Wire::Proc(p)) => {
-                    delivering.store(true, Ordering::Relaxed);
-                    crate::remote::on_frame(&inner, &peer, p, frame.payload).await;
-                    delivering.store(false, Ordering::Relaxed);
-                    hear();
-                }
+                Ok(Wire::Proc(p)) => crate::remote::on_frame(&inner, &peer, p, frame.payload),
                 Ok(Wire::Rpc(r)) => crate::rpc::on_frame(&inner, &peer, r, frame.payload),
                 Err(e) => return format!("{e}"),
             }
@@ -589,7 +584,7 @@ async fn run_conn(
         loop {
             foundation::rt::sleep(tick).await;
             let silent = base.elapsed().saturating_sub(Duration::from_millis(heard.load(Ordering::Relaxed)));
-            if !delivering.load(Ordering::Relaxed) && silent > silent_max {
+            if silent > silent_max {
                 return format!("silent for {silent_max:?}");
             }
         }

@@ -26,10 +26,27 @@
 //!   (the pair never stops being connected). Order still holds: the
 //!   replacing connection delivers nothing until the replaced one's task has
 //!   ended, so no frame of the old one arrives after a frame of the new.
-//! - Delivery to a full mailbox waits for room (`send`), holding up the
-//!   frames behind it from the same peer: the sender's queue then fills, and
-//!   its senders wait (or get `Full`). Heartbeats are not needed while a
-//!   frame waits, so the peer is not declared down for it.
+//!
+//! # Backpressure (lanes)
+//! Delivery never holds up the connection's reader: Raft, RPC, heartbeats,
+//! links and monitors share the connection with user messages, and a
+//! process that does not read must not stall them.
+//! - A message for a full mailbox is parked in that process's own queue,
+//!   which a task drains in arrival order as the mailbox makes room; later
+//!   messages for that process queue behind it.
+//! - Its first parked message from a peer sends that peer `Pause` for the
+//!   pid; when the queue is empty again, every paused peer gets `Resume`.
+//!   While paused, a sender's [`Cluster::send`] to that pid is `Full` and
+//!   [`Cluster::send_wait`] waits (the backpressure a sending process
+//!   feels, per destination process; sends to others go on). A pause ends
+//!   with the peer's `Resume` or with the connection.
+//! - Frames already in flight when the pause arrives are parked too, up to
+//!   [`PARKED_PER_PROCESS_MAX`] messages per process and
+//!   [`PARKED_BYTES_MAX`] payload bytes per node. Past either, a message is
+//!   **dropped**, logged and counted ([`Cluster::dropped_messages`]): the
+//!   last resort, which the pause keeps senders by pid from reaching
+//!   (a sender by name, [`Cluster::send_named`], is not paused: the name is
+//!   resolved on the receiving node).
 //!
 //! # Links and monitors
 //! `Ctx::link`/`monitor` on a remote pid go through `Dist` (this module's
@@ -39,16 +56,17 @@
 //! monitors fire `Down`, both with `ExitReason::NoConnection`.
 
 use std::any::{Any, TypeId};
+use std::collections::VecDeque;
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
 use foundation::context::{Context, with_global_context, with_global_context_sync};
 use foundation::dist::Distribution;
-use foundation::{ExitReason, Message, MonitorRef, Node, Pid, SendError};
+use foundation::{ExitReason, Message, MonitorRef, Node, NodeId, Pid, SendError};
 use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -101,6 +119,14 @@ pub(crate) enum ProcWire {
         monitor: MonitorRef,
         target: Pid,
         reason: ExitReason,
+    },
+    /// `to`'s mailbox is full: hold messages for it until `Resume`.
+    Pause {
+        to: Pid,
+    },
+    /// Messages for `to` may flow again.
+    Resume {
+        to: Pid,
     },
 }
 
@@ -165,9 +191,17 @@ pub fn type_tag<M: 'static>() -> u64 {
 }
 
 type Waiting = Pin<Box<dyn Future<Output = ()> + Send>>;
-/// Decodes a payload and delivers it to a local pid; returns a future when
-/// the mailbox is full and delivery must wait.
-type Decoder = fn(&Node, Pid, Bytes) -> Result<Option<Waiting>, String>;
+/// Decodes a payload and delivers it to a local pid (when `try_now`);
+/// returns a future when the mailbox is full (or `try_now` is false) and
+/// delivery must wait.
+type Decoder = fn(&Node, Pid, Bytes, bool) -> Result<Option<Waiting>, String>;
+
+/// Messages parked for one local process whose mailbox is full; past this,
+/// messages for it are dropped.
+pub const PARKED_PER_PROCESS_MAX: usize = 4096;
+/// Payload bytes parked for all of a node's processes; past this, messages
+/// that would be parked are dropped.
+pub const PARKED_BYTES_MAX: usize = 64 << 20;
 
 fn decode<M: Message + DeserializeOwned>(payload: Bytes) -> Result<M, String> {
     if TypeId::of::<M>() == TypeId::of::<Bytes>() {
@@ -177,9 +211,10 @@ fn decode<M: Message + DeserializeOwned>(payload: Bytes) -> Result<M, String> {
     postcard::from_bytes(&payload).map_err(|e| format!("message does not decode as {}: {e}", std::any::type_name::<M>()))
 }
 
-fn deliver_typed<M: Message + DeserializeOwned>(node: &Node, to: Pid, payload: Bytes) -> Result<Option<Waiting>, String> {
+fn deliver_typed<M: Message + DeserializeOwned>(node: &Node, to: Pid, payload: Bytes, try_now: bool) -> Result<Option<Waiting>, String> {
     let msg = decode::<M>(payload)?;
-    match node.try_send(to, msg) {
+    let tried = if try_now { node.try_send(to, msg) } else { Err(SendError::Full(msg)) };
+    match tried {
         Ok(()) => Ok(None),
         Err(SendError::Full(msg)) => {
             let node = node.clone();
@@ -207,6 +242,25 @@ pub(crate) struct Relations {
     decoders: parking_lot::RwLock<BTreeMap<u64, Decoder>>,
     by_peer: Mutex<BTreeMap<u32, PeerRelations>>,
     control_waiting: AtomicUsize,
+    parked: Arc<Mutex<Parked>>,
+    dropped: AtomicU64,
+    /// Remote pids whose node asked this one to hold messages for them.
+    paused: Mutex<BTreeMap<Pid, Arc<tokio::sync::Notify>>>,
+}
+
+/// Messages waiting for room in local mailboxes, per process (see the
+/// module docs: bounded, drained in order by one task per process).
+#[derive(Default)]
+struct Parked {
+    by_pid: BTreeMap<Pid, ParkedQueue>,
+    bytes: usize,
+}
+
+#[derive(Default)]
+struct ParkedQueue {
+    messages: VecDeque<(Waiting, usize)>,
+    /// Peers told to pause sending to this process.
+    paused: BTreeSet<String>,
 }
 
 /// What this node's processes hold with one peer's processes.
@@ -308,14 +362,19 @@ impl Distribution for Dist {
 /// fires `NoConnection`: a signal is delivered, or its loss is visible).
 fn control(inner: &Arc<Inner>, remote: Pid, wire: ProcWire) -> bool {
     let Some(outbox) = inner.route(remote.node().name_hash) else { return false };
+    control_on(inner, remote.node().name_hash, outbox, wire)
+}
+
+/// [`control`] on the outbox towards the peer whose pids carry `peer_hash`.
+fn control_on(inner: &Arc<Inner>, peer_hash: u32, outbox: Outbox, wire: ProcWire) -> bool {
     match outbox.try_send_or_keep(Out::header(&Wire::Proc(wire))) {
         Ok(()) => true,
         Err((PushError::Full, out)) => {
             let waiting = &inner.procs.control_waiting;
             if waiting.fetch_add(1, Ordering::AcqRel) >= CONTROL_WAITING_MAX {
                 waiting.fetch_sub(1, Ordering::AcqRel);
-                tracing::warn!(node = %inner.config.name, %remote, "send queue full of waiting control frames: cutting the connection");
-                crate::mesh::cut(inner, remote.node().name_hash);
+                tracing::warn!(node = %inner.config.name, peer_hash, "send queue full of waiting control frames: cutting the connection");
+                crate::mesh::cut(inner, peer_hash);
                 return false;
             }
             let inner = inner.clone();
@@ -332,13 +391,13 @@ fn control(inner: &Arc<Inner>, remote: Pid, wire: ProcWire) -> bool {
 /// Control frames waiting for room, per node, before the connection is cut.
 pub const CONTROL_WAITING_MAX: usize = 4096;
 
-/// Applies a frame from `peer`.
-pub(crate) async fn on_frame(inner: &Arc<Inner>, peer: &str, wire: ProcWire, payload: Bytes) {
+/// Applies a frame from `peer`. Never waits (see the module docs).
+pub(crate) fn on_frame(inner: &Arc<Inner>, peer: &str, wire: ProcWire, payload: Bytes) {
     let node = &inner.node;
     match wire {
-        ProcWire::Send { to, tag, ctx } => deliver(inner, peer, to, tag, ctx, payload).await,
+        ProcWire::Send { to, tag, ctx } => deliver(inner, peer, to, tag, ctx, payload),
         ProcWire::SendNamed { name, tag, ctx } => match node.whereis(&name) {
-            Some(to) => deliver(inner, peer, to, tag, ctx, payload).await,
+            Some(to) => deliver(inner, peer, to, tag, ctx, payload),
             None => tracing::debug!(node = %inner.config.name, %peer, %name, "message for an unregistered name dropped"),
         },
         ProcWire::Link { from, to } => {
@@ -385,10 +444,18 @@ pub(crate) async fn on_frame(inner: &Arc<Inner>, peer: &str, wire: ProcWire, pay
             });
             node.remote_down(watcher, monitor, target, reason);
         }
+        ProcWire::Pause { to } => {
+            inner.procs.paused.lock().entry(to).or_default();
+        }
+        ProcWire::Resume { to } => {
+            if let Some(n) = inner.procs.paused.lock().remove(&to) {
+                n.notify_waiters();
+            }
+        }
     }
 }
 
-async fn deliver(inner: &Inner, peer: &str, to: Pid, tag: u64, ctx: WireContext, payload: Bytes) {
+fn deliver(inner: &Arc<Inner>, peer: &str, to: Pid, tag: u64, ctx: WireContext, payload: Bytes) {
     let Some(decoder) = inner.procs.decoders.read().get(&tag).copied() else {
         tracing::warn!(node = %inner.config.name, %peer, %to, tag, "message of a type this node has not registered: dropped");
         return;
@@ -397,16 +464,82 @@ async fn deliver(inner: &Inner, peer: &str, to: Pid, tag: u64, ctx: WireContext,
         tracing::debug!(node = %inner.config.name, %peer, %to, "message for a pid of another incarnation: dropped");
         return;
     }
+    let len = payload.len();
+    // A process with parked messages gets new ones behind them (order).
+    let try_now = !inner.procs.parked.lock().by_pid.contains_key(&to);
     // The message is queued inside its context, so it travels on with it.
     let delivered = match read_context(inner, peer, ctx) {
-        Some(ctx) => with_global_context_sync(ctx.clone(), || decoder(&inner.node, to, payload)).map(|w| w.map(|w| (w, Some(ctx)))),
-        None => decoder(&inner.node, to, payload).map(|w| w.map(|w| (w, None))),
+        Some(ctx) => with_global_context_sync(ctx.clone(), || decoder(&inner.node, to, payload, try_now))
+            .map(|w| w.map(|w| Box::pin(with_global_context(ctx, w)) as Waiting)),
+        None => decoder(&inner.node, to, payload, try_now),
     };
     match delivered {
         Ok(None) => {}
-        Ok(Some((waiting, Some(ctx)))) => with_global_context(ctx, waiting).await,
-        Ok(Some((waiting, None))) => waiting.await,
+        Ok(Some(waiting)) => park(inner, peer, to, waiting, len),
         Err(e) => tracing::debug!(node = %inner.config.name, %peer, %to, error = %e, "remote message not delivered"),
+    }
+}
+
+/// Queues a message for a full mailbox behind the ones already waiting for
+/// it (starting the task that drains them), or drops it past the bounds.
+fn park(inner: &Arc<Inner>, peer: &str, to: Pid, waiting: Waiting, len: usize) {
+    let procs = &inner.procs;
+    let (start, pause) = {
+        let mut parked = procs.parked.lock();
+        let queued = parked.by_pid.get(&to).map_or(0, |q| q.messages.len());
+        if queued >= PARKED_PER_PROCESS_MAX || parked.bytes + len > PARKED_BYTES_MAX {
+            drop(parked);
+            let dropped = procs.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            tracing::warn!(node = %inner.config.name, %peer, %to, queued, dropped, "mailbox full and its parked queue at its bound: remote message dropped");
+            return;
+        }
+        parked.bytes += len;
+        let start = !parked.by_pid.contains_key(&to);
+        let queue = parked.by_pid.entry(to).or_default();
+        queue.messages.push_back((waiting, len));
+        (start, queue.paused.insert(peer.to_owned()))
+    };
+    if pause && let Some(outbox) = inner.route_to(peer) {
+        control_on(inner, NodeId::new(peer, 0).name_hash, outbox, ProcWire::Pause { to });
+    }
+    if start {
+        foundation::rt::spawn(drain_parked(Arc::downgrade(inner), procs.parked.clone(), to));
+    }
+}
+
+/// Delivers `to`'s parked messages in order, waiting for room each time.
+/// Its entry stays while it runs (so new messages queue behind), and goes
+/// when the queue is empty.
+async fn drain_parked(inner: Weak<Inner>, parked: Arc<Mutex<Parked>>, to: Pid) {
+    loop {
+        let next = {
+            let mut p = parked.lock();
+            let popped = p.by_pid.get_mut(&to).and_then(|q| q.messages.pop_front());
+            match popped {
+                Some(next) => next,
+                None => {
+                    let paused = p.by_pid.remove(&to).map(|q| q.paused).unwrap_or_default();
+                    drop(p);
+                    resume(inner, to, paused);
+                    return;
+                }
+            }
+        };
+        let (waiting, len) = next;
+        waiting.await;
+        let mut p = parked.lock();
+        debug_assert!(p.bytes >= len, "parked bytes: {} counted, {len} delivered", p.bytes);
+        p.bytes -= len;
+    }
+}
+
+/// Tells the peers paused for `to` that messages may flow again.
+fn resume(inner: Weak<Inner>, to: Pid, paused: BTreeSet<String>) {
+    let Some(inner) = inner.upgrade() else { return };
+    for peer in paused {
+        if let Some(outbox) = inner.route_to(&peer) {
+            control_on(&inner, NodeId::new(&peer, 0).name_hash, outbox, ProcWire::Resume { to });
+        }
     }
 }
 
@@ -414,6 +547,15 @@ async fn deliver(inner: &Inner, peer: &str, to: Pid, tag: u64, ctx: WireContext,
 /// to one of its processes gets an exit signal, and every monitor on one
 /// fires, with `NoConnection`; monitors its processes held here are dropped.
 pub(crate) fn peer_down(inner: &Inner, name_hash: u32) {
+    // Pauses asked by that peer end with its connection.
+    let resumed: Vec<Arc<tokio::sync::Notify>> = {
+        let mut paused = inner.procs.paused.lock();
+        let pids: Vec<Pid> = paused.keys().filter(|p| p.node().name_hash == name_hash).copied().collect();
+        pids.iter().filter_map(|p| paused.remove(p)).collect()
+    };
+    for n in resumed {
+        n.notify_waiters();
+    }
     let Some(rel) = inner.procs.by_peer.lock().remove(&name_hash) else { return };
     let node = &inner.node;
     for (target, monitor) in rel.watched.into_iter().map(|(m, t)| (t, m)) {
@@ -434,6 +576,12 @@ impl Cluster {
         self.inner().procs.decoders.write().insert(type_tag::<M>(), deliver_typed::<M>);
     }
 
+    /// Remote messages this node dropped because their local process's
+    /// mailbox and parked queue were full (see the module docs).
+    pub fn dropped_messages(&self) -> u64 {
+        self.inner().procs.dropped.load(Ordering::Relaxed)
+    }
+
     /// Sends `msg` to `to`, local or remote, without waiting: a full queue
     /// towards its node is `Full`. Remote delivery is asynchronous (like
     /// Erlang's `!`): `Ok` means queued in order, not received.
@@ -443,6 +591,9 @@ impl Cluster {
             return inner.node.try_send(to, msg).map_err(|e| RemoteSendError::Local(e.to_string()));
         }
         let outbox = inner.route(to.node().name_hash).ok_or(RemoteSendError::NoConnection(to))?;
+        if inner.procs.paused.lock().contains_key(&to) {
+            return Err(RemoteSendError::Full);
+        }
         let out = frame_for(&outbox, &Wire::Proc(ProcWire::Send { to, tag: type_tag::<M>(), ctx: wire_context() }), &msg)
             .map_err(|e| RemoteSendError::from_push(e, to))?;
         outbox.try_send(out).map_err(|e| RemoteSendError::from_push(e, to))
@@ -455,10 +606,33 @@ impl Cluster {
         if inner.node.is_local(to) {
             return inner.node.send(to, msg).await.map_err(|e| RemoteSendError::Local(e.to_string()));
         }
+        self.wait_unpaused(to).await;
         let outbox = inner.route(to.node().name_hash).ok_or(RemoteSendError::NoConnection(to))?;
         let out = frame_for(&outbox, &Wire::Proc(ProcWire::Send { to, tag: type_tag::<M>(), ctx: wire_context() }), &msg)
             .map_err(|e| RemoteSendError::from_push(e, to))?;
         outbox.send(out).await.map_err(|e| RemoteSendError::from_push(e, to))
+    }
+
+    /// Waits while `to`'s node has paused messages for it (its `Resume`, or
+    /// the connection's end, lets this go).
+    async fn wait_unpaused(&self, to: Pid) {
+        loop {
+            let resumed = {
+                let paused = self.inner().procs.paused.lock();
+                let Some(n) = paused.get(&to) else { return };
+                let n = n.clone();
+                drop(paused);
+                n
+            };
+            let notified = resumed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            // Looked at again once enabled: a resume in between is not lost.
+            if !self.inner().procs.paused.lock().get(&to).is_some_and(|n| Arc::ptr_eq(n, &resumed)) {
+                continue;
+            }
+            notified.await;
+        }
     }
 
     /// Sends `msg` to the process registered as `name` on node `node`

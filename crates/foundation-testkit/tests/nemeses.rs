@@ -1,14 +1,14 @@
 //! The nemeses of issue 12: what each finds, and the kit's honesty.
 //!
-//! Three nemeses find a bug in today's code. Each bug has an `#[ignore]`d
+//! Two nemeses find a bug in today's code. Each bug has an `#[ignore]`d
 //! test below, named after it, that fails on today's code with the failing
 //! seed; the session that fixes the bug un-ignores it (and moves the
-//! nemesis into `Nemesis::DEFAULT`):
+//! nemesis into `Nemesis::DEFAULT`). `slow_consumer`'s bug is fixed (issue
+//! 15): its test runs.
 //!
 //! | nemesis | bug | replay |
 //! |---|---|---|
 //! | `big_state` | a follower that missed a state past the frame limit never catches up | `foundation chaos --backend sim --seed 0 --duration 30 --rate 500 --faults big_state` |
-//! | `slow_consumer` | a mailbox that is never read stalls the connection, consensus with it | `foundation chaos --backend sim --seed 0 --duration 30 --rate 500 --faults slow_consumer` |
 //! | `clock_skew` | a lock lease is judged by the proposer's clock: a node whose clock is off grants a held lock | `foundation chaos --backend sim --seed 0 --duration 30 --rate 500 --faults clock_skew` |
 //!
 //! Exploration (`#[ignore]`d): `NEMESES=big_state CHAOS_SEEDS=20 cargo test
@@ -78,15 +78,14 @@ fn a_follower_that_missed_a_state_past_the_frame_limit_catches_up() {
 }
 
 /// `slow_consumer`: a process that stops reading its mailbox while the
-/// other nodes send to it stalls their connections to its node (the
-/// reader waits for room in the mailbox), Raft's traffic with them: the
-/// node stops applying the log (and a leader stops committing). Fixed by
-/// the boundary issue (a full mailbox pushes back on its remote sender,
-/// never on the connection's reader; control traffic in its own lane).
-/// Seed 0 fails today: "n2 had not applied index 111 after 1.4 s (it was
-/// at 77) while only a user process's mailbox on n2 was full".
+/// other nodes send to it stalled their connections to its node (the
+/// reader waited for room in the mailbox), Raft's traffic with them: the
+/// node stopped applying the log. Fixed by issue 15 (a full mailbox parks
+/// its messages and pauses its remote senders, never the connection's
+/// reader). Seed 0 failed before: "n2 had not applied index 111 after
+/// 1.4 s (it was at 77) while only a user process's mailbox on n2 was
+/// full".
 #[test]
-#[ignore = "finds a known bug (a mailbox that is never read stalls the connection, consensus included); un-ignore with the boundary issue's fix"]
 fn a_mailbox_that_is_never_read_does_not_stall_consensus() {
     passes_alone(Nemesis::SlowConsumer, 0);
 }

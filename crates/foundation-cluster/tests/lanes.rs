@@ -1,0 +1,93 @@
+//! Lanes: a process that never reads its mailbox, flooded from the
+//! leader's node, holds up nothing else on its node's connections. Raft's
+//! appends reach its node (it keeps applying), heartbeats keep the pair up,
+//! and RPCs to other handlers complete.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use foundation::{MailboxConfig, SpawnOpts};
+use foundation_cluster::consensus::{Command, Consensus, ConsensusConfig, Member};
+use foundation_cluster::{Cluster, NodeEvent};
+
+mod common;
+use common::{WAIT, start, until};
+
+const T: Duration = Duration::from_secs(5);
+
+async fn group() -> (Vec<Cluster>, Vec<Consensus>) {
+    let mut nodes = Vec::new();
+    for i in 1..=3 {
+        nodes.push(start(&format!("node{i}")).await);
+    }
+    for c in &nodes[1..] {
+        c.connect(nodes[0].addr()).await.expect("joins");
+    }
+    for c in &nodes {
+        until("the mesh is complete", || c.peers().len() == 2).await;
+    }
+    let mut members = Vec::new();
+    for (i, c) in nodes.iter().enumerate() {
+        members.push(Consensus::start(c, ConsensusConfig::new(i as u64 + 1)).await.expect("starts"));
+    }
+    let all: BTreeMap<u64, Member> =
+        nodes.iter().enumerate().map(|(i, c)| (i as u64 + 1, Member { name: c.name().to_owned(), addr: c.addr().to_owned() })).collect();
+    members[0].initialize(all).await.expect("initialized");
+    for m in &members {
+        m.wait_for_leader(WAIT).await.expect("a leader");
+    }
+    (nodes, members)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooded_process_that_never_reads_holds_up_no_consensus_heartbeat_or_rpc() {
+    let (nodes, members) = group().await;
+    let (leader_id, _) = members[0].leader().expect("a leader");
+    let li = members.iter().position(|m| m.id() == leader_id).expect("the leader is a member");
+    let fi = (li + 1) % 3;
+    let (leader, follower) = (&nodes[li], &nodes[fi]);
+    let mut leader_events = leader.subscribe();
+    follower.register_message::<Vec<u8>>();
+    follower.register_rpc("echo", |n: u64| async move { n });
+    // A process on the follower that never reads.
+    let opts = SpawnOpts { mailbox: Some(Arc::new(MailboxConfig::bounded(8))), ..SpawnOpts::default() };
+    let stuck = follower.node().spawn_with(opts, |_ctx: foundation::Ctx<Vec<u8>>| std::future::pending::<()>()).expect("spawned").pid();
+    // The leader's node floods it, from a task of its own.
+    let flooder = leader.clone();
+    let flood = tokio::spawn(async move {
+        for _ in 0..4096 {
+            if flooder.send_wait(stuck, vec![1u8; 1024]).await.is_err() {
+                return;
+            }
+        }
+    });
+    // Consensus keeps committing, and the follower keeps applying.
+    let mut last = 0;
+    for i in 0..20 {
+        let d = members[li].reach_consensus(Command::Put { key: format!("k{i}"), value: vec![1] }, T).await.expect("committed");
+        last = d.index;
+    }
+    let f = &members[fi];
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let applied = f.applied_index().await.unwrap_or(0);
+        if applied >= last {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the flooded follower applied up to {applied}, not {last}, within {WAIT:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // An RPC to another handler on the follower's node completes.
+    let echoed: Result<u64, _> = leader.rpc(follower.name(), "echo", 5u64, T).await;
+    assert_eq!(echoed, Ok(5), "an rpc from the flooding node completes");
+    // Heartbeats keep the pair up.
+    assert!(leader.peers().contains(&follower.name().to_owned()));
+    let downs: Vec<NodeEvent> =
+        std::iter::from_fn(|| leader_events.try_recv().ok()).filter(|e| matches!(e, NodeEvent::Down { .. })).collect();
+    assert!(downs.is_empty(), "no peer went down: {downs:?}");
+    flood.abort();
+    for m in &members {
+        m.shutdown().await;
+    }
+}
