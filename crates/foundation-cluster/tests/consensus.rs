@@ -320,3 +320,92 @@ async fn a_barrier_opens_when_all_have_arrived() {
     first.await.expect("joined").expect("opened");
     second.await.expect("joined").expect("opened");
 }
+
+/// A node with a small frame limit (so that a state several frames large
+/// is cheap to build).
+async fn start_small_frames(name: &str, frame_limit: usize) -> Cluster {
+    let mut config = foundation_cluster::mesh::ClusterConfig::new(name, "127.0.0.1:0", common::secret());
+    config.tick = Duration::from_millis(100);
+    config.ticks_to_down = 30;
+    config.frame_limit = frame_limit;
+    Cluster::start(foundation::Node::new(name), config).await.expect("listens")
+}
+
+fn snapshotting(id: u64, dir: &TempDir, name: &str) -> ConsensusConfig {
+    let mut config = ConsensusConfig::new(id).durable(dir.0.join(name));
+    config.snapshot_every = 20;
+    config.snapshot_log_bytes = 64 << 10;
+    config.logs_kept = 5;
+    config
+}
+
+/// A follower is down while a state five times the frame limit is
+/// written, snapshotted and the log behind it purged: it comes back,
+/// catches up through a snapshot sent in chunks, and the group then
+/// survives the loss of another node with every key readable through it.
+/// (With the snapshot in one frame, the follower never caught up.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_catches_up_through_a_snapshot_five_frames_large() {
+    const FRAME: usize = 256 << 10;
+    const VALUE: usize = 16 << 10;
+    let dir = TempDir::new("snapshot");
+    let mut nodes = Vec::new();
+    for i in 1..=3 {
+        nodes.push(start_small_frames(&format!("node{i}"), FRAME).await);
+    }
+    for c in &nodes[1..] {
+        c.connect(nodes[0].addr()).await.expect("joins");
+    }
+    for c in &nodes {
+        until("the mesh is complete", || c.peers().len() == 2).await;
+    }
+    let mut members = Vec::new();
+    for (i, c) in nodes.iter().enumerate() {
+        members.push(Consensus::start(c, snapshotting(i as u64 + 1, &dir, c.name())).await.expect("starts"));
+    }
+    let all: BTreeMap<u64, Member> = nodes.iter().enumerate().map(|(i, c)| (i as u64 + 1, member(c))).collect();
+    members[0].initialize(all).await.expect("initialized");
+    let (leader, _) = members[0].wait_for_leader(WAIT).await.expect("a leader");
+    let f = members.iter().position(|m| m.id() != leader).expect("a follower");
+    members[f].shutdown().await;
+    nodes[f].shutdown();
+    let keys = 5 * FRAME / VALUE;
+    let via = members.iter().position(|m| m.id() == leader).expect("the leader");
+    for k in 0..keys {
+        let value = vec![b'a' + (k % 26) as u8; VALUE];
+        members[via].reach_consensus(Command::Put { key: format!("big{k}"), value }, T).await.expect("committed");
+    }
+    // Back, on its data directory: far behind the leader's purged log.
+    let name = format!("node{}", f + 1);
+    let back = start_small_frames(&name, FRAME).await;
+    back.connect(nodes[via].addr()).await.expect("joins");
+    until("the mesh is complete again", || back.peers().len() == 2).await;
+    members[f] = Consensus::start(&back, snapshotting(f as u64 + 1, &dir, &name)).await.expect("restarts");
+    nodes[f] = back;
+    // Converged, compared without printing megabytes of state.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (mine, leaders) = (members[f].local_state().await, members[via].local_state().await);
+        if mine == leaders {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the returned follower has {} keys, the leader {} (applied {:?} and {:?})",
+            mine.kv.len(),
+            leaders.kv.len(),
+            members[f].applied_index().await,
+            members[via].applied_index().await
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Another node goes: the returned follower is now needed for a quorum.
+    let other = (0..3).find(|i| *i != f && *i != via).expect("a third node");
+    members[other].shutdown().await;
+    nodes[other].shutdown();
+    members[f].reach_consensus(put("after", "loss"), T).await.expect("commits with the returned follower");
+    for k in 0..keys {
+        let value = members[f].get(&format!("big{k}"), T).await.expect("read");
+        assert_eq!(value.map(|v| v.len()), Some(VALUE), "big{k}");
+    }
+}

@@ -1,21 +1,21 @@
 //! The nemeses of issue 12: what each finds, and the kit's honesty.
 //!
-//! Two nemeses find a bug in today's code. Each bug has an `#[ignore]`d
+//! Nemeses that find a bug in today's code: each bug has an `#[ignore]`d
 //! test below, named after it, that fails on today's code with the failing
 //! seed; the session that fixes the bug un-ignores it (and moves the
 //! nemesis into `Nemesis::DEFAULT`). `slow_consumer`'s bug is fixed (issue
-//! 15): its test runs.
+//! 15), and so is `big_state`'s (appends capped in bytes, snapshots in
+//! chunks): their tests run.
 //!
 //! | nemesis | bug | replay |
 //! |---|---|---|
-//! | `big_state` | a follower that missed a state past the frame limit never catches up | `foundation chaos --backend sim --seed 0 --duration 30 --rate 500 --faults big_state` |
 //! | `clock_skew` | a lock lease is judged by the proposer's clock: a node whose clock is off grants a held lock | `foundation chaos --backend sim --seed 0 --duration 30 --rate 500 --faults clock_skew` |
 //!
 //! Exploration (`#[ignore]`d): `NEMESES=big_state CHAOS_SEEDS=20 cargo test
 //! --release -p foundation-testkit --test nemeses explore -- --ignored
 //! --nocapture` runs the Layer 4 scenario with only those nemeses and prints
-//! every seed's checks (`BACKEND=inprocess`, `CHAOS_SECS`,
-//! `CHAOS_SEED_START` too).
+//! every seed's checks (`BACKEND=inprocess` or `processes` with
+//! `FOUNDATION_BIN`, `CHAOS_SECS`, `CHAOS_SEED_START` too).
 
 use std::time::Duration;
 
@@ -56,8 +56,12 @@ fn summary(o: &ChaosOutcome) -> String {
 /// that every check passes (what the fix of its bug must make true).
 fn passes_alone(nemesis: Nemesis, seed: u64) {
     let o = layer4(Backend::Simulated, seed, &[nemesis], Duration::from_secs(30)).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+    // Every check but the fault count: the threshold is the seed's for its
+    // mix, and a slow nemesis alone (big_state holds for as long as the
+    // node takes to catch up) may inject fewer.
+    let checks = foundation_testkit::scenario::Checks { failures_injected: true, ..o.checks() };
     assert!(
-        o.checks().all(),
+        checks.all() && o.chaos.failures_injected() > 0,
         "seed {seed}: {:?}: {}\nreplay: foundation chaos --backend sim --seed {seed} --duration 30 --rate 500 --faults {nemesis}",
         o.checks(),
         summary(&o)
@@ -67,12 +71,11 @@ fn passes_alone(nemesis: Nemesis, seed: u64) {
 /// `big_state`: a follower that was down while the state grew past the
 /// frame limit (1 MiB in simulation) never catches up: the leader sends the
 /// entries it missed in one append (or a snapshot in one frame), which is
-/// over the limit, again and again. Fixed by the storage issue (snapshots
-/// streamed in chunks, replication batches capped in bytes below the frame
-/// limit). Seed 0 fails today: "n1 had not caught up 10 s after it came
-/// back (applied 47, the state was at 100) after missing 1.12 MiB".
+/// over the limit, again and again. Seed 0 failed with: "n1 had not caught
+/// up 10 s after it came back (applied 47, the state was at 100) after
+/// missing 1.12 MiB". Fixed (storage issue): appends are capped in bytes
+/// below the frame limit and snapshots go in chunks.
 #[test]
-#[ignore = "finds a known bug (a follower that missed a state past the frame limit never catches up); un-ignore with the storage issue's fix"]
 fn a_follower_that_missed_a_state_past_the_frame_limit_catches_up() {
     passes_alone(Nemesis::BigState, 0);
 }
@@ -163,7 +166,12 @@ fn explore() {
     let faults: Vec<Nemesis> =
         std::env::var("NEMESES").unwrap_or_default().split(',').filter(|s| !s.is_empty()).map(|s| s.parse().expect("a nemesis")).collect();
     let faults = if faults.is_empty() { Nemesis::DEFAULT.to_vec() } else { faults };
-    let backend = if std::env::var("BACKEND").as_deref() == Ok("inprocess") { Backend::InProcess } else { Backend::Simulated };
+    let backend = match std::env::var("BACKEND").as_deref() {
+        Ok("inprocess") => Backend::InProcess,
+        // The `foundation` binary: FOUNDATION_BIN (cargo builds it for the CLI's tests, not for these).
+        Ok("processes") => Backend::Processes,
+        _ => Backend::Simulated,
+    };
     let start = env_u64("CHAOS_SEED_START", 0);
     let seeds = env_u64("CHAOS_SEEDS", 10);
     let duration = Duration::from_secs(env_u64("CHAOS_SECS", 30));

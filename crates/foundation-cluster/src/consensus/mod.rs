@@ -39,7 +39,7 @@ use openraft::{ChangeMembers, Raft, ReadPolicy, ServerState};
 use serde::{Deserialize, Serialize};
 
 pub use self::disk_faults::{DiskError, DiskFaults};
-use self::network::{Network, SnapshotWire};
+use self::network::{Network, SnapshotChunk, SnapshotReceiver};
 use self::store::StateMachine;
 pub use self::store::{MemoryDisk, Storage};
 pub use self::types::{Answer, Applied, Command, LockState, Member, NodeId, Query, State, TypeConfig};
@@ -48,6 +48,8 @@ use crate::rpc::RpcError;
 
 /// Largest proposal (key plus values), by default.
 pub const PROPOSAL_BYTES_DEFAULT: usize = 1 << 20;
+/// Room an entry needs beyond its command in an append.
+const ENTRY_MARGIN: usize = 1024;
 /// Log entries between snapshots.
 pub const SNAPSHOT_EVERY: u64 = 100_000;
 /// Pause between retries while no leader is known.
@@ -64,11 +66,25 @@ pub struct ConsensusConfig {
     pub heartbeat: Duration,
     /// Where the log, vote and snapshots live.
     pub storage: Storage,
-    /// Largest proposal accepted.
+    /// Largest proposal accepted (at most half the mesh's frame limit, so
+    /// that one entry always fits in an append).
     pub max_proposal_bytes: usize,
     /// Storage faults injected by a test (none by default).
     pub disk_faults: DiskFaults,
+    /// A snapshot is taken after this many entries...
+    pub snapshot_every: u64,
+    /// ...or after entries of this many bytes, whichever comes first; the
+    /// log before it is then purged, but for the last `logs_kept` entries.
+    pub snapshot_log_bytes: u64,
+    /// Entries kept behind a snapshot, so that a follower just behind
+    /// catches up from the log rather than the whole snapshot.
+    pub logs_kept: u64,
 }
+
+/// Log entries kept behind a snapshot, by default.
+pub const LOGS_KEPT: u64 = 1000;
+/// Bytes of applied entries between snapshots, by default.
+pub const SNAPSHOT_LOG_BYTES: u64 = 64 << 20;
 
 impl ConsensusConfig {
     /// Defaults: election timeout 100–200 ms, heartbeat 40 ms, in memory.
@@ -85,6 +101,9 @@ impl ConsensusConfig {
             storage: Storage::Memory,
             max_proposal_bytes: PROPOSAL_BYTES_DEFAULT,
             disk_faults: DiskFaults::new(),
+            snapshot_every: SNAPSHOT_EVERY,
+            snapshot_log_bytes: SNAPSHOT_LOG_BYTES,
+            logs_kept: LOGS_KEPT,
         }
     }
 
@@ -211,8 +230,12 @@ fn raft_err(e: impl std::fmt::Display) -> ConsensusError {
 impl Consensus {
     /// Starts this node's member (recovering its log and state from its data
     /// directory, if any) and serves Raft's RPCs on `cluster`.
-    pub async fn start(cluster: &Cluster, config: ConsensusConfig) -> Result<Self, ConsensusError> {
-        let (log, sm) = store::open(&config.storage, &config.disk_faults).map_err(|e| ConsensusError::Storage(e.to_string()))?;
+    pub async fn start(cluster: &Cluster, mut config: ConsensusConfig) -> Result<Self, ConsensusError> {
+        // One entry always fits in an append, whatever the frame limit.
+        let entry_max = network::append_bytes_max(cluster.frame_limit()).saturating_sub(ENTRY_MARGIN);
+        config.max_proposal_bytes = config.max_proposal_bytes.min(entry_max);
+        let (log, sm) = store::open(&config.storage, &config.disk_faults, config.snapshot_log_bytes)
+            .map_err(|e| ConsensusError::Storage(e.to_string()))?;
         let raft_config = openraft::Config {
             cluster_name: "foundation".into(),
             election_timeout_min: config.election_timeout.0.as_millis() as u64,
@@ -220,17 +243,19 @@ impl Consensus {
             heartbeat_interval: config.heartbeat.as_millis() as u64,
             // As etcd: a snapshot every 100,000 entries (a snapshot copies
             // the whole state; taking one every 5,000 stalled the apply loop).
-            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(SNAPSHOT_EVERY),
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_every),
+            max_in_snapshot_log_to_keep: config.logs_kept,
             ..openraft::Config::default()
         }
         .validate()
         .map_err(raft_err)?;
-        let network = Network { cluster: cluster.downgrade(), me: config.id };
+        let network = Network { cluster: cluster.downgrade(), me: config.id, frame_limit: cluster.frame_limit() };
         // openraft's timers draw from the node's seeded RNG (see `runtime`).
         let seed = cluster.node().rt().with_rng(rand::Rng::random::<u64>) ^ config.id;
         let raft = runtime::scope(seed, Raft::new(config.id, Arc::new(raft_config), network, log, sm.clone())).await.map_err(raft_err)?;
         let inner = Arc::new(Inner { raft, sm, cluster: cluster.downgrade(), name: cluster.name().to_owned(), config });
         serve(cluster, &inner);
+        snapshot_by_bytes(&inner);
         Ok(Self { inner })
     }
 
@@ -533,13 +558,29 @@ const HANDLERS: [&str; 9] = [
     "raft.append",
     "raft.vote",
     "raft.pre_vote",
-    "raft.snapshot",
+    "raft.snapshot_chunk",
     "consensus.write",
     "consensus.read",
     CLIENT_SUBMIT,
     CLIENT_QUERY,
     CLIENT_LOCAL_STATE,
 ];
+
+/// Takes a snapshot whenever the state machine says one is due by bytes
+/// applied; ends with the member.
+fn snapshot_by_bytes(inner: &Arc<Inner>) {
+    let mut due = inner.sm.snapshot_due();
+    let weak = Arc::downgrade(inner);
+    tokio::spawn(async move {
+        while due.changed().await.is_ok() {
+            let Some(inner) = weak.upgrade() else { return };
+            if let Err(e) = inner.raft.trigger().snapshot().await {
+                tracing::warn!(error = %e, "a snapshot due by log bytes could not be triggered");
+                return;
+            }
+        }
+    });
+}
 
 /// Serves Raft's RPCs and the forwarded writes and reads.
 fn serve(cluster: &Cluster, inner: &Arc<Inner>) {
@@ -559,9 +600,15 @@ fn serve(cluster: &Cluster, inner: &Arc<Inner>) {
         async move { raft.pre_vote(req).await.map_err(|e| e.to_string()) }
     });
     let raft = inner.raft.clone();
-    cluster.register_rpc("raft.snapshot", move |(vote, meta, data): SnapshotWire| {
-        let raft = raft.clone();
-        async move { raft.install_full_snapshot(vote, openraft::Snapshot { meta, snapshot: data }).await.map_err(|e| e.to_string()) }
+    let receiver = Arc::new(SnapshotReceiver::default());
+    cluster.register_rpc("raft.snapshot_chunk", move |chunk: SnapshotChunk| {
+        let (raft, receiver) = (raft.clone(), receiver.clone());
+        async move {
+            match receiver.take(chunk)? {
+                None => Ok(None),
+                Some((vote, snapshot)) => raft.install_full_snapshot(vote, snapshot).await.map(Some).map_err(|e| e.to_string()),
+            }
+        }
     });
     let weak = Arc::downgrade(inner);
     cluster.register_rpc("consensus.write", move |(command, timeout): (Command, Duration)| {

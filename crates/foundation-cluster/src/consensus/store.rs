@@ -390,7 +390,7 @@ impl std::fmt::Debug for Storage {
 
 /// Opens the log and the state machine on `storage`, its writes subject to
 /// `faults`. A corrupt directory is an error, and nothing in it is changed.
-pub fn open(storage: &Storage, faults: &DiskFaults) -> io::Result<(LogStore, StateMachine)> {
+pub fn open(storage: &Storage, faults: &DiskFaults, snapshot_log_bytes: u64) -> io::Result<(LogStore, StateMachine)> {
     let (disk, loaded) = match storage {
         Storage::Dir(d) => {
             let (disk, loaded) = Disk::open(d, faults.clone())?;
@@ -399,7 +399,7 @@ pub fn open(storage: &Storage, faults: &DiskFaults) -> io::Result<(LogStore, Sta
         Storage::Disk(m) => (Some(Disk::Memory(m.clone(), faults.clone())), m.load()?),
         Storage::Memory => (None, Loaded::default()),
     };
-    let mut sm = SmInner { disk: disk.clone(), ..SmInner::default() };
+    let mut sm = SmInner { disk: disk.clone(), snapshot_log_bytes, ..SmInner::default() };
     if let Some(snap) = loaded.snapshot {
         sm.data = decode(&snap.data)?;
         sm.last_applied = snap.meta.last_log_id;
@@ -408,7 +408,9 @@ pub fn open(storage: &Storage, faults: &DiskFaults) -> io::Result<(LogStore, Sta
     }
     let log = LogInner { log: loaded.log, vote: loaded.vote, committed: loaded.committed, purged: loaded.purged, disk };
     let (changes, _) = tokio::sync::broadcast::channel(CHANGES_BUFFER);
-    Ok((LogStore { inner: Arc::new(Mutex::new(log)) }, StateMachine { inner: Arc::new(Mutex::new(sm)), changes }))
+    let (snapshot_due, _) = tokio::sync::watch::channel(0);
+    let sm = StateMachine { inner: Arc::new(Mutex::new(sm)), changes, snapshot_due: Arc::new(snapshot_due) };
+    Ok((LogStore { inner: Arc::new(Mutex::new(log)) }, sm))
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -518,6 +520,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
 #[derive(Default)]
 struct SmInner {
+    /// Bytes of entries applied since the last snapshot, and the threshold
+    /// past which one is due (`u64::MAX`: by entry count only).
+    bytes_since_snapshot: u64,
+    snapshot_log_bytes: u64,
     last_applied: Option<LogId>,
     membership: StoredMembershipOf<TypeConfig>,
     data: State,
@@ -534,9 +540,18 @@ pub struct StateMachine {
     inner: Arc<Mutex<SmInner>>,
     /// Keys changed by applied commands, in apply order.
     changes: tokio::sync::broadcast::Sender<String>,
+    /// Bumped when the entries applied since the last snapshot pass the
+    /// byte threshold: a snapshot is due.
+    snapshot_due: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl StateMachine {
+    /// Wakes when a snapshot is due by bytes applied (see
+    /// `ConsensusConfig::snapshot_log_bytes`); ends with the state machine.
+    pub fn snapshot_due(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.snapshot_due.subscribe()
+    }
+
     /// Answers a read here (no linearizability by itself: see `Consensus::query`).
     pub async fn query(&self, q: &Query) -> Answer {
         self.inner.lock().await.data.query(q)
@@ -583,6 +598,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         while let Some(next) = entries.next().await {
             let (entry, responder) = next?;
             inner.last_applied = Some(entry.log_id);
+            inner.bytes_since_snapshot += super::network::entry_bytes(&entry) as u64;
+            if inner.bytes_since_snapshot >= inner.snapshot_log_bytes {
+                inner.bytes_since_snapshot = 0;
+                self.snapshot_due.send_modify(|n| *n += 1);
+            }
             let applied = match entry.payload {
                 EntryPayload::Blank => Applied::default(),
                 EntryPayload::Normal(cmd) => {
@@ -642,6 +662,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<SnapshotOf<TypeConfig, Vec<u8>>, io::Error> {
         let (stored, disk) = {
             let mut inner = self.inner.lock().await;
+            inner.bytes_since_snapshot = 0;
             let data = encode(&inner.data)?;
             let meta = openraft::SnapshotMeta { last_log_id: inner.last_applied, last_membership: inner.membership.clone() };
             let stored = StoredSnapshot { meta, data };
