@@ -2,7 +2,7 @@
 //! mutual HMAC-SHA256 challenge on the cluster secret.
 //!
 //! ```text
-//! dialer → acceptor  Hello   { protocol, name, challenge_d }
+//! dialer → acceptor  Hello   { protocol, name, challenge_d }             (Redial: the same, for a dial nobody asked for)
 //! acceptor → dialer  Welcome { protocol, name, challenge_a, proof_a }   or Refused
 //! dialer → acceptor  Proof   { proof_d }                                or nothing (dialer refuses)
 //! acceptor → dialer  Accepted                                           or Refused
@@ -15,6 +15,13 @@
 //! names in the MAC keep a proof from being replayed in the other direction
 //! or to another node. Every step is bounded by the caller's timeout and
 //! the frame limit [`HANDSHAKE_FRAME_BYTES`].
+//!
+//! A dial the mesh makes on its own (a re-dial after a loss, a peer learned
+//! from another) says so with `Redial` instead of `Hello`, so that a node
+//! that disconnected from the dialer can refuse it ([`accept_if`]) while an
+//! explicit connect still gets through. (A build before `Redial` refuses
+//! such a dial as a protocol error: only automatic re-dials between mixed
+//! builds fail.)
 
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
@@ -35,11 +42,41 @@ type Challenge = [u8; CHALLENGE_BYTES];
 
 #[derive(Serialize, Deserialize, Debug)]
 enum Msg {
-    Hello { protocol: u32, name: String, challenge: Challenge },
-    Welcome { protocol: u32, name: String, challenge: Challenge, proof: Vec<u8> },
-    Proof { proof: Vec<u8> },
+    Hello {
+        protocol: u32,
+        name: String,
+        challenge: Challenge,
+    },
+    Welcome {
+        protocol: u32,
+        name: String,
+        challenge: Challenge,
+        proof: Vec<u8>,
+    },
+    Proof {
+        proof: Vec<u8>,
+    },
     Accepted,
-    Refused { reason: String },
+    Refused {
+        reason: String,
+    },
+    /// A `Hello` for a dial the mesh made on its own (appended last, so the
+    /// other variants keep their postcard tags).
+    Redial {
+        protocol: u32,
+        name: String,
+        challenge: Challenge,
+    },
+}
+
+/// Whether a dial was asked for ([`Cluster::connect`](crate::Cluster::connect))
+/// or made by the mesh on its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DialKind {
+    /// Asked for: a node that disconnected from the dialer still admits it.
+    Connect,
+    /// A re-dial after a loss or a peer learned from another node.
+    Redial,
 }
 
 /// Why a handshake failed.
@@ -62,6 +99,14 @@ pub enum HandshakeError {
     /// The peer refused us, and said why.
     #[error("refused by the peer: {0}")]
     Refused(String),
+    /// This node refused the (authenticated) peer, and said why.
+    #[error("refused peer `{peer}`: {reason}")]
+    NotAdmitted {
+        /// The peer's proven name.
+        peer: String,
+        /// Why (also sent to the peer).
+        reason: String,
+    },
     /// The peer broke the protocol.
     #[error("handshake protocol error: {0}")]
     Protocol(String),
@@ -92,7 +137,23 @@ pub async fn dial<S: AsyncRead + AsyncWrite + Unpin>(
     secret: &ClusterSecret,
     challenge: Challenge,
 ) -> Result<String, HandshakeError> {
-    write_header(s, &Msg::Hello { protocol: PROTOCOL_VERSION, name: me.to_owned(), challenge }, HANDSHAKE_FRAME_BYTES).await?;
+    dial_as(s, me, secret, challenge, DialKind::Connect).await
+}
+
+/// [`dial`], saying which kind of dial this is.
+pub async fn dial_as<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    me: &str,
+    secret: &ClusterSecret,
+    challenge: Challenge,
+    kind: DialKind,
+) -> Result<String, HandshakeError> {
+    let (protocol, name) = (PROTOCOL_VERSION, me.to_owned());
+    let hello = match kind {
+        DialKind::Connect => Msg::Hello { protocol, name, challenge },
+        DialKind::Redial => Msg::Redial { protocol, name, challenge },
+    };
+    write_header(s, &hello, HANDSHAKE_FRAME_BYTES).await?;
     let (peer, their_challenge) = match read_header(s, HANDSHAKE_FRAME_BYTES).await? {
         Msg::Welcome { protocol, .. } if protocol != PROTOCOL_VERSION => {
             return Err(HandshakeError::Version { ours: PROTOCOL_VERSION, theirs: protocol });
@@ -122,12 +183,26 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
     secret: &ClusterSecret,
     challenge: Challenge,
 ) -> Result<String, HandshakeError> {
-    let (peer, their_challenge) = match read_header(s, HANDSHAKE_FRAME_BYTES).await? {
-        Msg::Hello { protocol, .. } if protocol != PROTOCOL_VERSION => {
+    accept_if(s, me, secret, challenge, |_, _| Ok(())).await
+}
+
+/// [`accept`], but once the peer has proven its name, `admit` (given the
+/// name and the kind of dial) may refuse it: the dialer then gets
+/// `Refused` with the reason instead of `Accepted`.
+pub async fn accept_if<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    me: &str,
+    secret: &ClusterSecret,
+    challenge: Challenge,
+    admit: impl FnOnce(&str, DialKind) -> Result<(), String>,
+) -> Result<String, HandshakeError> {
+    let (peer, their_challenge, kind) = match read_header(s, HANDSHAKE_FRAME_BYTES).await? {
+        Msg::Hello { protocol, .. } | Msg::Redial { protocol, .. } if protocol != PROTOCOL_VERSION => {
             refuse(s, format!("protocol {protocol} is not spoken here; this node speaks {PROTOCOL_VERSION}")).await;
             return Err(HandshakeError::Version { ours: PROTOCOL_VERSION, theirs: protocol });
         }
-        Msg::Hello { name, challenge: theirs, .. } => (name, theirs),
+        Msg::Hello { name, challenge: theirs, .. } => (name, theirs, DialKind::Connect),
+        Msg::Redial { name, challenge: theirs, .. } => (name, theirs, DialKind::Redial),
         other => return Err(HandshakeError::Protocol(format!("expected Hello, got {other:?}"))),
     };
     let p = proof(secret, b"acceptor", &their_challenge, me, &peer).finalize().into_bytes().to_vec();
@@ -140,6 +215,10 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
             }
         }
         other => return Err(HandshakeError::Protocol(format!("expected Proof, got {other:?}"))),
+    }
+    if let Err(reason) = admit(&peer, kind) {
+        refuse(s, reason.clone()).await;
+        return Err(HandshakeError::NotAdmitted { peer, reason });
     }
     write_header(s, &Msg::Accepted, HANDSHAKE_FRAME_BYTES).await?;
     Ok(peer)

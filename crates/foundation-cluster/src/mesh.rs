@@ -13,7 +13,11 @@
 //! - A lost connection is re-dialed with exponential backoff (from
 //!   `backoff_min` to `backoff_max`, at most `redial_attempts` times) by the
 //!   node with the smaller name. After [`Cluster::disconnect`] nothing is
-//!   re-dialed until [`Cluster::connect`] is called for that peer.
+//!   re-dialed until [`Cluster::connect`] is called for that peer, and the
+//!   node that disconnected refuses that peer's automatic re-dials
+//!   meanwhile (in the handshake, after the peer proved its name), so the
+//!   disconnect holds whichever of the two called it; a `connect` from
+//!   either side ends it.
 //! - Events ([`NodeEvent`]) go to every subscriber through a bounded
 //!   broadcast channel; a subscriber that falls behind skips ahead (and is
 //!   told how many it missed).
@@ -32,7 +36,7 @@ use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::{broadcast, mpsc};
 
 use crate::frame::{FRAME_BYTES_DEFAULT, FrameError, decode_header, read_frame};
-use crate::handshake::{self, HandshakeError};
+use crate::handshake::{self, DialKind, HandshakeError};
 use crate::outbox::{Out, Outbox};
 use crate::secret::ClusterSecret;
 
@@ -260,7 +264,7 @@ impl Cluster {
     /// Connects to the node at `addr` (and, through it, to the rest of the
     /// cluster); returns its name. Clears a previous `disconnect` of it.
     pub async fn connect(&self, addr: &str) -> Result<String, ClusterError> {
-        let name = dial(&self.inner, addr).await?;
+        let name = dial(&self.inner, addr, DialKind::Connect).await?;
         if let Some(p) = self.inner.peers.lock().get_mut(&name) {
             p.manual = false;
         }
@@ -398,7 +402,19 @@ async fn accept_loop(weak: std::sync::Weak<Inner>, listener: Box<dyn Listener>) 
                     Some(tls) => tls.accept(stream).await.map_err(|e| e.to_string())?,
                     None => stream,
                 };
-                let peer = handshake::accept(&mut stream, &inner.config.name, &inner.config.secret, challenge(&inner))
+                // A peer this node disconnected stays out of the mesh's own
+                // re-dials until either side calls `connect`.
+                let admit = |peer: &str, kind: DialKind| match inner.peers.lock().get_mut(peer) {
+                    Some(p) if p.manual && kind == DialKind::Redial => {
+                        Err(format!("{} disconnected from {peer}: no re-dial until a connect", inner.config.name))
+                    }
+                    Some(p) => {
+                        p.manual = false;
+                        Ok(())
+                    }
+                    None => Ok(()),
+                };
+                let peer = handshake::accept_if(&mut stream, &inner.config.name, &inner.config.secret, challenge(&inner), admit)
                     .await
                     .map_err(|e| e.to_string())?;
                 Ok::<_, String>((peer, stream))
@@ -412,7 +428,7 @@ async fn accept_loop(weak: std::sync::Weak<Inner>, listener: Box<dyn Listener>) 
     }
 }
 
-async fn dial(inner: &Arc<Inner>, addr: &str) -> Result<String, ClusterError> {
+async fn dial(inner: &Arc<Inner>, addr: &str, kind: DialKind) -> Result<String, ClusterError> {
     if inner.closed.load(std::sync::atomic::Ordering::SeqCst) {
         return Err(ClusterError::Connect { addr: addr.into(), reason: "this node has shut down".into() });
     }
@@ -424,7 +440,7 @@ async fn dial(inner: &Arc<Inner>, addr: &str) -> Result<String, ClusterError> {
             Some(tls) => tls.dial(stream).await.map_err(|source| ClusterError::Tls { addr: addr.into(), source })?,
             None => stream,
         };
-        let peer = handshake::dial(&mut stream, &inner.config.name, &inner.config.secret, challenge(inner))
+        let peer = handshake::dial_as(&mut stream, &inner.config.name, &inner.config.secret, challenge(inner), kind)
             .await
             .map_err(|source| ClusterError::Handshake { addr: addr.into(), source })?;
         Ok::<_, ClusterError>((peer, stream))
@@ -630,7 +646,7 @@ fn learn(inner: &Arc<Inner>, peer: &str, peer_addr: String, known: Vec<(String, 
     for addr in to_dial {
         let inner = inner.clone();
         foundation::rt::spawn(async move {
-            if let Err(e) = dial(&inner, &addr).await {
+            if let Err(e) = dial(&inner, &addr, DialKind::Redial).await {
                 tracing::warn!(node = %inner.config.name, %addr, error = %e, "could not join a peer learned from the mesh");
             }
         });
@@ -668,7 +684,7 @@ async fn redial_with_backoff(inner: Arc<Inner>, peer: String, addr: String) {
     for _ in 0..inner.config.redial_attempts {
         foundation::rt::sleep(delay).await;
         let still_wanted = inner.peers.lock().get(&peer).is_some_and(|p| p.conn.is_none() && !p.manual);
-        if !still_wanted || dial(&inner, &addr).await.is_ok() {
+        if !still_wanted || dial(&inner, &addr, DialKind::Redial).await.is_ok() {
             return;
         }
         delay = (delay * 2).min(inner.config.backoff_max);

@@ -72,6 +72,35 @@ async fn disconnect_holds_until_connect() {
     c.shutdown();
 }
 
+/// `b.disconnect("a")` holds too, although `a` (the smaller name) is the
+/// one that re-dials a lost connection: `b` refuses it in the handshake.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disconnect_by_the_node_whose_name_sorts_later_holds_until_connect() {
+    let (a, b, c) = mesh_of_three().await;
+    let mut ea = a.subscribe();
+    assert!(b.disconnect("a"));
+    assert!(matches!(next_event(&mut ea).await, NodeEvent::Down { ref node, .. } if node == "b"));
+    eventually_peers(&b, &["c"]).await;
+    // `a` re-dials after its backoff (100 ms first): it must never be up
+    // with `b` again while the disconnect holds.
+    let up_again = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            match ea.recv().await {
+                Ok(NodeEvent::Up { node }) if node == "b" => return,
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => std::future::pending().await,
+            }
+        }
+    })
+    .await;
+    assert!(up_again.is_err(), "a was up with b again while b's disconnect held");
+    assert_eq!(b.peers(), ["c"]);
+    assert_eq!(b.connect(a.addr()).await.expect("reconnect"), "a");
+    eventually_peers(&a, &["b", "c"]).await;
+    eventually_peers(&b, &["a", "c"]).await;
+    c.shutdown();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_secret_never_joins() {
     let (a, b, _c) = mesh_of_three().await;
