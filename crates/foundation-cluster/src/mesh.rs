@@ -218,6 +218,11 @@ impl Cluster {
         let listener = net.bind(&config.listen).await.map_err(|source| ClusterError::Listen { addr: config.listen.clone(), source })?;
         let addr = listener.local_addr().map_err(|source| ClusterError::Listen { addr: config.listen.clone(), source })?;
         let (events, _) = broadcast::channel(EVENT_BUFFER);
+        // Call ids start anywhere (from the node's seeded RNG, so a
+        // simulation replays): a late reply to a call of an earlier
+        // incarnation is unlikely to share an id, and is refused anyway
+        // (it comes on another connection).
+        let first_call_id = node.rt().with_rng(|r| r.next_u64());
         let inner = Arc::new(Inner {
             config,
             node,
@@ -225,7 +230,7 @@ impl Cluster {
             peers: Mutex::new(BTreeMap::new()),
             routes: Default::default(),
             procs: Default::default(),
-            rpc: Default::default(),
+            rpc: crate::rpc::Rpcs::starting_at(first_call_id),
             events,
             next_conn: Default::default(),
             closed: Default::default(),
@@ -463,10 +468,10 @@ fn established(inner: &Arc<Inner>, peer: String, dialed: Option<String>, stream:
         return;
     }
     let we_dialed = dialed.is_some();
-    let (outbox, rx) = Outbox::new(inner.config.frame_limit);
+    let id = inner.next_conn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let (outbox, rx) = Outbox::new(inner.config.frame_limit, id);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
     let (ended_tx, ended_rx) = tokio::sync::oneshot::channel::<()>();
-    let id = inner.next_conn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let previous;
     let newly_up = {
         let mut peers = inner.peers.lock();
@@ -591,7 +596,7 @@ async fn run_conn(
                 Ok(Wire::Heartbeat) => {}
                 Ok(Wire::Peers { me, known }) => learn(&inner, &peer, me, known),
                 Ok(Wire::Proc(p)) => crate::remote::on_frame(&inner, &peer, p, frame.payload),
-                Ok(Wire::Rpc(r)) => crate::rpc::on_frame(&inner, &peer, r, frame.payload),
+                Ok(Wire::Rpc(r)) => crate::rpc::on_frame(&inner, &peer, id, r, frame.payload),
                 Err(e) => return format!("{e}"),
             }
         }

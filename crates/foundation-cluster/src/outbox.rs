@@ -106,12 +106,19 @@ pub(crate) struct Outbox {
     tx: mpsc::Sender<Out>,
     bytes: Arc<Semaphore>,
     limit: usize,
+    /// The id of the connection it feeds (unique within a `Cluster`).
+    conn: u64,
 }
 
 impl Outbox {
-    pub fn new(frame_limit: usize) -> (Self, mpsc::Receiver<Out>) {
+    pub fn new(frame_limit: usize, conn: u64) -> (Self, mpsc::Receiver<Out>) {
         let (tx, rx) = mpsc::channel(PEER_QUEUE_FRAMES);
-        (Self { tx, bytes: Arc::new(Semaphore::new(PEER_QUEUE_BYTES)), limit: frame_limit }, rx)
+        (Self { tx, bytes: Arc::new(Semaphore::new(PEER_QUEUE_BYTES)), limit: frame_limit, conn }, rx)
+    }
+
+    /// The id of the connection this queue feeds.
+    pub fn conn(&self) -> u64 {
+        self.conn
     }
 
     fn cost(out: &Out) -> u32 {

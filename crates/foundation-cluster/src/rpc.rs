@@ -10,6 +10,11 @@
 //!   not decode, too many calls in flight.
 //! - A timed-out call may still run on the remote node: its late reply is
 //!   dropped.
+//! - A reply is bound to its call: call ids start at a random value (from
+//!   the node's seeded RNG) for each `Cluster`, and a reply completes a
+//!   call only if it comes from the node called, on the connection the
+//!   call went out on (a new connection, or a restarted caller, never takes
+//!   an old reply); the server answers on the connection the call came on.
 //! - Bounds: [`RPC_PENDING_MAX`] calls waiting for replies per node, and
 //!   [`RPC_SERVING_MAX`] handlers running per node (past it, callers get
 //!   `Busy` at once).
@@ -129,7 +134,10 @@ type HandlerFuture = Pin<Box<dyn Future<Output = Result<Bytes, String>> + Send>>
 type Handler = Arc<dyn Fn(Bytes) -> Result<HandlerFuture, String> + Send + Sync>;
 
 struct Pending {
+    /// The name hash of the node called, and the connection the call went
+    /// out on: a reply counts only from that node on that connection.
     peer: u32,
+    conn: u64,
     reply: oneshot::Sender<Result<Bytes, RpcError>>,
     /// Whether the call's frame was taken by the writer (else it never
     /// left this node).
@@ -148,7 +156,6 @@ impl Pending {
 }
 
 /// A node's handlers and calls in flight.
-#[derive(Default)]
 pub(crate) struct Rpcs {
     handlers: RwLock<BTreeMap<String, Handler>>,
     pending: Mutex<BTreeMap<u64, Pending>>,
@@ -157,6 +164,11 @@ pub(crate) struct Rpcs {
 }
 
 impl Rpcs {
+    /// Call ids from `first` on (wrapping).
+    pub fn starting_at(first: u64) -> Self {
+        Self { handlers: RwLock::default(), pending: Mutex::default(), next_id: AtomicU64::new(first), serving: AtomicUsize::new(0) }
+    }
+
     /// Fails the calls waiting on a peer that went down.
     pub fn peer_down(&self, name_hash: u32, peer: &str) {
         let failed: Vec<Pending> = {
@@ -231,8 +243,12 @@ async fn serve(inner: &Inner, name: &str, payload: Bytes) -> (Outcome, Bytes) {
     result
 }
 
-/// A call frame arrived from `peer`: serve it in its own task and reply.
-pub(crate) fn on_frame(inner: &Arc<Inner>, peer: &str, wire: RpcWire, payload: Bytes) {
+/// A frame arrived from `peer` on connection `conn`. A call is served in
+/// its own task and answered on the same connection (if it is gone, so is
+/// the caller's wait: the call is `Lost` there). A reply completes its call
+/// only if it comes from the node called, on the connection the call went
+/// out on; any other is dropped (and logged).
+pub(crate) fn on_frame(inner: &Arc<Inner>, peer: &str, conn: u64, wire: RpcWire, payload: Bytes) {
     match wire {
         RpcWire::Call { id, name, ctx } => {
             let ctx = crate::remote::read_context(inner, peer, ctx);
@@ -247,7 +263,10 @@ pub(crate) fn on_frame(inner: &Arc<Inner>, peer: &str, wire: RpcWire, payload: B
                     }
                     None => serve(&inner, &name, payload).await,
                 };
-                let Some(outbox) = inner.route_to(&peer) else { return };
+                let Some(outbox) = inner.route_to(&peer).filter(|o| o.conn() == conn) else {
+                    tracing::debug!(node = %inner.config.name, %peer, id, "rpc reply dropped: the call's connection is gone");
+                    return;
+                };
                 let header = Wire::Rpc(RpcWire::Reply { id, outcome });
                 let out = match outbox.encode(&header, None::<&()>, resp) {
                     Ok(out) => out,
@@ -260,7 +279,19 @@ pub(crate) fn on_frame(inner: &Arc<Inner>, peer: &str, wire: RpcWire, payload: B
             });
         }
         RpcWire::Reply { id, outcome } => {
-            let Some(pending) = inner.rpc.pending.lock().remove(&id) else { return };
+            let pending = {
+                let mut pending = inner.rpc.pending.lock();
+                match pending.get(&id) {
+                    Some(p) if p.peer == NodeId::new(peer, 0).name_hash && p.conn == conn => pending.remove(&id),
+                    Some(_) => {
+                        drop(pending);
+                        tracing::warn!(node = %inner.config.name, %peer, conn, id, "rpc reply from another node or connection than its call's: dropped");
+                        None
+                    }
+                    None => None,
+                }
+            };
+            let Some(pending) = pending else { return };
             let result = match outcome {
                 Outcome::Ok => Ok(payload),
                 other => Err(outcome_error(other, peer, "")),
@@ -342,7 +373,7 @@ impl Cluster {
                 if pending.len() >= RPC_PENDING_MAX {
                     return Err(RpcError::Busy { node: inner.config.name.clone() });
                 }
-                pending.insert(id, Pending { peer: NodeId::new(node, 0).name_hash, reply: tx, sent: sent.clone() });
+                pending.insert(id, Pending { peer: NodeId::new(node, 0).name_hash, conn: outbox.conn(), reply: tx, sent: sent.clone() });
             }
             // Taken out again however the call ends, so the map stays bounded.
             let _forget = Forget { inner, id };
