@@ -16,8 +16,12 @@
 //!   call went out on (a new connection, or a restarted caller, never takes
 //!   an old reply); the server answers on the connection the call came on.
 //! - Bounds: [`RPC_PENDING_MAX`] calls waiting for replies per node, and
-//!   [`RPC_SERVING_MAX`] handlers running per node (past it, callers get
-//!   `Busy` at once).
+//!   [`RPC_SERVING_MAX`] calls served per node: a call is admitted (or
+//!   refused `Busy`, with a log line) as its frame is read, before a task
+//!   exists for it, and counted until its reply is sent.
+//! - Timeouts a peer supplies (in a request) are to be clamped by the
+//!   handler with [`clamp_peer_timeout`] to [`PEER_TIMEOUT_MAX`]: a peer's
+//!   `u64::MAX` ms must not reach `Instant + Duration` (which panics).
 
 use std::any::Any;
 use std::collections::BTreeMap;
@@ -44,6 +48,20 @@ use crate::outbox::PushError;
 pub const RPC_PENDING_MAX: usize = 65_536;
 /// Handlers running at once, per node.
 pub const RPC_SERVING_MAX: usize = 4096;
+
+/// The longest timeout a peer may ask a handler to wait (see
+/// [`clamp_peer_timeout`]): longer than any client timeout in this
+/// repository (the CLI's and the test kit's are seconds).
+pub const PEER_TIMEOUT_MAX: Duration = Duration::from_secs(60);
+
+/// A timeout that came from a peer, clamped to [`PEER_TIMEOUT_MAX`] (with
+/// a log line when it was over).
+pub fn clamp_peer_timeout(timeout: Duration) -> Duration {
+    if timeout > PEER_TIMEOUT_MAX {
+        tracing::warn!(?timeout, max = ?PEER_TIMEOUT_MAX, "a peer's timeout over the maximum: clamped");
+    }
+    timeout.min(PEER_TIMEOUT_MAX)
+}
 
 /// Frames of the RPC protocol. The payload is the request or the response.
 #[derive(Serialize, Deserialize, Debug)]
@@ -223,24 +241,46 @@ fn panic_text(payload: &(dyn Any + Send)) -> String {
         .unwrap_or_else(|| "panic".into())
 }
 
-/// Runs the handler `name` on `payload` (on this node).
+/// A call counted in [`RPC_SERVING_MAX`] from its admission until its
+/// reply is sent (or dropped): the guard's drop ends the count.
+struct Admitted<I: std::ops::Deref<Target = Inner>>(I);
+
+impl<I: std::ops::Deref<Target = Inner>> Admitted<I> {
+    /// Admits a call, or `None` when [`RPC_SERVING_MAX`] are being served.
+    fn new(inner: I) -> Option<Self> {
+        if inner.rpc.serving.fetch_add(1, Ordering::AcqRel) >= RPC_SERVING_MAX {
+            inner.rpc.serving.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Self(inner))
+    }
+}
+
+impl<I: std::ops::Deref<Target = Inner>> Drop for Admitted<I> {
+    fn drop(&mut self) {
+        let before = self.0.rpc.serving.fetch_sub(1, Ordering::AcqRel);
+        debug_assert!(before > 0, "an admitted call was counted");
+    }
+}
+
+/// Runs the handler `name` on `payload` (on this node), if admitted.
 async fn serve(inner: &Inner, name: &str, payload: Bytes) -> (Outcome, Bytes) {
+    let Some(_admitted) = Admitted::new(inner) else { return (Outcome::Busy, Bytes::new()) };
+    serve_admitted(inner, name, payload).await
+}
+
+/// Runs the handler `name` on `payload` for a call already admitted.
+async fn serve_admitted(inner: &Inner, name: &str, payload: Bytes) -> (Outcome, Bytes) {
     let handler = inner.rpc.handlers.read().get(name).cloned();
     let Some(handler) = handler else { return (Outcome::Unknown, Bytes::new()) };
-    if inner.rpc.serving.fetch_add(1, Ordering::AcqRel) >= RPC_SERVING_MAX {
-        inner.rpc.serving.fetch_sub(1, Ordering::AcqRel);
-        return (Outcome::Busy, Bytes::new());
-    }
-    let result = match handler(payload) {
+    match handler(payload) {
         Err(e) => (Outcome::BadRequest(e), Bytes::new()),
         Ok(fut) => match CatchPanic(fut).await {
             Ok(Ok(resp)) => (Outcome::Ok, resp),
             Ok(Err(e)) => (Outcome::Panic(format!("response does not encode: {e}")), Bytes::new()),
             Err(message) => (Outcome::Panic(message), Bytes::new()),
         },
-    };
-    inner.rpc.serving.fetch_sub(1, Ordering::AcqRel);
-    result
+    }
 }
 
 /// A frame arrived from `peer` on connection `conn`. A call is served in
@@ -251,17 +291,29 @@ async fn serve(inner: &Inner, name: &str, payload: Bytes) -> (Outcome, Bytes) {
 pub(crate) fn on_frame(inner: &Arc<Inner>, peer: &str, conn: u64, wire: RpcWire, payload: Bytes) {
     match wire {
         RpcWire::Call { id, name, ctx } => {
+            // Admitted (or refused) here, before a task exists for it.
+            let Some(admitted) = Admitted::new(inner.clone()) else {
+                tracing::warn!(node = %inner.config.name, %peer, %name, id, "rpc refused: {RPC_SERVING_MAX} calls being served (Busy)");
+                let busy = crate::outbox::Out::header(&Wire::Rpc(RpcWire::Reply { id, outcome: Outcome::Busy }));
+                // A full queue drops the refusal: the caller times out.
+                if let Some(outbox) = inner.route_to(peer).filter(|o| o.conn() == conn) {
+                    let _ = outbox.try_send(busy);
+                }
+                return;
+            };
             let ctx = crate::remote::read_context(inner, peer, ctx);
             let inner = inner.clone();
             let peer = peer.to_owned();
             foundation::rt::spawn(async move {
+                // Counted until the reply is sent (the guard drops last).
+                let _admitted = admitted;
                 // The handler runs in the caller's context, inside its span.
                 let (outcome, resp) = match ctx {
                     Some(ctx) => {
                         let span = ctx.span("rpc");
-                        with_global_context(ctx, serve(&inner, &name, payload)).instrument(span).await
+                        with_global_context(ctx, serve_admitted(&inner, &name, payload)).instrument(span).await
                     }
-                    None => serve(&inner, &name, payload).await,
+                    None => serve_admitted(&inner, &name, payload).await,
                 };
                 let Some(outbox) = inner.route_to(&peer).filter(|o| o.conn() == conn) else {
                     tracing::debug!(node = %inner.config.name, %peer, id, "rpc reply dropped: the call's connection is gone");

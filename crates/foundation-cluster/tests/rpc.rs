@@ -49,3 +49,57 @@ async fn a_reply_to_a_call_of_a_restarted_caller_never_completes_a_new_call() {
     assert_eq!(a2.rpc::<u32, u32>("b", "hold", 0, Duration::from_secs(5)).await, Ok(0));
     release.send_replace(u32::MAX);
 }
+
+/// A flood of calls past [`RPC_SERVING_MAX`]: the excess is refused `Busy`
+/// at once (admitted or refused as its frame is read), and the node serves
+/// again once its handlers finish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_flood_past_the_serving_limit_is_refused_busy_and_the_node_keeps_serving() {
+    use foundation_cluster::rpc::RPC_SERVING_MAX;
+    let (a, b) = (start("a").await, start("b").await);
+    assert_eq!(a.connect(b.addr()).await.expect("joins"), "b");
+    eventually_peers(&a, &["b"]).await;
+    let (release, released) = tokio::sync::watch::channel(false);
+    let running = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = running.clone();
+    b.register_rpc("block", move |(): ()| {
+        let mut released = released.clone();
+        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        async move {
+            let _ = released.wait_for(|r| *r).await;
+        }
+    });
+    b.register_rpc("echo", |n: u64| async move { n });
+    let extra = 100;
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..RPC_SERVING_MAX + extra {
+        let a = a.clone();
+        calls.spawn(async move { a.rpc::<(), ()>("b", "block", (), Duration::from_secs(60)).await });
+    }
+    let mut busy = 0;
+    while busy < extra {
+        match tokio::time::timeout(Duration::from_secs(30), calls.join_next()).await {
+            Ok(Some(Ok(Err(RpcError::Busy { node })))) if node == "b" => busy += 1,
+            other => panic!("only the excess ends before the release, refused Busy: {other:?}"),
+        }
+    }
+    assert_eq!(running.load(std::sync::atomic::Ordering::SeqCst), RPC_SERVING_MAX, "the handlers admitted ran");
+    release.send_replace(true);
+    while let Some(r) = tokio::time::timeout(Duration::from_secs(60), calls.join_next()).await.expect("the calls end") {
+        assert_eq!(r.expect("a call task"), Ok(()));
+    }
+    assert_eq!(a.rpc::<u64, u64>("b", "echo", 9, Duration::from_secs(5)).await, Ok(9), "serving again");
+}
+
+#[test]
+fn a_peer_timeout_of_u64_max_ms_or_duration_max_is_clamped() {
+    use foundation_cluster::rpc::{PEER_TIMEOUT_MAX, clamp_peer_timeout};
+    assert_eq!(clamp_peer_timeout(Duration::from_millis(u64::MAX)), PEER_TIMEOUT_MAX);
+    assert_eq!(clamp_peer_timeout(Duration::MAX), PEER_TIMEOUT_MAX);
+    assert_eq!(clamp_peer_timeout(Duration::from_millis(250)), Duration::from_millis(250));
+    // What an unclamped one (a peer may send any Duration) does where a
+    // handler adds it to now; the clamped one does not.
+    let sum = std::panic::catch_unwind(|| std::time::Instant::now() + Duration::MAX);
+    assert!(sum.is_err(), "Instant + Duration::MAX overflows");
+    let _ = std::time::Instant::now() + clamp_peer_timeout(Duration::MAX);
+}
