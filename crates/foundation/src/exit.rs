@@ -19,6 +19,16 @@
 //! `ExitReason::Kill` is untrappable and ends the target with `Killed`
 //! (`Process.exit(pid, :kill)`); `Normal` only reaches a process that traps
 //! exits; any other reason behaves like a link's signal.
+//!
+//! **Signals are never lost silently** (OTP's guarantee that a linked
+//! process always learns of an exit). A process queues at most
+//! [`SIGNAL_QUEUE_MAX`](crate::SIGNAL_QUEUE_MAX) exit and down signals it
+//! has not received yet; one more kills it, untrappably, with
+//! [`ExitReason::SignalOverflow`], which its own links and monitors see
+//! (fail-stop: a supervisor that cannot keep up with its children's exits
+//! dies and is restarted by its own supervisor instead of carrying on with
+//! a wrong view of its children). OTP has no such bound (its signal queue
+//! is unbounded); this is where the two differ.
 
 use std::fmt;
 use std::sync::Arc;
@@ -48,6 +58,11 @@ pub enum ExitReason {
     Error(Arc<str>),
     /// Ended by a panic (the panic message).
     Panic(Arc<str>),
+    /// Killed because a signal arrived while its signal queue held
+    /// [`SIGNAL_QUEUE_MAX`](crate::SIGNAL_QUEUE_MAX) (fail-stop: a signal is
+    /// never dropped while the process carries on). Last, so the variants
+    /// before keep their wire tags.
+    SignalOverflow,
 }
 
 impl ExitReason {
@@ -74,6 +89,7 @@ impl fmt::Display for ExitReason {
             Self::RestartIntensity => f.write_str("reached_max_restart_intensity"),
             Self::Error(m) => write!(f, "error: {m}"),
             Self::Panic(m) => write!(f, "panic: {m}"),
+            Self::SignalOverflow => f.write_str("signal_queue_overflow"),
         }
     }
 }

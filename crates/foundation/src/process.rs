@@ -35,7 +35,8 @@ use crate::node::NodeShared;
 use crate::{ExitReason, IntoExit, Message, MonitorRef, Pid};
 
 /// Bound on queued system messages (exit and down signals) per process.
-/// Past it, new signals are dropped and counted.
+/// One more kills the process with [`ExitReason::SignalOverflow`] (see
+/// `foundation::exit`): a signal is never dropped while it carries on.
 pub const SIGNAL_QUEUE_MAX: usize = 65_536;
 
 /// A set of pids that is a small vector while small (most processes have
@@ -218,6 +219,8 @@ fn push_signal_locked<M>(st: &mut State<M>, has_signals: &AtomicBool, sig: Signa
     let extra = st.extra();
     if extra.signals.len() >= SIGNAL_QUEUE_MAX {
         extra.signals_dropped += 1;
+        // Fail-stop: the process cannot learn of this signal, so it ends.
+        kill_locked(st, ExitReason::SignalOverflow);
         return None;
     }
     extra.signals.push_back(sig);
@@ -273,7 +276,8 @@ pub struct ProcessInfo {
     pub dropped: u64,
     /// System messages (exit, down) waiting.
     pub signals_pending: usize,
-    /// System messages dropped because the signal queue was at [`SIGNAL_QUEUE_MAX`].
+    /// Signals that found the queue at [`SIGNAL_QUEUE_MAX`] (the first one
+    /// killed the process with `SignalOverflow`).
     pub signals_dropped: u64,
     /// Whether exit signals arrive as messages.
     pub trap_exit: bool,
