@@ -102,7 +102,8 @@ impl ConfigService {
     }
 
     /// Follows `key` as this member applies changes: the receiver holds the
-    /// value as applied here (starting with the current one).
+    /// value as applied here (starting with the current one). The task
+    /// behind it ends when the last receiver drops.
     pub async fn subscribe(&self, key: &str) -> Result<watch::Receiver<Option<Value>>, ConfigError> {
         check_key(key)?;
         let full = format!("{CONFIG_PREFIX}{key}");
@@ -112,7 +113,14 @@ impl ConfigService {
         let consensus = self.consensus.clone();
         tokio::spawn(async move {
             loop {
-                match changes.recv().await {
+                // Ends as soon as the last receiver drops, not at the key's
+                // next change (which may never come): the task holds the
+                // consensus member.
+                let change = tokio::select! {
+                    c = changes.recv() => c,
+                    () = tx.closed() => return,
+                };
+                match change {
                     Ok(k) if k != full => continue,
                     Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                     Err(_) => return,

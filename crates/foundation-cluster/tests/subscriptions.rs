@@ -1,0 +1,50 @@
+//! A `ConfigService::subscribe` task ends when its receiver drops (it used
+//! to wait for the key's next change, holding the consensus member).
+
+use std::time::Duration;
+
+use foundation_cluster::server::{Server, ServerConfig, Service};
+
+mod common;
+use common::{secret, until};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_task_ends_when_its_receiver_drops() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    // One node: no peers, so no RPC tasks come and go beside the count.
+    let config = ServerConfig {
+        id: 1,
+        name: "s1".into(),
+        listen: format!("127.0.0.1:{port}"),
+        http: None,
+        peers: Vec::new(),
+        data_dir: None,
+        secret: secret(),
+        cluster_id: "subscriptions".into(),
+        lan: false,
+        services: Service::ALL.into_iter().collect(),
+        rt: Default::default(),
+        disk: None,
+        frame_limit: None,
+        disk_faults: Default::default(),
+    };
+    let server = Server::start(config).await.expect("starts");
+    until("operational", || server.consensus().expect("consensus runs").status().operational).await;
+    let service = server.config().expect("config runs");
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let before = metrics.num_alive_tasks();
+    const SUBSCRIBERS: usize = 50;
+    let mut receivers = Vec::new();
+    for _ in 0..SUBSCRIBERS {
+        receivers.push(service.subscribe("feature/flag").await.expect("subscribed"));
+    }
+    assert!(metrics.num_alive_tasks() >= before + SUBSCRIBERS, "a task per subscription");
+    drop(receivers);
+    // The key never changes: the tasks must end on their own.
+    foundation_testkit::assert_eventually(
+        "the subscription tasks ended",
+        || metrics.num_alive_tasks() < before + SUBSCRIBERS / 2,
+        Duration::from_secs(10),
+    )
+    .await;
+}
