@@ -30,6 +30,11 @@ use crate::consensus::{Command, Consensus, ConsensusError};
 pub const CONFIG_PREFIX: &str = "config/";
 /// The consensus key prefix of registered names.
 pub const REGISTRY_PREFIX: &str = "registry/";
+/// How long a voter that holds names must stay unreachable from the
+/// leader before its names are removed (a crashed node never releases them).
+pub const REGISTRY_DOWN_GRACE: Duration = Duration::from_secs(3);
+/// How often the leader looks for names to remove.
+pub const REGISTRY_SWEEP: Duration = Duration::from_millis(500);
 
 /// Why a configuration operation failed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -158,13 +163,29 @@ pub enum RegistryError {
 pub struct Registry {
     consensus: Consensus,
     node: foundation::Node,
+    /// The sweeper task, aborted when the last clone drops.
+    _sweeper: Arc<AbortOnDrop>,
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl Registry {
     /// The registry as seen from `node` (which watches the processes it
-    /// registers and removes their names when they exit).
+    /// registers and removes their names when they exit). While this member
+    /// leads, it also removes the names held by a voter it has not reached
+    /// for [`REGISTRY_DOWN_GRACE`] (a crashed node never releases its
+    /// names; a partitioned one loses them too, as with Erlang's `global`),
+    /// looking every [`REGISTRY_SWEEP`]: such names go within the sum of
+    /// the two (plus a commit). Must be called inside a tokio runtime.
     pub fn new(consensus: Consensus, node: foundation::Node) -> Self {
-        Self { consensus, node }
+        let sweeper = foundation::rt::spawn(sweep(consensus.clone()));
+        Self { consensus, node, _sweeper: Arc::new(AbortOnDrop(sweeper)) }
     }
 
     fn key(name: &str) -> Result<String, RegistryError> {
@@ -211,6 +232,44 @@ impl Registry {
         let value = postcard::to_stdvec(&pid).expect("a pid encodes");
         let d = self.consensus.reach_consensus(Command::Cas { key: Self::key(name)?, expected: Some(value), new: None }, timeout).await?;
         Ok(d.applied.ok)
+    }
+}
+
+/// The leader's sweep of names held by voters it does not reach.
+async fn sweep(consensus: Consensus) {
+    // Voter name hash -> when the leader first saw it unreachable.
+    let mut unreachable_since: BTreeMap<u32, tokio::time::Instant> = BTreeMap::new();
+    loop {
+        foundation::rt::sleep(REGISTRY_SWEEP).await;
+        let status = consensus.status();
+        if !consensus.is_leader() {
+            unreachable_since.clear();
+            continue;
+        }
+        let now = tokio::time::Instant::now();
+        let hash = |name: &String| foundation::NodeId::new(name, 0).name_hash;
+        let down: Vec<u32> = status.members.iter().filter(|m| !status.reachable.contains(m)).map(hash).collect();
+        unreachable_since.retain(|h, _| down.contains(h));
+        for h in down {
+            unreachable_since.entry(h).or_insert(now);
+        }
+        let gone: Vec<u32> = unreachable_since.iter().filter(|(_, t)| now - **t >= REGISTRY_DOWN_GRACE).map(|(h, _)| *h).collect();
+        if gone.is_empty() {
+            continue;
+        }
+        let state = consensus.local_state().await;
+        let names = state.kv.range(REGISTRY_PREFIX.to_owned()..).take_while(|(k, _)| k.starts_with(REGISTRY_PREFIX));
+        for (key, value) in names {
+            let Ok(pid) = postcard::from_bytes::<Pid>(value) else { continue };
+            if !gone.contains(&pid.node().name_hash) {
+                continue;
+            }
+            tracing::info!(%key, %pid, "removing the name of a node unreachable past the registry's grace");
+            let release = Command::Cas { key: key.clone(), expected: Some(value.clone()), new: None };
+            if let Err(e) = consensus.reach_consensus(release, REGISTRY_SWEEP * 4).await {
+                tracing::warn!(%key, error = %e, "could not remove the name of an unreachable node");
+            }
+        }
     }
 }
 

@@ -1,0 +1,71 @@
+//! The names of a node that crashed (it never releases them) go within
+//! `REGISTRY_DOWN_GRACE` + `REGISTRY_SWEEP` of its loss.
+
+use std::time::Duration;
+
+use foundation_cluster::server::{PeerSpec, Server, ServerConfig, Service};
+use foundation_cluster::services::{REGISTRY_DOWN_GRACE, REGISTRY_SWEEP};
+
+mod common;
+use common::{secret, until};
+
+const T: Duration = Duration::from_secs(5);
+
+async fn three_servers() -> Vec<Server> {
+    let ports: Vec<u16> =
+        (0..3).map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()).collect();
+    let mut servers = Vec::new();
+    for i in 0..3 {
+        let peers = (0..3)
+            .filter(|j| *j != i)
+            .map(|j| PeerSpec { id: j as u64 + 1, name: format!("r{}", j + 1), addr: format!("127.0.0.1:{}", ports[j]) })
+            .collect();
+        let config = ServerConfig {
+            id: i as u64 + 1,
+            name: format!("r{}", i + 1),
+            listen: format!("127.0.0.1:{}", ports[i]),
+            http: None,
+            peers,
+            data_dir: None,
+            secret: secret(),
+            cluster_id: "registry-crash".into(),
+            lan: false,
+            services: Service::ALL.into_iter().collect(),
+            rt: Default::default(),
+            disk: None,
+            frame_limit: None,
+            disk_faults: Default::default(),
+        };
+        servers.push(Server::start(config).await.expect("starts"));
+    }
+    for s in &servers {
+        until("operational", || s.consensus().expect("consensus runs").status().operational).await;
+    }
+    servers
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_names_of_a_crashed_node_go_within_the_stated_bound() {
+    let servers = three_servers().await;
+    let leader = servers[0].consensus().expect("consensus runs").status().leader.expect("a leader");
+    // The crashing node is a follower, so the other two keep a quorum.
+    let crashing = servers.iter().position(|s| s.cluster().name() != leader).expect("a follower");
+    let survivor = servers.iter().position(|s| s.cluster().name() != leader && s.cluster().name() != servers[crashing].cluster().name());
+    let survivor = &servers[survivor.expect("another follower")];
+    let worker = servers[crashing].cluster().node().spawn(|mut ctx: foundation::Ctx<()>| async move { ctx.recv().await });
+    servers[crashing].registry().expect("registry runs").register("job", worker.pid(), T).await.expect("registered");
+    let registry = survivor.registry().expect("registry runs");
+    assert_eq!(registry.whereis("job", T).await, Ok(Some(worker.pid())));
+    // A crash: the node vanishes from the mesh; its process never exits
+    // there, so nothing on it releases the name.
+    servers[crashing].cluster().shutdown();
+    let bound = REGISTRY_DOWN_GRACE + REGISTRY_SWEEP + T;
+    let deadline = tokio::time::Instant::now() + bound;
+    loop {
+        match registry.whereis("job", T).await {
+            Ok(None) => break,
+            other => assert!(tokio::time::Instant::now() < deadline, "the crashed node's name is still there after {bound:?}: {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
