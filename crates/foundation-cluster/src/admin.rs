@@ -76,6 +76,8 @@ fn consensus_error(e: ConsensusError) -> Response {
         ConsensusError::NoLeader(_) | ConsensusError::NotLeader => (StatusCode::SERVICE_UNAVAILABLE, "no_leader"),
         ConsensusError::Unknown(_) => (StatusCode::GATEWAY_TIMEOUT, "unknown_outcome"),
         ConsensusError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+        // The member's storage failed: it is out until it has reopened it.
+        ConsensusError::Storage(_) => (StatusCode::SERVICE_UNAVAILABLE, "storage_failed"),
         _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
     };
     error(status, kind, e)

@@ -87,15 +87,13 @@ fn faults_a_backend_cannot_apply_are_typed_errors() {
     }
 }
 
-/// Today a node whose disk failed once stops for good: openraft treats the
-/// storage error as fatal, the member's Raft stops, and it never applies
-/// another entry, although its disk works again (the storage issue: "after
-/// a failed fsync ... either recovers on its own when writes succeed
-/// again, or exits with a distinct code that a supervisor restarts").
-/// Fails today (seed 8): "not converged within 30s: n3 is at index
-/// Some(2), another node at Some(42)".
+/// A node whose disk failed once stopped for good: openraft treated the
+/// storage error as fatal and the member never applied another entry,
+/// although its disk worked again. Failed (seed 8): "not converged within
+/// 30s: n3 is at index Some(2), another node at Some(42)". Now the member
+/// reopens its storage once writes work again (see
+/// `foundation_cluster::consensus`'s storage failure docs).
 #[test]
-#[ignore = "finds a known bug (a node whose disk failed once never comes back); un-ignore with the storage issue's fix"]
 fn a_node_whose_disk_failed_comes_back_when_it_works_again() {
     let spec = ClusterSpec::new(Backend::Simulated, 3, 8);
     run(&spec, |cluster| async move {
@@ -145,19 +143,18 @@ fn passes_alone(nemesis: foundation_testkit::chaos::Nemesis, seed: u64) {
     assert!(outcome.checks().all(), "seed {seed}: {:?}: {:?}\nreplay: {replay}", outcome.checks(), outcome.violations());
 }
 
-/// `disk_full`: fails today, seed 1: "probe: disk_full at 0.4 s: n1 had
-/// not applied index 93 after 10.0 s (it was at Some(48)) while its disk
-/// works again after 1 failed writes"; by the third injection two nodes
-/// are gone and no write commits.
+/// `disk_full`: failed, seed 1: "probe: disk_full at 0.4 s: n1 had not
+/// applied index 93 after 10.0 s (it was at Some(48)) while its disk works
+/// again after 1 failed writes"; by the third injection two nodes were
+/// gone and no write committed. Passes since the member reopens its
+/// storage.
 #[test]
-#[ignore = "finds a known bug (a node whose disk filled up never comes back); un-ignore with the storage issue's fix"]
 fn disk_full_alone_passes() {
     passes_alone(foundation_testkit::chaos::Nemesis::DiskFull, 1);
 }
 
-/// `disk_error` (EIO on fsync): fails today, seed 1, as `disk_full`.
+/// `disk_error` (EIO on fsync): failed, seed 1, as `disk_full`; passes now.
 #[test]
-#[ignore = "finds a known bug (a node whose fsync failed never comes back); un-ignore with the storage issue's fix"]
 fn disk_error_alone_passes() {
     passes_alone(foundation_testkit::chaos::Nemesis::DiskError, 1);
 }
@@ -181,4 +178,46 @@ fn lost_disk_alone_passes() {
 #[ignore = "finds a known bug (a log that lost its tail is not refused cleanly); un-ignore with the storage issue's fix"]
 fn lost_tail_alone_passes() {
     passes_alone(foundation_testkit::chaos::Nemesis::LostTail, 1);
+}
+
+/// While its storage fails, a member says so and refuses: a proposal
+/// through it is a `Storage` error (the admin API's 503), never a success
+/// or a hang; once the disk works again it takes proposals again.
+#[test]
+fn a_member_whose_storage_failed_refuses_until_it_works_again() {
+    let spec = ClusterSpec::new(Backend::Simulated, 3, 10);
+    let run = run(&spec, |cluster| async move {
+        ready(&cluster).await?;
+        cluster.apply(Fault::DiskError { node: 2, error: Some(DiskError::NoSpace) }).await?;
+        let submit = |cluster: TestCluster, tag: &'static str| async move {
+            let cmd = Command::Put { key: tag.into(), value: b"v".to_vec() };
+            let r: Result<Result<Decision, ConsensusError>, _> =
+                cluster.client().rpc(&cluster.names()[2], CLIENT_SUBMIT, (cmd, Duration::from_secs(1)), Duration::from_secs(2)).await;
+            r.map_err(|e| anyhow::anyhow!("rpc: {e}"))
+        };
+        // Writes through the others reach node 2's disk and fail there.
+        write_some(&cluster, 0, 5, "w").await;
+        let mut refused = None;
+        for _ in 0..100 {
+            if let Ok(Err(ConsensusError::Storage(why))) = submit(cluster.clone(), "through-2").await {
+                refused = Some(why);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        cluster.apply(Fault::DiskError { node: 2, error: None }).await?;
+        let mut back = false;
+        for _ in 0..100 {
+            if matches!(submit(cluster.clone(), "after").await, Ok(Ok(_))) {
+                back = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok((refused, back))
+    })
+    .expect("the run");
+    let (refused, back) = run.value;
+    assert!(refused.as_deref().is_some_and(|why| why.contains("no space")), "{refused:?}");
+    assert!(back, "node 2 took no proposal once its disk worked again");
 }

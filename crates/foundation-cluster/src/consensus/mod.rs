@@ -22,6 +22,7 @@
 
 pub mod coordination;
 pub mod disk_faults;
+mod incarnation;
 pub mod network;
 pub mod runtime;
 pub mod store;
@@ -39,9 +40,9 @@ use openraft::{ChangeMembers, Raft, ReadPolicy, ServerState};
 use serde::{Deserialize, Serialize};
 
 pub use self::disk_faults::{DiskError, DiskFaults};
-use self::network::{Network, SnapshotChunk, SnapshotReceiver};
-use self::store::StateMachine;
+use self::incarnation::Incarnation;
 pub use self::store::{MemoryDisk, Storage};
+use self::store::{StateMachine, StorageHealth};
 pub use self::types::{Answer, Applied, Command, LockState, Member, NodeId, Query, State, TypeConfig};
 use crate::mesh::{Cluster, WeakCluster};
 use crate::rpc::RpcError;
@@ -207,6 +208,10 @@ pub struct ClusterStatus {
     pub members: Vec<String>,
     /// The voters this member reaches (itself included).
     pub reachable: Vec<String>,
+    /// Why this member's storage failed, while it has not reopened it (it
+    /// is then not operational).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_error: Option<String>,
 }
 
 /// A member of the Raft group. Cheap to clone.
@@ -216,8 +221,15 @@ pub struct Consensus {
 }
 
 struct Inner {
-    raft: Raft<TypeConfig, StateMachine>,
-    sm: StateMachine,
+    /// The Raft member and state machine on the storage as last opened
+    /// (replaced when the storage is reopened after a failure).
+    current: parking_lot::RwLock<Incarnation>,
+    /// Whether the storage failed (and why), until it is reopened.
+    health: StorageHealth,
+    /// Applied key changes, across reopenings.
+    changes: tokio::sync::broadcast::Sender<String>,
+    /// Set by `shutdown`: the storage watch stops reopening.
+    stopping: std::sync::atomic::AtomicBool,
     cluster: WeakCluster,
     name: String,
     config: ConsensusConfig,
@@ -228,41 +240,51 @@ fn raft_err(e: impl std::fmt::Display) -> ConsensusError {
 }
 
 impl Consensus {
+    /// The Raft member as now (a handle: cheap to clone).
+    fn raft(&self) -> Raft<TypeConfig, StateMachine> {
+        self.inner.current.read().raft.clone()
+    }
+
+    /// The state machine as now.
+    fn sm(&self) -> StateMachine {
+        self.inner.current.read().sm.clone()
+    }
+
+    /// Why this member's storage failed, while it has not reopened it: it
+    /// then neither votes nor acknowledges, and answers every proposal and
+    /// read with [`ConsensusError::Storage`].
+    pub fn storage_failure(&self) -> Option<String> {
+        self.inner.health.failure()
+    }
+
     /// Starts this node's member (recovering its log and state from its data
     /// directory, if any) and serves Raft's RPCs on `cluster`.
     pub async fn start(cluster: &Cluster, mut config: ConsensusConfig) -> Result<Self, ConsensusError> {
         // One entry always fits in an append, whatever the frame limit.
         let entry_max = network::append_bytes_max(cluster.frame_limit()).saturating_sub(ENTRY_MARGIN);
         config.max_proposal_bytes = config.max_proposal_bytes.min(entry_max);
-        let (log, sm) = store::open(&config.storage, &config.disk_faults, config.snapshot_log_bytes)
-            .map_err(|e| ConsensusError::Storage(e.to_string()))?;
-        let raft_config = openraft::Config {
-            cluster_name: "foundation".into(),
-            election_timeout_min: config.election_timeout.0.as_millis() as u64,
-            election_timeout_max: config.election_timeout.1.as_millis() as u64,
-            heartbeat_interval: config.heartbeat.as_millis() as u64,
-            // As etcd: a snapshot every 100,000 entries (a snapshot copies
-            // the whole state; taking one every 5,000 stalled the apply loop).
-            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_every),
-            max_in_snapshot_log_to_keep: config.logs_kept,
-            ..openraft::Config::default()
-        }
-        .validate()
-        .map_err(raft_err)?;
-        let network = Network { cluster: cluster.downgrade(), me: config.id, frame_limit: cluster.frame_limit() };
-        // openraft's timers draw from the node's seeded RNG (see `runtime`).
-        let seed = cluster.node().rt().with_rng(rand::Rng::random::<u64>) ^ config.id;
-        let raft = runtime::scope(seed, Raft::new(config.id, Arc::new(raft_config), network, log, sm.clone())).await.map_err(raft_err)?;
-        let inner = Arc::new(Inner { raft, sm, cluster: cluster.downgrade(), name: cluster.name().to_owned(), config });
-        serve(cluster, &inner);
-        snapshot_by_bytes(&inner);
+        let (changes, _) = tokio::sync::broadcast::channel(store::CHANGES_BUFFER);
+        let health = StorageHealth::default();
+        let first = incarnation::open(cluster, &config, &changes, &health).await?;
+        let inner = Arc::new(Inner {
+            current: parking_lot::RwLock::new(first),
+            health,
+            changes,
+            stopping: std::sync::atomic::AtomicBool::new(false),
+            cluster: cluster.downgrade(),
+            name: cluster.name().to_owned(),
+            config,
+        });
+        incarnation::serve(cluster, &inner);
+        incarnation::snapshot_by_bytes(&inner);
+        incarnation::watch_storage(&inner);
         Ok(Self { inner })
     }
 
     /// Forms the group with these members (once, from one member; the
     /// others learn it through Raft). The seed's `start_cluster`.
     pub async fn initialize(&self, members: BTreeMap<NodeId, Member>) -> Result<(), ConsensusError> {
-        self.inner.raft.initialize(members).await.map_err(|e| match e.api_error() {
+        self.raft().initialize(members).await.map_err(|e| match e.api_error() {
             Some(openraft::error::InitializeError::NotAllowed(_)) => ConsensusError::AlreadyInitialized,
             _ => raft_err(e),
         })
@@ -275,7 +297,7 @@ impl Consensus {
 
     /// The leader, as this member knows it.
     pub fn leader(&self) -> Option<(NodeId, Member)> {
-        let m = self.inner.raft.metrics().borrow_watched().clone();
+        let m = self.raft().metrics().borrow_watched().clone();
         let id = m.current_leader?;
         let member = m.membership_config.membership().get_node(&id).cloned()?;
         Some((id, member))
@@ -283,24 +305,24 @@ impl Consensus {
 
     /// Whether this member is the leader now.
     pub fn is_leader(&self) -> bool {
-        self.inner.raft.metrics().borrow_watched().state == ServerState::Leader
+        self.raft().metrics().borrow_watched().state == ServerState::Leader
     }
 
     /// The replicated state as applied here (not linearizable: for
     /// comparing replicas; use [`Consensus::query`] to read).
     pub async fn local_state(&self) -> State {
-        self.inner.sm.dump().await
+        self.sm().dump().await
     }
 
     /// Keys changed by commands applied here from now on (a bounded
     /// broadcast: a watcher that falls behind skips ahead and is told).
     pub fn changes(&self) -> tokio::sync::broadcast::Receiver<String> {
-        self.inner.sm.changes()
+        self.inner.changes.subscribe()
     }
 
     /// A key's value as applied here (not linearizable; for watchers).
     pub async fn local_get(&self, key: &str) -> Option<Vec<u8>> {
-        match self.inner.sm.query(&Query::Get(key.to_owned())).await {
+        match self.sm().query(&Query::Get(key.to_owned())).await {
             Answer::Value(v) => v,
             _ => None,
         }
@@ -308,7 +330,7 @@ impl Consensus {
 
     /// The last applied log index here.
     pub async fn applied_index(&self) -> Option<u64> {
-        self.inner.sm.applied_index().await
+        self.sm().applied_index().await
     }
 
     /// Commits `command`, waiting at most `timeout`.
@@ -375,6 +397,9 @@ impl Consensus {
     /// `Ok(false)` while it does not know the group's voters yet (a member
     /// that just started, before the leader's first append): wait.
     fn require_quorum(&self) -> Result<bool, ConsensusError> {
+        if let Some(why) = self.storage_failure() {
+            return Err(ConsensusError::Storage(why));
+        }
         let status = self.status();
         if status.quorum {
             return Ok(true);
@@ -390,14 +415,14 @@ impl Consensus {
         #[cfg(feature = "bug-early-ack")]
         {
             let _ = timeout;
-            let mut state = self.inner.sm.dump().await;
+            let mut state = self.sm().dump().await;
             let applied = state.apply(0, command.clone());
-            let raft = self.inner.raft.clone();
+            let raft = self.raft().clone();
             tokio::spawn(async move { raft.client_write(command).await.ok() });
             return Ok(Decision { committed: true, term: 0, index: 0, applied });
         }
         #[allow(unreachable_code)]
-        match tokio::time::timeout(timeout, self.inner.raft.client_write(command)).await {
+        match tokio::time::timeout(timeout, self.raft().client_write(command)).await {
             Err(_) => Err(ConsensusError::Unknown(timeout)),
             Ok(Ok(resp)) => {
                 Ok(Decision { committed: true, term: resp.log_id.leader_id.term(), index: resp.log_id.index, applied: resp.data })
@@ -426,7 +451,7 @@ impl Consensus {
         #[cfg(feature = "bug-stale-reads")]
         return {
             let _ = timeout;
-            Ok(self.inner.sm.query(&query).await)
+            Ok(self.sm().query(&query).await)
         };
         #[allow(unreachable_code)]
         let deadline = tokio::time::Instant::now() + timeout;
@@ -464,9 +489,9 @@ impl Consensus {
     }
 
     async fn read_here(&self, query: &Query, timeout: Duration) -> Result<Answer, ConsensusError> {
-        match tokio::time::timeout(timeout, self.inner.raft.ensure_linearizable(ReadPolicy::ReadIndex)).await {
+        match tokio::time::timeout(timeout, self.raft().ensure_linearizable(ReadPolicy::ReadIndex)).await {
             Err(_) => Err(ConsensusError::NoLeader(timeout)),
-            Ok(Ok(_)) => Ok(self.inner.sm.query(query).await),
+            Ok(Ok(_)) => Ok(self.sm().query(query).await),
             Ok(Err(e)) if e.forward_to_leader().is_some() => Err(ConsensusError::NotLeader),
             Ok(Err(e)) => Err(raft_err(e)),
         }
@@ -475,7 +500,7 @@ impl Consensus {
     /// Adds `member` as a voter: first as a learner that catches up, then
     /// through joint consensus. Call it on the leader (or it forwards).
     pub async fn add_member(&self, id: NodeId, member: Member, timeout: Duration) -> Result<(), ConsensusError> {
-        let raft = &self.inner.raft;
+        let raft = &self.raft();
         let change = async {
             raft.add_learner(id, member, true).await.map_err(|e| ConsensusError::Membership(e.to_string()))?;
             raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
@@ -489,7 +514,8 @@ impl Consensus {
     /// Removes the voter `id` (through joint consensus); it stays a learner
     /// until it is shut down.
     pub async fn remove_member(&self, id: NodeId, timeout: Duration) -> Result<(), ConsensusError> {
-        let change = self.inner.raft.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false);
+        let raft = self.raft();
+        let change = raft.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false);
         match tokio::time::timeout(timeout, change).await {
             Err(_) => Err(ConsensusError::Unknown(timeout)),
             Ok(Ok(_)) => Ok(()),
@@ -499,7 +525,7 @@ impl Consensus {
 
     /// The voters and their members.
     pub fn members(&self) -> BTreeMap<NodeId, Member> {
-        let m = self.inner.raft.metrics().borrow_watched().clone();
+        let m = self.raft().metrics().borrow_watched().clone();
         let membership = m.membership_config.membership();
         membership.voter_ids().filter_map(|id| membership.get_node(&id).map(|n| (id, n.clone()))).collect()
     }
@@ -507,7 +533,7 @@ impl Consensus {
     /// The seed's `cluster_status`, as this member sees it: quorum from the
     /// mesh's live connections, leader and term from Raft.
     pub fn status(&self) -> ClusterStatus {
-        let metrics = self.inner.raft.metrics().borrow_watched().clone();
+        let metrics = self.raft().metrics().borrow_watched().clone();
         let membership = metrics.membership_config.membership();
         let voters: BTreeMap<NodeId, Member> =
             membership.voter_ids().filter_map(|id| membership.get_node(&id).map(|n| (id, n.clone()))).collect();
@@ -517,8 +543,10 @@ impl Consensus {
         let quorum = !voters.is_empty() && reachable.len() > voters.len() / 2;
         let leader = metrics.current_leader.and_then(|id| voters.get(&id).or_else(|| membership.get_node(&id)).map(|m| m.name.clone()));
         let leader_reachable = leader.as_ref().is_some_and(|l| l == me || peers.contains(l));
+        let storage_error = self.storage_failure();
         ClusterStatus {
-            operational: quorum && leader_reachable,
+            operational: quorum && leader_reachable && storage_error.is_none(),
+            storage_error,
             quorum,
             leader,
             term: metrics.current_term,
@@ -544,13 +572,14 @@ impl Consensus {
     /// Stops this member: it leaves the group's traffic (its RPC handlers
     /// are removed) and its Raft tasks end. Durable state stays on disk.
     pub async fn shutdown(&self) {
+        self.inner.stopping.store(true, std::sync::atomic::Ordering::Release);
         if let Some(c) = self.inner.cluster.upgrade() {
             for name in HANDLERS {
                 c.unregister_rpc(name);
             }
         }
-        let _ = self.inner.raft.shutdown().await;
-        self.inner.sm.close().await;
+        let _ = self.raft().shutdown().await;
+        self.sm().close().await;
     }
 }
 
@@ -565,102 +594,3 @@ const HANDLERS: [&str; 9] = [
     CLIENT_QUERY,
     CLIENT_LOCAL_STATE,
 ];
-
-/// Takes a snapshot whenever the state machine says one is due by bytes
-/// applied; ends with the member.
-fn snapshot_by_bytes(inner: &Arc<Inner>) {
-    let mut due = inner.sm.snapshot_due();
-    let weak = Arc::downgrade(inner);
-    tokio::spawn(async move {
-        while due.changed().await.is_ok() {
-            let Some(inner) = weak.upgrade() else { return };
-            if let Err(e) = inner.raft.trigger().snapshot().await {
-                tracing::warn!(error = %e, "a snapshot due by log bytes could not be triggered");
-                return;
-            }
-        }
-    });
-}
-
-/// Serves Raft's RPCs and the forwarded writes and reads.
-fn serve(cluster: &Cluster, inner: &Arc<Inner>) {
-    let raft = inner.raft.clone();
-    cluster.register_rpc("raft.append", move |req| {
-        let raft = raft.clone();
-        async move { raft.append_entries(req).await.map_err(|e| e.to_string()) }
-    });
-    let raft = inner.raft.clone();
-    cluster.register_rpc("raft.vote", move |req| {
-        let raft = raft.clone();
-        async move { raft.vote(req).await.map_err(|e| e.to_string()) }
-    });
-    let raft = inner.raft.clone();
-    cluster.register_rpc("raft.pre_vote", move |req| {
-        let raft = raft.clone();
-        async move { raft.pre_vote(req).await.map_err(|e| e.to_string()) }
-    });
-    let raft = inner.raft.clone();
-    let receiver = Arc::new(SnapshotReceiver::default());
-    cluster.register_rpc("raft.snapshot_chunk", move |chunk: SnapshotChunk| {
-        let (raft, receiver) = (raft.clone(), receiver.clone());
-        async move {
-            match receiver.take(chunk)? {
-                None => Ok(None),
-                Some((vote, snapshot)) => raft.install_full_snapshot(vote, snapshot).await.map(Some).map_err(|e| e.to_string()),
-            }
-        }
-    });
-    let weak = Arc::downgrade(inner);
-    cluster.register_rpc("consensus.write", move |(command, timeout): (Command, Duration)| {
-        let me = weak.upgrade().map(|inner| Consensus { inner });
-        async move {
-            match me {
-                Some(me) if me.is_leader() => me.write_here(command, timeout).await,
-                _ => Err(ConsensusError::NotLeader),
-            }
-        }
-    });
-    // What clients call on any member (a node of the mesh that runs no
-    // consensus, e.g. the test kit's workload): the member forwards to the
-    // leader as `reach_consensus` and `query` do.
-    let weak = Arc::downgrade(inner);
-    cluster.register_rpc(CLIENT_SUBMIT, move |(command, timeout): (Command, Duration)| {
-        let me = weak.upgrade().map(|inner| Consensus { inner });
-        async move {
-            match me {
-                Some(me) => me.reach_consensus(command, timeout).await,
-                None => Err(ConsensusError::Raft("stopped".into())),
-            }
-        }
-    });
-    let weak = Arc::downgrade(inner);
-    cluster.register_rpc(CLIENT_QUERY, move |(query, timeout): (Query, Duration)| {
-        let me = weak.upgrade().map(|inner| Consensus { inner });
-        async move {
-            match me {
-                Some(me) => me.query(query, timeout).await,
-                None => Err(ConsensusError::Raft("stopped".into())),
-            }
-        }
-    });
-    let weak = Arc::downgrade(inner);
-    cluster.register_rpc(CLIENT_LOCAL_STATE, move |(): ()| {
-        let me = weak.upgrade().map(|inner| Consensus { inner });
-        async move {
-            match me {
-                Some(me) => Ok((me.applied_index().await, me.local_state().await)),
-                None => Err(ConsensusError::Raft("stopped".into())),
-            }
-        }
-    });
-    let weak = Arc::downgrade(inner);
-    cluster.register_rpc("consensus.read", move |(query, timeout): (Query, Duration)| {
-        let me = weak.upgrade().map(|inner| Consensus { inner });
-        async move {
-            match me {
-                Some(me) if me.is_leader() => me.read_here(&query, timeout).await,
-                _ => Err(ConsensusError::NotLeader),
-            }
-        }
-    });
-}

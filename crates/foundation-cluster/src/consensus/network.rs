@@ -107,6 +107,9 @@ pub(crate) struct SnapshotChunk {
     pub data: Vec<u8>,
 }
 
+/// A whole snapshot received: the leader's vote and the snapshot.
+pub(crate) type Received = (VoteOf<TypeConfig>, openraft::alias::SnapshotOf<TypeConfig, Vec<u8>>);
+
 /// A snapshot being received.
 struct Incoming {
     vote: VoteOf<TypeConfig>,
@@ -126,10 +129,7 @@ pub(crate) struct SnapshotReceiver {
 
 impl SnapshotReceiver {
     /// Takes `chunk`; the whole snapshot once its last chunk arrived.
-    pub(crate) fn take(
-        &self,
-        chunk: SnapshotChunk,
-    ) -> Result<Option<(VoteOf<TypeConfig>, openraft::alias::SnapshotOf<TypeConfig, Vec<u8>>)>, String> {
+    pub(crate) fn take(&self, chunk: SnapshotChunk) -> Result<Option<Received>, String> {
         let SnapshotChunk { vote, meta, offset, total, data } = chunk;
         let mut slot = self.incoming.lock();
         if total > SNAPSHOT_BYTES_MAX {
@@ -237,7 +237,7 @@ impl RaftNetworkV2<TypeConfig> for Client {
             loop {
                 let end = (offset + chunk).min(snapshot.snapshot.len());
                 let part = SnapshotChunk {
-                    vote: vote.clone(),
+                    vote,
                     meta: snapshot.meta.clone(),
                     offset: offset as u64,
                     total,

@@ -90,7 +90,7 @@ enum Disk {
     Redb(mpsc::Sender<Msg>),
     /// A [`MemoryDisk`]: written at once (or after the injected latency),
     /// outlives the node.
-    Memory(MemoryDisk, DiskFaults),
+    Memory(MemoryDisk, DiskFaults, StorageHealth),
 }
 
 /// A disk in memory that outlives the node using it: the simulator's
@@ -169,21 +169,25 @@ impl MemoryDisk {
 
 impl Disk {
     /// Opens (or creates) the database under `dir` and starts its writer.
-    fn open(dir: &Path, faults: DiskFaults) -> io::Result<(Self, Loaded)> {
+    fn open(dir: &Path, faults: DiskFaults, health: StorageHealth) -> io::Result<(Self, Loaded)> {
         std::fs::create_dir_all(dir)?;
         let db = redb::Database::create(dir.join("raft.redb")).map_err(|e| io_err(format!("{}: {e}", dir.display())))?;
         let loaded = load(&db)?;
         let (tx, rx) = mpsc::channel(DISK_QUEUE);
-        std::thread::Builder::new().name("foundation-raft-disk".into()).spawn(move || writer(db, rx, faults))?;
+        std::thread::Builder::new().name("foundation-raft-disk".into()).spawn(move || writer(db, rx, faults, health))?;
         Ok((Self::Redb(tx), loaded))
     }
 
     async fn submit(&self, ops: Vec<Op>, done: Done) -> io::Result<()> {
         match self {
             Self::Redb(tx) => tx.send(Msg::Write(Request { ops, done })).await.map_err(|_| io_err("the disk writer stopped")),
-            Self::Memory(m, faults) => {
+            Self::Memory(m, faults, health) => {
                 match faults.before_batch() {
-                    Err(e) => done.complete(Err(e)),
+                    Err(e) => {
+                        tracing::error!(error = %e, "raft storage write failed");
+                        health.fail(e.to_string());
+                        done.complete(Err(e));
+                    }
                     Ok(latency) if latency.is_zero() => {
                         m.apply(&ops);
                         done.complete(Ok(()));
@@ -270,7 +274,7 @@ fn load(db: &redb::Database) -> io::Result<Loaded> {
 }
 
 /// The writer thread: every waiting request in one transaction.
-fn writer(db: redb::Database, mut rx: mpsc::Receiver<Msg>, faults: DiskFaults) {
+fn writer(db: redb::Database, mut rx: mpsc::Receiver<Msg>, faults: DiskFaults, health: StorageHealth) {
     let mut closing = None;
     while let Some(first) = rx.blocking_recv() {
         let mut batch = Vec::new();
@@ -298,6 +302,7 @@ fn writer(db: redb::Database, mut rx: mpsc::Receiver<Msg>, faults: DiskFaults) {
         };
         if let Err(e) = &result {
             tracing::error!(error = %e, "raft storage write failed");
+            health.fail(e.clone());
         }
         for r in batch {
             r.done.complete(result.clone().map_err(io_err));
@@ -388,15 +393,68 @@ impl std::fmt::Debug for Storage {
     }
 }
 
-/// Opens the log and the state machine on `storage`, its writes subject to
-/// `faults`. A corrupt directory is an error, and nothing in it is changed.
-pub fn open(storage: &Storage, faults: &DiskFaults, snapshot_log_bytes: u64) -> io::Result<(LogStore, StateMachine)> {
+/// How a store opens: its writes subject to `faults`, a snapshot due
+/// after `snapshot_log_bytes` of applied entries, applied key changes sent
+/// to `changes`, and a failed write reported to `health`.
+#[derive(Clone)]
+pub struct OpenOptions {
+    /// Injected storage faults.
+    pub faults: DiskFaults,
+    /// Bytes of applied entries between snapshots.
+    pub snapshot_log_bytes: u64,
+    /// Keys changed by applied commands (outlives one store: a member that
+    /// reopens its storage keeps its watchers).
+    pub changes: tokio::sync::broadcast::Sender<String>,
+    /// Where a failed write is reported.
+    pub health: StorageHealth,
+}
+
+/// Whether a store's writes fail: the first failure's reason, kept until
+/// the member has reopened its storage. Cheap to clone.
+#[derive(Clone, Default, Debug)]
+pub struct StorageHealth {
+    failed: Arc<parking_lot::Mutex<Option<String>>>,
+    changed: Arc<tokio::sync::Notify>,
+}
+
+impl StorageHealth {
+    /// Why the storage failed, if it did.
+    pub fn failure(&self) -> Option<String> {
+        self.failed.lock().clone()
+    }
+
+    pub(crate) fn fail(&self, why: String) {
+        let mut failed = self.failed.lock();
+        if failed.is_none() {
+            *failed = Some(why);
+            self.changed.notify_one();
+        }
+    }
+
+    pub(crate) fn clear(&self) {
+        *self.failed.lock() = None;
+    }
+
+    /// Waits until a write fails; returns why.
+    pub(crate) async fn failed(&self) -> String {
+        loop {
+            if let Some(why) = self.failure() {
+                return why;
+            }
+            self.changed.notified().await;
+        }
+    }
+}
+
+/// Opens the log and the state machine on `storage` (see [`OpenOptions`]). A corrupt directory is an error, and nothing in it is changed.
+pub fn open(storage: &Storage, opts: &OpenOptions) -> io::Result<(LogStore, StateMachine)> {
+    let OpenOptions { faults, snapshot_log_bytes, changes, health } = opts.clone();
     let (disk, loaded) = match storage {
         Storage::Dir(d) => {
-            let (disk, loaded) = Disk::open(d, faults.clone())?;
+            let (disk, loaded) = Disk::open(d, faults, health)?;
             (Some(disk), loaded)
         }
-        Storage::Disk(m) => (Some(Disk::Memory(m.clone(), faults.clone())), m.load()?),
+        Storage::Disk(m) => (Some(Disk::Memory(m.clone(), faults, health)), m.load()?),
         Storage::Memory => (None, Loaded::default()),
     };
     let mut sm = SmInner { disk: disk.clone(), snapshot_log_bytes, ..SmInner::default() };
@@ -407,7 +465,6 @@ pub fn open(storage: &Storage, faults: &DiskFaults, snapshot_log_bytes: u64) -> 
         sm.snapshot = Some(snap);
     }
     let log = LogInner { log: loaded.log, vote: loaded.vote, committed: loaded.committed, purged: loaded.purged, disk };
-    let (changes, _) = tokio::sync::broadcast::channel(CHANGES_BUFFER);
     let (snapshot_due, _) = tokio::sync::watch::channel(0);
     let sm = StateMachine { inner: Arc::new(Mutex::new(sm)), changes, snapshot_due: Arc::new(snapshot_due) };
     Ok((LogStore { inner: Arc::new(Mutex::new(log)) }, sm))
