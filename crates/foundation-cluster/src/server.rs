@@ -295,6 +295,10 @@ impl Server {
         let consensus = if wants(Service::Consensus) {
             let mut cc = ConsensusConfig::new(config.id);
             cc.disk_faults = config.disk_faults.clone();
+            cc.cluster_id = config.cluster_id.clone();
+            // A data directory that was claimed before: its Raft database
+            // must be there (an empty one is refused).
+            cc.existing = config.data_dir.is_some() && !fresh;
             if config.lan {
                 cc = cc.lan();
             }

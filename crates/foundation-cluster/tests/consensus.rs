@@ -409,3 +409,50 @@ async fn a_follower_catches_up_through_a_snapshot_five_frames_large() {
         assert_eq!(value.map(|v| v.len()), Some(VALUE), "big{k}");
     }
 }
+
+/// Starts member `id` of cluster "foundation" on `dir` (one node) and
+/// returns the refusal, if any.
+async fn start_on(dir: &std::path::Path, id: u64, existing: bool) -> Result<Consensus, ConsensusError> {
+    let node = start(&format!("solo{id}")).await;
+    let mut config = ConsensusConfig::new(id).durable(dir);
+    config.existing = existing;
+    Consensus::start(&node, config).await
+}
+
+/// A corrupt, truncated, foreign or lost Raft database is refused with one
+/// line that names it and says what to do; the file is left as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_truncated_foreign_and_lost_databases_are_refused() {
+    let dir = TempDir::new("refusals");
+    let raft = dir.0.join("raft");
+    let file = raft.join("raft.redb");
+    // A database written by member 1.
+    let m = start_on(&raft, 1, false).await.expect("a fresh database");
+    m.shutdown().await;
+    let good = std::fs::read(&file).expect("written");
+    let refusal = |r: Result<Consensus, ConsensusError>| match r {
+        Err(ConsensusError::Storage(why)) => why,
+        Err(other) => panic!("not a storage refusal: {other:?}"),
+        Ok(_) => panic!("started"),
+    };
+    // Another member's database.
+    let why = refusal(start_on(&raft, 2, true).await);
+    assert!(why.contains("belongs to member 1"), "{why}");
+    // Random bytes over all but the file's first 64 (its magic number).
+    let mut bad = good.clone();
+    for (i, b) in bad[64..].iter_mut().enumerate() {
+        *b = (i as u8).wrapping_mul(151).wrapping_add(7);
+    }
+    std::fs::write(&file, &bad).expect("corrupted");
+    let why = refusal(start_on(&raft, 1, true).await);
+    assert!(why.contains("raft.redb") && why.contains("corrupt"), "{why}");
+    assert_eq!(std::fs::read(&file).expect("still there"), bad, "the file is left as it was");
+    // Half of it.
+    std::fs::write(&file, &good[..good.len() / 2]).expect("truncated");
+    let why = refusal(start_on(&raft, 1, true).await);
+    assert!(why.contains("raft.redb"), "{why}");
+    // Gone, under a member that has run before.
+    std::fs::remove_file(&file).expect("removed");
+    let why = refusal(start_on(&raft, 1, true).await);
+    assert!(why.contains("gone or empty") && why.contains("new --id"), "{why}");
+}

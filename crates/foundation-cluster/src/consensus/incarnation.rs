@@ -19,12 +19,38 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use openraft::Raft;
+use openraft::async_runtime::WatchReceiver;
 
 use super::network::{Network, SnapshotChunk, SnapshotReceiver};
 use super::store::{self, OpenOptions, StateMachine, StorageHealth};
 use super::types::{Command, Query, TypeConfig};
 use super::{CLIENT_LOCAL_STATE, CLIENT_QUERY, CLIENT_SUBMIT, Consensus, ConsensusConfig, ConsensusError, Inner, raft_err, runtime};
 use crate::mesh::Cluster;
+
+/// The RPC that says what a member's leader has replicated to a member id:
+/// `NodeId -> Option<u64>` (the matched index, if this member leads and
+/// knows one).
+pub const REPLICATED_RPC: &str = "consensus.replicated";
+
+/// A member with an empty store whose id the group's leader has already
+/// replicated entries to has lost its data (its data directory emptied):
+/// it must not vote again under that id. Asks the peers it is connected
+/// to; one that leads and has a matched index for `id` refuses the start.
+/// (A leader elected while the member was down has no such index: that
+/// case is not caught here.)
+async fn refuse_if_replicated_before(cluster: &Cluster, id: super::NodeId) -> Result<(), ConsensusError> {
+    for peer in cluster.peers() {
+        let answer: Result<Option<u64>, _> = cluster.rpc(&peer, REPLICATED_RPC, id, Duration::from_secs(1)).await;
+        if let Ok(Some(index)) = answer {
+            return Err(ConsensusError::Storage(format!(
+                "this member's Raft storage is empty, but the leader {peer} had replicated entries up to {index} to member {id}: \
+                 it lost its data and must not vote again under id {id}; to rejoin, start it with an empty --data-dir and a new --id, \
+                 and add that id to the group"
+            )));
+        }
+    }
+    Ok(())
+}
 
 /// Pause between attempts to reopen a failed storage.
 pub const REOPEN_EVERY: Duration = Duration::from_secs(1);
@@ -44,12 +70,17 @@ pub(super) async fn open(
     health: &StorageHealth,
 ) -> Result<Incarnation, ConsensusError> {
     let opts = OpenOptions {
+        identity: store::StoreIdentity { cluster_id: config.cluster_id.clone(), id: config.id },
+        existing: config.existing,
         faults: config.disk_faults.clone(),
         snapshot_log_bytes: config.snapshot_log_bytes,
         changes: changes.clone(),
         health: health.clone(),
     };
-    let (log, sm) = store::open(&config.storage, &opts).map_err(|e| ConsensusError::Storage(e.to_string()))?;
+    let (log, sm, fresh) = store::open(&config.storage, &opts).map_err(|e| ConsensusError::Storage(e.to_string()))?;
+    if fresh {
+        refuse_if_replicated_before(cluster, config.id).await?;
+    }
     let raft_config = openraft::Config {
         cluster_name: "foundation".into(),
         election_timeout_min: config.election_timeout.0.as_millis() as u64,
@@ -179,6 +210,14 @@ pub(super) fn serve(cluster: &Cluster, inner: &Arc<Inner>) {
                 Some((vote, snapshot)) => raft.install_full_snapshot(vote, snapshot).await.map(Some).map_err(|e| e.to_string()),
             }
         }
+    });
+    let weak = Arc::downgrade(inner);
+    cluster.register_rpc(REPLICATED_RPC, move |id: super::NodeId| {
+        let matched = weak.upgrade().and_then(|inner| {
+            let metrics = inner.current.read().raft.metrics().borrow_watched().clone();
+            metrics.replication.and_then(|r| r.get(&id).copied().flatten()).map(|l| l.index)
+        });
+        async move { matched }
     });
     let weak = Arc::downgrade(inner);
     cluster.register_rpc("consensus.write", move |(command, timeout): (Command, Duration)| {

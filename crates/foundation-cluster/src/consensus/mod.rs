@@ -80,6 +80,13 @@ pub struct ConsensusConfig {
     /// Entries kept behind a snapshot, so that a follower just behind
     /// catches up from the log rather than the whole snapshot.
     pub logs_kept: u64,
+    /// The cluster's name, stored in the Raft database with the member's
+    /// id: a database of another cluster or member is refused.
+    pub cluster_id: String,
+    /// This member has run before on its storage (its data directory says
+    /// so): an empty Raft database is then refused, as a member that lost
+    /// its data must never vote again under its old id.
+    pub existing: bool,
 }
 
 /// Log entries kept behind a snapshot, by default.
@@ -105,6 +112,8 @@ impl ConsensusConfig {
             snapshot_every: SNAPSHOT_EVERY,
             snapshot_log_bytes: SNAPSHOT_LOG_BYTES,
             logs_kept: LOGS_KEPT,
+            cluster_id: "foundation".into(),
+            existing: false,
         }
     }
 
@@ -583,13 +592,14 @@ impl Consensus {
     }
 }
 
-const HANDLERS: [&str; 9] = [
+const HANDLERS: [&str; 10] = [
     "raft.append",
     "raft.vote",
     "raft.pre_vote",
     "raft.snapshot_chunk",
     "consensus.write",
     "consensus.read",
+    incarnation::REPLICATED_RPC,
     CLIENT_SUBMIT,
     CLIENT_QUERY,
     CLIENT_LOCAL_STATE,

@@ -38,6 +38,9 @@ const VOTE: &str = "vote";
 const COMMITTED: &str = "committed";
 const PURGED: &str = "purged";
 const SNAPSHOT: &str = "snapshot";
+/// Whose database this is: the cluster and the member id, written with
+/// the first write, next to the vote and the log.
+const IDENTITY: &str = "identity";
 /// Requests waiting for the writer thread.
 const DISK_QUEUE: usize = 4096;
 
@@ -70,6 +73,8 @@ enum Op {
 enum Done {
     Flushed(IOFlushed<TypeConfig>),
     Notify(oneshot::Sender<io::Result<()>>),
+    /// Nobody waits (a write made at open, before the writer runs).
+    Ignore,
 }
 
 struct Request {
@@ -158,6 +163,7 @@ impl MemoryDisk {
             t.meta.get(key).map(|b| decode(b)).transpose()
         }
         Ok(Loaded {
+            identity: meta(&t, IDENTITY)?,
             log: t.log.iter().map(|(i, b)| Ok((*i, decode(b)?))).collect::<io::Result<_>>()?,
             vote: meta(&t, VOTE)?,
             committed: meta(&t, COMMITTED)?,
@@ -169,13 +175,32 @@ impl MemoryDisk {
 
 impl Disk {
     /// Opens (or creates) the database under `dir` and starts its writer.
-    fn open(dir: &Path, faults: DiskFaults, health: StorageHealth) -> io::Result<(Self, Loaded)> {
+    /// A corrupt file is an error that names it (redb's own panics on
+    /// some corruptions are caught here), and it is left as it was.
+    fn open(dir: &Path) -> io::Result<(redb::Database, Loaded)> {
         std::fs::create_dir_all(dir)?;
-        let db = redb::Database::create(dir.join("raft.redb")).map_err(|e| io_err(format!("{}: {e}", dir.display())))?;
-        let loaded = load(&db)?;
+        let file = dir.join("raft.redb");
+        let corrupt = |why: String| io::Error::new(io::ErrorKind::InvalidData, format!("{} is corrupt: {why}", file.display()));
+        let opened = std::panic::catch_unwind(|| {
+            let db = redb::Database::create(&file).map_err(|e| corrupt(e.to_string()))?;
+            let loaded = load(&db).map_err(|e| corrupt(e.to_string()))?;
+            Ok::<_, io::Error>((db, loaded))
+        });
+        let (db, loaded) = match opened {
+            Ok(r) => r?,
+            Err(panic) => {
+                let why = panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()));
+                return Err(corrupt(why.unwrap_or_else(|| "the database panicked while opening".into())));
+            }
+        };
+        Ok((db, loaded))
+    }
+
+    /// Starts the writer thread of an opened database.
+    fn start(db: redb::Database, faults: DiskFaults, health: StorageHealth) -> io::Result<Self> {
         let (tx, rx) = mpsc::channel(DISK_QUEUE);
         std::thread::Builder::new().name("foundation-raft-disk".into()).spawn(move || writer(db, rx, faults, health))?;
-        Ok((Self::Redb(tx), loaded))
+        Ok(Self::Redb(tx))
     }
 
     async fn submit(&self, ops: Vec<Op>, done: Done) -> io::Result<()> {
@@ -232,6 +257,7 @@ impl Done {
             Done::Notify(tx) => {
                 let _ = tx.send(res);
             }
+            Done::Ignore => {}
         }
     }
 }
@@ -239,6 +265,7 @@ impl Done {
 /// What a data directory held at start.
 #[derive(Default)]
 struct Loaded {
+    identity: Option<StoreIdentity>,
     log: BTreeMap<u64, Entry>,
     vote: Option<Vote>,
     committed: Option<LogId>,
@@ -262,6 +289,7 @@ fn load(db: &redb::Database) -> io::Result<Loaded> {
     match txn.open_table(META) {
         Ok(t) => {
             let get = |key: &str| -> io::Result<Option<Vec<u8>>> { Ok(t.get(key).map_err(io_err)?.map(|v| v.value().to_vec())) };
+            loaded.identity = get(IDENTITY)?.map(|b| decode(&b)).transpose()?;
             loaded.vote = get(VOTE)?.map(|b| decode(&b)).transpose()?;
             loaded.committed = get(COMMITTED)?.map(|b| decode(&b)).transpose()?;
             loaded.purged = get(PURGED)?.map(|b| decode(&b)).transpose()?;
@@ -297,7 +325,11 @@ fn writer(db: redb::Database, mut rx: mpsc::Receiver<Msg>, faults: DiskFaults, h
                 if !latency.is_zero() {
                     std::thread::sleep(latency);
                 }
-                commit(&db, &batch).map_err(|e| e.to_string())
+                // A corruption found while writing (redb panics on some) is a
+                // storage failure, not a dead writer thread.
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| commit(&db, &batch)))
+                    .unwrap_or_else(|_| Err(io_err("the Raft database panicked while writing: it is corrupt")))
+                    .map_err(|e| e.to_string())
             }
         };
         if let Err(e) = &result {
@@ -395,9 +427,15 @@ impl std::fmt::Debug for Storage {
 
 /// How a store opens: its writes subject to `faults`, a snapshot due
 /// after `snapshot_log_bytes` of applied entries, applied key changes sent
-/// to `changes`, and a failed write reported to `health`.
+/// to `changes`, a failed write reported to `health`; whose it must be
+/// (`identity`), and whether the member has run before (`existing`: then
+/// an empty store is refused).
 #[derive(Clone)]
 pub struct OpenOptions {
+    /// Whose store it must be.
+    pub identity: StoreIdentity,
+    /// The member has run before on this storage.
+    pub existing: bool,
     /// Injected storage faults.
     pub faults: DiskFaults,
     /// Bytes of applied entries between snapshots.
@@ -447,15 +485,27 @@ impl StorageHealth {
 }
 
 /// Opens the log and the state machine on `storage` (see [`OpenOptions`]). A corrupt directory is an error, and nothing in it is changed.
-pub fn open(storage: &Storage, opts: &OpenOptions) -> io::Result<(LogStore, StateMachine)> {
-    let OpenOptions { faults, snapshot_log_bytes, changes, health } = opts.clone();
-    let (disk, loaded) = match storage {
+pub fn open(storage: &Storage, opts: &OpenOptions) -> io::Result<(LogStore, StateMachine, bool)> {
+    let OpenOptions { faults, snapshot_log_bytes, changes, health, identity, existing } = opts.clone();
+    let identity_op = || -> io::Result<Vec<Op>> { Ok(vec![Op::Meta(IDENTITY, encode(&identity)?)]) };
+    let (disk, loaded, fresh) = match storage {
         Storage::Dir(d) => {
-            let (disk, loaded) = Disk::open(d, faults, health)?;
-            (Some(disk), loaded)
+            let (db, loaded) = Disk::open(d)?;
+            let fresh = check_loaded(&loaded, &identity, existing)?;
+            if loaded.identity.is_none() {
+                commit(&db, &[Request { ops: identity_op()?, done: Done::Ignore }])?;
+            }
+            (Some(Disk::start(db, faults, health)?), loaded, fresh)
         }
-        Storage::Disk(m) => (Some(Disk::Memory(m.clone(), faults, health)), m.load()?),
-        Storage::Memory => (None, Loaded::default()),
+        Storage::Disk(m) => {
+            let loaded = m.load()?;
+            let fresh = check_loaded(&loaded, &identity, existing)?;
+            if loaded.identity.is_none() {
+                m.apply(&identity_op()?);
+            }
+            (Some(Disk::Memory(m.clone(), faults, health)), loaded, fresh)
+        }
+        Storage::Memory => (None, Loaded::default(), true),
     };
     let mut sm = SmInner { disk: disk.clone(), snapshot_log_bytes, ..SmInner::default() };
     if let Some(snap) = loaded.snapshot {
@@ -467,7 +517,56 @@ pub fn open(storage: &Storage, opts: &OpenOptions) -> io::Result<(LogStore, Stat
     let log = LogInner { log: loaded.log, vote: loaded.vote, committed: loaded.committed, purged: loaded.purged, disk };
     let (snapshot_due, _) = tokio::sync::watch::channel(0);
     let sm = StateMachine { inner: Arc::new(Mutex::new(sm)), changes, snapshot_due: Arc::new(snapshot_due) };
-    Ok((LogStore { inner: Arc::new(Mutex::new(log)) }, sm))
+    Ok((LogStore { inner: Arc::new(Mutex::new(log)) }, sm, fresh))
+}
+
+/// Whose store this is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreIdentity {
+    /// The cluster.
+    pub cluster_id: String,
+    /// The member's id.
+    pub id: u64,
+}
+
+/// Refuses a store that is not this member's, or that lost what it had
+/// acknowledged: Raft's safety rests on never forgetting a vote or an
+/// acknowledged entry.
+/// Returns whether the store is fresh (no vote, no log, no snapshot).
+fn check_loaded(loaded: &Loaded, want: &StoreIdentity, existing: bool) -> io::Result<bool> {
+    let fresh = loaded.vote.is_none() && loaded.log.is_empty() && loaded.snapshot.is_none();
+    let refuse = |why: String| Err(io::Error::new(io::ErrorKind::InvalidData, why));
+    if let Some(found) = &loaded.identity
+        && found != want
+    {
+        return refuse(format!(
+            "the Raft database belongs to member {} of cluster {:?}, not member {} of {:?}: use this member's own data directory",
+            found.id, found.cluster_id, want.id, want.cluster_id
+        ));
+    }
+    // The database carries its identity from its first open: a member that
+    // has run before (its data directory says so) finds it there unless the
+    // database was lost or emptied.
+    if existing && fresh && loaded.identity.is_none() {
+        return refuse(format!(
+            "the Raft database of member {} is gone or empty, but its data directory shows it has run: it may have voted, and must not vote again under id {}; \
+             to rejoin, start it with an empty --data-dir and a new --id, and add that id to the group",
+            want.id, want.id
+        ));
+    }
+    let last = loaded.log.keys().next_back().copied();
+    let snapshot = loaded.snapshot.as_ref().and_then(|s| s.meta.last_log_id).map(|l| l.index);
+    let held = last.max(snapshot);
+    if let Some(committed) = loaded.committed
+        && held.is_none_or(|h| h < committed.index)
+    {
+        return refuse(format!(
+            "the Raft log ends at {held:?} but entries up to {} were committed: it lost writes it had acknowledged; \
+             to rejoin, start it with an empty --data-dir and a new --id, and add that id to the group",
+            committed.index
+        ));
+    }
+    Ok(fresh)
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {

@@ -203,6 +203,12 @@ async fn slow_disk(cluster: &TestCluster, target: usize, hold: Duration, rng: &m
 /// it after the hold; it must catch up.
 async fn lost_data(cluster: &TestCluster, nemesis: Nemesis, target: usize, hold: Duration, rng: &mut SmallRng) -> Result<Injected, String> {
     let name = cluster.names()[target].clone();
+    // A node that lost its data and was refused stays down: losing a second
+    // one would take the majority.
+    if !cluster.killed().is_empty() {
+        let down = cluster.killed().len();
+        return Ok(Injected { detail: format!("{name}: not touched, {down} node(s) down already"), effective: false, finding: None });
+    }
     cluster.kill(target).await.map_err(fe)?;
     let what = if nemesis == Nemesis::LostDisk {
         cluster.apply(Fault::WipeDisk { node: target }).await.map_err(fe)?;

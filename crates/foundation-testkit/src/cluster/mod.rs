@@ -372,6 +372,10 @@ struct Shared {
     skewed: Mutex<BTreeMap<usize, i64>>,
     /// Nodes with a disk error or latency set.
     disk_faulty: Mutex<BTreeSet<usize>>,
+    /// Killed nodes whose data was lost or cut while they were down
+    /// ([`Fault::WipeDisk`], [`Fault::TruncateLog`]): one that refuses to
+    /// restart stays down (an operator would have to replace it).
+    lost: Mutex<BTreeSet<usize>>,
     steps: Steps,
 }
 
@@ -421,6 +425,7 @@ impl TestCluster {
                 paused: Mutex::default(),
                 skewed: Mutex::default(),
                 disk_faulty: Mutex::default(),
+                lost: Mutex::default(),
                 steps,
             }),
         }
@@ -541,6 +546,7 @@ impl TestCluster {
             }
             Fault::Restart { node } => {
                 self.inner.killed.lock().remove(node);
+                self.inner.lost.lock().remove(node);
                 self.inner.skewed.lock().remove(node);
             }
             Fault::ClockSkew { node, offset_ms: 0 } => {
@@ -551,6 +557,9 @@ impl TestCluster {
             }
             Fault::Pause { node } => {
                 self.inner.paused.lock().insert(*node);
+            }
+            Fault::WipeDisk { node } | Fault::TruncateLog { node, .. } => {
+                self.inner.lost.lock().insert(*node);
             }
             Fault::DiskError { node, error: Some(_) } => {
                 self.inner.disk_faulty.lock().insert(*node);
@@ -649,7 +658,15 @@ impl TestCluster {
             self.resume(node).await?;
         }
         for node in self.killed() {
-            self.restart(node).await?;
+            match self.restart(node).await {
+                Ok(()) => {}
+                // Its data was lost and it refuses to start: right, and it
+                // stays down.
+                Err(e) if self.inner.lost.lock().contains(&node) => {
+                    tracing::info!(node, error = %e, "a node that lost its data stays down");
+                }
+                Err(e) => return Err(e),
+            }
         }
         for node in self.skewed().into_keys() {
             self.apply(Fault::ClockSkew { node, offset_ms: 0 }).await?;
