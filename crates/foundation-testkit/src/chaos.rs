@@ -27,8 +27,8 @@
 //! | `disk_full` | a node's consensus store fails every write with ENOSPC for the hold; then the disk works again and the node must catch up (sim, inprocess) | yes |
 //! | `disk_error` | the same with EIO on fsync (sim, inprocess) | yes |
 //! | `slow_disk` | a node's store takes 20–200 ms more per write batch, and the node is killed halfway through the hold (in simulation half a batch is written before the wait: a torn tail); it restarts and must catch up (sim, inprocess) | yes |
-//! | `lost_disk` | a node is killed, its data directory emptied, and it is restarted after the hold | no: it starts empty under its old id |
-//! | `lost_tail` | a node is killed, its log loses its last 1–20 entries (a disk that lost acknowledged writes), and it is restarted after the hold (sim) | no: see the storage issue |
+//! | `lost_disk` | a node is killed, its data directory emptied, and it is restarted after the hold: its start must be refused (it would vote again under its old id) and it stays down; acts only while no node is down | no: a refused node stays down for the run (replacing it is an operator's job), which would starve the rest of the mix of its majority |
+//! | `lost_tail` | a node is killed, its log loses its last 1–20 entries (a disk that lost acknowledged writes), and it is restarted after the hold: its start must be refused and it stays down (sim) | no: as `lost_disk` |
 //!
 //! The last four check a property of their own while they hold (a probe):
 //! a node that only missed a large state, or whose user process is slow,
