@@ -201,6 +201,10 @@ fn a_data_directory_of_another_cluster_or_node_is_refused() {
     let status = first.wait().expect("wait");
     assert!(status.success(), "a clean stop on SIGTERM: {status}");
     let before = std::fs::read_to_string(data.join("identity.json")).expect("identity");
+    // Readable by the node's owner only.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).expect("exists").permissions().mode() & 0o777;
+    assert_eq!((mode(&data), mode(&data.join("identity.json"))), (0o700, 0o600), "the data directory's modes");
     for (cluster, name, id, what) in [("beta", "a", "1", "cluster"), ("alpha", "b", "2", "node")] {
         let out = run(cluster, name, id, &data).wait_with_output().expect("exits");
         assert!(!out.status.success(), "another {what} must be refused");

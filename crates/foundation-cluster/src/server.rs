@@ -184,6 +184,30 @@ struct Identity {
     name: String,
 }
 
+/// Creates `dir` (and its parents) if needed, readable by its owner only
+/// (0700), and makes an existing one so.
+pub fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
+/// Writes `file` whole or not at all: a temporary file (0600) written and
+/// synced, renamed over it, and the directory synced.
+fn write_atomically(file: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = file.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, file)?;
+    if let Some(parent) = file.parent() {
+        std::fs::File::open(parent)?.sync_all()?;
+    }
+    Ok(())
+}
+
 /// Checks (or, on a fresh directory, writes) the directory's identity.
 /// Returns whether the directory was fresh.
 fn claim(dir: &Path, want: &Identity) -> Result<bool, ServerError> {
@@ -204,12 +228,12 @@ fn claim(dir: &Path, want: &Identity) -> Result<bool, ServerError> {
             Ok(false)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
+            private_dir(dir).map_err(|e| err(e.to_string()))?;
             if std::fs::read_dir(dir).map_err(|e| err(e.to_string()))?.next().is_some() {
                 return Err(err("it is not empty and has no identity.json: not a Foundation data directory".into()));
             }
             let text = serde_json::to_string_pretty(want).expect("an identity serializes");
-            std::fs::write(&file, text).map_err(|e| err(e.to_string()))?;
+            write_atomically(&file, text.as_bytes()).map_err(|e| err(e.to_string()))?;
             Ok(true)
         }
         Err(e) => Err(err(e.to_string())),

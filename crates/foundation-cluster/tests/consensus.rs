@@ -426,9 +426,12 @@ async fn corrupt_truncated_foreign_and_lost_databases_are_refused() {
     let dir = TempDir::new("refusals");
     let raft = dir.0.join("raft");
     let file = raft.join("raft.redb");
-    // A database written by member 1.
+    // A database written by member 1, readable by its owner only.
     let m = start_on(&raft, 1, false).await.expect("a fresh database");
     m.shutdown().await;
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).expect("exists").permissions().mode() & 0o777;
+    assert_eq!((mode(&raft), mode(&file)), (0o700, 0o600));
     let good = std::fs::read(&file).expect("written");
     let refusal = |r: Result<Consensus, ConsensusError>| match r {
         Err(ConsensusError::Storage(why)) => why,

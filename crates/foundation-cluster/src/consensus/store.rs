@@ -178,7 +178,7 @@ impl Disk {
     /// A corrupt file is an error that names it (redb's own panics on
     /// some corruptions are caught here), and it is left as it was.
     fn open(dir: &Path) -> io::Result<(redb::Database, Loaded)> {
-        std::fs::create_dir_all(dir)?;
+        crate::server::private_dir(dir)?;
         let file = dir.join("raft.redb");
         let corrupt = |why: String| io::Error::new(io::ErrorKind::InvalidData, format!("{} is corrupt: {why}", file.display()));
         let opened = std::panic::catch_unwind(|| {
@@ -187,7 +187,12 @@ impl Disk {
             Ok::<_, io::Error>((db, loaded))
         });
         let (db, loaded) = match opened {
-            Ok(r) => r?,
+            Ok(r) => {
+                let r = r?;
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))?;
+                r
+            }
             Err(panic) => {
                 let why = panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()));
                 return Err(corrupt(why.unwrap_or_else(|| "the database panicked while opening".into())));
