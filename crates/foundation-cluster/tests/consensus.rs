@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use foundation_cluster::Cluster;
-use foundation_cluster::consensus::{Command, Consensus, ConsensusConfig, ConsensusError, Member};
+use foundation_cluster::consensus::{Command, Consensus, ConsensusConfig, ConsensusError, Decision, Member};
 
 mod common;
 use common::{WAIT, start, until};
@@ -458,4 +458,31 @@ async fn corrupt_truncated_foreign_and_lost_databases_are_refused() {
     std::fs::remove_file(&file).expect("removed");
     let why = refusal(start_on(&raft, 1, true).await);
     assert!(why.contains("gone or empty") && why.contains("new --id"), "{why}");
+}
+
+/// A timeout a peer sends is bounded: `Duration::MAX` (which would
+/// overflow the deadline) gets an answer, not a panic of the handler.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peers_unbounded_timeout_is_clamped() {
+    let (nodes, members) = group(3, None).await;
+    let client = start("timeout-client").await;
+    client.connect(nodes[0].addr()).await.expect("joins");
+    until("the client sees the node", || client.peers().contains(&nodes[0].name().to_owned())).await;
+    let cmd = put("clamped", "yes");
+    let answer: Result<Decision, ConsensusError> = client
+        .rpc(nodes[0].name(), foundation_cluster::consensus::CLIENT_SUBMIT, (cmd, Duration::MAX), T)
+        .await
+        .expect("an answer, not a dropped call");
+    assert!(answer.is_ok(), "{answer:?}");
+    let read: Result<foundation_cluster::consensus::Answer, ConsensusError> = client
+        .rpc(
+            nodes[1].name(),
+            foundation_cluster::consensus::CLIENT_QUERY,
+            (foundation_cluster::consensus::Query::Get("clamped".into()), Duration::MAX),
+            T,
+        )
+        .await
+        .expect("an answer, not a dropped call");
+    assert!(read.is_ok(), "{read:?}");
+    drop(members);
 }

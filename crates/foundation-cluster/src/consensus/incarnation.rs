@@ -221,6 +221,8 @@ pub(super) fn serve(cluster: &Cluster, inner: &Arc<Inner>) {
     });
     let weak = Arc::downgrade(inner);
     cluster.register_rpc("consensus.write", move |(command, timeout): (Command, Duration)| {
+        // A timeout from a peer is bounded (`PEER_TIMEOUT_MAX`).
+        let timeout = crate::rpc::clamp_peer_timeout(timeout);
         let me = weak.upgrade().map(|inner| Consensus { inner });
         async move {
             match me {
@@ -234,6 +236,8 @@ pub(super) fn serve(cluster: &Cluster, inner: &Arc<Inner>) {
     // leader as `reach_consensus` and `query` do.
     let weak = Arc::downgrade(inner);
     cluster.register_rpc(CLIENT_SUBMIT, move |(command, timeout): (Command, Duration)| {
+        // A timeout from a peer is bounded (`PEER_TIMEOUT_MAX`).
+        let timeout = crate::rpc::clamp_peer_timeout(timeout);
         let me = weak.upgrade().map(|inner| Consensus { inner });
         async move {
             match me {
@@ -244,6 +248,8 @@ pub(super) fn serve(cluster: &Cluster, inner: &Arc<Inner>) {
     });
     let weak = Arc::downgrade(inner);
     cluster.register_rpc(CLIENT_QUERY, move |(query, timeout): (Query, Duration)| {
+        // A timeout from a peer is bounded (`PEER_TIMEOUT_MAX`).
+        let timeout = crate::rpc::clamp_peer_timeout(timeout);
         let me = weak.upgrade().map(|inner| Consensus { inner });
         async move {
             match me {
@@ -264,6 +270,8 @@ pub(super) fn serve(cluster: &Cluster, inner: &Arc<Inner>) {
     });
     let weak = Arc::downgrade(inner);
     cluster.register_rpc("consensus.read", move |(query, timeout): (Query, Duration)| {
+        // A timeout from a peer is bounded (`PEER_TIMEOUT_MAX`).
+        let timeout = crate::rpc::clamp_peer_timeout(timeout);
         let me = weak.upgrade().map(|inner| Consensus { inner });
         async move {
             match me {
