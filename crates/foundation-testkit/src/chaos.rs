@@ -22,7 +22,7 @@
 //! | `link_faults` | latency (10–300 ms) and loss (0–10 %) on random links | yes |
 //! | `clock_skew` | a node's wall clock jumps 1–5 s ahead or behind (lock leases are judged by the proposer's clock) | no: breaks lease exclusion |
 //! | `big_state` | with a node down, the state grows past the largest frame; the node comes back and must catch up; the keys are deleted again | yes |
-//! | `slow_consumer` | a process on a node stops reading its mailbox while every other node floods it; the node must keep applying the log | no: the connection stalls, consensus with it |
+//! | `slow_consumer` | a process on a node that keeps up stops reading its mailbox while every other node floods it; the node must keep applying the log | yes |
 //! | `restart_storm` | kills and restarts one node again and again (10–300 ms apart, inside the RPC timeouts), then it must catch up | yes |
 //! | `disk_full` | a node's consensus store fails every write with ENOSPC for the hold; then the disk works again and the node must catch up (sim, inprocess) | yes |
 //! | `disk_error` | the same with EIO on fsync (sim, inprocess) | yes |
@@ -30,10 +30,14 @@
 //! | `lost_disk` | a node is killed, its data directory emptied, and it is restarted after the hold: its start must be refused (it would vote again under its old id) and it stays down; acts only while no node is down | no: a refused node stays down for the run (replacing it is an operator's job), which would starve the rest of the mix of its majority |
 //! | `lost_tail` | a node is killed, its log loses its last 1–20 entries (a disk that lost acknowledged writes), and it is restarted after the hold: its start must be refused and it stays down (sim) | no: as `lost_disk` |
 //!
-//! The last four check a property of their own while they hold (a probe):
-//! a node that only missed a large state, or whose user process is slow,
-//! must keep up with the log. A probe that fails is a *finding*
-//! ([`ChaosReport::findings`]), and fails the run.
+//! The nemeses whose row says "must catch up" or "must keep applying"
+//! check that property themselves (a probe): a node that only missed a
+//! large state, went through restarts or a bad disk, or whose user process
+//! is slow, must keep up with the log. A probe that fails is a *finding*
+//! ([`ChaosReport::findings`]), and fails the run. Before the fixes of
+//! issue 15 and of the storage issue, `slow_consumer` (seed 0: "n2 had not
+//! applied index 111 after 1.4 s") and `big_state` (seed 0: "n1 had not
+//! caught up 10 s after it came back") found their bugs this way.
 //!
 //! Honest accounting: an injection that changed nothing (no worker to
 //! kill, a flood refused entirely, a slow consumer whose mailbox never
@@ -130,7 +134,7 @@ impl Nemesis {
     /// The default mix (`foundation chaos`, the chaos tier): every nemesis
     /// that finds no bug of today's code. The others find one each (see
     /// the module docs and `tests/nemeses.rs`) and join when it is fixed.
-    pub const DEFAULT: [Nemesis; 16] = [
+    pub const DEFAULT: [Nemesis; 17] = [
         Self::KillProcess,
         Self::Partition,
         Self::MemoryPressure,
@@ -147,6 +151,7 @@ impl Nemesis {
         Self::BigState,
         Self::DiskFull,
         Self::DiskError,
+        Self::SlowConsumer,
     ];
 
     /// The seed's five.

@@ -182,6 +182,11 @@ fn explore() {
             Ok(o) => {
                 let c = o.checks();
                 eprintln!("seed {seed} ({:.2} s): {} {c:?}", wall.elapsed().as_secs_f64(), summary(&o));
+                if std::env::var_os("DUMP").is_some() {
+                    for i in &o.chaos.injections {
+                        eprintln!("  {:>8.3} s +{:.3} s {} {}", i.at_us as f64 / 1e6, i.held_us as f64 / 1e6, i.nemesis, i.detail);
+                    }
+                }
                 if !c.all() {
                     failed.push(seed);
                 }

@@ -408,6 +408,11 @@ async fn slow_consumer(cluster: &TestCluster, target: usize, hold: Duration) -> 
     if senders.is_empty() {
         return Err("no other live node to flood from".into());
     }
+    // Judge only a node that keeps up before its consumer stalls (not one
+    // still coming back from the previous fault).
+    if let Some(behind) = keeps_up(cluster, target, &senders, CATCH_UP, &format!("before {name}'s consumer stalled")).await {
+        return Ok(Injected { detail: format!("{name}: not stalled, behind already: {behind}"), effective: false, finding: None });
+    }
     let stall = hold.max(SLOW_STALL_MIN);
     let client = cluster.client();
     let running: bool = client.rpc(&name, "chaos.stall", stall, Duration::from_secs(2)).await.map_err(|e| format!("{name}: {e}"))?;
