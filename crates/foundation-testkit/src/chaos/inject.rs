@@ -21,6 +21,8 @@ pub const CATCH_UP: Duration = Duration::from_secs(10);
 const SLOW_STALL_MIN: Duration = Duration::from_secs(2);
 /// How long the flood runs before the probe writes its marker.
 const PROBE_DELAY: Duration = Duration::from_millis(300);
+/// Pause between a probe's attempts to commit its marker.
+const PROBE_RETRY: Duration = Duration::from_millis(100);
 /// Keys the `big_state` nemesis writes (and deletes again).
 pub const BIG_PREFIX: &str = "chaos/big/";
 /// The key the probes write.
@@ -330,14 +332,21 @@ async fn keeps_up(cluster: &TestCluster, node: usize, via: &[usize], within: Dur
     let value = cluster.elapsed().as_micros().to_string().into_bytes();
     let start = tokio::time::Instant::now();
     let marker = Command::Put { key: PROBE_KEY.into(), value };
-    match submit_any(cluster, via, marker, within.min(Duration::from_secs(2))).await {
-        Err(e) => Some(format!("no write committed through the other nodes while {why}: {e}")),
-        Ok(d) => match wait_applied(cluster, node, d.index, within.saturating_sub(start.elapsed())).await {
-            Ok(_) => None,
-            Err(at) => {
-                Some(format!("{name} had not applied index {} after {:.1} s (it was at {at:?}) while {why}", d.index, within.as_secs_f64()))
+    // Retried until `within`: the other nodes may still be reconnecting
+    // after the previous fault (a refusal then comes at once).
+    let d = loop {
+        let left = within.saturating_sub(start.elapsed());
+        match submit_any(cluster, via, marker.clone(), left.min(Duration::from_secs(2))).await {
+            Ok(d) => break d,
+            Err(_) if start.elapsed() + PROBE_RETRY < within => tokio::time::sleep(PROBE_RETRY).await,
+            Err(e) => {
+                return Some(format!("no write committed through the other nodes in {:.1} s while {why}: {e}", within.as_secs_f64()));
             }
-        },
+        }
+    };
+    match wait_applied(cluster, node, d.index, within.saturating_sub(start.elapsed())).await {
+        Ok(_) => None,
+        Err(at) => Some(format!("{name} had not applied index {} after {:.1} s (it was at {at:?}) while {why}", d.index, within.as_secs_f64())),
     }
 }
 
