@@ -346,7 +346,9 @@ async fn keeps_up(cluster: &TestCluster, node: usize, via: &[usize], within: Dur
     };
     match wait_applied(cluster, node, d.index, within.saturating_sub(start.elapsed())).await {
         Ok(_) => None,
-        Err(at) => Some(format!("{name} had not applied index {} after {:.1} s (it was at {at:?}) while {why}", d.index, within.as_secs_f64())),
+        Err(at) => {
+            Some(format!("{name} had not applied index {} after {:.1} s (it was at {at:?}) while {why}", d.index, within.as_secs_f64()))
+        }
     }
 }
 
