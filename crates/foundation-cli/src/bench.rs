@@ -131,7 +131,7 @@ impl Harness {
     pub async fn on_scheduler<T: Send + 'static>(&self, index: usize, fut: impl Future<Output = T> + Send + 'static) -> anyhow::Result<T> {
         let handle = match &self.pool {
             Some(pool) => pool.spawn_on(index % pool.schedulers(), fut).expect("index within the pool"),
-            None => tokio::spawn(fut),
+            None => foundation::rt::spawn(fut),
         };
         handle.await.context("a bench task panicked")
     }

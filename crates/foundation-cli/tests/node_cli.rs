@@ -13,9 +13,10 @@ use foundation_cluster::admin::client;
 const SECRET: &str = "node-cli-test-secret-0123456789";
 const WAIT: Duration = Duration::from_secs(30);
 
-/// A free loopback port (bound then released; the node binds it next).
+/// A free loopback port outside the ephemeral range (an outgoing
+/// connection cannot take it before the node binds it).
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    foundation_testkit::cluster::free_ports(1).expect("a free port")[0]
 }
 
 struct Nodes {

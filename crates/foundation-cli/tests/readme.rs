@@ -96,8 +96,10 @@ fn every_history_in_the_readme_is_accepted_by_check() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A free loopback port outside the ephemeral range (an outgoing
+/// connection cannot take it before the node binds it).
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    foundation_testkit::cluster::free_ports(1).expect("a free port")[0]
 }
 
 /// Stops a process group on drop (the script's background nodes with it).

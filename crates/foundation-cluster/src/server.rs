@@ -366,7 +366,7 @@ impl Server {
         if let Some(serve) = serving {
             let mut stopped = app.inner.stop.subscribe();
             let router = crate::admin::router(app.clone());
-            tokio::spawn(async move {
+            foundation::rt::spawn(async move {
                 let _ = serve
                     .serve(router, async move {
                         let _ = stopped.wait_for(|s| *s).await;
@@ -384,7 +384,7 @@ impl Server {
         for peer in config.peers.clone() {
             let cluster = self.inner.cluster.clone();
             let mut stop = self.inner.stop.subscribe();
-            tokio::spawn(async move {
+            foundation::rt::spawn(async move {
                 let mut delay = Duration::from_millis(50);
                 while !cluster.peers().contains(&peer.name) && !*stop.borrow() {
                     if let Err(e) = cluster.connect(&peer.addr).await {
@@ -406,7 +406,7 @@ impl Server {
             let mut members: BTreeMap<NodeId, Member> =
                 config.peers.iter().map(|p| (p.id, Member { name: p.name.clone(), addr: p.addr.clone() })).collect();
             members.insert(config.id, Member { name: config.name.clone(), addr: self.inner.cluster.addr().to_owned() });
-            tokio::spawn(async move {
+            foundation::rt::spawn(async move {
                 match consensus.initialize(members).await {
                     Ok(()) | Err(ConsensusError::AlreadyInitialized) => {}
                     Err(e) => tracing::error!(error = %e, "could not initialize the consensus group"),
@@ -419,7 +419,7 @@ impl Server {
     fn record_mesh_events(&self, events: Arc<EventStore>) {
         let mut mesh = self.inner.cluster.subscribe();
         let node = self.inner.cluster.node().clone();
-        tokio::spawn(async move {
+        foundation::rt::spawn(async move {
             loop {
                 let (kind, peer, reason) = match mesh.recv().await {
                     Ok(NodeEvent::Up { node }) => ("node.up", node, String::new()),
@@ -560,13 +560,38 @@ pub async fn start_distributed_cluster(config: DistributedConfig) -> Result<Dist
     if config.nodes == 0 {
         return Err(ServerError::Config("a cluster needs at least one node".into()));
     }
-    // Ports are chosen first so every node can be told its peers.
+    // Ports are chosen before any node listens, so every node can be told
+    // its peers; in between, a connection going out of this host may take
+    // one as its local port. Then the whole start is tried again with new
+    // ports, a bounded number of times.
+    let mut attempt = 1;
+    loop {
+        match start_on_free_ports(&config).await {
+            Err(ServerError::Cluster(ClusterError::Listen { source, .. }))
+                if source.kind() == std::io::ErrorKind::AddrInUse && attempt < START_ATTEMPTS =>
+            {
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// How many times [`start_distributed_cluster`] tries ports that turned out
+/// to be taken.
+const START_ATTEMPTS: u32 = 5;
+
+async fn start_on_free_ports(config: &DistributedConfig) -> Result<DistributedCluster, ServerError> {
+    // Every probe stays bound until all are chosen: no port twice.
+    let mut probes = Vec::new();
     let mut ports = Vec::new();
     for _ in 0..config.nodes {
-        #[allow(clippy::disallowed_methods)] // a probe for a free loopback port, closed at once
+        #[allow(clippy::disallowed_methods)] // a probe for a free loopback port, closed below
         let probe = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| ServerError::Config(format!("no free port: {e}")))?;
         ports.push(probe.local_addr().map_err(|e| ServerError::Config(e.to_string()))?.port());
+        probes.push(probe);
     }
+    drop(probes);
     let name = |i: usize| format!("node{}", i + 1);
     let mut servers = Vec::new();
     for i in 0..config.nodes {

@@ -116,7 +116,7 @@ impl ConfigService {
         let read = |b: Option<Vec<u8>>| b.and_then(|b| serde_json::from_slice(&b).ok());
         let (tx, rx) = watch::channel(read(self.consensus.local_get(&full).await));
         let consensus = self.consensus.clone();
-        tokio::spawn(async move {
+        foundation::rt::spawn(async move {
             loop {
                 // Ends as soon as the last receiver drops, not at the key's
                 // next change (which may never come): the task holds the
@@ -211,7 +211,7 @@ impl Registry {
         // When the process ends, its name goes (if it still maps to it).
         let exited = self.node.watch(pid);
         let consensus = self.consensus.clone();
-        tokio::spawn(async move {
+        foundation::rt::spawn(async move {
             exited.await;
             let release = Command::Cas { key, expected: Some(value), new: None };
             if let Err(e) = consensus.reach_consensus(release, Duration::from_secs(10)).await {

@@ -308,11 +308,11 @@ async fn a_barrier_opens_when_all_have_arrived() {
     let (_nodes, members) = group(3, None).await;
     let first = {
         let m = members[0].clone();
-        tokio::spawn(async move { m.barrier("start", "p0", 3, T).await })
+        foundation::rt::spawn(async move { m.barrier("start", "p0", 3, T).await })
     };
     let second = {
         let m = members[1].clone();
-        tokio::spawn(async move { m.barrier("start", "p1", 3, T).await })
+        foundation::rt::spawn(async move { m.barrier("start", "p1", 3, T).await })
     };
     // Two of three: still closed.
     assert!(members[2].barrier("start", "p1", 3, Duration::from_millis(300)).await.is_err(), "p1 twice counts once");

@@ -55,7 +55,7 @@ async fn a_flooded_process_that_never_reads_holds_up_no_consensus_heartbeat_or_r
     let stuck = follower.node().spawn_with(opts, |_ctx: foundation::Ctx<Vec<u8>>| std::future::pending::<()>()).expect("spawned").pid();
     // The leader's node floods it, from a task of its own.
     let flooder = leader.clone();
-    let flood = tokio::spawn(async move {
+    let flood = foundation::rt::spawn(async move {
         for _ in 0..4096 {
             if flooder.send_wait(stuck, vec![1u8; 1024]).await.is_err() {
                 return;

@@ -7,13 +7,12 @@ use foundation_cluster::server::{PeerSpec, Server, ServerConfig, Service};
 use foundation_cluster::services::{REGISTRY_DOWN_GRACE, REGISTRY_SWEEP};
 
 mod common;
-use common::{secret, until};
+use common::{free_ports, secret, until};
 
 const T: Duration = Duration::from_secs(5);
 
 async fn three_servers() -> Vec<Server> {
-    let ports: Vec<u16> =
-        (0..3).map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()).collect();
+    let ports = free_ports(3);
     let mut servers = Vec::new();
     for i in 0..3 {
         let peers = (0..3)

@@ -321,7 +321,7 @@ async fn rpc_returns_results_and_each_failure_as_its_own_error() {
     let started = tokio::time::Instant::now();
     let pending = {
         let a = a.clone();
-        tokio::spawn(async move { a.rpc::<(), ()>("b", "slow", (), Duration::from_secs(30)).await })
+        foundation::rt::spawn(async move { a.rpc::<(), ()>("b", "slow", (), Duration::from_secs(30)).await })
     };
     until("the call is in flight", || b.node().live_processes() == 0).await;
     tokio::time::sleep(Duration::from_millis(100)).await;

@@ -27,7 +27,7 @@ async fn a_reply_to_a_call_of_a_restarted_caller_never_completes_a_new_call() {
     });
     // The first incarnation of `a` starts a slow call, and goes.
     let old = a.clone();
-    let old_call = tokio::spawn(async move { old.rpc::<u32, u32>("b", "hold", 1, Duration::from_secs(30)).await });
+    let old_call = foundation::rt::spawn(async move { old.rpc::<u32, u32>("b", "hold", 1, Duration::from_secs(30)).await });
     until("b runs the old call", || started.load(std::sync::atomic::Ordering::SeqCst) == 1).await;
     a.shutdown();
     drop(a);
@@ -39,7 +39,7 @@ async fn a_reply_to_a_call_of_a_restarted_caller_never_completes_a_new_call() {
     assert_eq!(a2.connect(b.addr()).await.expect("joins again"), "b");
     eventually_peers(&b, &["a"]).await;
     let new = a2.clone();
-    let new_call = tokio::spawn(async move { new.rpc::<u32, u32>("b", "hold", u32::MAX, Duration::from_secs(2)).await });
+    let new_call = foundation::rt::spawn(async move { new.rpc::<u32, u32>("b", "hold", u32::MAX, Duration::from_secs(2)).await });
     until("b runs the new call", || started.load(std::sync::atomic::Ordering::SeqCst) == 2).await;
     // The old call's handler answers now; its reply must not complete the new call.
     release.send_replace(1);

@@ -13,16 +13,12 @@ use foundation_cluster::services::{ConfigError, RegistryError};
 use serde_json::json;
 
 mod common;
-use common::{secret, until};
+use common::{free_ports, secret, until};
 
 const T: Duration = Duration::from_secs(5);
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
-
 async fn three_servers() -> Vec<Server> {
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let ports = free_ports(3);
     let mut servers = Vec::new();
     for i in 0..3 {
         let peers = (0..3)

@@ -6,11 +6,11 @@ use std::time::Duration;
 use foundation_cluster::server::{Server, ServerConfig, Service};
 
 mod common;
-use common::{secret, until};
+use common::{free_ports, secret, until};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscription_task_ends_when_its_receiver_drops() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let port = free_ports(1)[0];
     // One node: no peers, so no RPC tasks come and go beside the count.
     let config = ServerConfig {
         id: 1,

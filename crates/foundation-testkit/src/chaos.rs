@@ -24,8 +24,8 @@
 //! | `big_state` | with a node down, the state grows past the largest frame; the node comes back and must catch up; the keys are deleted again | yes |
 //! | `slow_consumer` | a process on a node that keeps up stops reading its mailbox while every other node floods it; the node must keep applying the log | yes |
 //! | `restart_storm` | kills and restarts one node again and again (10–300 ms apart, inside the RPC timeouts), then it must catch up | yes |
-//! | `disk_full` | a node's consensus store fails every write with ENOSPC for the hold; then the disk works again and the node must catch up (sim, inprocess) | no: a simulated run that goes through the member's storage recovery does not replay byte for byte yet |
-//! | `disk_error` | the same with EIO on fsync (sim, inprocess) | no: as `disk_full` |
+//! | `disk_full` | a node's consensus store fails every write with ENOSPC for the hold; then the disk works again and the node must catch up (sim, inprocess) | yes |
+//! | `disk_error` | the same with EIO on fsync (sim, inprocess) | yes |
 //! | `slow_disk` | a node's store takes 20–200 ms more per write batch, and the node is killed halfway through the hold (in simulation half a batch is written before the wait: a torn tail); it restarts and must catch up (sim, inprocess) | yes |
 //! | `lost_disk` | a node is killed, its data directory emptied, and it is restarted after the hold: its start must be refused (it would vote again under its old id) and it stays down; acts only while no node is down | no: a refused node stays down for the run (replacing it is an operator's job), which would starve the rest of the mix of its majority |
 //! | `lost_tail` | a node is killed, its log loses its last 1–20 entries (a disk that lost acknowledged writes), and it is restarted after the hold: its start must be refused and it stays down (sim) | no: as `lost_disk` |
@@ -134,7 +134,7 @@ impl Nemesis {
     /// The default mix (`foundation chaos`, the chaos tier): every nemesis
     /// that finds no bug of today's code. The others find one each (see
     /// the module docs and `tests/nemeses.rs`) and join when it is fixed.
-    pub const DEFAULT: [Nemesis; 15] = [
+    pub const DEFAULT: [Nemesis; 17] = [
         Self::KillProcess,
         Self::Partition,
         Self::MemoryPressure,
@@ -147,6 +147,8 @@ impl Nemesis {
         Self::OnewayPartition,
         Self::LinkFaults,
         Self::RestartStorm,
+        Self::DiskFull,
+        Self::DiskError,
         Self::SlowDisk,
         Self::BigState,
         Self::SlowConsumer,

@@ -238,7 +238,7 @@ pub async fn run_chaos(cluster: &TestCluster, run: &ChaosRun) -> anyhow::Result<
             let cluster = cluster.clone();
             let duration = run.duration;
             let recorder = recorder.clone();
-            tokio::spawn(async move {
+            foundation::rt::spawn(async move {
                 let start = tokio::time::Instant::now();
                 loop {
                     if let Some(report) = &report {

@@ -99,7 +99,7 @@ mod tests {
         )
         .await;
         assert_eq!(seen, 3);
-        let failed = tokio::spawn(assert_eventually_eq("stays 7", || 7, 8, Duration::from_millis(30))).await.expect_err("panics");
+        let failed = foundation::rt::spawn(assert_eventually_eq("stays 7", || 7, 8, Duration::from_millis(30))).await.expect_err("panics");
         let msg = failed.into_panic().downcast::<String>().map(|s| *s).unwrap_or_default();
         assert!(msg.contains("stays 7") && msg.contains("last observed: 7"), "{msg}");
     }

@@ -79,7 +79,7 @@ impl KvWorkload {
             let w = self.clone();
             let cluster = cluster.clone();
             let recorder = recorder.clone();
-            tasks.push(tokio::spawn(async move { w.client(c, &cluster, &recorder).await }));
+            tasks.push(foundation::rt::spawn(async move { w.client(c, &cluster, &recorder).await }));
         }
         gather(recorder, tasks).await
     }
@@ -347,7 +347,7 @@ impl MessageWorkload {
             let w = self.clone();
             let cluster = cluster.clone();
             let history = recorder.clone();
-            tasks.push(tokio::spawn(async move {
+            tasks.push(foundation::rt::spawn(async move {
                 let mut rng = SmallRng::seed_from_u64(w.seed ^ (c as u64 + 1).wrapping_mul(0x2545_f491_4f6c_dd1d));
                 let mut samples = Vec::new();
                 let deadline = tokio::time::Instant::now() + w.duration;

@@ -59,6 +59,8 @@ fn disk_latency_reaches_the_store() {
         ready(&cluster).await?;
         cluster.apply(Fault::DiskLatency { node: 1, latency_ms: 20 }).await?;
         let committed = write_some(&cluster, 0, 10, "l").await;
+        // Two of three commit: wait until the slow node has written too.
+        cluster.converged(Duration::from_secs(10)).await.map_err(anyhow::Error::msg)?;
         cluster.recover().await?;
         Ok(committed)
     })
@@ -116,6 +118,8 @@ fn a_node_that_lost_its_data_does_not_start_under_its_old_id() {
     let spec = ClusterSpec::new(Backend::Simulated, 3, 9);
     let restarted = run(&spec, |cluster| async move {
         ready(&cluster).await?;
+        // The leader has replicated to node 2 (what its lost disk held).
+        cluster.converged(Duration::from_secs(10)).await.map_err(anyhow::Error::msg)?;
         cluster.kill(2).await?;
         cluster.apply(Fault::WipeDisk { node: 2 }).await?;
         Ok(cluster.restart(2).await)

@@ -393,7 +393,7 @@ mod tests {
         assert_eq!(current(), None);
         let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
         rt.block_on(async {
-            let task = tokio::spawn(with_global_context(outer.clone(), async move {
+            let task = crate::rt::spawn(with_global_context(outer.clone(), async move {
                 tokio::task::yield_now().await;
                 let seen = current();
                 tokio::time::sleep(std::time::Duration::from_millis(1)).await;

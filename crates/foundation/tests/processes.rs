@@ -89,7 +89,7 @@ async fn awaitable_send_waits_for_room() {
     let (gate_tx, gate_rx) = oneshot::channel();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let p = gated(&node, MailboxConfig::bounded(4), gate_rx, tx);
-    let sender = tokio::spawn(async move {
+    let sender = foundation::rt::spawn(async move {
         for i in 0..100u64 {
             p.send(i).await.expect("alive");
         }
@@ -485,7 +485,7 @@ async fn a_sender_blocked_on_a_shared_budget_wakes_when_another_mailbox_frees_it
     }
     assert_eq!(sent, 100 / per_msg);
     assert!(matches!(b.try_send(vec![0; 40]), Err(SendError::Full(_))), "b's mailbox is empty but the budget is spent");
-    let blocked = tokio::spawn(async move { b.send(vec![0; 40]).await });
+    let blocked = foundation::rt::spawn(async move { b.send(vec![0; 40]).await });
     let still_blocked = tokio::time::timeout(Duration::from_millis(30), async {
         while !blocked.is_finished() {
             tokio::task::yield_now().await;

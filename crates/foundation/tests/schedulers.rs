@@ -17,8 +17,8 @@ async fn cpu_intensive_with_yielding_does_not_block_schedulers() {
     let start_time = UtilizationSample::current();
     assert_eq!(start_time.workers(), 2);
     let large_work: Vec<u64> = (1..=100_000).collect();
-    let task = tokio::spawn(cpu_intensive_with_yielding(large_work, |item| (item as f64).powi(2)));
-    let other_task = tokio::spawn(async {
+    let task = foundation::rt::spawn(cpu_intensive_with_yielding(large_work, |item| (item as f64).powi(2)));
+    let other_task = foundation::rt::spawn(async {
         for _ in 0..1000 {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
@@ -32,7 +32,7 @@ async fn cpu_intensive_with_yielding_does_not_block_schedulers() {
     // Control: the measurement does see a saturated worker. Two tasks
     // burning 300 ms each without yielding fill both workers.
     let start = UtilizationSample::current();
-    let burners: Vec<_> = (0..2).map(|_| tokio::spawn(async { burn(300_000) })).collect();
+    let burners: Vec<_> = (0..2).map(|_| foundation::rt::spawn(async { burn(300_000) })).collect();
     for b in burners {
         b.await.expect("burner");
     }

@@ -427,7 +427,7 @@ impl Consensus {
             let mut state = self.sm().dump().await;
             let applied = state.apply(0, command.clone());
             let raft = self.raft().clone();
-            tokio::spawn(async move { raft.client_write(command).await.ok() });
+            foundation::rt::spawn(async move { raft.client_write(command).await.ok() });
             return Ok(Decision { committed: true, term: 0, index: 0, applied });
         }
         #[allow(unreachable_code)]

@@ -80,7 +80,7 @@ impl AsyncRuntime for SeededTokio {
         T::Output: OptionalSend + 'static,
     {
         let child = splitmix64(draw(), CHILD);
-        TokioRuntime::spawn(SEED.scope(Cell::new(child), future))
+        foundation::rt::spawn(SEED.scope(Cell::new(child), future))
     }
 
     fn sleep(duration: Duration) -> Self::Sleep {

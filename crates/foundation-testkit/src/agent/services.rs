@@ -126,7 +126,7 @@ fn install_config(server: &Server) -> Result<(), String> {
         let config = config.clone();
         let watched = watched.clone();
         // Subscriptions need the runtime: taken in a task, at once.
-        tokio::spawn(async move {
+        foundation::rt::spawn(async move {
             for key in CONFIG_KEYS {
                 if let Ok(rx) = config.subscribe(key).await {
                     watched.lock().insert(key.to_owned(), rx);

@@ -434,7 +434,7 @@ async fn slow_consumer(cluster: &TestCluster, target: usize, hold: Duration) -> 
         .iter()
         .map(|&s| {
             let (client, from, to) = (client.clone(), cluster.names()[s].clone(), name.clone());
-            tokio::spawn(async move {
+            foundation::rt::spawn(async move {
                 let r: Result<usize, RpcError> =
                     client.rpc(&from, "chaos.flood", (to, FLOOD_MAX, stall), stall + Duration::from_secs(2)).await;
                 r.unwrap_or(0)

@@ -353,9 +353,9 @@ mod tests {
         let listener = FaultyNetwork::new(Some(index), faults.clone()).bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         faults.register(&addr, index);
-        tokio::spawn(async move {
+        foundation::rt::spawn(async move {
             while let Ok((mut s, _)) = listener.accept().await {
-                tokio::spawn(async move {
+                foundation::rt::spawn(async move {
                     let mut buf = [0u8; 64];
                     while let Ok(n) = s.read(&mut buf).await {
                         if n == 0 || s.write_all(&buf[..n]).await.is_err() {

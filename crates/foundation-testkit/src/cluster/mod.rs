@@ -834,25 +834,55 @@ pub(crate) fn scratch_dir() -> Result<std::path::PathBuf, RunError> {
 /// (tests run in parallel) never get the same port.
 static PORTS_GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
 
-/// Free loopback ports: probed (all held open until each is chosen, so one
-/// call never repeats a port), never one this process handed out before.
-/// Another program may still take one between the probe and the bind; the
-/// node that cannot bind then fails to start.
-pub(crate) fn free_ports(n: usize) -> Result<Vec<u16>, RunError> {
+/// Where listening ports are chosen: below the kernel's ephemeral range
+/// (`/proc/sys/net/ipv4/ip_local_port_range`, 32768–60999 if unreadable),
+/// or above it if it starts too low. A port the kernel picked for `:0` was
+/// free only at that instant: any outgoing connection (a node dialling its
+/// peers) may take it as its local port before the node binds it, which
+/// failed CI with `AddrInUse`. The kernel never hands out a port outside
+/// that range by itself.
+fn listen_range() -> std::ops::Range<u32> {
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| {
+            let mut it = s.split_whitespace().map(|w| w.parse::<u32>().ok());
+            Some((it.next()??, it.next()??))
+        })
+        .unwrap_or((32_768, 60_999));
+    if ephemeral.0 >= 12_000 { 10_000..ephemeral.0 } else { ephemeral.1 + 1..65_536 }
+}
+
+/// Free loopback ports for nodes to listen on: outside the ephemeral range
+/// (see [`listen_range`]), probed free, never one this process handed out
+/// before; each process starts at its own place in the range. Another
+/// program may still bind one between the probe and the node; that node
+/// then fails to start.
+///
+/// # Errors
+/// No free port in the whole range.
+pub fn free_ports(n: usize) -> Result<Vec<u16>, RunError> {
+    let range = listen_range();
+    let len = range.end - range.start;
     let mut given = PORTS_GIVEN.lock();
-    let mut probes = Vec::new();
+    let offset = std::process::id().wrapping_mul(7_919) % len;
+    let start = offset + given.len() as u32;
     let mut ports = Vec::new();
-    while ports.len() < n {
-        #[allow(clippy::disallowed_methods)] // a probe for a free loopback port, closed below
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| RunError::Start(format!("no free port: {e}")))?;
-        let port = probe.local_addr().map_err(|e| RunError::Start(e.to_string()))?.port();
-        if given.insert(port) {
+    for k in 0..len {
+        if ports.len() == n {
+            break;
+        }
+        let port = (range.start + (start + k) % len) as u16;
+        if given.contains(&port) {
+            continue;
+        }
+        #[allow(clippy::disallowed_methods)] // a probe for a free loopback port, closed at once
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.insert(port);
             ports.push(port);
         }
-        probes.push(probe);
-        if probes.len() > n + 1000 {
-            return Err(RunError::Start("no fresh loopback port left".into()));
-        }
+    }
+    if ports.len() < n {
+        return Err(RunError::Start(format!("no free loopback port left in {range:?}")));
     }
     Ok(ports)
 }

@@ -260,6 +260,9 @@ where
     Fut: Future<Output = anyhow::Result<T>> + Send + 'static,
 {
     let wall = std::time::Instant::now();
+    // Every host's tasks in spawn order (see `spawn_locally`): a seed is the
+    // same run however many runs this process made before.
+    let _local = foundation::rt::spawn_locally();
     let mut sim = turmoil::Builder::new()
         .rng_seed(spec.seed)
         .epoch(SystemTime::UNIX_EPOCH + Duration::from_secs(EPOCH_SECS))

@@ -158,7 +158,7 @@ impl LockWorkload {
         let tasks: Vec<_> = (0..self.clients)
             .map(|c| {
                 let (w, cluster, clock) = (self.clone(), cluster.clone(), clock.clone());
-                tokio::spawn(async move { w.client(c, &cluster, &clock).await })
+                foundation::rt::spawn(async move { w.client(c, &cluster, &clock).await })
             })
             .collect();
         let mut events = Vec::new();

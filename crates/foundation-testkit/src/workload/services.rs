@@ -220,7 +220,7 @@ impl ServiceWorkload {
         let tasks: Vec<_> = (0..self.clients)
             .map(|c| {
                 let (w, cluster, history) = (self.clone(), cluster.clone(), history.clone());
-                tokio::spawn(async move { w.client(c, &cluster, &history).await })
+                foundation::rt::spawn(async move { w.client(c, &cluster, &history).await })
             })
             .collect();
         let mut report = WorkloadReport { history, ..WorkloadReport::default() };

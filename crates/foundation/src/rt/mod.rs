@@ -33,6 +33,7 @@
 pub mod net;
 pub mod sched;
 
+use std::cell::Cell;
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
@@ -50,15 +51,58 @@ pub use tokio::time::{Instant, sleep, sleep_until, timeout};
 
 /// Spawns a task on the current runtime (real or simulated host).
 ///
+/// On a thread inside [`spawn_locally`], the task goes on the current
+/// `LocalSet` instead (where a simulator runs each host).
+///
 /// # Panics
-/// Outside a tokio runtime, like `tokio::spawn`.
+/// Outside a tokio runtime, like `tokio::spawn`; inside [`spawn_locally`],
+/// outside a `LocalSet`.
 #[inline]
 pub fn spawn<F>(fut: F) -> JoinHandle<F::Output>
 where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
+    if SPAWN_LOCALLY.with(Cell::get) {
+        return tokio::task::spawn_local(fut);
+    }
+    #[allow(clippy::disallowed_methods)] // the seam itself
     tokio::spawn(fut)
+}
+
+thread_local! {
+    /// Whether [`spawn`] puts tasks on the current `LocalSet` (see
+    /// [`spawn_locally`]).
+    static SPAWN_LOCALLY: Cell<bool> = const { Cell::new(false) };
+}
+
+/// While the guard lives, [`spawn`] on this thread puts every task on the
+/// current `LocalSet` with `spawn_local`. A simulator that runs each host
+/// on a `LocalSet` of its own (turmoil does) holds one for the run.
+///
+/// Why: a runtime keeps its spawned tasks in lists sharded by task id, and
+/// task ids come from one process-wide counter, so the order in which a
+/// crashed host's tasks are dropped (and its sockets send their FIN and RST
+/// segments, each drawing from the simulator's RNG) would depend on how
+/// many tasks the process spawned before. A `LocalSet` keeps its tasks in
+/// spawn order: a seed's run is then the same run twice in one process, or
+/// beside other tests.
+#[must_use = "spawning is local only while the guard lives"]
+pub fn spawn_locally() -> SpawnLocally {
+    SpawnLocally { before: SPAWN_LOCALLY.with(|s| s.replace(true)) }
+}
+
+/// The guard of [`spawn_locally`]; dropping it restores what `spawn` did
+/// before on this thread.
+#[derive(Debug)]
+pub struct SpawnLocally {
+    before: bool,
+}
+
+impl Drop for SpawnLocally {
+    fn drop(&mut self) {
+        SPAWN_LOCALLY.with(|s| s.set(self.before));
+    }
 }
 
 /// Runs blocking work on tokio's blocking pool (the seam's one door to it:

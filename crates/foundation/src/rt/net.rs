@@ -86,7 +86,7 @@ mod tests {
         let net = TokioNetwork;
         let listener = net.bind("127.0.0.1:0").await.expect("bind loopback");
         let addr = listener.local_addr().expect("local addr");
-        let server = tokio::spawn(async move {
+        let server = crate::rt::spawn(async move {
             let (mut s, _) = listener.accept().await.expect("accept");
             let mut buf = [0u8; 5];
             s.read_exact(&mut buf).await.expect("read");
