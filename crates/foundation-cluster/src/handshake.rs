@@ -2,13 +2,19 @@
 //! mutual HMAC-SHA256 challenge on the cluster secret.
 //!
 //! ```text
-//! dialer → acceptor  Hello   { protocol, name, challenge_d }             (Redial: the same, for a dial nobody asked for)
-//! acceptor → dialer  Welcome { protocol, name, challenge_a, proof_a }   or Refused
+//! dialer → acceptor  Hello   { protocol, name, challenge_d, incarnation_d }             (Redial: the same, for a dial nobody asked for)
+//! acceptor → dialer  Welcome { protocol, name, challenge_a, proof_a, incarnation_a }   or Refused
 //! dialer → acceptor  Proof   { proof_d }                                or nothing (dialer refuses)
 //! acceptor → dialer  Accepted                                           or Refused
 //! proof_a = HMAC(secret, "acceptor" ‖ challenge_d ‖ acceptor name ‖ dialer name)
 //! proof_d = HMAC(secret, "dialer"   ‖ challenge_a ‖ dialer name ‖ acceptor name)
 //! ```
+//!
+//! Each side also says which incarnation of its node it is (a number
+//! drawn when its `Cluster` started): a connection that replaces another
+//! between the same two incarnations continues its session (a reply to a
+//! call made on the old one still counts), while one from a restarted node
+//! starts a new session.
 //!
 //! Each side proves it holds the secret by answering the other's fresh
 //! challenge; the secret itself never crosses the wire. The labels and the
@@ -32,7 +38,7 @@ use crate::frame::{FrameError, read_header, write_header};
 use crate::secret::ClusterSecret;
 
 /// The wire protocol version this build speaks.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 /// Largest handshake frame (names are short).
 pub const HANDSHAKE_FRAME_BYTES: usize = 4096;
 /// Bytes of a challenge.
@@ -46,12 +52,14 @@ enum Msg {
         protocol: u32,
         name: String,
         challenge: Challenge,
+        incarnation: u64,
     },
     Welcome {
         protocol: u32,
         name: String,
         challenge: Challenge,
         proof: Vec<u8>,
+        incarnation: u64,
     },
     Proof {
         proof: Vec<u8>,
@@ -66,6 +74,7 @@ enum Msg {
         protocol: u32,
         name: String,
         challenge: Challenge,
+        incarnation: u64,
     },
 }
 
@@ -130,39 +139,50 @@ async fn refuse<S: AsyncWrite + Unpin>(s: &mut S, reason: String) {
     let _ = write_header(s, &Msg::Refused { reason }, HANDSHAKE_FRAME_BYTES).await;
 }
 
-/// The dialing side. Returns the peer's name once both sides are proven.
+/// Who the other side of a handshake proved to be.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Peer {
+    /// Its node name.
+    pub name: String,
+    /// Its incarnation (see the module docs).
+    pub incarnation: u64,
+}
+
+/// The dialing side, as incarnation 0. Returns the peer once both sides
+/// are proven.
 pub async fn dial<S: AsyncRead + AsyncWrite + Unpin>(
     s: &mut S,
     me: &str,
     secret: &ClusterSecret,
     challenge: Challenge,
-) -> Result<String, HandshakeError> {
-    dial_as(s, me, secret, challenge, DialKind::Connect).await
+) -> Result<Peer, HandshakeError> {
+    dial_as(s, me, 0, secret, challenge, DialKind::Connect).await
 }
 
 /// [`dial`], saying which kind of dial this is.
 pub async fn dial_as<S: AsyncRead + AsyncWrite + Unpin>(
     s: &mut S,
     me: &str,
+    incarnation: u64,
     secret: &ClusterSecret,
     challenge: Challenge,
     kind: DialKind,
-) -> Result<String, HandshakeError> {
+) -> Result<Peer, HandshakeError> {
     let (protocol, name) = (PROTOCOL_VERSION, me.to_owned());
     let hello = match kind {
-        DialKind::Connect => Msg::Hello { protocol, name, challenge },
-        DialKind::Redial => Msg::Redial { protocol, name, challenge },
+        DialKind::Connect => Msg::Hello { protocol, name, challenge, incarnation },
+        DialKind::Redial => Msg::Redial { protocol, name, challenge, incarnation },
     };
     write_header(s, &hello, HANDSHAKE_FRAME_BYTES).await?;
-    let (peer, their_challenge) = match read_header(s, HANDSHAKE_FRAME_BYTES).await? {
+    let (peer, their_challenge, their_incarnation) = match read_header(s, HANDSHAKE_FRAME_BYTES).await? {
         Msg::Welcome { protocol, .. } if protocol != PROTOCOL_VERSION => {
             return Err(HandshakeError::Version { ours: PROTOCOL_VERSION, theirs: protocol });
         }
-        Msg::Welcome { name, challenge: theirs, proof: p, .. } => {
+        Msg::Welcome { name, challenge: theirs, proof: p, incarnation, .. } => {
             if proof(secret, b"acceptor", &challenge, &name, me).verify_slice(&p).is_err() {
                 return Err(HandshakeError::BadSecret { peer: name });
             }
-            (name, theirs)
+            (name, theirs, incarnation)
         }
         Msg::Refused { reason } => return Err(HandshakeError::Refused(reason)),
         other => return Err(HandshakeError::Protocol(format!("expected Welcome, got {other:?}"))),
@@ -170,20 +190,21 @@ pub async fn dial_as<S: AsyncRead + AsyncWrite + Unpin>(
     let p = proof(secret, b"dialer", &their_challenge, me, &peer).finalize().into_bytes().to_vec();
     write_header(s, &Msg::Proof { proof: p }, HANDSHAKE_FRAME_BYTES).await?;
     match read_header(s, HANDSHAKE_FRAME_BYTES).await? {
-        Msg::Accepted => Ok(peer),
+        Msg::Accepted => Ok(Peer { name: peer, incarnation: their_incarnation }),
         Msg::Refused { reason } => Err(HandshakeError::Refused(reason)),
         other => Err(HandshakeError::Protocol(format!("expected Accepted, got {other:?}"))),
     }
 }
 
-/// The accepting side. Returns the peer's name once both sides are proven.
+/// The accepting side, as incarnation 0. Returns the peer once both sides
+/// are proven.
 pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
     s: &mut S,
     me: &str,
     secret: &ClusterSecret,
     challenge: Challenge,
-) -> Result<String, HandshakeError> {
-    accept_if(s, me, secret, challenge, |_, _| Ok(())).await
+) -> Result<Peer, HandshakeError> {
+    accept_if(s, me, 0, secret, challenge, |_, _| Ok(())).await
 }
 
 /// [`accept`], but once the peer has proven its name, `admit` (given the
@@ -192,21 +213,27 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
 pub async fn accept_if<S: AsyncRead + AsyncWrite + Unpin>(
     s: &mut S,
     me: &str,
+    incarnation: u64,
     secret: &ClusterSecret,
     challenge: Challenge,
     admit: impl FnOnce(&str, DialKind) -> Result<(), String>,
-) -> Result<String, HandshakeError> {
-    let (peer, their_challenge, kind) = match read_header(s, HANDSHAKE_FRAME_BYTES).await? {
+) -> Result<Peer, HandshakeError> {
+    let (peer, their_challenge, kind, their_incarnation) = match read_header(s, HANDSHAKE_FRAME_BYTES).await? {
         Msg::Hello { protocol, .. } | Msg::Redial { protocol, .. } if protocol != PROTOCOL_VERSION => {
             refuse(s, format!("protocol {protocol} is not spoken here; this node speaks {PROTOCOL_VERSION}")).await;
             return Err(HandshakeError::Version { ours: PROTOCOL_VERSION, theirs: protocol });
         }
-        Msg::Hello { name, challenge: theirs, .. } => (name, theirs, DialKind::Connect),
-        Msg::Redial { name, challenge: theirs, .. } => (name, theirs, DialKind::Redial),
+        Msg::Hello { name, challenge: theirs, incarnation, .. } => (name, theirs, DialKind::Connect, incarnation),
+        Msg::Redial { name, challenge: theirs, incarnation, .. } => (name, theirs, DialKind::Redial, incarnation),
         other => return Err(HandshakeError::Protocol(format!("expected Hello, got {other:?}"))),
     };
     let p = proof(secret, b"acceptor", &their_challenge, me, &peer).finalize().into_bytes().to_vec();
-    write_header(s, &Msg::Welcome { protocol: PROTOCOL_VERSION, name: me.to_owned(), challenge, proof: p }, HANDSHAKE_FRAME_BYTES).await?;
+    write_header(
+        s,
+        &Msg::Welcome { protocol: PROTOCOL_VERSION, name: me.to_owned(), challenge, proof: p, incarnation },
+        HANDSHAKE_FRAME_BYTES,
+    )
+    .await?;
     match read_header(s, HANDSHAKE_FRAME_BYTES).await? {
         Msg::Proof { proof: p } => {
             if proof(secret, b"dialer", &challenge, &peer, me).verify_slice(&p).is_err() {
@@ -221,7 +248,7 @@ pub async fn accept_if<S: AsyncRead + AsyncWrite + Unpin>(
         return Err(HandshakeError::NotAdmitted { peer, reason });
     }
     write_header(s, &Msg::Accepted, HANDSHAKE_FRAME_BYTES).await?;
-    Ok(peer)
+    Ok(Peer { name: peer, incarnation: their_incarnation })
 }
 
 #[cfg(test)]
@@ -233,17 +260,17 @@ mod tests {
         ClusterSecret::new(text, "test").expect("valid")
     }
 
-    async fn pair(dialer_secret: &str, acceptor_secret: &str) -> (Result<String, HandshakeError>, Result<String, HandshakeError>) {
+    async fn pair(dialer_secret: &str, acceptor_secret: &str) -> (Result<Peer, HandshakeError>, Result<Peer, HandshakeError>) {
         let (mut a, mut b) = tokio::io::duplex(8192);
         let (ds, as_) = (secret(dialer_secret), secret(acceptor_secret));
         // Each side hangs up when it is done, as a real connection would.
         let dialer = async move {
-            let r = dial(&mut a, "n1", &ds, [1; 32]).await;
+            let r = dial_as(&mut a, "n1", 11, &ds, [1; 32], DialKind::Connect).await;
             drop(a);
             r
         };
         let acceptor = async move {
-            let r = accept(&mut b, "n2", &as_, [2; 32]).await;
+            let r = accept_if(&mut b, "n2", 22, &as_, [2; 32], |_, _| Ok(())).await;
             drop(b);
             r
         };
@@ -253,8 +280,8 @@ mod tests {
     #[tokio::test]
     async fn same_secret_both_sides_learn_each_other() {
         let (d, a) = pair("the-shared-secret-0001", "the-shared-secret-0001").await;
-        assert_eq!(d.expect("dialer ok"), "n2");
-        assert_eq!(a.expect("acceptor ok"), "n1");
+        assert_eq!(d.expect("dialer ok"), Peer { name: "n2".into(), incarnation: 22 });
+        assert_eq!(a.expect("acceptor ok"), Peer { name: "n1".into(), incarnation: 11 });
     }
 
     #[tokio::test]
@@ -269,10 +296,10 @@ mod tests {
     async fn another_protocol_version_is_refused_with_the_reason() {
         let (mut a, mut b) = tokio::io::duplex(8192);
         let s = secret("the-shared-secret-0001");
-        let bad_hello = Msg::Hello { protocol: 99, name: "old".into(), challenge: [0; 32] };
+        let bad_hello = Msg::Hello { protocol: 99, name: "old".into(), challenge: [0; 32], incarnation: 0 };
         let (sent, accepted) = tokio::join!(write_header(&mut a, &bad_hello, HANDSHAKE_FRAME_BYTES), accept(&mut b, "n2", &s, [2; 32]));
         sent.expect("sent");
-        assert!(matches!(accepted, Err(HandshakeError::Version { ours: 1, theirs: 99 })), "{accepted:?}");
+        assert!(matches!(accepted, Err(HandshakeError::Version { ours: PROTOCOL_VERSION, theirs: 99 })), "{accepted:?}");
         let reply: Msg = read_header(&mut a, HANDSHAKE_FRAME_BYTES).await.expect("a refusal");
         assert!(matches!(reply, Msg::Refused { ref reason } if reason.contains("protocol 99")), "{reply:?}");
     }

@@ -174,10 +174,13 @@ struct Peer {
 
 struct Conn {
     id: u64,
+    /// The peer's incarnation (from its handshake).
+    incarnation: u64,
     /// Frames for the writer task; while held, the writer runs.
     outbox: Outbox,
-    /// Dropping this ends the connection's tasks.
-    _stop: tokio::sync::oneshot::Sender<()>,
+    /// Dropping this ends the connection's tasks at once; sending on it
+    /// hands the connection over to one that replaced it (see `run_conn`).
+    stop: tokio::sync::oneshot::Sender<()>,
     /// Resolves when the connection's task has ended (its sender is held by
     /// the task): a replacing connection delivers nothing before that.
     ended: Option<tokio::sync::oneshot::Receiver<()>>,
@@ -200,6 +203,8 @@ pub(crate) struct Inner {
     pub(crate) rpc: crate::rpc::Rpcs,
     events: broadcast::Sender<NodeEvent>,
     next_conn: std::sync::atomic::AtomicU64,
+    /// This `Cluster`'s incarnation, told to peers in the handshake.
+    incarnation: u64,
     /// Set by `shutdown`: accept nothing, dial nothing.
     closed: std::sync::atomic::AtomicBool,
     stop_accepting: tokio::sync::Notify,
@@ -223,6 +228,11 @@ impl Cluster {
         // incarnation is unlikely to share an id, and is refused anyway
         // (it comes on another connection).
         let first_call_id = node.rt().with_rng(|r| r.next_u64());
+        // A restarted node must differ from its earlier self even when its
+        // RNG has the same seed: the start time goes in (virtual time under
+        // simulation, so a run still replays).
+        let started = node.rt().system_time().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+        let incarnation = node.rt().with_rng(|r| r.next_u64()) ^ started.wrapping_mul(0x9e37_79b9_7f4a_7c15);
         let inner = Arc::new(Inner {
             config,
             node,
@@ -233,6 +243,7 @@ impl Cluster {
             rpc: crate::rpc::Rpcs::starting_at(first_call_id),
             events,
             next_conn: Default::default(),
+            incarnation,
             closed: Default::default(),
             stop_accepting: tokio::sync::Notify::new(),
         });
@@ -419,9 +430,16 @@ async fn accept_loop(weak: std::sync::Weak<Inner>, listener: Box<dyn Listener>) 
                     }
                     None => Ok(()),
                 };
-                let peer = handshake::accept_if(&mut stream, &inner.config.name, &inner.config.secret, challenge(&inner), admit)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let peer = handshake::accept_if(
+                    &mut stream,
+                    &inner.config.name,
+                    inner.incarnation,
+                    &inner.config.secret,
+                    challenge(&inner),
+                    admit,
+                )
+                .await
+                .map_err(|e| e.to_string())?;
                 Ok::<_, String>((peer, stream))
             };
             match foundation::rt::timeout(timeout, shake).await {
@@ -445,7 +463,7 @@ async fn dial(inner: &Arc<Inner>, addr: &str, kind: DialKind) -> Result<String, 
             Some(tls) => tls.dial(stream).await.map_err(|source| ClusterError::Tls { addr: addr.into(), source })?,
             None => stream,
         };
-        let peer = handshake::dial_as(&mut stream, &inner.config.name, &inner.config.secret, challenge(inner), kind)
+        let peer = handshake::dial_as(&mut stream, &inner.config.name, inner.incarnation, &inner.config.secret, challenge(inner), kind)
             .await
             .map_err(|source| ClusterError::Handshake { addr: addr.into(), source })?;
         Ok::<_, ClusterError>((peer, stream))
@@ -454,12 +472,13 @@ async fn dial(inner: &Arc<Inner>, addr: &str, kind: DialKind) -> Result<String, 
         .await
         .map_err(|_| ClusterError::Connect { addr: addr.into(), reason: format!("no answer within {timeout:?}") })??;
     established(inner, peer.clone(), Some(addr.to_owned()), stream);
-    Ok(peer)
+    Ok(peer.name)
 }
 
 /// Installs an authenticated connection, unless the pair already has one
 /// that wins the tie-break.
-fn established(inner: &Arc<Inner>, peer: String, dialed: Option<String>, stream: BoxStream) {
+fn established(inner: &Arc<Inner>, peer: handshake::Peer, dialed: Option<String>, stream: BoxStream) {
+    let handshake::Peer { name: peer, incarnation } = peer;
     if peer == inner.config.name {
         tracing::warn!(node = %peer, "refused a connection to itself");
         return;
@@ -469,7 +488,7 @@ fn established(inner: &Arc<Inner>, peer: String, dialed: Option<String>, stream:
     }
     let we_dialed = dialed.is_some();
     let id = inner.next_conn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let (outbox, rx) = Outbox::new(inner.config.frame_limit, id);
+    let (outbox, rx);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
     let (ended_tx, ended_rx) = tokio::sync::oneshot::channel::<()>();
     let previous;
@@ -485,18 +504,33 @@ fn established(inner: &Arc<Inner>, peer: String, dialed: Option<String>, stream:
         if entry.conn.is_some() && !ours_wins {
             return;
         }
-        let old = entry.conn.replace(Conn { id, outbox: outbox.clone(), _stop: stop_tx, ended: Some(ended_rx) });
+        // A connection that replaces one to the same incarnation continues
+        // its session: replies to calls made on the old one still count.
+        let session = entry.conn.as_ref().filter(|c| c.incarnation == incarnation).map_or(id, |c| c.outbox.session());
+        (outbox, rx) = Outbox::new(inner.config.frame_limit, id, session);
+        let old = entry.conn.replace(Conn { id, incarnation, outbox: outbox.clone(), stop: stop_tx, ended: Some(ended_rx) });
         let was_up = old.is_some();
-        // The old connection stops (its stop sender drops here); the new one
-        // waits for it to end before delivering, so frames it read are never
+        // The old connection is handed over: it sends what it has queued,
+        // closes its side, and delivers what the peer sent on it until the
+        // peer closes too (or `HANDOVER_MAX`). The new one waits for it to
+        // end before delivering, so frames of the old one are never
         // delivered after frames of the new one.
-        previous = old.and_then(|mut c| c.ended.take());
+        previous = old.and_then(|mut c| {
+            let _ = c.stop.send(());
+            c.ended.take()
+        });
         inner.routes.write().insert(NodeId::new(&peer, 0).name_hash, outbox.clone());
         !was_up
     };
+    if !newly_up {
+        // Frames in flight on the replaced connection may be lost with it
+        // (a handover that timed out): windows open again rather than
+        // stay short for good.
+        crate::remote::reset_windows(inner, NodeId::new(&peer, 0).name_hash);
+    }
     let (read, write) = tokio::io::split(stream);
     let lifecycle = Lifecycle { stop: stop_rx, previous, _ended: ended_tx };
-    foundation::rt::spawn(run_conn(inner.clone(), peer.clone(), id, read, write, rx, lifecycle));
+    foundation::rt::spawn(run_conn(inner.clone(), peer.clone(), (id, outbox.session()), read, write, rx, lifecycle));
     // Tell the peer where we listen and whom we know, so it can complete the mesh.
     let _ = outbox.try_push(&Wire::Peers { me: inner.addr.clone(), known: known_peers(inner) }, None);
     if newly_up {
@@ -507,6 +541,10 @@ fn established(inner: &Arc<Inner>, peer: String, dialed: Option<String>, stream:
 fn known_peers(inner: &Inner) -> Vec<(String, String)> {
     inner.peers.lock().iter().filter(|(_, p)| p.conn.is_some() && !p.addr.is_empty()).map(|(n, p)| (n.clone(), p.addr.clone())).collect()
 }
+
+/// How long a replaced connection may take to hand over: the peer's side
+/// closes once it has installed the replacing connection too.
+pub const HANDOVER_MAX: Duration = Duration::from_secs(2);
 
 /// How a connection's task starts and ends.
 struct Lifecycle {
@@ -521,7 +559,7 @@ struct Lifecycle {
 async fn run_conn(
     inner: Arc<Inner>,
     peer: String,
-    id: u64,
+    (id, session): (u64, u64),
     read: ReadHalf<BoxStream>,
     mut write: WriteHalf<BoxStream>,
     mut out: mpsc::Receiver<Out>,
@@ -537,13 +575,38 @@ async fn run_conn(
     let base = tokio::time::Instant::now();
     let heard = AtomicU64::new(0);
     let hear = || heard.store(base.elapsed().as_millis() as u64, Ordering::Relaxed);
+    // Set when a replacing connection took over (see `Conn::stop`).
+    let handing_over = std::sync::atomic::AtomicBool::new(false);
     let writer = async {
         let mut beat = tokio::time::interval(tick);
         let mut buf = Vec::with_capacity(WRITE_BATCH_BYTES);
+        let mut stop = stop;
         loop {
             let first = tokio::select! {
                 _ = beat.tick() => Out::header(&Wire::Heartbeat),
                 frame = out.recv() => match frame { Some(f) => f, None => return "closed".to_owned() },
+                stopped = &mut stop => match stopped {
+                    Err(_) => return "disconnected".to_owned(),
+                    Ok(()) => {
+                        handing_over.store(true, Ordering::Relaxed);
+                        // What was queued goes out, then our side closes:
+                        // the peer reads it all, then the end.
+                        while let Ok(o) = out.try_recv() {
+                            o.mark_sent();
+                            let written = async {
+                                write.write_all(&o.frame).await?;
+                                write.write_all(&o.tail).await
+                            };
+                            if let Err(e) = written.await {
+                                return format!("write failed during handover: {e}");
+                            }
+                            o.release();
+                        }
+                        let _ = write.shutdown().await;
+                        // The reader ends the connection at the peer's close.
+                        return std::future::pending::<String>().await;
+                    }
+                },
             };
             // Under load, many frames go out in one write.
             let mut next = Some(first);
@@ -596,17 +659,24 @@ async fn run_conn(
                 Ok(Wire::Heartbeat) => {}
                 Ok(Wire::Peers { me, known }) => learn(&inner, &peer, me, known),
                 Ok(Wire::Proc(p)) => crate::remote::on_frame(&inner, &peer, p, frame.payload),
-                Ok(Wire::Rpc(r)) => crate::rpc::on_frame(&inner, &peer, id, r, frame.payload),
+                Ok(Wire::Rpc(r)) => crate::rpc::on_frame(&inner, &peer, session, r, frame.payload),
                 Err(e) => return format!("{e}"),
             }
         }
     };
     let watchdog = async {
+        let mut handover_since = None;
         loop {
-            foundation::rt::sleep(tick).await;
+            foundation::rt::sleep(tick.min(HANDOVER_MAX)).await;
             let silent = base.elapsed().saturating_sub(Duration::from_millis(heard.load(Ordering::Relaxed)));
             if silent > silent_max {
                 return format!("silent for {silent_max:?}");
+            }
+            if handing_over.load(Ordering::Relaxed) {
+                let since = *handover_since.get_or_insert_with(tokio::time::Instant::now);
+                if since.elapsed() >= HANDOVER_MAX {
+                    return format!("the peer did not close a replaced connection within {HANDOVER_MAX:?}");
+                }
             }
         }
     };
@@ -614,7 +684,6 @@ async fn run_conn(
         r = writer => r,
         r = reader => r,
         r = watchdog => r,
-        _ = stop => "disconnected".to_owned(),
     };
     connection_lost(&inner, &peer, id, reason);
 }

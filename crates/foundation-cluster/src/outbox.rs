@@ -56,6 +56,13 @@ impl Out {
         encode(header, None::<&()>, Bytes::new(), usize::MAX).expect("a bare header encodes")
     }
 
+    /// The bytes after the header (inline and tail): what the receiver
+    /// sees as the frame's payload.
+    pub fn payload_len(&self) -> usize {
+        let header_len = self.frame.get(4..8).map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize);
+        self.frame.len().saturating_sub(8 + header_len) + self.tail.len()
+    }
+
     /// Sets `flag` when the writer takes this frame.
     pub fn track(&mut self, flag: Arc<AtomicBool>) {
         self.sent = Some(flag);
@@ -108,17 +115,25 @@ pub(crate) struct Outbox {
     limit: usize,
     /// The id of the connection it feeds (unique within a `Cluster`).
     conn: u64,
+    /// The session the connection belongs to: the id of the first of the
+    /// connections between the same two incarnations (see `handshake`).
+    session: u64,
 }
 
 impl Outbox {
-    pub fn new(frame_limit: usize, conn: u64) -> (Self, mpsc::Receiver<Out>) {
+    pub fn new(frame_limit: usize, conn: u64, session: u64) -> (Self, mpsc::Receiver<Out>) {
         let (tx, rx) = mpsc::channel(PEER_QUEUE_FRAMES);
-        (Self { tx, bytes: Arc::new(Semaphore::new(PEER_QUEUE_BYTES)), limit: frame_limit, conn }, rx)
+        (Self { tx, bytes: Arc::new(Semaphore::new(PEER_QUEUE_BYTES)), limit: frame_limit, conn, session }, rx)
     }
 
     /// The id of the connection this queue feeds.
     pub fn conn(&self) -> u64 {
         self.conn
+    }
+
+    /// The session of that connection.
+    pub fn session(&self) -> u64 {
+        self.session
     }
 
     fn cost(out: &Out) -> u32 {

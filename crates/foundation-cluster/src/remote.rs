@@ -19,13 +19,15 @@
 //!   sender's sequence. Messages sent after the connection is back arrive.
 //!   Every process linked to or monitoring a process of that node learns of
 //!   the loss (`NoConnection`), so a gap is never silent to those who ask.
-//! - One case loses frames without a `Down`: when both nodes of a pair dial
-//!   each other at once (a re-join, or a peer learned through a third node
-//!   while dialing), one connection replaces the other by the tie-break, and
-//!   frames queued on or in flight over the replaced one are dropped with it
-//!   (the pair never stops being connected). Order still holds: the
-//!   replacing connection delivers nothing until the replaced one's task has
-//!   ended, so no frame of the old one arrives after a frame of the new.
+//! - When both nodes of a pair dial each other at once (a re-join, or a
+//!   peer learned through a third node while dialing), one connection
+//!   replaces the other by the tie-break. The replaced one is handed over,
+//!   not cut: each side sends what it had queued on it, closes its half,
+//!   and delivers what arrives until the other side's close, and the
+//!   replacing connection delivers nothing before that, so nothing is lost
+//!   and order holds. (A handover the peer does not finish within
+//!   `mesh::HANDOVER_MAX` ends the old connection, losing what was still
+//!   on it, without a `Down`: the pair never stopped being connected.)
 //!
 //! # Backpressure (lanes)
 //! Delivery never holds up the connection's reader: Raft, RPC, heartbeats,
@@ -34,19 +36,28 @@
 //! - A message for a full mailbox is parked in that process's own queue,
 //!   which a task drains in arrival order as the mailbox makes room; later
 //!   messages for that process queue behind it.
-//! - Its first parked message from a peer sends that peer `Pause` for the
-//!   pid; when the queue is empty again, every paused peer gets `Resume`.
-//!   While paused, a sender's [`Cluster::send`] to that pid is `Full` and
+//! - Senders by pid work within a window: a node may have at most
+//!   [`WINDOW_MESSAGES`] messages and [`WINDOW_BYTES`] payload bytes (a
+//!   larger message goes alone) sent to one remote process and not yet
+//!   credited back. The receiving node credits them back (`Credit`, one
+//!   frame per [`CREDIT_EVERY`] messages or [`CREDIT_BYTES`] bytes) once
+//!   they are out of its hands: in the mailbox, or dropped. Past the
+//!   window, [`Cluster::send`] to that pid is `Full` and
 //!   [`Cluster::send_wait`] waits (the backpressure a sending process
-//!   feels, per destination process; sends to others go on). A pause ends
-//!   with the peer's `Resume` or with the connection.
-//! - Frames already in flight when the pause arrives are parked too, up to
-//!   [`PARKED_PER_PROCESS_MAX`] messages per process and
-//!   [`PARKED_BYTES_MAX`] payload bytes per node. Past either, a message is
-//!   **dropped**, logged and counted ([`Cluster::dropped_messages`]): the
-//!   last resort, which the pause keeps senders by pid from reaching
-//!   (a sender by name, [`Cluster::send_named`], is not paused: the name is
-//!   resolved on the receiving node).
+//!   feels, per destination process; sends to others go on). The window
+//!   opens again with the credit, or with the connection's end.
+//! - So what one peer has parked for one process is at most a window, not
+//!   whatever the socket buffers held (a pause sent when the mailbox filled
+//!   came too late: 300,000 small messages sent with `send_wait` lost
+//!   20,045 that were already on their way). Parked messages are bounded
+//!   again per process ([`PARKED_PER_PROCESS_MAX`]: sixteen peers'
+//!   windows) and per node ([`PARKED_BYTES_MAX`], counting each message's
+//!   bookkeeping, [`PARKED_OVERHEAD`], beside its payload). Past either, a
+//!   message is **dropped**, logged and counted
+//!   ([`Cluster::dropped_messages`]): the last resort, for more than
+//!   sixteen peers flooding one process, a node's parked memory at its
+//!   bound, or senders by name ([`Cluster::send_named`]: no window, the
+//!   name is resolved on the receiving node).
 //!
 //! # Links and monitors
 //! `Ctx::link`/`monitor` on a remote pid go through `Dist` (this module's
@@ -57,7 +68,7 @@
 
 use std::any::{Any, TypeId};
 use std::collections::VecDeque;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -120,13 +131,13 @@ pub(crate) enum ProcWire {
         target: Pid,
         reason: ExitReason,
     },
-    /// `to`'s mailbox is full: hold messages for it until `Resume`.
-    Pause {
+    /// `messages` of the receiver's messages to `to` (`bytes` payload
+    /// bytes) are out of this node's hands: the sender's window for `to`
+    /// opens by that much.
+    Credit {
         to: Pid,
-    },
-    /// Messages for `to` may flow again.
-    Resume {
-        to: Pid,
+        messages: u32,
+        bytes: u64,
     },
 }
 
@@ -196,12 +207,29 @@ type Waiting = Pin<Box<dyn Future<Output = ()> + Send>>;
 /// delivery must wait.
 type Decoder = fn(&Node, Pid, Bytes, bool) -> Result<Option<Waiting>, String>;
 
-/// Messages parked for one local process whose mailbox is full; past this,
-/// messages for it are dropped.
-pub const PARKED_PER_PROCESS_MAX: usize = 4096;
-/// Payload bytes parked for all of a node's processes; past this, messages
-/// that would be parked are dropped.
+/// Messages a node may have sent to one remote process and not had
+/// credited back (see the module docs).
+pub const WINDOW_MESSAGES: u32 = 4096;
+/// Payload bytes likewise; a larger message goes alone.
+pub const WINDOW_BYTES: u64 = 4 << 20;
+/// A receiving node credits a sender back once this many of its messages
+/// to one process are out of its hands...
+pub const CREDIT_EVERY: u32 = 512;
+/// ...or this many payload bytes.
+pub const CREDIT_BYTES: u64 = 512 << 10;
+/// Credits owed to (peer, process) pairs below the thresholds; past this,
+/// all are sent (so the table of what is owed stays bounded).
+const OWED_MAX: usize = 4096;
+/// Messages parked for one local process whose mailbox is full (sixteen
+/// senders' windows); past this, messages for it are dropped.
+pub const PARKED_PER_PROCESS_MAX: usize = 16 * WINDOW_MESSAGES as usize;
+/// Bytes parked for all of a node's processes, payload and
+/// [`PARKED_OVERHEAD`] each; past this, messages that would be parked are
+/// dropped.
 pub const PARKED_BYTES_MAX: usize = 64 << 20;
+/// What a parked message costs beside its payload: its boxed delivery (216
+/// bytes for a `u64` message) and its queue slot.
+pub const PARKED_OVERHEAD: usize = 256;
 
 fn decode<M: Message + DeserializeOwned>(payload: Bytes) -> Result<M, String> {
     if TypeId::of::<M>() == TypeId::of::<Bytes>() {
@@ -244,8 +272,27 @@ pub(crate) struct Relations {
     control_waiting: AtomicUsize,
     parked: Arc<Mutex<Parked>>,
     dropped: AtomicU64,
-    /// Remote pids whose node asked this one to hold messages for them.
-    paused: Mutex<BTreeMap<Pid, Arc<tokio::sync::Notify>>>,
+    /// Sender side: what this node has sent to each remote pid and not had
+    /// credited back.
+    flow: Mutex<HashMap<Pid, Flow>>,
+    /// Receiver side: credit owed to each (peer's name hash, local pid).
+    owed: Mutex<HashMap<(u32, Pid), Owed>>,
+}
+
+/// A remote pid's window, as its sender sees it.
+#[derive(Default)]
+struct Flow {
+    messages: u32,
+    bytes: u64,
+    /// Woken when credit comes back (or the connection ends).
+    room: Option<Arc<tokio::sync::Notify>>,
+}
+
+/// Credit owed to one sender for one local process.
+#[derive(Default, Clone, Copy)]
+struct Owed {
+    messages: u32,
+    bytes: u64,
 }
 
 /// Messages waiting for room in local mailboxes, per process (see the
@@ -258,9 +305,9 @@ struct Parked {
 
 #[derive(Default)]
 struct ParkedQueue {
-    messages: VecDeque<(Waiting, usize)>,
-    /// Peers told to pause sending to this process.
-    paused: BTreeSet<String>,
+    /// Each message, its payload bytes, and the sender's node to credit
+    /// once delivered (none for a message sent by name).
+    messages: VecDeque<(Waiting, usize, Option<u32>)>,
 }
 
 /// What this node's processes hold with one peer's processes.
@@ -275,6 +322,40 @@ struct PeerRelations {
 }
 
 impl Relations {
+    /// Takes room in `to`'s window for a message of `len` payload bytes;
+    /// when there is none, what wakes a waiter once there may be.
+    fn take_window(&self, to: Pid, len: u64) -> Result<(), Arc<tokio::sync::Notify>> {
+        let mut flow = self.flow.lock();
+        let f = flow.entry(to).or_default();
+        if f.messages == 0 || (f.messages < WINDOW_MESSAGES && f.bytes + len <= WINDOW_BYTES) {
+            f.messages += 1;
+            f.bytes += len;
+            return Ok(());
+        }
+        Err(f.room.get_or_insert_with(Default::default).clone())
+    }
+
+    /// Gives room back to `to`'s window: credit from its node, or a
+    /// message that was never queued.
+    fn give_window(&self, to: Pid, messages: u32, bytes: u64) {
+        let room = {
+            let mut flow = self.flow.lock();
+            let Some(f) = flow.get_mut(&to) else { return };
+            f.messages = f.messages.saturating_sub(messages);
+            f.bytes = f.bytes.saturating_sub(bytes);
+            if f.messages == 0 { flow.remove(&to).and_then(|f| f.room) } else { f.room.take() }
+        };
+        if let Some(room) = room {
+            room.notify_waiters();
+        }
+    }
+
+    /// Whether `room` is still the waker of `to`'s window (no credit came
+    /// since it was taken).
+    fn still_full(&self, to: Pid, room: &Arc<tokio::sync::Notify>) -> bool {
+        self.flow.lock().get(&to).and_then(|f| f.room.as_ref()).is_some_and(|r| Arc::ptr_eq(r, room))
+    }
+
     fn with(&self, remote: Pid, f: impl FnOnce(&mut PeerRelations)) {
         let mut by_peer = self.by_peer.lock();
         let hash = remote.node().name_hash;
@@ -395,9 +476,9 @@ pub const CONTROL_WAITING_MAX: usize = 4096;
 pub(crate) fn on_frame(inner: &Arc<Inner>, peer: &str, wire: ProcWire, payload: Bytes) {
     let node = &inner.node;
     match wire {
-        ProcWire::Send { to, tag, ctx } => deliver(inner, peer, to, tag, ctx, payload),
+        ProcWire::Send { to, tag, ctx } => deliver(inner, peer, to, tag, ctx, payload, true),
         ProcWire::SendNamed { name, tag, ctx } => match node.whereis(&name) {
-            Some(to) => deliver(inner, peer, to, tag, ctx, payload),
+            Some(to) => deliver(inner, peer, to, tag, ctx, payload, false),
             None => tracing::debug!(node = %inner.config.name, %peer, %name, "message for an unregistered name dropped"),
         },
         ProcWire::Link { from, to } => {
@@ -444,27 +525,26 @@ pub(crate) fn on_frame(inner: &Arc<Inner>, peer: &str, wire: ProcWire, payload: 
             });
             node.remote_down(watcher, monitor, target, reason);
         }
-        ProcWire::Pause { to } => {
-            inner.procs.paused.lock().entry(to).or_default();
-        }
-        ProcWire::Resume { to } => {
-            if let Some(n) = inner.procs.paused.lock().remove(&to) {
-                n.notify_waiters();
-            }
-        }
+        ProcWire::Credit { to, messages, bytes } => inner.procs.give_window(to, messages, bytes),
     }
 }
 
-fn deliver(inner: &Arc<Inner>, peer: &str, to: Pid, tag: u64, ctx: WireContext, payload: Bytes) {
+/// Delivers a message from `peer` to local `to`, now or parked behind what
+/// waits for its mailbox. `credited`: the sender sent it within `to`'s
+/// window (by pid), so this node credits it back once it is out of hand.
+fn deliver(inner: &Arc<Inner>, peer: &str, to: Pid, tag: u64, ctx: WireContext, payload: Bytes, credited: bool) {
+    let len = payload.len();
+    let credit_to = credited.then(|| NodeId::new(peer, 0).name_hash);
     let Some(decoder) = inner.procs.decoders.read().get(&tag).copied() else {
         tracing::warn!(node = %inner.config.name, %peer, %to, tag, "message of a type this node has not registered: dropped");
+        credit(inner, credit_to, to, len);
         return;
     };
     if !inner.node.is_local(to) {
         tracing::debug!(node = %inner.config.name, %peer, %to, "message for a pid of another incarnation: dropped");
+        credit(inner, credit_to, to, len);
         return;
     }
-    let len = payload.len();
     // A process with parked messages gets new ones behind them (order).
     let try_now = !inner.procs.parked.lock().by_pid.contains_key(&to);
     // The message is queued inside its context, so it travels on with it.
@@ -474,42 +554,69 @@ fn deliver(inner: &Arc<Inner>, peer: &str, to: Pid, tag: u64, ctx: WireContext, 
         None => decoder(&inner.node, to, payload, try_now),
     };
     match delivered {
-        Ok(None) => {}
-        Ok(Some(waiting)) => park(inner, peer, to, waiting, len),
-        Err(e) => tracing::debug!(node = %inner.config.name, %peer, %to, error = %e, "remote message not delivered"),
+        Ok(None) => credit(inner, credit_to, to, len),
+        Ok(Some(waiting)) => park(inner, peer, to, waiting, len, credit_to),
+        Err(e) => {
+            tracing::debug!(node = %inner.config.name, %peer, %to, error = %e, "remote message not delivered");
+            credit(inner, credit_to, to, len);
+        }
+    }
+}
+
+/// Counts a message for `to` from the node whose name hash is `peer` (if it
+/// came within a window) as out of this node's hands, and sends that node
+/// its credit once enough is owed.
+fn credit(inner: &Arc<Inner>, peer: Option<u32>, to: Pid, len: usize) {
+    let Some(peer) = peer else { return };
+    let due: Vec<((u32, Pid), Owed)> = {
+        let mut owed = inner.procs.owed.lock();
+        let o = owed.entry((peer, to)).or_default();
+        o.messages += 1;
+        o.bytes += len as u64;
+        if o.messages >= CREDIT_EVERY || o.bytes >= CREDIT_BYTES {
+            let o = *o;
+            owed.remove(&(peer, to));
+            vec![((peer, to), o)]
+        } else if owed.len() > OWED_MAX {
+            owed.drain().collect()
+        } else {
+            Vec::new()
+        }
+    };
+    for ((peer, to), o) in due {
+        if let Some(outbox) = inner.route(peer) {
+            control_on(inner, peer, outbox, ProcWire::Credit { to, messages: o.messages, bytes: o.bytes });
+        }
     }
 }
 
 /// Queues a message for a full mailbox behind the ones already waiting for
 /// it (starting the task that drains them), or drops it past the bounds.
-fn park(inner: &Arc<Inner>, peer: &str, to: Pid, waiting: Waiting, len: usize) {
+fn park(inner: &Arc<Inner>, peer: &str, to: Pid, waiting: Waiting, len: usize, credit_to: Option<u32>) {
     let procs = &inner.procs;
-    let (start, pause) = {
+    let start = {
         let mut parked = procs.parked.lock();
         let queued = parked.by_pid.get(&to).map_or(0, |q| q.messages.len());
-        if queued >= PARKED_PER_PROCESS_MAX || parked.bytes + len > PARKED_BYTES_MAX {
+        if queued >= PARKED_PER_PROCESS_MAX || parked.bytes + len + PARKED_OVERHEAD > PARKED_BYTES_MAX {
             drop(parked);
             let dropped = procs.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             tracing::warn!(node = %inner.config.name, %peer, %to, queued, dropped, "mailbox full and its parked queue at its bound: remote message dropped");
+            credit(inner, credit_to, to, len);
             return;
         }
-        parked.bytes += len;
+        parked.bytes += len + PARKED_OVERHEAD;
         let start = !parked.by_pid.contains_key(&to);
-        let queue = parked.by_pid.entry(to).or_default();
-        queue.messages.push_back((waiting, len));
-        (start, queue.paused.insert(peer.to_owned()))
+        parked.by_pid.entry(to).or_default().messages.push_back((waiting, len, credit_to));
+        start
     };
-    if pause && let Some(outbox) = inner.route_to(peer) {
-        control_on(inner, NodeId::new(peer, 0).name_hash, outbox, ProcWire::Pause { to });
-    }
     if start {
         foundation::rt::spawn(drain_parked(Arc::downgrade(inner), procs.parked.clone(), to));
     }
 }
 
-/// Delivers `to`'s parked messages in order, waiting for room each time.
-/// Its entry stays while it runs (so new messages queue behind), and goes
-/// when the queue is empty.
+/// Delivers `to`'s parked messages in order, waiting for room each time,
+/// and credits their senders. Its entry stays while it runs (so new
+/// messages queue behind), and goes when the queue is empty.
 async fn drain_parked(inner: Weak<Inner>, parked: Arc<Mutex<Parked>>, to: Pid) {
     loop {
         let next = {
@@ -518,44 +625,46 @@ async fn drain_parked(inner: Weak<Inner>, parked: Arc<Mutex<Parked>>, to: Pid) {
             match popped {
                 Some(next) => next,
                 None => {
-                    let paused = p.by_pid.remove(&to).map(|q| q.paused).unwrap_or_default();
-                    drop(p);
-                    resume(inner, to, paused);
+                    p.by_pid.remove(&to);
                     return;
                 }
             }
         };
-        let (waiting, len) = next;
+        let (waiting, len, credit_to) = next;
         waiting.await;
-        let mut p = parked.lock();
-        debug_assert!(p.bytes >= len, "parked bytes: {} counted, {len} delivered", p.bytes);
-        p.bytes -= len;
+        {
+            let mut p = parked.lock();
+            debug_assert!(p.bytes >= len + PARKED_OVERHEAD, "parked bytes: {} counted, {len} delivered", p.bytes);
+            p.bytes -= len + PARKED_OVERHEAD;
+        }
+        if let Some(inner) = inner.upgrade() {
+            credit(&inner, credit_to, to, len);
+        }
     }
 }
 
-/// Tells the peers paused for `to` that messages may flow again.
-fn resume(inner: Weak<Inner>, to: Pid, paused: BTreeSet<String>) {
-    let Some(inner) = inner.upgrade() else { return };
-    for peer in paused {
-        if let Some(outbox) = inner.route_to(&peer) {
-            control_on(&inner, NodeId::new(&peer, 0).name_hash, outbox, ProcWire::Resume { to });
-        }
+/// The connection to the peer whose pids carry `name_hash` ended, or was
+/// replaced: what was in flight on it is lost with it, so the windows
+/// towards its processes open again, and credit owed to it is void. (On a
+/// replacement, frames of the old connection still read afterwards are
+/// credited too: a window may open by up to one window more, once.)
+pub(crate) fn reset_windows(inner: &Inner, name_hash: u32) {
+    let rooms: Vec<Arc<tokio::sync::Notify>> = {
+        let mut flow = inner.procs.flow.lock();
+        let pids: Vec<Pid> = flow.keys().filter(|p| p.node().name_hash == name_hash).copied().collect();
+        pids.iter().filter_map(|p| flow.remove(p)).filter_map(|f| f.room).collect()
+    };
+    for room in rooms {
+        room.notify_waiters();
     }
+    inner.procs.owed.lock().retain(|(peer, _), _| *peer != name_hash);
 }
 
 /// The peer whose pids carry `name_hash` is gone: every local process linked
 /// to one of its processes gets an exit signal, and every monitor on one
 /// fires, with `NoConnection`; monitors its processes held here are dropped.
 pub(crate) fn peer_down(inner: &Inner, name_hash: u32) {
-    // Pauses asked by that peer end with its connection.
-    let resumed: Vec<Arc<tokio::sync::Notify>> = {
-        let mut paused = inner.procs.paused.lock();
-        let pids: Vec<Pid> = paused.keys().filter(|p| p.node().name_hash == name_hash).copied().collect();
-        pids.iter().filter_map(|p| paused.remove(p)).collect()
-    };
-    for n in resumed {
-        n.notify_waiters();
-    }
+    reset_windows(inner, name_hash);
     let Some(rel) = inner.procs.by_peer.lock().remove(&name_hash) else { return };
     let node = &inner.node;
     for (target, monitor) in rel.watched.into_iter().map(|(m, t)| (t, m)) {
@@ -591,47 +700,62 @@ impl Cluster {
             return inner.node.try_send(to, msg).map_err(|e| RemoteSendError::Local(e.to_string()));
         }
         let outbox = inner.route(to.node().name_hash).ok_or(RemoteSendError::NoConnection(to))?;
-        if inner.procs.paused.lock().contains_key(&to) {
-            return Err(RemoteSendError::Full);
-        }
         let out = frame_for(&outbox, &Wire::Proc(ProcWire::Send { to, tag: type_tag::<M>(), ctx: wire_context() }), &msg)
             .map_err(|e| RemoteSendError::from_push(e, to))?;
-        outbox.try_send(out).map_err(|e| RemoteSendError::from_push(e, to))
+        let len = out.payload_len() as u64;
+        if inner.procs.take_window(to, len).is_err() {
+            return Err(RemoteSendError::Full);
+        }
+        outbox.try_send(out).map_err(|e| {
+            inner.procs.give_window(to, 1, len);
+            RemoteSendError::from_push(e, to)
+        })
     }
 
-    /// Sends `msg` to `to`, waiting for room in the queue towards its node
-    /// (or in a local mailbox): the backpressure a sending process feels.
+    /// Sends `msg` to `to`, waiting for room in its window and in the queue
+    /// towards its node (or in a local mailbox): the backpressure a sending
+    /// process feels.
     pub async fn send_wait<M: Message + Serialize>(&self, to: Pid, msg: M) -> Result<(), RemoteSendError> {
         let inner = self.inner();
         if inner.node.is_local(to) {
             return inner.node.send(to, msg).await.map_err(|e| RemoteSendError::Local(e.to_string()));
         }
-        self.wait_unpaused(to).await;
         let outbox = inner.route(to.node().name_hash).ok_or(RemoteSendError::NoConnection(to))?;
         let out = frame_for(&outbox, &Wire::Proc(ProcWire::Send { to, tag: type_tag::<M>(), ctx: wire_context() }), &msg)
             .map_err(|e| RemoteSendError::from_push(e, to))?;
-        outbox.send(out).await.map_err(|e| RemoteSendError::from_push(e, to))
+        let len = out.payload_len() as u64;
+        self.wait_window(to, len).await;
+        // The connection may have ended (and come back) while this waited:
+        // the window it opened belongs to the connection there is now.
+        let outbox = match inner.route(to.node().name_hash) {
+            Some(now) if now.conn() == outbox.conn() => outbox,
+            _ => {
+                inner.procs.give_window(to, 1, len);
+                return Err(RemoteSendError::NoConnection(to));
+            }
+        };
+        outbox.send(out).await.map_err(|e| {
+            inner.procs.give_window(to, 1, len);
+            RemoteSendError::from_push(e, to)
+        })
     }
 
-    /// Waits while `to`'s node has paused messages for it (its `Resume`, or
-    /// the connection's end, lets this go).
-    async fn wait_unpaused(&self, to: Pid) {
+    /// Takes room in `to`'s window for `len` payload bytes, waiting for
+    /// credit (or the connection's end) while there is none.
+    async fn wait_window(&self, to: Pid, len: u64) {
+        let procs = &self.inner().procs;
         loop {
-            let resumed = {
-                let paused = self.inner().procs.paused.lock();
-                let Some(n) = paused.get(&to) else { return };
-                let n = n.clone();
-                drop(paused);
-                n
+            let room = match procs.take_window(to, len) {
+                Ok(()) => return,
+                Err(room) => room,
             };
-            let notified = resumed.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            // Looked at again once enabled: a resume in between is not lost.
-            if !self.inner().procs.paused.lock().get(&to).is_some_and(|n| Arc::ptr_eq(n, &resumed)) {
-                continue;
+            let credited = room.notified();
+            tokio::pin!(credited);
+            credited.as_mut().enable();
+            // Looked at again once enabled: credit in between is not lost.
+            if procs.still_full(to, &room) {
+                credited.await;
             }
-            notified.await;
         }
     }
 

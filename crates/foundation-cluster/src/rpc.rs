@@ -12,9 +12,13 @@
 //!   dropped.
 //! - A reply is bound to its call: call ids start at a random value (from
 //!   the node's seeded RNG) for each `Cluster`, and a reply completes a
-//!   call only if it comes from the node called, on the connection the
-//!   call went out on (a new connection, or a restarted caller, never takes
-//!   an old reply); the server answers on the connection the call came on.
+//!   call only if it comes from the node called, in the session the call
+//!   went out in (a restarted caller or callee never takes an old reply);
+//!   the server answers in the session the call came in. A session is the
+//!   run of connections between two incarnations of the pair: a connection
+//!   that replaces another by the tie-break (both dialed at once) continues
+//!   it, so a call in flight across the swap still gets its reply if its
+//!   frames got through (a test's call timed out here before).
 //! - Bounds: [`RPC_PENDING_MAX`] calls waiting for replies per node, and
 //!   [`RPC_SERVING_MAX`] calls served per node: a call is admitted (or
 //!   refused `Busy`, with a log line) as its frame is read, before a task
@@ -152,10 +156,10 @@ type HandlerFuture = Pin<Box<dyn Future<Output = Result<Bytes, String>> + Send>>
 type Handler = Arc<dyn Fn(Bytes) -> Result<HandlerFuture, String> + Send + Sync>;
 
 struct Pending {
-    /// The name hash of the node called, and the connection the call went
-    /// out on: a reply counts only from that node on that connection.
+    /// The name hash of the node called, and the session the call went
+    /// out in: a reply counts only from that node in that session.
     peer: u32,
-    conn: u64,
+    session: u64,
     reply: oneshot::Sender<Result<Bytes, RpcError>>,
     /// Whether the call's frame was taken by the writer (else it never
     /// left this node).
@@ -283,12 +287,12 @@ async fn serve_admitted(inner: &Inner, name: &str, payload: Bytes) -> (Outcome, 
     }
 }
 
-/// A frame arrived from `peer` on connection `conn`. A call is served in
-/// its own task and answered on the same connection (if it is gone, so is
+/// A frame arrived from `peer` in session `session`. A call is served in
+/// its own task and answered in the same session (if it is gone, so is
 /// the caller's wait: the call is `Lost` there). A reply completes its call
-/// only if it comes from the node called, on the connection the call went
+/// only if it comes from the node called, in the session the call went
 /// out on; any other is dropped (and logged).
-pub(crate) fn on_frame(inner: &Arc<Inner>, peer: &str, conn: u64, wire: RpcWire, payload: Bytes) {
+pub(crate) fn on_frame(inner: &Arc<Inner>, peer: &str, session: u64, wire: RpcWire, payload: Bytes) {
     match wire {
         RpcWire::Call { id, name, ctx } => {
             // Admitted (or refused) here, before a task exists for it.
@@ -296,7 +300,7 @@ pub(crate) fn on_frame(inner: &Arc<Inner>, peer: &str, conn: u64, wire: RpcWire,
                 tracing::warn!(node = %inner.config.name, %peer, %name, id, "rpc refused: {RPC_SERVING_MAX} calls being served (Busy)");
                 let busy = crate::outbox::Out::header(&Wire::Rpc(RpcWire::Reply { id, outcome: Outcome::Busy }));
                 // A full queue drops the refusal: the caller times out.
-                if let Some(outbox) = inner.route_to(peer).filter(|o| o.conn() == conn) {
+                if let Some(outbox) = inner.route_to(peer).filter(|o| o.session() == session) {
                     let _ = outbox.try_send(busy);
                 }
                 return;
@@ -315,7 +319,7 @@ pub(crate) fn on_frame(inner: &Arc<Inner>, peer: &str, conn: u64, wire: RpcWire,
                     }
                     None => serve_admitted(&inner, &name, payload).await,
                 };
-                let Some(outbox) = inner.route_to(&peer).filter(|o| o.conn() == conn) else {
+                let Some(outbox) = inner.route_to(&peer).filter(|o| o.session() == session) else {
                     tracing::debug!(node = %inner.config.name, %peer, id, "rpc reply dropped: the call's connection is gone");
                     return;
                 };
@@ -334,10 +338,10 @@ pub(crate) fn on_frame(inner: &Arc<Inner>, peer: &str, conn: u64, wire: RpcWire,
             let pending = {
                 let mut pending = inner.rpc.pending.lock();
                 match pending.get(&id) {
-                    Some(p) if p.peer == NodeId::new(peer, 0).name_hash && p.conn == conn => pending.remove(&id),
+                    Some(p) if p.peer == NodeId::new(peer, 0).name_hash && p.session == session => pending.remove(&id),
                     Some(_) => {
                         drop(pending);
-                        tracing::warn!(node = %inner.config.name, %peer, conn, id, "rpc reply from another node or connection than its call's: dropped");
+                        tracing::warn!(node = %inner.config.name, %peer, session, id, "rpc reply from another node or session than its call's: dropped");
                         None
                     }
                     None => None,
@@ -425,7 +429,8 @@ impl Cluster {
                 if pending.len() >= RPC_PENDING_MAX {
                     return Err(RpcError::Busy { node: inner.config.name.clone() });
                 }
-                pending.insert(id, Pending { peer: NodeId::new(node, 0).name_hash, conn: outbox.conn(), reply: tx, sent: sent.clone() });
+                pending
+                    .insert(id, Pending { peer: NodeId::new(node, 0).name_hash, session: outbox.session(), reply: tx, sent: sent.clone() });
             }
             // Taken out again however the call ends, so the map stays bounded.
             let _forget = Forget { inner, id };

@@ -91,3 +91,41 @@ async fn a_flooded_process_that_never_reads_holds_up_no_consensus_heartbeat_or_r
         m.shutdown().await;
     }
 }
+
+/// A sender that waits for room (`send_wait`) loses nothing to a remote
+/// process that reads more slowly than it sends: the receiver's node
+/// pauses it, and what was already on its way when the pause went out
+/// waits for the mailbox. (The `remote.one_way` bench hung on this: its
+/// receiver never got all of its messages.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_that_waits_for_room_loses_nothing_to_a_slower_remote_reader() {
+    let a = start("fast").await;
+    let b = start("slow").await;
+    a.connect(b.addr()).await.expect("joins");
+    until("a sees b", || a.peers().len() == 1).await;
+    b.register_message::<u64>();
+    const N: u64 = 300_000;
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let receiver = b
+        .node()
+        .spawn(move |mut ctx: foundation::Ctx<u64>| async move {
+            let mut sum = 0u64;
+            for i in 0..N {
+                sum = sum.wrapping_add(ctx.recv().await);
+                if i % 1024 == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+            let _ = done_tx.send(sum);
+        })
+        .pid();
+    let sender = a.clone();
+    foundation::rt::spawn(async move {
+        for i in 0..N {
+            sender.send_wait(receiver, i).await.expect("sent");
+        }
+    });
+    let sum = tokio::time::timeout(Duration::from_secs(60), done_rx).await;
+    assert_eq!(b.dropped_messages(), 0, "remote messages dropped on the slow node");
+    assert_eq!(sum.expect("every message arrived within 60 s").expect("the receiver ran"), N * (N - 1) / 2);
+}
