@@ -148,6 +148,25 @@ pub enum ClusterError {
         /// Why.
         source: HandshakeError,
     },
+    /// The peer's name hashes to the same 32 bits as a node this one
+    /// already knows (or as this node's own): pids could not tell them
+    /// apart, so the connection is refused.
+    #[error("{peer} cannot join: its name hashes like {taken}'s ({hash:08x}); rename one of them")]
+    NameCollision {
+        /// The peer refused.
+        peer: String,
+        /// The node whose name hash it shares.
+        taken: String,
+        /// The 32-bit hash.
+        hash: u32,
+    },
+    /// The node already belongs to a cluster (a `Node` has one
+    /// distribution layer for its life).
+    #[error("node {node} already belongs to a cluster: start a new Node for another one")]
+    AlreadyDistributed {
+        /// The node's name.
+        node: String,
+    },
 }
 
 /// What travels on an established connection (the frame header).
@@ -247,8 +266,10 @@ impl Cluster {
             closed: Default::default(),
             stop_accepting: tokio::sync::Notify::new(),
         });
+        if !inner.node.set_distribution(Arc::new(crate::remote::Dist(Arc::downgrade(&inner)))) {
+            return Err(ClusterError::AlreadyDistributed { node: inner.config.name.clone() });
+        }
         foundation::rt::spawn(accept_loop(Arc::downgrade(&inner), listener));
-        inner.node.set_distribution(Arc::new(crate::remote::Dist(Arc::downgrade(&inner))));
         Ok(Self { inner })
     }
 
@@ -420,15 +441,22 @@ async fn accept_loop(weak: std::sync::Weak<Inner>, listener: Box<dyn Listener>) 
                 };
                 // A peer this node disconnected stays out of the mesh's own
                 // re-dials until either side calls `connect`.
-                let admit = |peer: &str, kind: DialKind| match inner.peers.lock().get_mut(peer) {
-                    Some(p) if p.manual && kind == DialKind::Redial => {
-                        Err(format!("{} disconnected from {peer}: no re-dial until a connect", inner.config.name))
+                let admit = |peer: &str, kind: DialKind| {
+                    if let Some(taken) = hash_taken(&inner, peer) {
+                        return Err(
+                            ClusterError::NameCollision { peer: peer.to_owned(), taken, hash: NodeId::new(peer, 0).name_hash }.to_string()
+                        );
                     }
-                    Some(p) => {
-                        p.manual = false;
-                        Ok(())
+                    match inner.peers.lock().get_mut(peer) {
+                        Some(p) if p.manual && kind == DialKind::Redial => {
+                            Err(format!("{} disconnected from {peer}: no re-dial until a connect", inner.config.name))
+                        }
+                        Some(p) => {
+                            p.manual = false;
+                            Ok(())
+                        }
+                        None => Ok(()),
                     }
-                    None => Ok(()),
                 };
                 let peer = handshake::accept_if(
                     &mut stream,
@@ -471,8 +499,24 @@ async fn dial(inner: &Arc<Inner>, addr: &str, kind: DialKind) -> Result<String, 
     let (peer, stream) = foundation::rt::timeout(timeout, attempt)
         .await
         .map_err(|_| ClusterError::Connect { addr: addr.into(), reason: format!("no answer within {timeout:?}") })??;
+    if let Some(taken) = hash_taken(inner, &peer.name) {
+        let refused = ClusterError::NameCollision { hash: NodeId::new(&peer.name, 0).name_hash, peer: peer.name, taken };
+        tracing::warn!(node = %inner.config.name, %addr, error = %refused, "refused a peer");
+        return Err(refused);
+    }
     established(inner, peer.clone(), Some(addr.to_owned()), stream);
     Ok(peer.name)
+}
+
+/// The node (this one, or a known peer) whose name has the same 32-bit hash
+/// as `peer`'s but another name: pids and routes could not tell them apart.
+fn hash_taken(inner: &Inner, peer: &str) -> Option<String> {
+    let hash = NodeId::new(peer, 0).name_hash;
+    let clash = |name: &str| name != peer && NodeId::new(name, 0).name_hash == hash;
+    if clash(&inner.config.name) {
+        return Some(inner.config.name.clone());
+    }
+    inner.peers.lock().keys().find(|name| clash(name)).cloned()
 }
 
 /// Installs an authenticated connection, unless the pair already has one
@@ -494,6 +538,12 @@ fn established(inner: &Arc<Inner>, peer: handshake::Peer, dialed: Option<String>
     let previous;
     let newly_up = {
         let mut peers = inner.peers.lock();
+        let hash = NodeId::new(&peer, 0).name_hash;
+        if let Some(taken) = peers.keys().find(|n| **n != peer && NodeId::new(n, 0).name_hash == hash) {
+            // Admitted beside a colliding peer that joined meanwhile.
+            tracing::warn!(node = %inner.config.name, %peer, %taken, "refused a peer: its name hashes like another's");
+            return;
+        }
         let entry =
             peers.entry(peer.clone()).or_insert_with(|| Peer { addr: dialed.clone().unwrap_or_default(), conn: None, manual: false });
         if let Some(a) = &dialed {

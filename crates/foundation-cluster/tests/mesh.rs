@@ -154,3 +154,37 @@ async fn garbage_and_oversized_frames_close_only_their_connection() {
     assert_eq!(a.peers(), ["b", "c"]);
     let _ = (b, c);
 }
+
+/// Pids carry a 32-bit hash of their node's name. A node whose name hashes
+/// like a connected peer's is refused with a typed error, from either
+/// side, and the mesh keeps serving the first. ("node-522789" and
+/// "node-739192" share FNV-1a hash d634d7cb. Before, the second silently
+/// took over the first one's route.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_whose_hash_collides_with_a_peers_is_refused_and_the_peer_keeps_serving() {
+    let hub = common::start("hub").await;
+    let first = common::start("node-522789").await;
+    first.connect(hub.addr()).await.expect("the first joins");
+    eventually_peers(&hub, &["node-522789"]).await;
+    let second = common::start("node-739192").await;
+    // Dialing the hub: the hub refuses it after the handshake.
+    let refused = second.connect(hub.addr()).await.expect_err("refused");
+    assert!(matches!(&refused, ClusterError::Handshake { .. }) && refused.to_string().contains("hashes like node-522789"), "{refused}");
+    // The hub dialing it: refused on the hub's side, typed.
+    let refused = hub.connect(second.addr()).await.expect_err("refused");
+    assert!(matches!(&refused, ClusterError::NameCollision { taken, .. } if taken == "node-522789"), "{refused}");
+    // The first still reaches the hub.
+    hub.register_rpc("echo", |n: u64| async move { n });
+    assert_eq!(first.rpc::<u64, u64>("hub", "echo", 7, Duration::from_secs(5)).await, Ok(7));
+    assert_eq!(hub.peers(), vec!["node-522789".to_owned()]);
+}
+
+/// A `Node` belongs to one cluster: a second `Cluster` on it is refused,
+/// typed (before, the second silently had no distribution layer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_cluster_on_one_node_is_refused() {
+    let node = Node::new("twice");
+    let _first = Cluster::start(node.clone(), ClusterConfig::new("twice", "127.0.0.1:0", secret())).await.expect("the first");
+    let second = Cluster::start(node, ClusterConfig::new("twice", "127.0.0.1:0", secret())).await.expect_err("the second is refused");
+    assert!(matches!(second, ClusterError::AlreadyDistributed { .. }), "{second}");
+}

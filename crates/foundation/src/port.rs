@@ -40,7 +40,7 @@ use crate::supervisor::StartFn;
 use crate::{Addr, Ctx, Event, ExitReason, MailboxConfig, Message, Node, Pid, Reply, SpawnOpts};
 
 /// Frames waiting to be written to the child's stdin.
-const STDIN_QUEUE_FRAMES: usize = 64;
+const STDIN_QUEUE_FRAMES: usize = 2;
 /// Largest frame a port can carry (frame lengths are 32-bit).
 pub const FRAME_BYTES_MAX: usize = u32::MAX as usize;
 /// How long the port waits for the child's last frames after it exited.
@@ -171,9 +171,15 @@ pub fn port_child(config: PortConfig, owner: Addr<PortData>) -> StartFn {
 }
 
 /// Frames taken from the mailbox and not yet handed to the stdin writer.
-/// At this bound the port stops taking messages (senders then see its
-/// mailbox fill) but still watches signals and the child.
+/// At this bound, or at [`PENDING_BYTES_MAX`], the port stops taking
+/// messages (senders then see its mailbox fill) but still watches signals
+/// and the child.
 const PENDING_FRAMES_MAX: usize = 256;
+/// Bytes of those frames (one frame is always taken, whatever its size).
+/// So a port holds at most this, plus two frames in its writer's queue,
+/// beyond what its mailbox holds (256 frames of the largest size were
+/// 4 GiB).
+pub const PENDING_BYTES_MAX: usize = 4 << 20;
 
 /// The child and its process group: killed together, on every way out.
 struct ChildGuard {
@@ -234,20 +240,31 @@ async fn run(
     let _tasks =
         Tasks([crate::rt::spawn(write_frames(stdin, frames_rx)), crate::rt::spawn(read_frames(stdout, max, ctx.pid(), owner, ctx.addr()))]);
     let mut pending: VecDeque<Bytes> = VecDeque::new();
+    let mut pending_bytes = 0usize;
     let mut reader_done = false;
     let reason = loop {
-        let take_messages = pending.len() < PENDING_FRAMES_MAX;
+        let take_messages = pending.is_empty() || (pending.len() < PENDING_FRAMES_MAX && pending_bytes < PENDING_BYTES_MAX);
         tokio::select! {
             status = child.child.wait() => {
                 break child_exited(&mut ctx, &command, status, reader_done).await;
             }
             permit = frames_tx.reserve(), if !pending.is_empty() => match permit {
-                Ok(permit) => permit.send(pending.pop_front().expect("pending is not empty")),
+                Ok(permit) => {
+                    let frame = pending.pop_front().expect("pending is not empty");
+                    pending_bytes -= frame.len();
+                    permit.send(frame);
+                }
                 // The writer stopped (the child closed its stdin); its exit comes next.
-                Err(_) => pending.clear(),
+                Err(_) => {
+                    pending.clear();
+                    pending_bytes = 0;
+                }
             },
             event = next_event(&mut ctx, take_messages) => match event {
-                Event::Message(PortCommand(Cmd::Send(data))) => pending.push_back(data),
+                Event::Message(PortCommand(Cmd::Send(data))) => {
+                    pending_bytes += data.len();
+                    pending.push_back(data);
+                }
                 Event::Message(PortCommand(Cmd::OsPid(reply))) => {
                     let _ = reply.send(child.child.id());
                 }

@@ -236,3 +236,36 @@ async fn an_impossible_frame_limit_is_refused() {
     let err = start_port(&node, PortConfig { max_frame_bytes: 0, ..echo() }, owner, SpawnOpts::default()).expect_err("0 is no limit");
     assert!(matches!(err, PortError::Config(_)), "{err}");
 }
+
+/// A port whose command never reads its stdin holds a bounded number of
+/// bytes: its mailbox, [`foundation::port::PENDING_BYTES_MAX`] and two
+/// frames in its writer's queue. Senders then see `Full`. (Before, it
+/// took 256 frames of any size beyond its mailbox: 320 MiB of 1 MiB
+/// frames.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_whose_command_never_reads_holds_a_bounded_number_of_bytes() {
+    let node = Node::new("t");
+    let (owner, _frames) = owner(&node);
+    let port = start_port(&node, PortConfig::new("sleep", ["60"]), owner, SpawnOpts::default()).expect("sleep starts");
+    const MIB: usize = 1 << 20;
+    let frame = Bytes::from(vec![7u8; MIB]);
+    let (mut accepted, mut refused_in_a_row) = (0usize, 0);
+    // Until the port has taken nothing for a second (or far past the bound).
+    while accepted < 600 && refused_in_a_row < 20 {
+        match port.try_send(PortCommand::send(frame.clone())) {
+            Ok(()) => {
+                accepted += 1;
+                refused_in_a_row = 0;
+            }
+            Err(SendError::Full(_)) => {
+                refused_in_a_row += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("the port refused with {e}"),
+        }
+    }
+    let bound = foundation::mailbox::MAILBOX_BYTES_DEFAULT + foundation::port::PENDING_BYTES_MAX + 3 * MIB;
+    assert!(accepted * MIB <= bound, "the port took {accepted} MiB, over its bound of {} MiB", bound / MIB);
+    assert!(node.is_alive(port.pid()), "the port keeps running");
+    node.exit(port.pid(), ExitReason::Shutdown);
+}
