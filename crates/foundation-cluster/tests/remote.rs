@@ -121,7 +121,7 @@ async fn a_process_that_stops_reading_pushes_back_on_its_sender_only() {
         })
         .expect("spawned")
         .pid();
-    let rss_before = foundation_testkit::rss_bytes().unwrap_or(0);
+    let rss_before = foundation_testutil::rss_bytes().unwrap_or(0);
     let mut accepted = 0u32;
     let mut full = false;
     for _ in 0..200_000 {
@@ -141,7 +141,7 @@ async fn a_process_that_stops_reading_pushes_back_on_its_sender_only() {
     }
     assert!(full, "the sender was pushed back after {accepted} sends of 4 KiB");
     assert!(accepted < 20_000, "bounded: {accepted} sends accepted");
-    let grew = foundation_testkit::rss_bytes().unwrap_or(0).saturating_sub(rss_before);
+    let grew = foundation_testutil::rss_bytes().unwrap_or(0).saturating_sub(rss_before);
     eprintln!("rss grew by {} MiB", grew >> 20);
     assert!(grew < 512 << 20, "memory grew by {grew} bytes");
     // A waiting send to it waits...

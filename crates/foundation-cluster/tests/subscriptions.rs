@@ -41,7 +41,7 @@ async fn a_subscription_task_ends_when_its_receiver_drops() {
     assert!(metrics.num_alive_tasks() >= before + SUBSCRIBERS, "a task per subscription");
     drop(receivers);
     // The key never changes: the tasks must end on their own.
-    foundation_testkit::assert_eventually(
+    foundation_testutil::assert_eventually(
         "the subscription tasks ended",
         || metrics.num_alive_tasks() < before + SUBSCRIBERS / 2,
         Duration::from_secs(10),

@@ -46,14 +46,13 @@ pub mod chaos;
 pub mod cluster;
 pub mod generators;
 pub mod linearizability;
-pub mod load;
-pub mod memory;
 pub mod recorder;
 pub mod scenario;
 pub mod telemetry;
-pub mod wait;
 pub mod workload;
 
-pub use memory::{MemoryUsage, measure_memory_usage, rss_bytes};
+pub use foundation_testutil::memory::{MemoryUsage, measure_memory_usage, rss_bytes};
+pub use foundation_testutil::wait::{WaitTimeout, assert_eventually, assert_eventually_eq, assert_eventually_with, wait_for_condition};
+/// Waiting, memory and load helpers, from the leaf crate `foundation-testutil`.
+pub use foundation_testutil::{load, memory, wait};
 pub use telemetry::{CapturedEvent, TelemetryCapture, capture_telemetry};
-pub use wait::{WaitTimeout, assert_eventually, assert_eventually_eq, assert_eventually_with, wait_for_condition};

@@ -8,7 +8,7 @@ use foundation::ecosystem::{
     shutdown_ecosystem, spawn_ecosystem,
 };
 use foundation::{Ctx, MailboxConfig, Node, Pid};
-use foundation_testkit::{assert_eventually, rss_bytes};
+use foundation_testutil::{assert_eventually, rss_bytes};
 
 const WAIT: Duration = Duration::from_secs(5);
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use foundation::messages::send_with_flow_control;
 use foundation::{Ctx, MailboxConfig, Node, SpawnOpts};
-use foundation_testkit::rss_bytes;
+use foundation_testutil::rss_bytes;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_large_messages_stays_within_the_byte_limit() {

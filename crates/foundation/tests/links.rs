@@ -60,7 +60,7 @@ async fn link_propagates_abnormal_exit_to_non_trapping_process() {
     let (a_exit, b_exit) = (node.watch(a.pid()), node.watch(b.pid()));
     a.send(Cmd::Link(b.pid())).await.expect("alive");
     tokio::task::yield_now().await;
-    foundation_testkit::assert_eventually(
+    foundation_testutil::assert_eventually(
         "link established",
         || node.process_info(b.pid()).is_some_and(|i| i.links == vec![a.pid()]),
         WAIT,
@@ -79,7 +79,7 @@ async fn normal_exit_does_not_kill_linked_process() {
     let b = observer(&node, false, tx);
     a.send(Cmd::Link(b.pid())).await.expect("alive");
     let b_exit = node.watch(b.pid());
-    foundation_testkit::assert_eventually("linked", || !node.process_info(b.pid()).unwrap().links.is_empty(), WAIT).await;
+    foundation_testutil::assert_eventually("linked", || !node.process_info(b.pid()).unwrap().links.is_empty(), WAIT).await;
     b.send(Cmd::Exit(ExitReason::Normal)).await.expect("alive");
     assert_eq!(b_exit.await, ExitReason::Normal);
     a.send(Cmd::Demonitor).await.expect("a survives a normal exit of its link");
@@ -95,7 +95,7 @@ async fn trap_exit_turns_exit_signals_into_messages() {
     let trapper = observer(&node, true, tx.clone());
     let victim = observer(&node, false, mpsc::unbounded_channel().0);
     trapper.send(Cmd::Link(victim.pid())).await.expect("alive");
-    foundation_testkit::assert_eventually("linked", || !node.process_info(victim.pid()).unwrap().links.is_empty(), WAIT).await;
+    foundation_testutil::assert_eventually("linked", || !node.process_info(victim.pid()).unwrap().links.is_empty(), WAIT).await;
     assert!(node.exit(victim.pid(), ExitReason::Kill));
     assert_eq!(next(&mut rx).await, Event::Exit { from: victim.pid(), reason: ExitReason::Killed });
     // An explicit non-kill exit signal is trapped too, and so is Normal.
@@ -140,7 +140,7 @@ async fn monitor_delivers_down_with_reason_once() {
     let watcher = observer(&node, false, tx);
     let target = observer(&node, false, mpsc::unbounded_channel().0);
     watcher.send(Cmd::Monitor(target.pid())).await.expect("alive");
-    foundation_testkit::assert_eventually("monitoring", || !node.process_info(watcher.pid()).unwrap().monitors.is_empty(), WAIT).await;
+    foundation_testutil::assert_eventually("monitoring", || !node.process_info(watcher.pid()).unwrap().monitors.is_empty(), WAIT).await;
     node.exit(target.pid(), ExitReason::Kill);
     match next(&mut rx).await {
         Event::Down { pid, reason, .. } => {
@@ -197,7 +197,7 @@ async fn panic_reaches_links_and_monitors_as_exit_reason() {
     });
     trapper.send(Cmd::Link(crasher.pid())).await.expect("alive");
     trapper.send(Cmd::Monitor(crasher.pid())).await.expect("alive");
-    foundation_testkit::assert_eventually("monitored", || !node.process_info(trapper.pid()).unwrap().monitors.is_empty(), WAIT).await;
+    foundation_testutil::assert_eventually("monitored", || !node.process_info(trapper.pid()).unwrap().monitors.is_empty(), WAIT).await;
     crasher.send(()).await.expect("alive");
     let reason = ExitReason::Panic("handler bug".into());
     let mut got = [next(&mut rx).await, next(&mut rx).await];
@@ -225,7 +225,7 @@ async fn spawn_link_chain_dies_together_on_kill() {
     let gc_exit = node.watch(grandchild);
     node.exit(root.pid(), ExitReason::Kill);
     assert_eq!(gc_exit.await, ExitReason::Killed, "kill propagates through links as killed");
-    foundation_testkit::assert_eventually("all gone", || node.live_processes() == 0, WAIT).await;
+    foundation_testutil::assert_eventually("all gone", || node.live_processes() == 0, WAIT).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -236,7 +236,7 @@ async fn monitors_end_with_their_down() {
     for _ in 0..3 {
         let target = observer(&node, false, mpsc::unbounded_channel().0);
         watcher.send(Cmd::Monitor(target.pid())).await.expect("alive");
-        foundation_testkit::assert_eventually("monitoring", || node.process_info(watcher.pid()).unwrap().monitors.len() == 1, WAIT).await;
+        foundation_testutil::assert_eventually("monitoring", || node.process_info(watcher.pid()).unwrap().monitors.len() == 1, WAIT).await;
         node.exit(target.pid(), ExitReason::Kill);
         assert!(matches!(next(&mut rx).await, Event::Down { .. }));
         assert!(node.process_info(watcher.pid()).unwrap().monitors.is_empty(), "a fired monitor is gone");

@@ -204,7 +204,7 @@ async fn descendants_of_the_command_die_with_the_port() {
     node.exit(port.pid(), ExitReason::Shutdown);
     assert_eq!(exited.await, ExitReason::Shutdown);
     // SIGKILL is delivered asynchronously to a process the port does not wait for.
-    foundation_testkit::assert_eventually("the command's whole process group is killed", || !os_process_exists(grandchild), WAIT).await;
+    foundation_testutil::assert_eventually("the command's whole process group is killed", || !os_process_exists(grandchild), WAIT).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

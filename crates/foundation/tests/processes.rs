@@ -6,7 +6,7 @@ use std::time::Duration;
 use foundation::{
     ByteBudget, CallError, Ctx, ExitReason, MailboxConfig, Message, Node, Overflow, RegistryError, Reply, SendError, SpawnError, SpawnOpts,
 };
-use foundation_testkit::assert_eventually;
+use foundation_testutil::assert_eventually;
 use tokio::sync::oneshot;
 
 const WAIT: Duration = Duration::from_secs(5);

@@ -8,7 +8,7 @@ use foundation::schedulers::{
     Slicing, UtilizationSample, cpu_intensive_with_yielding, cpu_intensive_with_yielding_by, scheduler_utilization,
 };
 use foundation::{Ctx, Node, NodeConfig, SpawnOpts};
-use foundation_testkit::load::{burn, p99, tick_lateness};
+use foundation_testutil::load::{burn, p99, tick_lateness};
 use tokio::sync::oneshot;
 
 // 2.3: "cpu_intensive_with_yielding doesn't block schedulers".

@@ -42,10 +42,10 @@ async fn exits_past_the_signal_queue_bound_kill_the_receiver_with_the_overflow_r
     let parent_exit = node.watch(parent.pid());
     tokio::time::timeout(WAIT, ready_rx).await.expect("children spawned in time").expect("parent alive");
     go.send_replace(true);
-    foundation_testkit::assert_eventually("every child has exited", || node.live_processes() <= 1, WAIT).await;
+    foundation_testutil::assert_eventually("every child has exited", || node.live_processes() <= 1, WAIT).await;
     let _ = read_tx.send(());
     if node.is_alive(parent.pid()) {
-        foundation_testkit::assert_eventually_eq("exits the parent handled", || handled.load(Ordering::SeqCst), CHILDREN, WAIT).await;
+        foundation_testutil::assert_eventually_eq("exits the parent handled", || handled.load(Ordering::SeqCst), CHILDREN, WAIT).await;
     } else {
         assert_eq!(parent_exit.await, ExitReason::SignalOverflow);
     }

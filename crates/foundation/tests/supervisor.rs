@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use foundation::supervisor::{ChildSpec, Restart, Shutdown, Strategy, Supervisor, SupervisorError, SupervisorSpec};
 use foundation::{Ctx, ExitReason, Node, Pid};
-use foundation_testkit::assert_eventually;
+use foundation_testutil::assert_eventually;
 use parking_lot::Mutex;
 
 const WAIT: Duration = Duration::from_secs(5);

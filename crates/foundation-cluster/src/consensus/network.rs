@@ -8,7 +8,7 @@
 //!   the rest waits for the next append (openraft's `PartialSuccess`);
 //! - a snapshot goes in chunks of [`snapshot_chunk_bytes`], each one
 //!   acknowledged before the next is sent (backpressure); the receiver
-//!   ([`SnapshotReceiver`]) accepts them only in order, for one transfer
+//!   (`SnapshotReceiver`) accepts them only in order, for one transfer
 //!   at a time, and installs the snapshot when the last one arrives.
 
 use std::future::Future;

@@ -853,7 +853,7 @@ fn listen_range() -> std::ops::Range<u32> {
 }
 
 /// Free loopback ports for nodes to listen on: outside the ephemeral range
-/// (see [`listen_range`]), probed free, never one this process handed out
+/// (see `listen_range`), probed free, never one this process handed out
 /// before; each process starts at its own place in the range. Another
 /// program may still bind one between the probe and the node; that node
 /// then fails to start.

@@ -12,7 +12,7 @@ pub struct WaitTimeout(pub Duration);
 /// ```
 /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
 /// use std::time::Duration;
-/// use foundation_testkit::wait_for_condition;
+/// use foundation_testutil::wait_for_condition;
 /// let start = tokio::time::Instant::now();
 /// let r = wait_for_condition(|| start.elapsed() > Duration::from_millis(20),
 ///     Duration::from_secs(1), Duration::from_millis(5)).await;
@@ -99,7 +99,8 @@ mod tests {
         )
         .await;
         assert_eq!(seen, 3);
-        let failed = foundation::rt::spawn(assert_eventually_eq("stays 7", || 7, 8, Duration::from_millis(30))).await.expect_err("panics");
+        #[allow(clippy::disallowed_methods)] // a leaf crate: no `foundation::rt` here
+        let failed = tokio::spawn(assert_eventually_eq("stays 7", || 7, 8, Duration::from_millis(30))).await.expect_err("panics");
         let msg = failed.into_panic().downcast::<String>().map(|s| *s).unwrap_or_default();
         assert!(msg.contains("stays 7") && msg.contains("last observed: 7"), "{msg}");
     }
