@@ -15,6 +15,7 @@ fn foundation(args: &[&str]) -> Output {
 }
 
 /// A loopback port with nothing listening (bound, then released).
+#[allow(clippy::disallowed_methods)] // a test's own probe, not cluster code
 fn closed_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
@@ -90,6 +91,7 @@ fn a_failure_while_running_exits_1_in_the_same_style() {
     let addr = format!("127.0.0.1:{}", closed_port());
     expect_error(&["status", "--http", &addr, "--wait", "1"], 1, &[&addr]);
     // The cluster address is taken: the node cannot start.
+    #[allow(clippy::disallowed_methods)] // a test holding a port, not cluster code
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let listen = taken.local_addr().expect("addr").to_string();
     expect_error(&["node", "--name", "a", "--id", "1", "--secret", "a-long-enough-secret-0123", "--listen", &listen], 1, &[&listen]);

@@ -204,6 +204,9 @@ impl Disk {
     /// Starts the writer thread of an opened database.
     fn start(db: redb::Database, faults: DiskFaults, health: StorageHealth) -> io::Result<Self> {
         let (tx, rx) = mpsc::channel(DISK_QUEUE);
+        // A thread of its own: redb's writes block. It exists only with a
+        // data directory, which simulation never has (it uses `MemoryDisk`).
+        #[allow(clippy::disallowed_methods)]
         std::thread::Builder::new().name("foundation-raft-disk".into()).spawn(move || writer(db, rx, faults, health))?;
         Ok(Self::Redb(tx))
     }

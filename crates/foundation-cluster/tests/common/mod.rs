@@ -26,6 +26,7 @@ pub fn free_ports(n: usize) -> Vec<u16> {
         let k = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         assert!(k < SPAN, "no free loopback port left below the ephemeral range");
         let port = (FROM + base.wrapping_add(k) % SPAN) as u16;
+        #[allow(clippy::disallowed_methods)] // a probe for a free port, closed at once
         if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
             ports.push(port);
         }
