@@ -6,6 +6,24 @@
 //!   sleeps;
 //! - [`memory`]: resident memory of this process;
 //! - [`load`]: CPU load and scheduler lateness.
+//!
+//! ```
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! use std::sync::atomic::{AtomicU32, Ordering};
+//! use std::time::Duration;
+//! use foundation_testutil::assert_eventually;
+//!
+//! static TICKS: AtomicU32 = AtomicU32::new(0);
+//! tokio::spawn(async {
+//!     for _ in 0..5 {
+//!         tokio::time::sleep(Duration::from_millis(2)).await;
+//!         TICKS.fetch_add(1, Ordering::Relaxed);
+//!     }
+//! });
+//! assert_eventually("five ticks", || TICKS.load(Ordering::Relaxed) == 5, Duration::from_secs(5)).await;
+//! assert!(foundation_testutil::rss_bytes().is_none_or(|b| b > 0));
+//! # });
+//! ```
 #![warn(missing_docs)]
 
 pub mod load;
