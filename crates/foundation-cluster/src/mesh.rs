@@ -442,12 +442,11 @@ async fn accept_loop(weak: std::sync::Weak<Inner>, listener: Box<dyn Listener>) 
                 // A peer this node disconnected stays out of the mesh's own
                 // re-dials until either side calls `connect`.
                 let admit = |peer: &str, kind: DialKind| {
-                    if let Some(taken) = hash_taken(&inner, peer) {
-                        return Err(
-                            ClusterError::NameCollision { peer: peer.to_owned(), taken, hash: NodeId::new(peer, 0).name_hash }.to_string()
-                        );
+                    let mut peers = inner.peers.lock();
+                    if let Some(refused) = hash_taken(&inner.config.name, &peers, peer) {
+                        return Err(refused.to_string());
                     }
-                    match inner.peers.lock().get_mut(peer) {
+                    match peers.get_mut(peer) {
                         Some(p) if p.manual && kind == DialKind::Redial => {
                             Err(format!("{} disconnected from {peer}: no re-dial until a connect", inner.config.name))
                         }
@@ -471,7 +470,10 @@ async fn accept_loop(weak: std::sync::Weak<Inner>, listener: Box<dyn Listener>) 
                 Ok::<_, String>((peer, stream))
             };
             match foundation::rt::timeout(timeout, shake).await {
-                Ok(Ok((peer, stream))) => established(&inner, peer, None, stream),
+                Ok(Ok((peer, stream))) => {
+                    // A collision is logged where it is found.
+                    let _ = established(&inner, peer, None, stream);
+                }
                 Ok(Err(e)) => tracing::warn!(node = %inner.config.name, %from, error = %e, "refused a connection"),
                 Err(_) => tracing::warn!(node = %inner.config.name, %from, "refused a connection: handshake timed out"),
             }
@@ -499,36 +501,32 @@ async fn dial(inner: &Arc<Inner>, addr: &str, kind: DialKind) -> Result<String, 
     let (peer, stream) = foundation::rt::timeout(timeout, attempt)
         .await
         .map_err(|_| ClusterError::Connect { addr: addr.into(), reason: format!("no answer within {timeout:?}") })??;
-    if let Some(taken) = hash_taken(inner, &peer.name) {
-        let refused = ClusterError::NameCollision { hash: NodeId::new(&peer.name, 0).name_hash, peer: peer.name, taken };
-        tracing::warn!(node = %inner.config.name, %addr, error = %refused, "refused a peer");
-        return Err(refused);
-    }
-    established(inner, peer.clone(), Some(addr.to_owned()), stream);
-    Ok(peer.name)
+    let name = peer.name.clone();
+    established(inner, peer, Some(addr.to_owned()), stream)?;
+    Ok(name)
 }
 
 /// The node (this one, or a known peer) whose name has the same 32-bit hash
 /// as `peer`'s but another name: pids and routes could not tell them apart.
-fn hash_taken(inner: &Inner, peer: &str) -> Option<String> {
+fn hash_taken(me: &str, peers: &BTreeMap<String, Peer>, peer: &str) -> Option<ClusterError> {
     let hash = NodeId::new(peer, 0).name_hash;
     let clash = |name: &str| name != peer && NodeId::new(name, 0).name_hash == hash;
-    if clash(&inner.config.name) {
-        return Some(inner.config.name.clone());
-    }
-    inner.peers.lock().keys().find(|name| clash(name)).cloned()
+    let taken = if clash(me) { Some(me) } else { peers.keys().map(String::as_str).find(|name| clash(name)) };
+    taken.map(|taken| ClusterError::NameCollision { peer: peer.to_owned(), taken: taken.to_owned(), hash })
 }
 
 /// Installs an authenticated connection, unless the pair already has one
-/// that wins the tie-break.
-fn established(inner: &Arc<Inner>, peer: handshake::Peer, dialed: Option<String>, stream: BoxStream) {
+/// that wins the tie-break; refuses a peer whose name hashes like a known
+/// node's (checked here, under the peer table's lock, whichever side
+/// dialed).
+fn established(inner: &Arc<Inner>, peer: handshake::Peer, dialed: Option<String>, stream: BoxStream) -> Result<(), ClusterError> {
     let handshake::Peer { name: peer, incarnation } = peer;
     if peer == inner.config.name {
         tracing::warn!(node = %peer, "refused a connection to itself");
-        return;
+        return Ok(());
     }
     if inner.closed.load(std::sync::atomic::Ordering::SeqCst) {
-        return;
+        return Ok(());
     }
     let we_dialed = dialed.is_some();
     let id = inner.next_conn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -538,11 +536,9 @@ fn established(inner: &Arc<Inner>, peer: handshake::Peer, dialed: Option<String>
     let previous;
     let newly_up = {
         let mut peers = inner.peers.lock();
-        let hash = NodeId::new(&peer, 0).name_hash;
-        if let Some(taken) = peers.keys().find(|n| **n != peer && NodeId::new(n, 0).name_hash == hash) {
-            // Admitted beside a colliding peer that joined meanwhile.
-            tracing::warn!(node = %inner.config.name, %peer, %taken, "refused a peer: its name hashes like another's");
-            return;
+        if let Some(refused) = hash_taken(&inner.config.name, &peers, &peer) {
+            tracing::warn!(node = %inner.config.name, error = %refused, "refused a peer");
+            return Err(refused);
         }
         let entry =
             peers.entry(peer.clone()).or_insert_with(|| Peer { addr: dialed.clone().unwrap_or_default(), conn: None, manual: false });
@@ -552,12 +548,12 @@ fn established(inner: &Arc<Inner>, peer: handshake::Peer, dialed: Option<String>
         // Tie-break: keep the connection dialed by the smaller name.
         let ours_wins = (inner.config.name < peer) == we_dialed;
         if entry.conn.is_some() && !ours_wins {
-            return;
+            return Ok(());
         }
         // A connection that replaces one to the same incarnation continues
         // its session: replies to calls made on the old one still count.
         let session = entry.conn.as_ref().filter(|c| c.incarnation == incarnation).map_or(id, |c| c.outbox.session());
-        (outbox, rx) = Outbox::new(inner.config.frame_limit, id, session);
+        (outbox, rx) = Outbox::new(inner.config.frame_limit, session);
         let old = entry.conn.replace(Conn { id, incarnation, outbox: outbox.clone(), stop: stop_tx, ended: Some(ended_rx) });
         let was_up = old.is_some();
         // The old connection is handed over: it sends what it has queued,
@@ -586,6 +582,7 @@ fn established(inner: &Arc<Inner>, peer: handshake::Peer, dialed: Option<String>
     if newly_up {
         emit(inner, NodeEvent::Up { node: peer });
     }
+    Ok(())
 }
 
 fn known_peers(inner: &Inner) -> Vec<(String, String)> {

@@ -113,22 +113,15 @@ pub(crate) struct Outbox {
     tx: mpsc::Sender<Out>,
     bytes: Arc<Semaphore>,
     limit: usize,
-    /// The id of the connection it feeds (unique within a `Cluster`).
-    conn: u64,
     /// The session the connection belongs to: the id of the first of the
     /// connections between the same two incarnations (see `handshake`).
     session: u64,
 }
 
 impl Outbox {
-    pub fn new(frame_limit: usize, conn: u64, session: u64) -> (Self, mpsc::Receiver<Out>) {
+    pub fn new(frame_limit: usize, session: u64) -> (Self, mpsc::Receiver<Out>) {
         let (tx, rx) = mpsc::channel(PEER_QUEUE_FRAMES);
-        (Self { tx, bytes: Arc::new(Semaphore::new(PEER_QUEUE_BYTES)), limit: frame_limit, conn, session }, rx)
-    }
-
-    /// The id of the connection this queue feeds.
-    pub fn conn(&self) -> u64 {
-        self.conn
+        (Self { tx, bytes: Arc::new(Semaphore::new(PEER_QUEUE_BYTES)), limit: frame_limit, session }, rx)
     }
 
     /// The session of that connection.

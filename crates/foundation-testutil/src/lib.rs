@@ -5,7 +5,8 @@
 //! - [`wait`]: waiting on conditions with explicit timeouts, never bare
 //!   sleeps;
 //! - [`memory`]: resident memory of this process;
-//! - [`load`]: CPU load and scheduler lateness.
+//! - [`load`]: CPU load and scheduler lateness;
+//! - [`ports`]: free loopback ports outside the kernel's ephemeral range.
 //!
 //! ```
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
@@ -28,6 +29,7 @@
 
 pub mod load;
 pub mod memory;
+pub mod ports;
 pub mod wait;
 
 pub use memory::{MemoryUsage, measure_memory_usage, rss_bytes};

@@ -11,27 +11,9 @@ use tokio::sync::broadcast;
 
 pub const WAIT: Duration = Duration::from_secs(5);
 
-/// `n` free loopback ports for nodes that must know each other's address
-/// before they listen. Chosen below the kernel's ephemeral range (32768 and
-/// up on Linux): a port the kernel picked for `:0` may be taken by any
-/// outgoing connection before the node binds it (CI failed so, with
-/// `AddrInUse`). Each process starts at its own place; each call moves on.
+/// `n` free loopback ports (see `foundation_testutil::ports`).
 pub fn free_ports(n: usize) -> Vec<u16> {
-    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    const FROM: u32 = 10_000;
-    const SPAN: u32 = 20_000;
-    let base = std::process::id().wrapping_mul(7_919);
-    let mut ports = Vec::new();
-    while ports.len() < n {
-        let k = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        assert!(k < SPAN, "no free loopback port left below the ephemeral range");
-        let port = (FROM + base.wrapping_add(k) % SPAN) as u16;
-        #[allow(clippy::disallowed_methods)] // a probe for a free port, closed at once
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            ports.push(port);
-        }
-    }
-    ports
+    foundation_testutil::ports::free_ports(n).expect("free loopback ports")
 }
 
 pub fn secret() -> ClusterSecret {

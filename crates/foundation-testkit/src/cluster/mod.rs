@@ -830,61 +830,14 @@ pub(crate) fn scratch_dir() -> Result<std::path::PathBuf, RunError> {
     Ok(dir)
 }
 
-/// Ports this process has handed out: two clusters started side by side
-/// (tests run in parallel) never get the same port.
-static PORTS_GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
-
-/// Where listening ports are chosen: below the kernel's ephemeral range
-/// (`/proc/sys/net/ipv4/ip_local_port_range`, 32768–60999 if unreadable),
-/// or above it if it starts too low. A port the kernel picked for `:0` was
-/// free only at that instant: any outgoing connection (a node dialling its
-/// peers) may take it as its local port before the node binds it, which
-/// failed CI with `AddrInUse`. The kernel never hands out a port outside
-/// that range by itself.
-fn listen_range() -> std::ops::Range<u32> {
-    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| {
-            let mut it = s.split_whitespace().map(|w| w.parse::<u32>().ok());
-            Some((it.next()??, it.next()??))
-        })
-        .unwrap_or((32_768, 60_999));
-    if ephemeral.0 >= 12_000 { 10_000..ephemeral.0 } else { ephemeral.1 + 1..65_536 }
-}
-
-/// Free loopback ports for nodes to listen on: outside the ephemeral range
-/// (see `listen_range`), probed free, never one this process handed out
-/// before; each process starts at its own place in the range. Another
-/// program may still bind one between the probe and the node; that node
-/// then fails to start.
+/// Free loopback ports for nodes to listen on
+/// ([`foundation_testutil::ports::free_ports`]: outside the kernel's
+/// ephemeral range, never one this process handed out before).
 ///
 /// # Errors
-/// No free port in the whole range.
+/// No free port left in that range.
 pub fn free_ports(n: usize) -> Result<Vec<u16>, RunError> {
-    let range = listen_range();
-    let len = range.end - range.start;
-    let mut given = PORTS_GIVEN.lock();
-    let offset = std::process::id().wrapping_mul(7_919) % len;
-    let start = offset + given.len() as u32;
-    let mut ports = Vec::new();
-    for k in 0..len {
-        if ports.len() == n {
-            break;
-        }
-        let port = (range.start + (start + k) % len) as u16;
-        if given.contains(&port) {
-            continue;
-        }
-        #[allow(clippy::disallowed_methods)] // a probe for a free loopback port, closed at once
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            given.insert(port);
-            ports.push(port);
-        }
-    }
-    if ports.len() < n {
-        return Err(RunError::Start(format!("no free loopback port left in {range:?}")));
-    }
-    Ok(ports)
+    foundation_testutil::ports::free_ports(n).map_err(|e| RunError::Start(e.to_string()))
 }
 
 /// Connects the client to every node (retrying while they start: 30 s).
