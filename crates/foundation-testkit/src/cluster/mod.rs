@@ -17,10 +17,12 @@
 //! Node indexes are 0-based; node `i` is named `n{i+1}` and has consensus
 //! id `i + 1`.
 
+mod fault;
 pub mod faulty;
 mod inprocess;
 pub mod processes;
 mod sim;
+mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -38,7 +40,10 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::time::Instant;
 
+pub use fault::{Fault, FaultError, FaultRecord};
 pub use sim::TurmoilNetwork;
+pub use support::free_ports;
+pub(crate) use support::{connect_all, node_seed, scratch_dir, secret, secret_text, separated_pairs};
 
 /// The environment variable with the cluster size (3 when unset).
 pub const SIZE_ENV: &str = "TEST_CLUSTER_SIZE";
@@ -163,187 +168,6 @@ impl ClusterSpec {
     pub fn in_process(seed: u64) -> Self {
         Self::new(Backend::InProcess, cluster_size(), seed)
     }
-}
-
-/// A fault to inject (or undo). Node indexes are 0-based.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(tag = "fault", rename_all = "snake_case")]
-pub enum Fault {
-    /// Cut the network between groups (nodes in no group form one more).
-    Partition {
-        /// The sides.
-        groups: Vec<Vec<usize>>,
-    },
-    /// Cut these links (both directions), leaving the others.
-    Cut {
-        /// Node pairs.
-        pairs: Vec<(usize, usize)>,
-    },
-    /// Drop what `from` sends to `to` (not the other way).
-    PartitionOneway {
-        /// Senders.
-        from: Vec<usize>,
-        /// Receivers.
-        to: Vec<usize>,
-    },
-    /// Repair every partition, clog and link setting.
-    Heal,
-    /// Stop a node abruptly (its durable state stays).
-    Kill {
-        /// The node.
-        node: usize,
-    },
-    /// Start a killed node again on its durable state.
-    Restart {
-        /// The node.
-        node: usize,
-    },
-    /// Freeze a node's traffic (in and out) until resumed.
-    Pause {
-        /// The node.
-        node: usize,
-    },
-    /// Let a paused node's traffic flow again.
-    Resume {
-        /// The node.
-        node: usize,
-    },
-    /// Hold the traffic between two nodes (delivered at unclog).
-    Clog {
-        /// One end.
-        a: usize,
-        /// The other.
-        b: usize,
-    },
-    /// Release a clog.
-    Unclog {
-        /// One end.
-        a: usize,
-        /// The other.
-        b: usize,
-    },
-    /// Skews a node's wall clock ([`foundation::rt::Rt::set_clock_offset`],
-    /// through its chaos agent): lock leases are judged by the proposer's
-    /// clock. 0 puts it right; a restart puts it right too (a new node, a
-    /// new clock).
-    ClockSkew {
-        /// The node.
-        node: usize,
-        /// Milliseconds ahead (negative: behind).
-        offset_ms: i64,
-    },
-    /// Latency and loss on the link between two nodes (both directions).
-    /// Loss breaks connections (as on turmoil: TCP does not retransmit
-    /// there), which the mesh re-dials.
-    SetLink {
-        /// One end.
-        a: usize,
-        /// The other.
-        b: usize,
-        /// Added one-way latency, in milliseconds.
-        latency_ms: u64,
-        /// Probability in [0, 1] that a transfer breaks its connection.
-        loss: f64,
-    },
-    /// Every write batch of a node's consensus store fails with `error`
-    /// from now on (`None`: writes succeed again). Through
-    /// [`ClusterSpec::disk_faults`]: simulated and in-process backends.
-    DiskError {
-        /// The node.
-        node: usize,
-        /// ENOSPC or EIO, or none.
-        error: Option<DiskError>,
-    },
-    /// Every write batch of a node's consensus store takes this much longer
-    /// (0: no more); in simulation half a batch is written before the wait,
-    /// so a kill meanwhile leaves a torn tail. Simulated and in-process
-    /// backends.
-    DiskLatency {
-        /// The node.
-        node: usize,
-        /// Added per batch, in milliseconds.
-        latency_ms: u64,
-    },
-    /// A killed node's data is gone when it restarts: its data directory
-    /// (or, simulated, its disk) is emptied.
-    WipeDisk {
-        /// The node (killed).
-        node: usize,
-    },
-    /// A killed node's log loses its last `entries` entries, as a disk
-    /// that lost writes it had acknowledged would (simulated backend: a
-    /// redb file cannot lose part of a transaction).
-    TruncateLog {
-        /// The node (killed).
-        node: usize,
-        /// Entries dropped from the end.
-        entries: u64,
-    },
-}
-
-impl Fault {
-    fn nodes(&self) -> Vec<usize> {
-        match self {
-            Self::Partition { groups } => groups.iter().flatten().copied().collect(),
-            Self::Cut { pairs } => pairs.iter().flat_map(|(a, b)| [*a, *b]).collect(),
-            Self::PartitionOneway { from, to } => from.iter().chain(to).copied().collect(),
-            Self::Heal => Vec::new(),
-            Self::Kill { node }
-            | Self::Restart { node }
-            | Self::Pause { node }
-            | Self::Resume { node }
-            | Self::ClockSkew { node, .. }
-            | Self::DiskError { node, .. }
-            | Self::DiskLatency { node, .. }
-            | Self::WipeDisk { node }
-            | Self::TruncateLog { node, .. } => vec![*node],
-            Self::Clog { a, b } | Self::Unclog { a, b } | Self::SetLink { a, b, .. } => vec![*a, *b],
-        }
-    }
-}
-
-/// Why a fault could not be applied.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum FaultError {
-    /// There is no node with that index.
-    #[error("no node {0} (the cluster has {1})")]
-    NoSuchNode(usize, usize),
-    /// The node is not in the state the fault needs (e.g. restarting a
-    /// running node).
-    #[error("node {node}: {why}")]
-    State {
-        /// The node.
-        node: usize,
-        /// What is wrong.
-        why: &'static str,
-    },
-    /// A loss probability outside [0, 1].
-    #[error("loss {0} is not a probability")]
-    BadLoss(f64),
-    /// The backend failed to apply it.
-    #[error("{0}")]
-    Backend(String),
-    /// This backend cannot apply this kind of fault.
-    #[error("the {backend} backend cannot apply {fault}: {why}")]
-    Unsupported {
-        /// The fault's kind.
-        fault: &'static str,
-        /// The backend.
-        backend: Backend,
-        /// Why, and where it can be applied.
-        why: &'static str,
-    },
-}
-
-/// One applied fault, with when (microseconds since the cluster started;
-/// virtual under simulation).
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct FaultRecord {
-    /// When it was applied.
-    pub at_us: u64,
-    /// What.
-    #[serde(flatten)]
-    pub fault: Fault,
 }
 
 /// What a backend does with a fault (already validated).
@@ -807,92 +631,5 @@ pub(crate) async fn body_within<T>(cluster: &TestCluster, body: impl Future<Outp
             Ok(r) => r.map_err(RunError::Body),
             Err(_) => Err(RunError::WallLimit { limit, step: cluster.steps() }),
         },
-    }
-}
-
-/// The cluster secret every test cluster uses.
-pub(crate) fn secret_text() -> &'static str {
-    "foundation-testkit-cluster-secret"
-}
-
-pub(crate) fn secret() -> foundation_cluster::secret::ClusterSecret {
-    foundation_cluster::secret::ClusterSecret::new(secret_text(), "the test kit").expect("a valid secret")
-}
-
-static SCRATCH: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-/// A fresh scratch directory for a run's data directories (under the
-/// system's temporary directory; the backend removes it at the end).
-pub(crate) fn scratch_dir() -> Result<std::path::PathBuf, RunError> {
-    let n = SCRATCH.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!("foundation-testkit-{}-{n}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| RunError::Start(format!("{}: {e}", dir.display())))?;
-    Ok(dir)
-}
-
-/// Free loopback ports for nodes to listen on
-/// ([`foundation_testutil::ports::free_ports`]: outside the kernel's
-/// ephemeral range, never one this process handed out before).
-///
-/// # Errors
-/// No free port left in that range.
-pub fn free_ports(n: usize) -> Result<Vec<u16>, RunError> {
-    foundation_testutil::ports::free_ports(n).map_err(|e| RunError::Start(e.to_string()))
-}
-
-/// Connects the client to every node (retrying while they start: 30 s).
-pub(crate) async fn connect_all(client: &Cluster, addrs: &[String]) -> Result<(), String> {
-    for addr in addrs {
-        let mut tries = 0;
-        while let Err(e) = client.connect(addr).await {
-            tries += 1;
-            if tries > 600 {
-                return Err(format!("the client cannot reach {addr}: {e}"));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-    Ok(())
-}
-
-/// Seed of node `i`'s RNG, from the run's seed (SplitMix64).
-pub(crate) fn node_seed(seed: u64, i: u64) -> u64 {
-    let z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15u64.wrapping_mul(i.wrapping_add(1)));
-    let z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    let z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-/// Node pairs (a < b) that `groups` separate; nodes in no group form one
-/// more group.
-pub(crate) fn separated_pairs(n: usize, groups: &[Vec<usize>]) -> Vec<(usize, usize)> {
-    let group_of = |i: usize| groups.iter().position(|g| g.contains(&i)).unwrap_or(groups.len());
-    let mut pairs = Vec::new();
-    for a in 0..n {
-        for b in a + 1..n {
-            if group_of(a) != group_of(b) {
-                pairs.push((a, b));
-            }
-        }
-    }
-    pairs
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn groups_separate_pairs_and_the_unlisted_form_a_group() {
-        assert_eq!(separated_pairs(3, &[vec![0]]), vec![(0, 1), (0, 2)]);
-        assert_eq!(separated_pairs(4, &[vec![0, 1], vec![2, 3]]), vec![(0, 2), (0, 3), (1, 2), (1, 3)]);
-        assert_eq!(separated_pairs(3, &[vec![0, 1, 2]]), vec![]);
-    }
-
-    #[test]
-    fn node_seeds_differ_per_node_and_per_run() {
-        assert_ne!(node_seed(1, 0), node_seed(1, 1));
-        assert_ne!(node_seed(1, 0), node_seed(2, 0));
-        assert_eq!(node_seed(7, 3), node_seed(7, 3));
     }
 }

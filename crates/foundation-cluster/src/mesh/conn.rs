@@ -1,0 +1,162 @@
+//! One connection's task: the writer (batched frames and heartbeats), the
+//! reader (frames to the remote and RPC layers, never waiting on a local
+//! process), the watchdog (silence, and a handover's deadline), and how it
+//! ends: cut at once, or handed over to the connection that replaced it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use foundation::rt::BoxStream;
+use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::sync::mpsc;
+
+use super::{Inner, READ_BUFFER_BYTES, WRITE_BATCH_BYTES, Wire, connection_lost, learn};
+use crate::frame::{FrameError, decode_header, read_frame};
+use crate::outbox::Out;
+
+/// How long a replaced connection may take to hand over: the peer's side
+/// closes once it has installed the replacing connection too.
+pub const HANDOVER_MAX: Duration = Duration::from_secs(2);
+
+/// How a connection's task starts and ends.
+pub(super) struct Lifecycle {
+    /// Fires (or drops) when the connection must end.
+    pub(super) stop: tokio::sync::oneshot::Receiver<()>,
+    /// The connection this one replaced, still ending.
+    pub(super) previous: Option<tokio::sync::oneshot::Receiver<()>>,
+    /// Held while the task runs.
+    pub(super) _ended: tokio::sync::oneshot::Sender<()>,
+}
+
+pub(super) async fn run_conn(
+    inner: Arc<Inner>,
+    peer: String,
+    (id, session): (u64, u64),
+    read: ReadHalf<BoxStream>,
+    mut write: WriteHalf<BoxStream>,
+    mut out: mpsc::Receiver<Out>,
+    lifecycle: Lifecycle,
+) {
+    let Lifecycle { stop, previous, _ended } = lifecycle;
+    let tick = inner.config.tick;
+    let limit = inner.config.frame_limit;
+    let silent_max = tick * inner.config.ticks_to_down;
+    // Milliseconds since `base` when the peer was last heard. The reader
+    // never waits on local processes (a full mailbox parks or drops the
+    // message, remote.rs), so silence is the peer's alone.
+    let base = tokio::time::Instant::now();
+    let heard = AtomicU64::new(0);
+    let hear = || heard.store(base.elapsed().as_millis() as u64, Ordering::Relaxed);
+    // Set when a replacing connection took over (see `Conn::stop`).
+    let handing_over = std::sync::atomic::AtomicBool::new(false);
+    let writer = async {
+        let mut beat = tokio::time::interval(tick);
+        let mut buf = Vec::with_capacity(WRITE_BATCH_BYTES);
+        let mut stop = stop;
+        loop {
+            let first = tokio::select! {
+                _ = beat.tick() => Out::header(&Wire::Heartbeat),
+                frame = out.recv() => match frame { Some(f) => f, None => return "closed".to_owned() },
+                stopped = &mut stop => match stopped {
+                    Err(_) => return "disconnected".to_owned(),
+                    Ok(()) => {
+                        handing_over.store(true, Ordering::Relaxed);
+                        // What was queued goes out, then our side closes:
+                        // the peer reads it all, then the end.
+                        while let Ok(o) = out.try_recv() {
+                            o.mark_sent();
+                            let written = async {
+                                write.write_all(&o.frame).await?;
+                                write.write_all(&o.tail).await
+                            };
+                            if let Err(e) = written.await {
+                                return format!("write failed during handover: {e}");
+                            }
+                            o.release();
+                        }
+                        let _ = write.shutdown().await;
+                        // The reader ends the connection at the peer's close.
+                        return std::future::pending::<String>().await;
+                    }
+                },
+            };
+            // Under load, many frames go out in one write.
+            let mut next = Some(first);
+            while let Some(o) = next.take() {
+                o.mark_sent();
+                buf.extend_from_slice(&o.frame);
+                if !o.tail.is_empty() {
+                    let written = async {
+                        write.write_all(&buf).await?;
+                        write.write_all(&o.tail).await
+                    };
+                    if let Err(e) = written.await {
+                        return format!("write failed: {e}");
+                    }
+                    buf.clear();
+                }
+                o.release();
+                if buf.len() < WRITE_BATCH_BYTES {
+                    next = out.try_recv().ok();
+                }
+            }
+            let flushed = async {
+                write.write_all(&buf).await?;
+                write.flush().await
+            };
+            if let Err(e) = flushed.await {
+                return format!("write failed: {e}");
+            }
+            buf.clear();
+            if buf.capacity() > 4 * WRITE_BATCH_BYTES {
+                buf.shrink_to(WRITE_BATCH_BYTES);
+            }
+        }
+    };
+    let reader = async {
+        if let Some(previous) = previous {
+            // Ends promptly: its stop was dropped when this one replaced it.
+            let _ = previous.await;
+            hear();
+        }
+        let mut read = tokio::io::BufReader::with_capacity(READ_BUFFER_BYTES, read);
+        loop {
+            let frame = match read_frame(&mut read, limit).await {
+                Err(FrameError::Closed) => return "connection closed".to_owned(),
+                Err(e) => return format!("{e}"),
+                Ok(f) => f,
+            };
+            hear();
+            match decode_header::<Wire>(&frame.header) {
+                Ok(Wire::Heartbeat) => {}
+                Ok(Wire::Peers { me, known }) => learn(&inner, &peer, me, known),
+                Ok(Wire::Proc(p)) => crate::remote::on_frame(&inner, &peer, p, frame.payload),
+                Ok(Wire::Rpc(r)) => crate::rpc::on_frame(&inner, &peer, session, r, frame.payload),
+                Err(e) => return format!("{e}"),
+            }
+        }
+    };
+    let watchdog = async {
+        let mut handover_since = None;
+        loop {
+            foundation::rt::sleep(tick.min(HANDOVER_MAX)).await;
+            let silent = base.elapsed().saturating_sub(Duration::from_millis(heard.load(Ordering::Relaxed)));
+            if silent > silent_max {
+                return format!("silent for {silent_max:?}");
+            }
+            if handing_over.load(Ordering::Relaxed) {
+                let since = *handover_since.get_or_insert_with(tokio::time::Instant::now);
+                if since.elapsed() >= HANDOVER_MAX {
+                    return format!("the peer did not close a replaced connection within {HANDOVER_MAX:?}");
+                }
+            }
+        }
+    };
+    let reason = tokio::select! {
+        r = writer => r,
+        r = reader => r,
+        r = watchdog => r,
+    };
+    connection_lost(&inner, &peer, id, reason);
+}
