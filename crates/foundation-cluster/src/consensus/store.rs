@@ -29,6 +29,13 @@ use redb::{ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
+mod memory;
+mod state_machine;
+
+pub use memory::MemoryDisk;
+use state_machine::SmInner;
+pub use state_machine::{CHANGES_BUFFER, StateMachine};
+
 use super::disk_faults::DiskFaults;
 use super::types::{Answer, Applied, Command, Query, State, TypeConfig};
 
@@ -96,81 +103,6 @@ enum Disk {
     /// A [`MemoryDisk`]: written at once (or after the injected latency),
     /// outlives the node.
     Memory(MemoryDisk, DiskFaults, StorageHealth),
-}
-
-/// A disk in memory that outlives the node using it: the simulator's
-/// stand-in for a data directory. A node restarted on the same
-/// `MemoryDisk` finds its log, vote and snapshot as a node restarted on its
-/// data directory would (every write is durable at once, as with fsync).
-#[derive(Clone, Default)]
-pub struct MemoryDisk {
-    tables: Arc<parking_lot::Mutex<Tables>>,
-}
-
-#[derive(Default)]
-struct Tables {
-    log: BTreeMap<u64, Vec<u8>>,
-    meta: BTreeMap<&'static str, Vec<u8>>,
-}
-
-impl MemoryDisk {
-    /// An empty disk.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Forgets everything: a data directory lost while its node was down.
-    pub fn wipe(&self) {
-        let mut t = self.tables.lock();
-        t.log.clear();
-        t.meta.clear();
-    }
-
-    /// Drops the last `entries` log entries: a disk that lost writes it had
-    /// acknowledged. Returns how many were dropped.
-    pub fn drop_log_tail(&self, entries: u64) -> u64 {
-        let mut t = self.tables.lock();
-        let mut dropped = 0;
-        while dropped < entries && t.log.pop_last().is_some() {
-            dropped += 1;
-        }
-        dropped
-    }
-
-    fn apply(&self, ops: &[Op]) {
-        let mut t = self.tables.lock();
-        for op in ops {
-            match op {
-                Op::Put(i, bytes) => {
-                    t.log.insert(*i, bytes.clone());
-                }
-                Op::TruncateFrom(i) => {
-                    t.log.split_off(i);
-                }
-                Op::PurgeTo(i) => {
-                    t.log = t.log.split_off(&(i + 1));
-                }
-                Op::Meta(k, v) => {
-                    t.meta.insert(k, v.clone());
-                }
-            }
-        }
-    }
-
-    fn load(&self) -> io::Result<Loaded> {
-        let t = self.tables.lock();
-        fn meta<T: for<'de> Deserialize<'de>>(t: &Tables, key: &str) -> io::Result<Option<T>> {
-            t.meta.get(key).map(|b| decode(b)).transpose()
-        }
-        Ok(Loaded {
-            identity: meta(&t, IDENTITY)?,
-            log: t.log.iter().map(|(i, b)| Ok((*i, decode(b)?))).collect::<io::Result<_>>()?,
-            vote: meta(&t, VOTE)?,
-            committed: meta(&t, COMMITTED)?,
-            purged: meta(&t, PURGED)?,
-            snapshot: meta(&t, SNAPSHOT)?,
-        })
-    }
 }
 
 impl Disk {
@@ -414,13 +346,6 @@ pub enum Storage {
     Dir(PathBuf),
     /// On a [`MemoryDisk`] that outlives the node (simulated restarts).
     Disk(MemoryDisk),
-}
-
-impl std::fmt::Debug for MemoryDisk {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let t = self.tables.lock();
-        f.debug_struct("MemoryDisk").field("entries", &t.log.len()).finish()
-    }
 }
 
 impl std::fmt::Debug for Storage {
@@ -679,163 +604,5 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             Some(d) => d.write(vec![Op::Meta(PURGED, encode(&log_id)?), Op::PurgeTo(log_id.index())]).await,
             None => Ok(()),
         }
-    }
-}
-
-#[derive(Default)]
-struct SmInner {
-    /// Bytes of entries applied since the last snapshot, and the threshold
-    /// past which one is due (`u64::MAX`: by entry count only).
-    bytes_since_snapshot: u64,
-    snapshot_log_bytes: u64,
-    last_applied: Option<LogId>,
-    membership: StoredMembershipOf<TypeConfig>,
-    data: State,
-    snapshot: Option<StoredSnapshot>,
-    disk: Option<Disk>,
-}
-
-/// Applied key changes kept for slow watchers (they skip ahead past it).
-pub const CHANGES_BUFFER: usize = 1024;
-
-/// The key/value state machine. Cheap to clone.
-#[derive(Clone)]
-pub struct StateMachine {
-    inner: Arc<Mutex<SmInner>>,
-    /// Keys changed by applied commands, in apply order.
-    changes: tokio::sync::broadcast::Sender<String>,
-    /// Bumped when the entries applied since the last snapshot pass the
-    /// byte threshold: a snapshot is due.
-    snapshot_due: Arc<tokio::sync::watch::Sender<u64>>,
-}
-
-impl StateMachine {
-    /// Wakes when a snapshot is due by bytes applied (see
-    /// `ConsensusConfig::snapshot_log_bytes`); ends with the state machine.
-    pub fn snapshot_due(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.snapshot_due.subscribe()
-    }
-
-    /// Answers a read here (no linearizability by itself: see `Consensus::query`).
-    pub async fn query(&self, q: &Query) -> Answer {
-        self.inner.lock().await.data.query(q)
-    }
-
-    /// The whole state, for comparisons.
-    pub async fn dump(&self) -> State {
-        self.inner.lock().await.data.clone()
-    }
-
-    /// Keys changed by commands applied from now on.
-    pub fn changes(&self) -> tokio::sync::broadcast::Receiver<String> {
-        self.changes.subscribe()
-    }
-
-    /// Closes the data directory (after what is queued is written).
-    pub async fn close(&self) {
-        let disk = self.inner.lock().await.disk.take();
-        if let Some(d) = disk {
-            d.close().await;
-        }
-    }
-
-    /// The last applied log index.
-    pub async fn applied_index(&self) -> Option<u64> {
-        self.inner.lock().await.last_applied.as_ref().map(|l| l.index())
-    }
-}
-
-impl RaftStateMachine<TypeConfig> for StateMachine {
-    type SnapshotData = Vec<u8>;
-    type SnapshotBuilder = Self;
-
-    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembershipOf<TypeConfig>), io::Error> {
-        let inner = self.inner.lock().await;
-        Ok((inner.last_applied, inner.membership.clone()))
-    }
-
-    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
-    where
-        Strm: futures_util::Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + Send,
-    {
-        let mut inner = self.inner.lock().await;
-        while let Some(next) = entries.next().await {
-            let (entry, responder) = next?;
-            inner.last_applied = Some(entry.log_id);
-            inner.bytes_since_snapshot += super::network::entry_bytes(&entry) as u64;
-            if inner.bytes_since_snapshot >= inner.snapshot_log_bytes {
-                inner.bytes_since_snapshot = 0;
-                self.snapshot_due.send_modify(|n| *n += 1);
-            }
-            let applied = match entry.payload {
-                EntryPayload::Blank => Applied::default(),
-                EntryPayload::Normal(cmd) => {
-                    let key = match &cmd {
-                        Command::Put { key, .. } | Command::Delete { key } | Command::Cas { key, .. } => Some(key.clone()),
-                        _ => None,
-                    };
-                    let applied = inner.data.apply(entry.log_id.index, cmd);
-                    if let Some(k) = key.filter(|_| applied.ok) {
-                        // No watcher is fine.
-                        let _ = self.changes.send(k);
-                    }
-                    applied
-                }
-                EntryPayload::Membership(m) => {
-                    inner.membership = openraft::StoredMembership::new(Some(entry.log_id), m);
-                    Applied::default()
-                }
-            };
-            if let Some(r) = responder {
-                r.send(applied);
-            }
-        }
-        Ok(())
-    }
-
-    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        self.clone()
-    }
-
-    async fn install_snapshot(&mut self, meta: &SnapshotMetaOf<TypeConfig>, snapshot: Vec<u8>) -> Result<(), io::Error> {
-        let data: State = decode(&snapshot)?;
-        let stored = StoredSnapshot { meta: meta.clone(), data: snapshot };
-        let disk = {
-            let mut inner = self.inner.lock().await;
-            inner.data = data;
-            inner.last_applied = meta.last_log_id;
-            inner.membership = meta.last_membership.clone();
-            inner.snapshot = Some(stored.clone());
-            inner.disk.clone()
-        };
-        match disk {
-            Some(d) => d.write(vec![Op::Meta(SNAPSHOT, encode(&stored)?)]).await,
-            None => Ok(()),
-        }
-    }
-
-    async fn get_current_snapshot(&mut self) -> Result<Option<SnapshotOf<TypeConfig, Vec<u8>>>, io::Error> {
-        let inner = self.inner.lock().await;
-        Ok(inner.snapshot.as_ref().map(|s| openraft::Snapshot { meta: s.meta.clone(), snapshot: s.data.clone() }))
-    }
-}
-
-impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
-    type SnapshotData = Vec<u8>;
-
-    async fn build_snapshot(&mut self) -> Result<SnapshotOf<TypeConfig, Vec<u8>>, io::Error> {
-        let (stored, disk) = {
-            let mut inner = self.inner.lock().await;
-            inner.bytes_since_snapshot = 0;
-            let data = encode(&inner.data)?;
-            let meta = openraft::SnapshotMeta { last_log_id: inner.last_applied, last_membership: inner.membership.clone() };
-            let stored = StoredSnapshot { meta, data };
-            inner.snapshot = Some(stored.clone());
-            (stored, inner.disk.clone())
-        };
-        if let Some(d) = disk {
-            d.write(vec![Op::Meta(SNAPSHOT, encode(&stored)?)]).await?;
-        }
-        Ok(openraft::Snapshot { meta: stored.meta, snapshot: stored.data })
     }
 }

@@ -87,7 +87,7 @@ pub enum Fault {
     },
     /// Every write batch of a node's consensus store fails with `error`
     /// from now on (`None`: writes succeed again). Through
-    /// [`ClusterSpec::disk_faults`]: simulated and in-process backends.
+    /// [`ClusterSpec::disk_faults`](super::ClusterSpec::disk_faults): simulated and in-process backends.
     DiskError {
         /// The node.
         node: usize,
