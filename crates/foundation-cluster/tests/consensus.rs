@@ -467,7 +467,8 @@ async fn a_peers_unbounded_timeout_is_clamped() {
     let (nodes, members) = group(3, None).await;
     let client = start("timeout-client").await;
     client.connect(nodes[0].addr()).await.expect("joins");
-    until("the client sees the node", || client.peers().contains(&nodes[0].name().to_owned())).await;
+    // It learns the other members from the first; it asks one of them too.
+    until("the client sees the members", || nodes.iter().all(|n| client.peers().contains(&n.name().to_owned()))).await;
     let cmd = put("clamped", "yes");
     let answer: Result<Decision, ConsensusError> = client
         .rpc(nodes[0].name(), foundation_cluster::consensus::CLIENT_SUBMIT, (cmd, Duration::MAX), T)
