@@ -18,6 +18,7 @@ mod bench;
 mod chaos;
 mod check;
 mod fail;
+mod log;
 mod node;
 
 // mimalloc: fewer page faults on spawn bursts and tighter size classes for
@@ -34,6 +35,11 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How log lines on stderr are written (`RUST_LOG` sets the level:
+    /// `foundation node` logs at info by default, the other commands only
+    /// when it is set).
+    #[arg(long, global = true, value_enum, default_value_t = log::LogFormat::Text)]
+    log_format: log::LogFormat,
 }
 
 #[derive(Subcommand)]
@@ -47,6 +53,9 @@ enum Command {
     Node(node::NodeArgs),
     /// Prints the cluster as one node sees it (from its admin HTTP API).
     Status(node::StatusArgs),
+    /// Cluster secrets: `foundation secret generate` prints a new one.
+    #[command(subcommand)]
+    Secret(SecretCommand),
     /// Checks a recorded history for linearizability (exit 0 yes, 1 no, 2 bad input, 3 unknown: a limit was reached).
     Check(check::CheckArgs),
     /// Internal: one measurement in a fresh process, for `bench`.
@@ -65,6 +74,15 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum SecretCommand {
+    /// Prints a new cluster secret: 256 bits from the OS's random number
+    /// generator, in hex. Keep it in a file only its owner reads:
+    /// `(umask 077; foundation secret generate > cluster.secret)`, then
+    /// `foundation node --secret-file cluster.secret`.
+    Generate,
+}
+
 fn main() -> std::process::ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -77,6 +95,7 @@ fn main() -> std::process::ExitCode {
             return fail::clap_error(&e, sub.as_deref());
         }
     };
+    log::install(cli.log_format, matches!(cli.command, Command::Node(_)));
     run(cli).unwrap_or_else(|e| fail::exit(&e))
 }
 
@@ -89,6 +108,11 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Bench(args) => ok(bench::run(&args)),
         Command::Node(args) => ok(node::run(args)),
         Command::Status(args) => ok(node::status(args)),
+        Command::Secret(SecretCommand::Generate) => {
+            let secret = foundation_cluster::secret::generate()?;
+            println!("{secret}");
+            Ok(std::process::ExitCode::SUCCESS)
+        }
         Command::BenchProbe { probe, n, workers, tokio } => {
             let figure = match probe.as_str() {
                 "idle-bytes" => bench::process::idle_bytes_probe(n, workers, tokio)?,

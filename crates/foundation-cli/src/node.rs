@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Args;
 use foundation::rt::RtConfig;
-use foundation_cluster::ClusterError;
+use foundation_cluster::{ClusterError, TlsConfig, TlsError};
 use foundation_cluster::admin::client;
 use foundation_cluster::secret::{ClusterSecret, SECRET_ENV, SecretError, SecretSource};
 use foundation_cluster::server::{PeerSpec, Server, ServerConfig, ServerError, Service};
@@ -60,13 +60,55 @@ pub struct NodeArgs {
     /// production.
     #[arg(long)]
     chaos_agent: bool,
+    /// Mutual TLS between nodes: this node's certificate chain (PEM). With
+    /// --tls-key and --tls-ca (all three or none); the secret handshake
+    /// runs inside TLS.
+    #[arg(long, value_name = "PATH")]
+    tls_cert: Option<PathBuf>,
+    /// Mutual TLS: this node's private key (PEM).
+    #[arg(long, value_name = "PATH")]
+    tls_key: Option<PathBuf>,
+    /// Mutual TLS: the cluster's CA certificate(s) (PEM); peers must present
+    /// a certificate it signed.
+    #[arg(long, value_name = "PATH")]
+    tls_ca: Option<PathBuf>,
+}
+
+/// Whether `--secret` itself is on the command line (clap also fills the
+/// field from `FOUNDATION_SECRET`).
+fn secret_in_argv() -> bool {
+    std::env::args_os().any(|a| a == "--secret" || a.to_str().is_some_and(|a| a.starts_with("--secret=")))
+}
+
+/// The TLS settings from `--tls-cert`, `--tls-key` and `--tls-ca`: all
+/// three or none (a usage error names the missing ones); a file that does
+/// not load is a usage error naming its flag and path.
+fn tls(args: &NodeArgs) -> anyhow::Result<Option<TlsConfig>> {
+    let flags = [("--tls-cert", &args.tls_cert), ("--tls-key", &args.tls_key), ("--tls-ca", &args.tls_ca)];
+    let missing: Vec<&str> = flags.iter().filter(|(_, p)| p.is_none()).map(|(f, _)| *f).collect();
+    let (Some(cert), Some(key), Some(ca)) = (&args.tls_cert, &args.tls_key, &args.tls_ca) else {
+        if missing.len() == flags.len() {
+            return Ok(None);
+        }
+        return Err(usage(format!(
+            "TLS needs --tls-cert, --tls-key and --tls-ca together; give {} too, or none of them",
+            missing.join(" and ")
+        )));
+    };
+    TlsConfig::from_files(cert, key, ca).map(Some).map_err(|e| {
+        let flag = match &e {
+            TlsError::File { path, .. } => flags.iter().find(|(_, p)| p.as_deref() == Some(path.as_path())).map_or("--tls-*", |(f, _)| f),
+            _ => "--tls-cert/--tls-key/--tls-ca",
+        };
+        usage(format!("{flag}: {e}; give PEM files: the node's certificate chain, its key, and the cluster's CA"))
+    })
 }
 
 /// The cluster secret from `--secret` (or `FOUNDATION_SECRET`, which clap
 /// reads into it), else the secret file. Every way it can be wrong is a
 /// usage error that names where the secret came from.
 fn secret(args: &NodeArgs) -> anyhow::Result<ClusterSecret> {
-    let from = |text: &str| if std::env::var(SECRET_ENV).is_ok_and(|v| v == text) { SECRET_ENV } else { "--secret" };
+    let from = |_: &str| if secret_in_argv() { "--secret" } else { SECRET_ENV };
     let resolved = match &args.secret {
         Some(text) => ClusterSecret::new(text, from(text)),
         None => SecretSource { configured: None, file: args.secret_file.clone() }.resolve(),
@@ -116,6 +158,7 @@ fn start_fix(e: &ServerError) -> &'static str {
 /// Runs a node until Ctrl-C or SIGTERM.
 pub fn run(args: NodeArgs) -> anyhow::Result<()> {
     let secret = secret(&args)?;
+    let tls = tls(&args)?;
     if let Some(dir) = &args.data_dir {
         usable_dir(dir)
             .map_err(|e| usage(format!("--data-dir {}: {e}; give a directory this user can create and write", dir.display())))?;
@@ -147,6 +190,7 @@ pub fn run(args: NodeArgs) -> anyhow::Result<()> {
         disk: None,
         frame_limit: None,
         disk_faults: Default::default(),
+        tls,
     };
     if let Some(f) = &faults {
         config.rt.network = Arc::new(FaultyNetwork::new(Some(args.id.saturating_sub(1) as usize), f.clone()));
@@ -166,6 +210,12 @@ pub fn run(args: NodeArgs) -> anyhow::Result<()> {
             server.shutdown().await;
             anyhow::bail!("node {}: the chaos agent did not start: {e}", args.name);
         }
+        if args.secret.is_some() && secret_in_argv() {
+            tracing::warn!(
+                node = %args.name,
+                "--secret on the command line is visible to every user of this host (ps, /proc); pass it in FOUNDATION_SECRET or with --secret-file instead"
+            );
+        }
         println!(
             "node {} (id {}) listening on {}{}",
             args.name,
@@ -177,7 +227,7 @@ pub fn run(args: NodeArgs) -> anyhow::Result<()> {
             _ = interrupt.recv() => {}
             _ = term.recv() => {}
         }
-        eprintln!("node {}: stopping", args.name);
+        tracing::info!(node = %args.name, "stopping on a signal");
         server.shutdown().await;
         anyhow::Ok(())
     })

@@ -54,7 +54,7 @@ fn a_missing_required_flag_is_named() {
 fn a_bad_value_names_the_flag() {
     expect_error(&["node", "--name", "a", "--id", "one"], 2, &["--id", "one"]);
     expect_error(&["node", "--name", "a", "--id", "1", "--peer", "garbage"], 2, &["--peer", "garbage"]);
-    expect_error(&["node", "--name", "a", "--id", "1", "--secret", "short"], 2, &["--secret", "5 bytes", "16"]);
+    expect_error(&["node", "--name", "a", "--id", "1", "--secret", "short"], 2, &["--secret", "5 bytes", "32", "foundation secret generate"]);
     expect_error(&["status", "--http", "not an address"], 2, &["--http", "not an address"]);
     expect_error(&["status", "--http", "127.0.0.1:8001", "--wait", "soon"], 2, &["--wait", "soon"]);
     expect_error(&["chaos", "--nodes", "0"], 2, &["--nodes"]);
@@ -74,7 +74,7 @@ fn an_unreadable_path_is_named() {
     expect_error(&["chaos", "--report", "/proc/foundation-cannot-write-here"], 2, &["--report", "/proc/foundation-cannot-write-here"]);
     let node = ["node", "--name", "a", "--id", "1", "--listen", "127.0.0.1:0"];
     expect_error(
-        &[&node[..], &["--secret", "a-long-enough-secret-0123", "--data-dir", "/proc/foundation-no/d"]].concat(),
+        &[&node[..], &["--secret", "a-long-enough-secret-0123456789-0123456789", "--data-dir", "/proc/foundation-no/d"]].concat(),
         2,
         &["--data-dir", "/proc/foundation-no/d"],
     );
@@ -94,5 +94,5 @@ fn a_failure_while_running_exits_1_in_the_same_style() {
     #[allow(clippy::disallowed_methods)] // a test holding a port, not cluster code
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let listen = taken.local_addr().expect("addr").to_string();
-    expect_error(&["node", "--name", "a", "--id", "1", "--secret", "a-long-enough-secret-0123", "--listen", &listen], 1, &[&listen]);
+    expect_error(&["node", "--name", "a", "--id", "1", "--secret", "a-long-enough-secret-0123456789-0123456789", "--listen", &listen], 1, &[&listen]);
 }

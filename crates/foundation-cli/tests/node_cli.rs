@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use foundation_cluster::admin::client;
 
-const SECRET: &str = "node-cli-test-secret-0123456789";
+const SECRET: &str = "node-cli-test-secret-0123456789-0123456789";
 const WAIT: Duration = Duration::from_secs(30);
 
 /// A free loopback port outside the ephemeral range (an outgoing
@@ -242,7 +242,7 @@ fn a_node_with_the_wrong_secret_exits_with_a_clear_message() {
         .args(["node", "--name", "b", "--id", "2", "--listen", "127.0.0.1:0", "--peer", &format!("1=a@127.0.0.1:{cluster}")])
         .arg("--data-dir")
         .arg(dir.join("b"))
-        .env("FOUNDATION_SECRET", "a-different-secret-0123456789")
+        .env("FOUNDATION_SECRET", "a-different-secret-0123456789-0123456789")
         .output()
         .expect("runs");
     let _ = good.kill();

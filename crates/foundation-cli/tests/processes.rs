@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use foundation_testkit::chaos::Nemesis;
-use foundation_testkit::cluster::{Backend, ClusterSpec, cluster_size, run};
+use foundation_cluster::consensus::{CLIENT_SUBMIT, Command, ConsensusError, Decision};
+use foundation_testkit::cluster::{Backend, ClusterSpec, TlsFiles, cluster_size, run};
 use foundation_testkit::linearizability::Verdict;
 use foundation_testkit::scenario::{ChaosRun, run_chaos};
 
@@ -58,4 +59,51 @@ fn a_paused_process_loses_its_quorum_and_comes_back() {
         Ok(())
     })
     .expect("pause and resume");
+}
+
+/// Three nodes with mutual TLS (the cluster crate's test certificates)
+/// commit writes through each of them; a node without TLS that dials one
+/// of them is refused, again and again, and never becomes a peer.
+#[test]
+fn a_tls_cluster_of_processes_commits_and_refuses_a_node_without_tls() {
+    let mut spec = ClusterSpec::new(Backend::Processes, 3, 5);
+    spec.binary = Some(PathBuf::from(env!("CARGO_BIN_EXE_foundation")));
+    spec.tls = Some(TlsFiles::in_dir(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../foundation-cluster/tests/tls")));
+    run(&spec, |cluster| async move {
+        cluster.converged(Duration::from_secs(30)).await.map_err(anyhow::Error::msg)?;
+        for (i, name) in cluster.names().iter().enumerate() {
+            let put = Command::Put { key: format!("tls-{i}"), value: b"over TLS".to_vec() };
+            let wait = Duration::from_secs(10);
+            let decided: Result<Decision, ConsensusError> = cluster.client().rpc(name, CLIENT_SUBMIT, (put, wait), 2 * wait).await?;
+            anyhow::ensure!(decided?.committed, "a write through {name} commits");
+        }
+        let (_, state) = cluster.converged(Duration::from_secs(30)).await.map_err(anyhow::Error::msg)?;
+        let state = format!("{state:?}");
+        anyhow::ensure!((0..3).all(|i| state.contains(&format!("tls-{i}"))), "every write is in the converged state: {state}");
+        // A node without TLS, with the right secret, dials node1.
+        let addr = cluster.addr(0).ok_or_else(|| anyhow::anyhow!("the process backend knows its addresses"))?;
+        let dir = std::env::temp_dir().join(format!("foundation-processes-plain-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let log = dir.join("plain.log");
+        let port = foundation_testkit::cluster::free_ports(1)?[0];
+        let mut plain = tokio::process::Command::new(env!("CARGO_BIN_EXE_foundation"))
+            .args(["node", "--name", "plain", "--id", "9", "--listen", &format!("127.0.0.1:{port}"), "--services", "events"])
+            .args(["--peer", &format!("1=node1@{addr}")])
+            .env("FOUNDATION_SECRET", "foundation-testkit-cluster-secret")
+            .env("RUST_LOG", "foundation_cluster=debug")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .kill_on_drop(true)
+            .spawn()?;
+        let refusals = || std::fs::read_to_string(&log).unwrap_or_default().lines().filter(|l| l.contains("peer not reachable yet")).count();
+        foundation_testkit::assert_eventually("the plain node is refused three times", || refusals() >= 3, Duration::from_secs(30)).await;
+        let joined = cluster.client().peers().contains(&"plain".to_owned());
+        plain.start_kill()?;
+        let _ = plain.wait().await;
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let _ = std::fs::remove_dir_all(&dir);
+        anyhow::ensure!(!joined, "a node without TLS joined the mesh:\n{text}");
+        Ok(())
+    })
+    .expect("a TLS cluster of processes");
 }

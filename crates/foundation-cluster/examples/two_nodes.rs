@@ -8,7 +8,7 @@ use foundation_cluster::{Cluster, ClusterConfig};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     // The node config, else $FOUNDATION_SECRET, else ~/.foundation.secret (created 0600).
-    let source = SecretSource { configured: Some("an example secret, 16+ bytes".into()), file: SecretSource::default_file() };
+    let source = SecretSource { configured: Some("an example secret, 32 bytes or longer".into()), file: SecretSource::default_file() };
     let secret = source.resolve()?;
     let a = Cluster::start(Node::new("a"), ClusterConfig::new("a", "127.0.0.1:0", secret.clone())).await?;
     let b = Cluster::start(Node::new("b"), ClusterConfig::new("b", "127.0.0.1:0", secret)).await?;

@@ -9,7 +9,8 @@
 //! - Raft consensus, locks and barriers ([`consensus`]), and the cluster
 //!   services on it: configuration, registry, telemetry ([`services`]);
 //! - the node server that `foundation node` runs ([`server`]) and its admin
-//!   HTTP API ([`admin`]).
+//!   HTTP API ([`admin`]);
+//! - a bound on repeated log lines ([`log_limit`]).
 //!
 //! Two nodes in one process: one joins the other, and calls it.
 //!
@@ -21,7 +22,7 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> anyhow::Result<()> {
-//! let secret = ClusterSecret::new("an example secret, 16+ bytes", "the example")?;
+//! let secret = ClusterSecret::new("an example secret, 32 bytes or longer", "the example")?;
 //! let a = Cluster::start(Node::new("a"), ClusterConfig::new("a", "127.0.0.1:0", secret.clone())).await?;
 //! let b = Cluster::start(Node::new("b"), ClusterConfig::new("b", "127.0.0.1:0", secret)).await?;
 //! b.connect(a.addr()).await?; // joins a, and through it the whole mesh
@@ -37,6 +38,7 @@ pub mod admin;
 pub mod consensus;
 pub mod frame;
 pub mod handshake;
+pub mod log_limit;
 pub mod mesh;
 pub mod outbox;
 pub mod remote;

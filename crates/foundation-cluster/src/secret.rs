@@ -7,6 +7,11 @@
 //! 3. a secret file (by default `$HOME/.foundation.secret`). If the file does
 //!    not exist it is created, with 32 random bytes in hex and mode 0600. An
 //!    existing file that group or others can read is refused.
+//!
+//! A secret is at least [`SECRET_BYTES_MIN`] (32) bytes: the handshake's
+//! proofs can be guessed offline against a short one. [`generate`] makes a
+//! good one (256 bits from the OS, in hex), as `foundation secret
+//! generate` prints it.
 
 use std::fmt;
 use std::io::Write;
@@ -15,8 +20,10 @@ use std::path::{Path, PathBuf};
 
 /// The environment variable that can hold the secret.
 pub const SECRET_ENV: &str = "FOUNDATION_SECRET";
-/// Shortest secret accepted, in bytes.
-pub const SECRET_BYTES_MIN: usize = 16;
+/// Shortest secret accepted, in bytes (what [`generate`] makes is 64).
+pub const SECRET_BYTES_MIN: usize = 32;
+/// Random bytes in a generated secret (256 bits).
+pub const SECRET_RANDOM_BYTES: usize = 32;
 /// Longest secret accepted, in bytes.
 pub const SECRET_BYTES_MAX: usize = 4096;
 
@@ -51,7 +58,7 @@ pub enum SecretError {
     /// The secret is too short or too long.
     #[error(
         "the secret from {from} is {len} bytes; a secret must be at least {SECRET_BYTES_MIN} and at most {SECRET_BYTES_MAX} bytes: {}",
-        if *len < SECRET_BYTES_MIN { "use a longer one, e.g. the output of `openssl rand -hex 32`" } else { "use a shorter one" }
+        if *len < SECRET_BYTES_MIN { "run `foundation secret generate` to make one" } else { "use a shorter one, e.g. from `foundation secret generate`" }
     )]
     BadLength {
         /// Where it came from.
@@ -107,6 +114,21 @@ impl SecretSource {
     }
 }
 
+/// A new secret: [`SECRET_RANDOM_BYTES`] from the OS's CSPRNG, in lower-case
+/// hex (64 characters). What `foundation secret generate` prints.
+///
+/// ```
+/// let text = foundation_cluster::secret::generate()?;
+/// assert_eq!(text.len(), 64);
+/// foundation_cluster::secret::ClusterSecret::new(&text, "generated")?;
+/// # Ok::<(), foundation_cluster::secret::SecretError>(())
+/// ```
+pub fn generate() -> Result<String, SecretError> {
+    let mut raw = [0u8; SECRET_RANDOM_BYTES];
+    getrandom::fill(&mut raw).map_err(|e| SecretError::Random(e.to_string()))?;
+    Ok(raw.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 fn read_or_create(path: &Path) -> Result<ClusterSecret, SecretError> {
     let file_err = |source| SecretError::File { path: path.to_owned(), source };
     match std::fs::metadata(path) {
@@ -119,9 +141,7 @@ fn read_or_create(path: &Path) -> Result<ClusterSecret, SecretError> {
             ClusterSecret::new(&text, &path.display().to_string())
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let mut raw = [0u8; 32];
-            getrandom::fill(&mut raw).map_err(|e| SecretError::Random(e.to_string()))?;
-            let text: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+            let text = generate()?;
             // create_new: if another node created it meanwhile, we fail
             // here rather than overwrite theirs; the next start reads it.
             let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(file_err)?;
@@ -140,7 +160,11 @@ mod tests {
     #[test]
     fn a_bad_length_gives_the_bounds_and_the_fix() {
         let short = ClusterSecret::new("hello", "--secret").expect_err("too short").to_string();
-        assert!(short.contains("--secret is 5 bytes") && short.contains("at least 16") && short.contains("use a longer one"), "{short}");
+        assert!(short.contains("--secret is 5 bytes") && short.contains("at least 32"), "{short}");
+        assert!(short.contains("foundation secret generate") && !short.contains('\n'), "one line naming the fix: {short}");
+        // 31 bytes: one short of the bound.
+        assert!(ClusterSecret::new(&"s".repeat(SECRET_BYTES_MIN - 1), "f").is_err());
+        assert!(ClusterSecret::new(&"s".repeat(SECRET_BYTES_MIN), "f").is_ok());
         let long = ClusterSecret::new(&"x".repeat(SECRET_BYTES_MAX + 1), "f").expect_err("too long").to_string();
         assert!(long.contains("use a shorter one"), "{long}");
     }
@@ -154,12 +178,12 @@ mod tests {
 
     #[test]
     fn config_wins_and_short_secrets_are_refused() {
-        let source = SecretSource { configured: Some("a-configured-secret-value".into()), file: temp_path("cfg") };
-        assert_eq!(source.resolve().expect("configured").bytes(), b"a-configured-secret-value");
+        let source = SecretSource { configured: Some("a-configured-secret-value-0123456789".into()), file: temp_path("cfg") };
+        assert_eq!(source.resolve().expect("configured").bytes(), b"a-configured-secret-value-0123456789");
         let short = SecretSource { configured: Some("short".into()), file: temp_path("short") };
         let err = short.resolve().expect_err("too short");
-        assert!(err.to_string().contains("node config") && err.to_string().contains("16"), "{err}");
-        assert_eq!(format!("{:?}", ClusterSecret::new("0123456789abcdef", "x").unwrap()), "ClusterSecret(16 bytes)");
+        assert!(err.to_string().contains("node config") && err.to_string().contains("32"), "{err}");
+        assert_eq!(format!("{:?}", ClusterSecret::new(&"0123456789abcdef".repeat(2), "x").unwrap()), "ClusterSecret(32 bytes)");
     }
 
     #[test]
@@ -175,6 +199,15 @@ mod tests {
         assert_eq!(mode, 0o600);
         assert_eq!(first.bytes().len(), 64, "32 random bytes in hex");
         assert_eq!(source.resolve().expect("read back"), first);
+    }
+
+    #[test]
+    fn generated_secrets_are_256_random_bits_in_hex() {
+        let (a, b) = (generate().expect("OS randomness"), generate().expect("OS randomness"));
+        assert_eq!(a.len(), 2 * SECRET_RANDOM_BYTES);
+        assert!(a.bytes().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()), "{a}");
+        assert_ne!(a, b, "two draws differ");
+        assert!(ClusterSecret::new(&a, "generated").is_ok());
     }
 
     #[test]

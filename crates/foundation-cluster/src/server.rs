@@ -28,6 +28,9 @@ use crate::consensus::{Consensus, ConsensusConfig, ConsensusError, DiskFaults, M
 use crate::mesh::{Cluster, ClusterConfig, ClusterError, NodeEvent};
 use crate::secret::ClusterSecret;
 use crate::services::{ConfigService, Registry, Telemetry};
+use crate::tls::TlsConfig;
+
+mod lifecycle;
 
 /// A peer as given on the command line: `id=name@addr`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -137,6 +140,9 @@ pub struct ServerConfig {
     /// Storage faults injected by a test into this node's consensus store
     /// (none by default; see [`crate::consensus::disk_faults`]).
     pub disk_faults: DiskFaults,
+    /// Mutual TLS for the mesh, the secret handshake inside it; `None`:
+    /// none (a node on a non-loopback address then warns at start).
+    pub tls: Option<TlsConfig>,
 }
 
 /// Why a node could not start.
@@ -287,6 +293,7 @@ impl Server {
         if let Some(limit) = config.frame_limit {
             mesh.frame_limit = limit;
         }
+        mesh.tls = config.tls.clone();
         let cluster = Cluster::start(node, mesh).await?;
         // A peer that is up and refuses our secret means a wrong secret:
         // stop now, before touching any data. (Peers not up yet are dialed
@@ -302,7 +309,10 @@ impl Server {
             }
         }
         match Self::start_services(&config, cluster.clone()).await {
-            Ok(app) => Ok(app),
+            Ok(app) => {
+                lifecycle::started(&config, app.cluster().addr(), app.http_addr());
+                Ok(app)
+            }
             Err(e) => {
                 cluster.shutdown();
                 Err(e)
@@ -499,6 +509,7 @@ impl Server {
             c.shutdown().await;
         }
         self.inner.cluster.shutdown();
+        lifecycle::stopped(self.inner.cluster.name());
     }
 }
 
@@ -614,6 +625,7 @@ async fn start_on_free_ports(config: &DistributedConfig) -> Result<DistributedCl
             disk: None,
             frame_limit: None,
             disk_faults: Default::default(),
+            tls: None,
         })
         .await;
         match server {

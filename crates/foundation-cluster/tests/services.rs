@@ -40,6 +40,7 @@ async fn three_servers() -> Vec<Server> {
             disk: None,
             frame_limit: None,
             disk_faults: Default::default(),
+            tls: None,
         };
         servers.push(Server::start(config).await.expect("starts"));
     }

@@ -27,6 +27,7 @@ async fn a_subscription_task_ends_when_its_receiver_drops() {
         disk: None,
         frame_limit: None,
         disk_faults: Default::default(),
+        tls: None,
     };
     let server = Server::start(config).await.expect("starts");
     until("operational", || server.consensus().expect("consensus runs").status().operational).await;

@@ -207,7 +207,16 @@ pub(super) fn serve(cluster: &Cluster, inner: &Arc<Inner>) {
             let raft = raft?;
             match receiver.take(chunk)? {
                 None => Ok(None),
-                Some((vote, snapshot)) => raft.install_full_snapshot(vote, snapshot).await.map(Some).map_err(|e| e.to_string()),
+                Some((vote, snapshot)) => {
+                    let (index, bytes) = (snapshot.meta.last_log_id.as_ref().map(|l| l.index), snapshot.snapshot.len());
+                    tracing::info!(index, bytes, "installing a snapshot from the leader");
+                    let installed = raft.install_full_snapshot(vote, snapshot).await.map(Some).map_err(|e| e.to_string());
+                    match &installed {
+                        Ok(_) => tracing::info!(index, bytes, "installed a snapshot from the leader"),
+                        Err(e) => tracing::warn!(index, bytes, error = %e, "a snapshot from the leader was not installed"),
+                    }
+                    installed
+                }
             }
         }
     });

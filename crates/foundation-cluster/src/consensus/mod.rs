@@ -24,6 +24,7 @@ pub mod coordination;
 pub mod disk_faults;
 mod incarnation;
 pub mod network;
+pub mod observe;
 pub mod runtime;
 pub mod store;
 pub mod types;
@@ -287,6 +288,7 @@ impl Consensus {
         incarnation::serve(cluster, &inner);
         incarnation::snapshot_by_bytes(&inner);
         incarnation::watch_storage(&inner);
+        observe::observe(&inner);
         Ok(Self { inner })
     }
 

@@ -255,7 +255,9 @@ impl RaftNetworkV2<TypeConfig> for Client {
                 }
             }
         };
-        tokio::select! {
+        let (to, index) = (&self.member.name, snapshot.meta.last_log_id.as_ref().map(|l| l.index));
+        tracing::info!(%to, index, bytes = total, "sending a snapshot");
+        let sent = tokio::select! {
             r = send => r.map_err(|e| match e {
                 RPCError::Timeout(t) => StreamingError::Timeout(t),
                 RPCError::Unreachable(u) => StreamingError::Unreachable(u),
@@ -263,7 +265,12 @@ impl RaftNetworkV2<TypeConfig> for Client {
                 other => StreamingError::Network(NetworkError::new(&other)),
             }),
             closed = cancel => Err(StreamingError::Closed(closed)),
+        };
+        match &sent {
+            Ok(_) => tracing::info!(%to, index, bytes = total, "sent a snapshot"),
+            Err(e) => tracing::warn!(%to, index, bytes = total, error = %e, "sending a snapshot failed"),
         }
+        sent
     }
 }
 

@@ -17,7 +17,7 @@ pub fn free_ports(n: usize) -> Vec<u16> {
 }
 
 pub fn secret() -> ClusterSecret {
-    ClusterSecret::new("mesh-test-secret-0123456789", "test").expect("valid")
+    ClusterSecret::new("mesh-test-secret-0123456789-0123456789", "test").expect("valid")
 }
 
 /// A node with 100 ms heartbeats, down after 30 silent ticks (3 s: tests

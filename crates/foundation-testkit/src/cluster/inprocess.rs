@@ -146,6 +146,7 @@ where
                 disk: None,
                 frame_limit: spec.frame_limit,
                 disk_faults: spec.disk_faults(i),
+                tls: None,
             })
             .collect();
         let mut servers = Vec::new();

@@ -41,6 +41,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 pub use fault::{Fault, FaultError, FaultRecord};
+pub use processes::TlsFiles;
 pub use sim::TurmoilNetwork;
 pub use support::free_ports;
 pub(crate) use support::{connect_all, node_seed, scratch_dir, secret, secret_text, separated_pairs};
@@ -107,6 +108,10 @@ pub struct ClusterSpec {
     /// restarts) by the simulated and in-process backends: see
     /// [`ClusterSpec::disk_faults`].
     disk_faults: DiskFaultTable,
+    /// Process backend: mutual TLS between the nodes and the test's client
+    /// from these PEM files (`foundation node --tls-cert --tls-key
+    /// --tls-ca`); `None`: none. The other backends refuse it.
+    pub tls: Option<TlsFiles>,
 }
 
 /// The nodes' [`DiskFaults`], by node index, made on first use.
@@ -141,6 +146,7 @@ impl ClusterSpec {
             frame_limit: (backend == Backend::Simulated).then_some(SIM_FRAME_LIMIT),
             wall_limit: None,
             disk_faults: DiskFaultTable::default(),
+            tls: None,
         }
     }
 
@@ -175,6 +181,10 @@ pub(crate) trait Control: Send + Sync {
     fn apply<'a>(&'a self, fault: &'a Fault) -> BoxFuture<'a, Result<(), FaultError>>;
     /// Stops every node (the end of the run).
     fn stop(&self) -> BoxFuture<'_, ()>;
+    /// Node `i`'s mesh address, where the backend knows one.
+    fn addr(&self, _i: usize) -> Option<String> {
+        None
+    }
 }
 
 /// A running cluster under test. Cheap to clone.
@@ -279,6 +289,12 @@ impl TestCluster {
     pub fn client(&self) -> &Cluster {
         &self.inner.client
     }
+
+    /// Node `i`'s mesh address (process backend; `None` for the others).
+    pub fn addr(&self, i: usize) -> Option<String> {
+        self.inner.control.addr(i)
+    }
+
 
     /// Time since the cluster started (virtual under simulation).
     pub fn elapsed(&self) -> Duration {
@@ -608,6 +624,9 @@ where
         return Err(RunError::Spec(
             "the process backend runs `foundation node` with the default frame limit: leave frame_limit unset".into(),
         ));
+    }
+    if spec.backend != Backend::Processes && spec.tls.is_some() {
+        return Err(RunError::Spec("TLS is an option of the process backend: leave tls unset".into()));
     }
     if spec.frame_limit.is_some_and(|l| l < MIN_FRAME_LIMIT) {
         return Err(RunError::Spec(format!("a frame limit under {MIN_FRAME_LIMIT} bytes cannot carry the cluster's own frames")));

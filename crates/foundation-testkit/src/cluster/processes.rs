@@ -14,6 +14,10 @@
 //! which is where cargo puts it for tests and for `foundation` itself.
 //! Everything is removed at the end: the processes are stopped (SIGTERM,
 //! then SIGKILL after 5 s) and the scratch directory is deleted.
+//!
+//! With [`ClusterSpec::tls`], every node runs with `--tls-cert --tls-key
+//! --tls-ca` and the test's client with the same [`TlsFiles`]: mutual TLS,
+//! the secret handshake inside it.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -24,6 +28,7 @@ use foundation::rt::RtConfig;
 use foundation::rt::net::BoxFuture;
 use foundation::{Node, NodeConfig};
 use foundation_cluster::mesh::{Cluster, ClusterConfig};
+use foundation_cluster::tls::{TlsConfig, TlsError};
 use tokio::process::{Child, Command};
 
 use super::faulty::Faults;
@@ -49,6 +54,42 @@ pub fn foundation_binary(spec: &ClusterSpec) -> Result<PathBuf, String> {
         .into_iter()
         .find(|p| p.is_file())
         .ok_or_else(|| format!("no foundation binary next to {}; build it (cargo build -p foundation-cli) or set {BIN_ENV}", exe.display()))
+}
+
+/// A node's TLS files (PEM): its certificate chain, its key, and the
+/// cluster's CA. Every node and the client use the same ones, so the
+/// certificate must name [`foundation_cluster::tls::SERVER_NAME_DEFAULT`]
+/// (the cluster crate's `tests/tls/make.sh` makes such a set).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate chain.
+    pub cert: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
+    /// The cluster's CA certificate(s).
+    pub ca: PathBuf,
+}
+
+impl TlsFiles {
+    /// The files in `dir`: `node.pem`, `node.key`, `ca.pem`.
+    pub fn in_dir(dir: &Path) -> Self {
+        Self { cert: dir.join("node.pem"), key: dir.join("node.key"), ca: dir.join("ca.pem") }
+    }
+
+    /// Loads them for a mesh member (the test's client).
+    pub fn load(&self) -> Result<TlsConfig, TlsError> {
+        TlsConfig::from_files(&self.cert, &self.key, &self.ca)
+    }
+
+    /// `foundation node`'s flags for them.
+    fn args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        for (flag, path) in [("--tls-cert", &self.cert), ("--tls-key", &self.key), ("--tls-ca", &self.ca)] {
+            args.push(flag.to_owned());
+            args.push(path.display().to_string());
+        }
+        args
+    }
 }
 
 struct Proc {
@@ -174,6 +215,10 @@ impl Control for ProcControl {
         })
     }
 
+    fn addr(&self, i: usize) -> Option<String> {
+        self.addrs.get(i).cloned()
+    }
+
     fn stop(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             let mut procs = self.procs.lock().await;
@@ -212,6 +257,9 @@ fn node_args(spec: &ClusterSpec, i: usize, addrs: &[String], scratch: &Path) -> 
         services.join(","),
         "--chaos-agent".into(),
     ];
+    if let Some(tls) = &spec.tls {
+        args.extend(tls.args());
+    }
     for (j, addr) in addrs.iter().enumerate().filter(|(j, _)| *j != i) {
         args.push("--peer".into());
         args.push(format!("{}={}@{addr}", j + 1, node_name(j)));
@@ -234,9 +282,9 @@ where
         let addrs: Vec<String> = free_ports(spec.nodes)?.iter().map(|p| format!("127.0.0.1:{p}")).collect();
         let node = Node::with_config(NodeConfig { name: "client".into(), rt: RtConfig::default(), ..NodeConfig::default() })
             .map_err(|e| RunError::Start(e.to_string()))?;
-        let client = Cluster::start(node, ClusterConfig::new("client", "127.0.0.1:0", secret()))
-            .await
-            .map_err(|e| RunError::Start(e.to_string()))?;
+        let mut config = ClusterConfig::new("client", "127.0.0.1:0", secret());
+        config.tls = spec.tls.as_ref().map(TlsFiles::load).transpose().map_err(|e| RunError::Start(format!("the client's TLS: {e}")))?;
+        let client = Cluster::start(node, config).await.map_err(|e| RunError::Start(e.to_string()))?;
         let control = ProcControl {
             binary,
             scratch: scratch.clone(),

@@ -250,6 +250,7 @@ fn server_config(spec: &ClusterSpec, i: usize, disk: &MemoryDisk) -> ServerConfi
         disk: Some(disk.clone()),
         frame_limit: spec.frame_limit,
         disk_faults: spec.disk_faults(i),
+        tls: None,
     }
 }
 
