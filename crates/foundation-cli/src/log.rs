@@ -31,8 +31,10 @@ pub enum LogFormat {
     Json,
 }
 
-/// The level when `RUST_LOG` is unset.
-const LEVEL_DEFAULT: &str = "info";
+/// The filter when `RUST_LOG` is unset: info, but openraft's own info lines
+/// (state dumps at every start and election) only from warn; the
+/// member's leader, term and snapshot lines come from `consensus::observe`.
+const LEVEL_DEFAULT: &str = "info,openraft=warn";
 
 /// Installs the subscriber: always for `node` (at `RUST_LOG`, else info),
 /// for the other commands only when `RUST_LOG` is set. A `RUST_LOG` that
