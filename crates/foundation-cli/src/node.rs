@@ -7,10 +7,10 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Args;
 use foundation::rt::RtConfig;
-use foundation_cluster::{ClusterError, TlsConfig, TlsError};
 use foundation_cluster::admin::client;
 use foundation_cluster::secret::{ClusterSecret, SECRET_ENV, SecretError, SecretSource};
 use foundation_cluster::server::{PeerSpec, Server, ServerConfig, ServerError, Service};
+use foundation_cluster::{ClusterError, TlsConfig, TlsError};
 use foundation_testkit::cluster::faulty::{Faults, FaultyNetwork};
 
 use crate::fail::usage;

@@ -54,7 +54,11 @@ fn a_missing_required_flag_is_named() {
 fn a_bad_value_names_the_flag() {
     expect_error(&["node", "--name", "a", "--id", "one"], 2, &["--id", "one"]);
     expect_error(&["node", "--name", "a", "--id", "1", "--peer", "garbage"], 2, &["--peer", "garbage"]);
-    expect_error(&["node", "--name", "a", "--id", "1", "--secret", "short"], 2, &["--secret", "5 bytes", "32", "foundation secret generate"]);
+    expect_error(
+        &["node", "--name", "a", "--id", "1", "--secret", "short"],
+        2,
+        &["--secret", "5 bytes", "32", "foundation secret generate"],
+    );
     expect_error(&["status", "--http", "not an address"], 2, &["--http", "not an address"]);
     expect_error(&["status", "--http", "127.0.0.1:8001", "--wait", "soon"], 2, &["--wait", "soon"]);
     expect_error(&["chaos", "--nodes", "0"], 2, &["--nodes"]);
@@ -94,5 +98,9 @@ fn a_failure_while_running_exits_1_in_the_same_style() {
     #[allow(clippy::disallowed_methods)] // a test holding a port, not cluster code
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let listen = taken.local_addr().expect("addr").to_string();
-    expect_error(&["node", "--name", "a", "--id", "1", "--secret", "a-long-enough-secret-0123456789-0123456789", "--listen", &listen], 1, &[&listen]);
+    expect_error(
+        &["node", "--name", "a", "--id", "1", "--secret", "a-long-enough-secret-0123456789-0123456789", "--listen", &listen],
+        1,
+        &[&listen],
+    );
 }

@@ -20,7 +20,24 @@ fn foundation() -> Command {
 }
 
 fn run(args: &[&str]) -> Output {
-    foundation().args(args).output().expect("runs foundation")
+    exits(foundation().args(args))
+}
+
+/// Runs `cmd` to its exit; one still running after [`WAIT`] (a node that
+/// accepted what it should refuse) is killed and fails the test.
+fn exits(cmd: &mut Command) -> Output {
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("runs foundation");
+    let exited = runtime().block_on(foundation_testkit::wait_for_condition(
+        || child.try_wait().ok().flatten().is_some(),
+        WAIT,
+        Duration::from_millis(20),
+    ));
+    if exited.is_err() {
+        let _ = child.kill();
+        let out = child.wait_with_output().expect("output");
+        panic!("still running after {WAIT:?}: {cmd:?}\n{}", String::from_utf8_lossy(&out.stderr));
+    }
+    child.wait_with_output().expect("output")
 }
 
 fn scratch(tag: &str) -> PathBuf {
@@ -95,8 +112,7 @@ fn secret_generate_prints_256_random_bits_in_hex() {
 fn a_secret_under_32_bytes_is_refused_naming_secret_generate() {
     let short = "s".repeat(31);
     let by_flag = run(&["node", "--name", "a", "--id", "1", "--listen", "127.0.0.1:0", "--secret", &short]);
-    let by_env = foundation().args(["node", "--name", "a", "--id", "1", "--listen", "127.0.0.1:0"]).env("FOUNDATION_SECRET", &short).output();
-    let by_env = by_env.expect("runs");
+    let by_env = exits(foundation().args(["node", "--name", "a", "--id", "1", "--listen", "127.0.0.1:0"]).env("FOUNDATION_SECRET", &short));
     let dir = scratch("short-file");
     let file = dir.join("secret");
     std::fs::write(&file, &short).expect("write");
@@ -123,7 +139,11 @@ fn a_secret_on_the_command_line_warns_once_without_echoing_it() {
     let mut env = foundation();
     env.args(["node", "--name", "b", "--id", "2", "--listen", "127.0.0.1:0"]).env("FOUNDATION_SECRET", SECRET);
     let mut env = NodeProc::spawn(env, dir.join("env.log"));
-    rt.block_on(assert_eventually("both nodes log their start", || argv.log().contains("node started") && env.log().contains("node started"), WAIT));
+    rt.block_on(assert_eventually(
+        "both nodes log their start",
+        || argv.log().contains("node started") && env.log().contains("node started"),
+        WAIT,
+    ));
     argv.stop();
     env.stop();
     let (argv, env) = (argv.log(), env.log());
@@ -145,30 +165,35 @@ fn node_logs_hold_the_life_cycle_and_never_a_secret_or_a_token() {
     let rt = runtime();
     let ports = free_ports(3);
     let start = |i: usize| {
-            let mut cmd = foundation();
-            if i == 2 {
-                cmd.args(["--log-format", "json"]);
-            }
-            cmd.args(["node", "--name", &format!("n{}", i + 1), "--id", &(i + 1).to_string()])
-                .args(["--listen", &format!("127.0.0.1:{}", ports[i]), "--cluster-id", "logs"])
-                .arg("--data-dir")
-                .arg(dir.join(format!("n{}", i + 1)))
-                .env("FOUNDATION_SECRET", SECRET)
-                .env("RUST_LOG", "debug");
-            for j in (0..3).filter(|j| *j != i) {
-                cmd.args(["--peer", &format!("{}=n{}@127.0.0.1:{}", j + 1, j + 1, ports[j])]);
-            }
-            NodeProc::spawn(cmd, dir.join(format!("n{}.log", i + 1)))
+        let mut cmd = foundation();
+        if i == 2 {
+            cmd.args(["--log-format", "json"]);
+        }
+        cmd.args(["node", "--name", &format!("n{}", i + 1), "--id", &(i + 1).to_string()])
+            .args(["--listen", &format!("127.0.0.1:{}", ports[i]), "--cluster-id", "logs"])
+            .arg("--data-dir")
+            .arg(dir.join(format!("n{}", i + 1)))
+            .env("FOUNDATION_SECRET", SECRET)
+            .env("RUST_LOG", "debug");
+        for j in (0..3).filter(|j| *j != i) {
+            cmd.args(["--peer", &format!("{}=n{}@127.0.0.1:{}", j + 1, j + 1, ports[j])]);
+        }
+        NodeProc::spawn(cmd, dir.join(format!("n{}.log", i + 1)))
     };
     // n1 and n2 elect a leader of the group of three; n3 is not up yet.
     let mut nodes = vec![start(0), start(1)];
-    let lagging = |n: &NodeProc| n.log().lines().any(|l| l.contains("a follower cannot catch up") && l.contains("n3") && l.contains("reason"));
+    let lagging =
+        |n: &NodeProc| n.log().lines().any(|l| l.contains("a follower cannot catch up") && l.contains("n3") && l.contains("reason"));
     rt.block_on(assert_eventually("the leader logs that n3 cannot catch up", || nodes.iter().any(lagging), WAIT));
     nodes.push(start(2));
     let back = |n: &NodeProc| n.log().lines().any(|l| l.contains("the follower caught up") && l.contains("n3"));
     rt.block_on(assert_eventually("the leader logs that n3 caught up", || nodes.iter().any(back), WAIT));
     for n in &nodes {
-        rt.block_on(assert_eventually("each node logs a leader", || n.log().lines().any(|l| l.contains("leader changed") && l.contains("term")), WAIT));
+        rt.block_on(assert_eventually(
+            "each node logs a leader",
+            || n.log().lines().any(|l| l.contains("leader changed") && l.contains("term")),
+            WAIT,
+        ));
     }
     for n in &mut nodes {
         n.stop();
@@ -249,8 +274,10 @@ fn a_node_on_a_public_address_without_tls_warns() {
     let dir = scratch("plaintext");
     let rt = runtime();
     let ports = free_ports(3);
-    let tls: Vec<String> =
-        [("--tls-cert", "node.pem"), ("--tls-key", "node.key"), ("--tls-ca", "ca.pem")].iter().flat_map(|(f, p)| [f.to_string(), tls_file(p)]).collect();
+    let tls: Vec<String> = [("--tls-cert", "node.pem"), ("--tls-key", "node.key"), ("--tls-ca", "ca.pem")]
+        .iter()
+        .flat_map(|(f, p)| [f.to_string(), tls_file(p)])
+        .collect();
     let start = |name: &str, listen: String, extra: &[String]| {
         let mut cmd = foundation();
         cmd.args(["node", "--name", name, "--id", "1", "--listen", &listen]).args(extra).env("FOUNDATION_SECRET", SECRET);

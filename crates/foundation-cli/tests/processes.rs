@@ -5,8 +5,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use foundation_testkit::chaos::Nemesis;
 use foundation_cluster::consensus::{CLIENT_SUBMIT, Command, ConsensusError, Decision};
+use foundation_testkit::chaos::Nemesis;
 use foundation_testkit::cluster::{Backend, ClusterSpec, TlsFiles, cluster_size, run};
 use foundation_testkit::linearizability::Verdict;
 use foundation_testkit::scenario::{ChaosRun, run_chaos};
@@ -95,7 +95,8 @@ fn a_tls_cluster_of_processes_commits_and_refuses_a_node_without_tls() {
             .stderr(std::fs::File::create(&log)?)
             .kill_on_drop(true)
             .spawn()?;
-        let refusals = || std::fs::read_to_string(&log).unwrap_or_default().lines().filter(|l| l.contains("peer not reachable yet")).count();
+        let refusals =
+            || std::fs::read_to_string(&log).unwrap_or_default().lines().filter(|l| l.contains("peer not reachable yet")).count();
         foundation_testkit::assert_eventually("the plain node is refused three times", || refusals() >= 3, Duration::from_secs(30)).await;
         let joined = cluster.client().peers().contains(&"plain".to_owned());
         plain.start_kill()?;

@@ -104,7 +104,8 @@ async fn disconnect_by_the_node_whose_name_sorts_later_holds_until_connect() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_secret_never_joins() {
     let (a, b, _c) = mesh_of_three().await;
-    let mut config = ClusterConfig::new("intruder", "127.0.0.1:0", ClusterSecret::new("not-the-cluster-secret-but-long-enough!!", "test").unwrap());
+    let mut config =
+        ClusterConfig::new("intruder", "127.0.0.1:0", ClusterSecret::new("not-the-cluster-secret-but-long-enough!!", "test").unwrap());
     config.tick = Duration::from_millis(100);
     let intruder = Cluster::start(Node::new("intruder"), config).await.expect("listens");
     let err = intruder.connect(a.addr()).await.expect_err("refused");

@@ -144,11 +144,8 @@ impl Seen {
             }
             let behind = last.saturating_sub(matched.unwrap_or(0));
             let stalled = behind > 0 && now.saturating_duration_since(p.since) >= FOLLOWER_STALL;
-            let lagging = if p.lagging {
-                stalled || behind > FOLLOWER_CAUGHT_UP_ENTRIES
-            } else {
-                behind > FOLLOWER_LAG_ENTRIES_MAX || stalled
-            };
+            let lagging =
+                if p.lagging { stalled || behind > FOLLOWER_CAUGHT_UP_ENTRIES } else { behind > FOLLOWER_LAG_ENTRIES_MAX || stalled };
             if lagging == p.lagging {
                 continue;
             }

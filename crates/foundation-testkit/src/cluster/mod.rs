@@ -295,7 +295,6 @@ impl TestCluster {
         self.inner.control.addr(i)
     }
 
-
     /// Time since the cluster started (virtual under simulation).
     pub fn elapsed(&self) -> Duration {
         self.inner.start.elapsed()
