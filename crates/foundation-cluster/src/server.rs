@@ -292,7 +292,7 @@ impl Server {
         // stop now, before touching any data. (Peers not up yet are dialed
         // again in the background.)
         for peer in &config.peers {
-            if let Err(ClusterError::Handshake { source, .. }) = cluster.connect(&peer.addr).await {
+            if let Err(ClusterError::Handshake { source, .. }) = cluster.connect_to(&peer.name, &peer.addr).await {
                 let secret_refused = matches!(&source, crate::handshake::HandshakeError::BadSecret { .. })
                     || matches!(&source, crate::handshake::HandshakeError::Refused(why) if why.contains("secret"));
                 if secret_refused {
@@ -387,7 +387,7 @@ impl Server {
             foundation::rt::spawn(async move {
                 let mut delay = Duration::from_millis(50);
                 while !cluster.peers().contains(&peer.name) && !*stop.borrow() {
-                    if let Err(e) = cluster.connect(&peer.addr).await {
+                    if let Err(e) = cluster.connect_to(&peer.name, &peer.addr).await {
                         tracing::debug!(peer = %peer.name, error = %e, "peer not reachable yet");
                     }
                     tokio::select! {
