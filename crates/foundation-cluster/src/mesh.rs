@@ -405,7 +405,7 @@ fn established(inner: &Arc<Inner>, peer: handshake::Peer, dialed: Option<String>
     }
     let we_dialed = dialed.is_some();
     let id = inner.next_conn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let (outbox, rx);
+    let (outbox, lanes);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
     let (ended_tx, ended_rx) = tokio::sync::oneshot::channel::<()>();
     let previous;
@@ -428,7 +428,7 @@ fn established(inner: &Arc<Inner>, peer: handshake::Peer, dialed: Option<String>
         // A connection that replaces one to the same incarnation continues
         // its session: replies to calls made on the old one still count.
         let session = entry.conn.as_ref().filter(|c| c.incarnation == incarnation).map_or(id, |c| c.outbox.session());
-        (outbox, rx) = Outbox::new(inner.config.frame_limit, session);
+        (outbox, lanes) = Outbox::new(inner.config.frame_limit, session);
         let old = entry.conn.replace(Conn { id, incarnation, outbox: outbox.clone(), stop: stop_tx, ended: Some(ended_rx) });
         let was_up = old.is_some();
         // The old connection is handed over: it sends what it has queued,
@@ -451,9 +451,9 @@ fn established(inner: &Arc<Inner>, peer: handshake::Peer, dialed: Option<String>
     }
     let (read, write) = tokio::io::split(stream);
     let lifecycle = Lifecycle { stop: stop_rx, previous, _ended: ended_tx };
-    foundation::rt::spawn(run_conn(inner.clone(), peer.clone(), (id, outbox.session()), keys, (read, write), rx, lifecycle));
+    foundation::rt::spawn(run_conn(inner.clone(), peer.clone(), (id, outbox.session()), keys, (read, write), lanes, lifecycle));
     // Tell the peer where we listen and whom we know, so it can complete the mesh.
-    let _ = outbox.try_push(&Wire::Peers { me: inner.addr.clone(), known: known_peers(inner) }, None);
+    let _ = outbox.try_push_control(&Wire::Peers { me: inner.addr.clone(), known: known_peers(inner) });
     if newly_up {
         emit(inner, NodeEvent::Up { node: peer });
     }
@@ -488,7 +488,7 @@ fn learn(inner: &Arc<Inner>, peer: &str, peer_addr: String, known: Vec<(String, 
         for (name, p) in inner.peers.lock().iter() {
             if let Some(c) = p.conn.as_ref().filter(|_| name != peer) {
                 // A full queue skips this update; the next one carries it.
-                let _ = c.outbox.try_push(&listing, None);
+                let _ = c.outbox.try_push_control(&listing);
             }
         }
     }

@@ -10,11 +10,10 @@ use std::time::Duration;
 
 use foundation::rt::BoxStream;
 use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio::sync::mpsc;
 
 use super::{Inner, READ_BUFFER_BYTES, WRITE_BATCH_BYTES, Wire, connection_lost, learn};
 use crate::frame::{FrameError, decode_header, next_frame};
-use crate::outbox::Out;
+use crate::outbox::{Lanes, Out};
 use crate::seal::SessionKeys;
 
 /// How long a replaced connection may take to hand over: the peer's side
@@ -37,7 +36,7 @@ pub(super) async fn run_conn(
     (id, session): (u64, u64),
     keys: SessionKeys,
     (read, mut write): (ReadHalf<BoxStream>, WriteHalf<BoxStream>),
-    mut out: mpsc::Receiver<Out>,
+    mut out: Lanes,
     lifecycle: Lifecycle,
 ) {
     let Lifecycle { stop, previous, _ended } = lifecycle;
@@ -57,16 +56,19 @@ pub(super) async fn run_conn(
         let mut sealer = keys.sealer();
         let mut stop = stop;
         loop {
+            // Control frames first (see `outbox.rs`).
             let first = tokio::select! {
+                biased;
+                frame = out.control.recv() => match frame { Some(f) => f, None => return "closed".to_owned() },
                 _ = beat.tick() => Out::header(&Wire::Heartbeat),
-                frame = out.recv() => match frame { Some(f) => f, None => return "closed".to_owned() },
+                frame = out.data.recv() => match frame { Some(f) => f, None => return "closed".to_owned() },
                 stopped = &mut stop => match stopped {
                     Err(_) => return "disconnected".to_owned(),
                     Ok(()) => {
                         handing_over.store(true, Ordering::Relaxed);
                         // What was queued goes out, then our side closes:
                         // the peer reads it all, then the end.
-                        while let Ok(o) = out.try_recv() {
+                        while let Some(o) = out.try_recv() {
                             o.mark_sent();
                             sealer.push(&o.frame);
                             if let Err(e) = sealer.write(&mut write, &o.tail).await {
@@ -94,7 +96,7 @@ pub(super) async fn run_conn(
                 }
                 o.release();
                 if sealer.pending() < WRITE_BATCH_BYTES {
-                    next = out.try_recv().ok();
+                    next = out.try_recv();
                 }
             }
             if sealer.pending() > 0
