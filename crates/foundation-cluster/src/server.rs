@@ -198,7 +198,7 @@ pub fn private_dir(dir: &Path) -> std::io::Result<()> {
 
 /// Writes `file` whole or not at all: a temporary file (0600) written and
 /// synced, renamed over it, and the directory synced.
-fn write_atomically(file: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_atomically(file: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = file.with_extension("tmp");

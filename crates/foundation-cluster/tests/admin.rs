@@ -99,6 +99,11 @@ async fn every_endpoint_needs_the_token() {
     assert_eq!(code, 200, "{text}");
     let (code, text) = send(&addr, "PUT", "/kv/k", &format!("{}{}", host(&addr), bearer(&token())), b"v").await;
     assert_eq!(code, 200, "{text}");
+    // The scheme is case-insensitive; the token is not.
+    let lower = bearer(&token()).replacen("Bearer", "bearer", 1);
+    assert_eq!(send(&addr, "GET", "/status", &format!("{}{lower}", host(&addr)), b"").await.0, 200);
+    let upper = format!("Authorization: Bearer {}\r\n", "THE-ADMIN-TOKEN-OF-THESE-TESTS-0123456789");
+    assert_eq!(send(&addr, "GET", "/status", &format!("{}{upper}", host(&addr)), b"").await.0, 401);
     server.shutdown().await;
 }
 

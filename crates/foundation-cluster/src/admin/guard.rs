@@ -66,8 +66,10 @@ impl Guard {
     }
 
     fn token_ok(&self, headers: &HeaderMap) -> bool {
-        let presented = headers.get(header::AUTHORIZATION).and_then(|h| h.as_bytes().strip_prefix(b"Bearer "));
-        presented.is_some_and(|t| self.token.matches(t))
+        // The scheme is case-insensitive (RFC 9110 §11.1).
+        let value = headers.get(header::AUTHORIZATION).map_or(&b""[..], |h| h.as_bytes());
+        let (scheme, presented) = value.split_at(value.len().min(7));
+        scheme.eq_ignore_ascii_case(b"bearer ") && self.token.matches(presented)
     }
 
     fn open(&self, method: &Method, path: &str) -> bool {

@@ -10,8 +10,7 @@
 //! with `verify_slice`).
 
 use std::fmt;
-use std::io::Write as _;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -134,28 +133,13 @@ impl AdminToken {
             Ok(_) => Ok((Self::from_file(&path)?, path)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let token = Self::generate()?;
-                write_private(&path, token.0.text.as_bytes()).map_err(|source| TokenError::File { path: path.clone(), source })?;
+                crate::server::write_atomically(&path, token.0.text.as_bytes())
+                    .map_err(|source| TokenError::File { path: path.clone(), source })?;
                 Ok((token, path))
             }
             Err(source) => Err(TokenError::File { path, source }),
         }
     }
-}
-
-/// Writes `file` (0600) whole or not at all: a temporary file written and
-/// synced, renamed over it, and the directory synced.
-fn write_private(file: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = file.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
-    let written = f.write_all(bytes).and_then(|()| f.sync_all()).and_then(|()| std::fs::rename(&tmp, file));
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written?;
-    if let Some(parent) = file.parent() {
-        std::fs::File::open(parent)?.sync_all()?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
