@@ -17,10 +17,10 @@
 //! token. A `Host` header that is not the bound address (or `localhost:PORT`
 //! on loopback) or a configured name gets 421 `misdirected`, token or not
 //! (DNS rebinding). Keys under the cluster services' prefixes
-//! ([`crate::services::INTERNAL_PREFIXES`]) get 403 `forbidden_prefix` on
+//! ([`crate::services::KeySpace`]) get 403 `forbidden_prefix` on
 //! `/kv`: those services validate what they write.
 //!
-//! # Bounds ([`serve`])
+//! # Bounds (`admin/serve.rs`)
 //! A request head must arrive within [`HEADER_READ_TIMEOUT`] (also the
 //! idle bound between requests), a request finishes within
 //! [`HTTP_REQUEST_TIMEOUT`], at most [`ADMIN_CONNECTIONS_MAX`] connections
