@@ -242,6 +242,7 @@ fn server_config(spec: &ClusterSpec, i: usize, disk: &MemoryDisk) -> ServerConfi
         name: node_name(i),
         listen: format!("{}:{PORT}", node_name(i)),
         http: None,
+        admin: Default::default(),
         peers,
         data_dir: None,
         secret: secret(),
