@@ -251,6 +251,7 @@ impl Cluster {
     }
 
     /// Subscribes to node up/down events from now on.
+    #[must_use = "events are delivered only to a receiver that is kept"]
     pub fn subscribe(&self) -> broadcast::Receiver<NodeEvent> {
         self.inner.events.subscribe()
     }

@@ -131,6 +131,9 @@ pub(crate) fn encode<H: Serialize, P: Serialize + ?Sized>(
     }
     v[..4].copy_from_slice(&(total as u32).to_be_bytes());
     v[4..8].copy_from_slice(&(header_len as u32).to_be_bytes());
+    // Paired with `frame::next_frame`, which reads these two lengths back.
+    debug_assert_eq!(u32::from_be_bytes([v[0], v[1], v[2], v[3]]) as usize + 4, v.len() + tail.len());
+    debug_assert!(header_len <= total - 4);
     Ok(Out { frame: v, tail, permit: None, sent: None, control: false })
 }
 
@@ -172,12 +175,15 @@ impl Lanes {
     /// The next frame waiting, control first (up to [`CONTROL_BURST_MAX`]
     /// in a row), without waiting.
     pub fn try_recv(&mut self) -> Option<Out> {
-        if self.burst >= CONTROL_BURST_MAX
-            && let Ok(o) = self.data.try_recv()
-        {
+        if self.burst >= CONTROL_BURST_MAX {
+            // A burst is over: a waiting data frame goes now; with none
+            // waiting, the count starts again.
             self.burst = 0;
-            return Some(o);
+            if let Ok(o) = self.data.try_recv() {
+                return Some(o);
+            }
         }
+        debug_assert!(self.burst < CONTROL_BURST_MAX, "data waits for at most a burst of control frames");
         match self.control.try_recv() {
             Ok(o) => {
                 self.burst += 1;
@@ -234,6 +240,7 @@ impl Outbox {
         if lane.tx.is_closed() {
             return Err((PushError::Closed, out));
         }
+        debug_assert!(lane.cost(&out) as usize <= lane.bytes_max, "a frame costs at most the lane's whole budget");
         let Ok(permit) = lane.bytes.clone().try_acquire_many_owned(lane.cost(&out)) else { return Err((PushError::Full, out)) };
         out.permit = Some(permit);
         lane.tx.try_send(out).map_err(|e| match e {
@@ -256,5 +263,33 @@ impl Outbox {
     /// Queues a header-only control frame if there is room now.
     pub fn try_push_control<H: Serialize>(&self, header: &H) -> Result<(), PushError> {
         self.try_send(Out::header(header).control())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Control frames go first; under a flood of them, one data frame
+    /// goes after each burst of [`CONTROL_BURST_MAX`].
+    #[test]
+    fn control_goes_first_and_data_is_never_starved() {
+        let (outbox, mut lanes) = Outbox::new(1 << 20, 0);
+        for i in 0..3u32 {
+            outbox.try_send(Out::header(&("data", i))).expect("room");
+        }
+        for i in 0..(2 * CONTROL_BURST_MAX) {
+            outbox.try_send(Out::header(&("control", i)).control()).expect("room");
+        }
+        let mut order = Vec::new();
+        while let Some(o) = lanes.try_recv() {
+            order.push(o.control);
+        }
+        assert_eq!(order.len(), 3 + 2 * CONTROL_BURST_MAX as usize);
+        let burst = CONTROL_BURST_MAX as usize;
+        assert!(order[..burst].iter().all(|c| *c), "a burst of control first");
+        assert!(!order[burst], "then one data frame");
+        assert!(order[burst + 1..2 * burst + 1].iter().all(|c| *c));
+        assert!(!order[2 * burst + 1] && !order[2 * burst + 2], "the rest of the data once control is empty");
     }
 }

@@ -126,7 +126,8 @@ impl Sealer {
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "a record over 4 GiB"))?;
         self.buf[..PREFIX_BYTES].copy_from_slice(&len.to_be_bytes());
         let mut h = hasher(&self.key, self.seq, len);
-        self.seq += 1;
+        // A sequence number is never used twice under one key.
+        self.seq = self.seq.checked_add(1).expect("fewer than 2^64 records on one connection");
         h.update(&self.buf[PREFIX_BYTES..]);
         if tail.is_empty() {
             self.buf.extend_from_slice(&tag(&h));
@@ -180,6 +181,8 @@ impl Opener {
             h.update(&buf[hashed..upto]);
             hashed = upto;
         }
+        // Paired with `Sealer::write`: what was hashed is what the prefix announced.
+        debug_assert_eq!((hashed, buf.len()), (content, total));
         if !same(&tag(&h), &buf[content..]) {
             return Err(FrameError::Unauthenticated);
         }

@@ -200,6 +200,7 @@ pub struct Registry {
     _sweeper: Arc<AbortOnDrop>,
 }
 
+#[must_use = "the task is aborted when this is dropped"]
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {

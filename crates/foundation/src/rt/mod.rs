@@ -95,6 +95,7 @@ pub fn spawn_locally() -> SpawnLocally {
 /// The guard of [`spawn_locally`]; dropping it restores what `spawn` did
 /// before on this thread.
 #[derive(Debug)]
+#[must_use = "spawning is local only while the guard is held"]
 pub struct SpawnLocally {
     before: bool,
 }
@@ -312,6 +313,7 @@ impl Rt {
 
     /// A fresh RNG derived from the node's stream (for a component that wants
     /// its own, e.g. a backoff schedule), still determined by the seed.
+    #[must_use = "forking draws from the node's stream; an unused fork only shifts it"]
     pub fn fork_rng(&self) -> StdRng {
         self.with_rng(StdRng::from_rng)
     }
