@@ -42,6 +42,11 @@ pub const TAG_BYTES: usize = 16;
 pub const PREFIX_BYTES: usize = 4;
 /// A large payload is hashed and written in pieces of this size.
 pub const HASH_CHUNK_BYTES: usize = 256 << 10;
+/// A payload up to this size is copied into the pending record (one
+/// write for many frames); a larger one ends the record and is written
+/// where it lies. Each write on a no-delay socket is a packet and a wakeup
+/// at the peer: small payloads written on their own cost more than the copy.
+pub const COPY_TAIL_BYTES_MAX: usize = 64 << 10;
 
 /// The two keys of one connection, one per direction. Its `Debug` does not
 /// print them.
@@ -122,6 +127,10 @@ impl Sealer {
     }
 
     async fn write_inner<W: AsyncWrite + Unpin>(&mut self, w: &mut W, tail: &[u8]) -> std::io::Result<()> {
+        if tail.len() <= COPY_TAIL_BYTES_MAX {
+            self.buf.extend_from_slice(tail);
+        }
+        let tail = if tail.len() <= COPY_TAIL_BYTES_MAX { &[][..] } else { tail };
         let len = u32::try_from(self.pending() + tail.len())
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "a record over 4 GiB"))?;
         self.buf[..PREFIX_BYTES].copy_from_slice(&len.to_be_bytes());
@@ -133,13 +142,34 @@ impl Sealer {
             self.buf.extend_from_slice(&tag(&h));
             return w.write_all(&self.buf).await;
         }
-        w.write_all(&self.buf).await?;
-        for piece in tail.chunks(HASH_CHUNK_BYTES) {
+        // The pending bytes go with the first piece, the tag with the
+        // last: one write each (vectored), no copy of the payload.
+        let pieces = tail.len().div_ceil(HASH_CHUNK_BYTES);
+        for (i, piece) in tail.chunks(HASH_CHUNK_BYTES).enumerate() {
             h.update(piece);
-            w.write_all(piece).await?;
+            let head: &[u8] = if i == 0 { &self.buf } else { &[] };
+            let t = if i + 1 == pieces { tag(&h) } else { [0; TAG_BYTES] };
+            let end: &[u8] = if i + 1 == pieces { &t } else { &[] };
+            write_all_vectored(w, [head, piece, end]).await?;
         }
-        w.write_all(&tag(&h)).await
+        Ok(())
     }
+}
+
+/// Writes all of `parts`, in order, with as few (vectored) writes as the
+/// stream takes.
+async fn write_all_vectored<W: AsyncWrite + Unpin>(w: &mut W, parts: [&[u8]; 3]) -> std::io::Result<()> {
+    let mut slices = parts.map(std::io::IoSlice::new);
+    let mut rest = &mut slices[..];
+    std::io::IoSlice::advance_slices(&mut rest, 0);
+    while !rest.is_empty() {
+        let n = w.write_vectored(rest).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        std::io::IoSlice::advance_slices(&mut rest, n);
+    }
+    Ok(())
 }
 
 /// Reads and verifies the records of one direction.
@@ -228,13 +258,16 @@ mod tests {
     #[tokio::test]
     async fn records_round_trip_with_and_without_a_tail() {
         let big = vec![5u8; 3 * HASH_CHUNK_BYTES + 17];
-        let bytes = sealed(&[(b"one", b""), (b"two", &big), (b"", b"")]).await;
+        let small = vec![6u8; COPY_TAIL_BYTES_MAX];
+        let bytes = sealed(&[(b"one", b""), (b"two", &big), (b"", b""), (b"three", &small)]).await;
         let (got, end) = open_all(bytes).await;
         assert!(matches!(end, FrameError::Closed), "{end}");
-        assert_eq!(got.len(), 3);
+        assert_eq!(got.len(), 4);
         assert_eq!(&got[0][..], b"one");
         assert_eq!(got[1].len(), 3 + big.len());
+        assert!(got[1][3..].iter().all(|b| *b == 5));
         assert!(got[2].is_empty());
+        assert_eq!(got[3].len(), 5 + small.len());
     }
 
     #[tokio::test]

@@ -14,7 +14,7 @@ use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
 use super::{Inner, READ_BUFFER_BYTES, WRITE_BATCH_BYTES, Wire, connection_lost, learn};
 use crate::frame::{FrameError, decode_header, next_frame};
 use crate::outbox::{Lanes, Out};
-use crate::seal::SessionKeys;
+use crate::seal::{COPY_TAIL_BYTES_MAX, SessionKeys};
 
 /// How long a replaced connection may take to hand over: the peer's side
 /// closes once it has installed the replacing connection too.
@@ -83,16 +83,19 @@ pub(super) async fn run_conn(
                 },
             };
             // Under load, many frames go out in one record and one write;
-            // a frame with a raw payload ends its record (the payload is
-            // hashed and written where it lies, not copied).
+            // a frame with a large raw payload ends its record (the payload
+            // is hashed and written where it lies, not copied), a small one
+            // is copied in.
             let mut next = Some(first);
             while let Some(o) = next.take() {
                 o.mark_sent();
                 sealer.push(&o.frame);
-                if !o.tail.is_empty()
-                    && let Err(e) = sealer.write(&mut write, &o.tail).await
-                {
-                    return format!("write failed: {e}");
+                if o.tail.len() > COPY_TAIL_BYTES_MAX {
+                    if let Err(e) = sealer.write(&mut write, &o.tail).await {
+                        return format!("write failed: {e}");
+                    }
+                } else {
+                    sealer.push(&o.tail);
                 }
                 o.release();
                 if sealer.pending() < WRITE_BATCH_BYTES {
