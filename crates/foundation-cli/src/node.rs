@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Args;
 use foundation::rt::RtConfig;
-use foundation_cluster::admin::client;
+use foundation_cluster::admin::{AdminConfig, AdminToken, TOKEN_FILE, TokenError, client};
 use foundation_cluster::secret::{ClusterSecret, SECRET_ENV, SecretError, SecretSource};
 use foundation_cluster::server::{PeerSpec, Server, ServerConfig, ServerError, Service};
 use foundation_cluster::{ClusterError, TlsConfig, TlsError};
@@ -41,9 +41,23 @@ pub struct NodeArgs {
     /// everything is kept in memory.
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// The admin HTTP address (`GET /status`, `/kv/{key}`, `/metrics`, `/events`).
+    /// The admin HTTP address (`GET /status`, `/kv/{key}`, `/metrics`,
+    /// `/events`). Every request needs the admin token (see
+    /// --admin-token-file).
     #[arg(long)]
     http: Option<String>,
+    /// The admin API's bearer token file (at least 32 bytes; group and
+    /// others must not read it). Without it, the node creates (once) and
+    /// uses `admin.token` in --data-dir.
+    #[arg(long, value_name = "PATH")]
+    admin_token_file: Option<PathBuf>,
+    /// Serve `GET /status` and `GET /metrics` without the token (for scrapers).
+    #[arg(long)]
+    http_open_reads: bool,
+    /// A `Host` name the admin API answers to besides its bound address
+    /// (repeat for each); any other `Host` gets 421.
+    #[arg(long = "http-host", value_name = "NAME")]
+    http_hosts: Vec<String>,
     /// Names the cluster; a data directory of another cluster is refused.
     #[arg(long, default_value = "foundation")]
     cluster_id: String,
@@ -155,10 +169,50 @@ fn start_fix(e: &ServerError) -> &'static str {
     }
 }
 
+/// Whether `addr` (`HOST:PORT`) is a loopback address.
+fn loopback(addr: &str) -> bool {
+    match addr.parse::<std::net::SocketAddr>() {
+        Ok(a) => a.ip().is_loopback(),
+        Err(_) => addr.rsplit_once(':').is_some_and(|(host, _)| host.eq_ignore_ascii_case("localhost")),
+    }
+}
+
+/// The chaos agent lets any mesh member partition and kill this node: only
+/// on loopback (the test kit's processes backend), with no admin API off it.
+fn check_chaos_agent(args: &NodeArgs) -> anyhow::Result<()> {
+    if !args.chaos_agent {
+        return Ok(());
+    }
+    if !loopback(&args.listen) {
+        return Err(usage(format!("--chaos-agent needs a loopback --listen, not {}; it is for test clusters on this host", args.listen)));
+    }
+    match &args.http {
+        Some(http) if !loopback(http) => Err(usage(format!("--chaos-agent cannot be combined with a non-loopback --http {http}"))),
+        _ => Ok(()),
+    }
+}
+
+/// The admin API's settings: a token from --admin-token-file, else the data
+/// directory's; with --http and neither, a usage error (never an open API).
+fn admin(args: &NodeArgs) -> anyhow::Result<AdminConfig> {
+    let token = match &args.admin_token_file {
+        Some(path) => Some(AdminToken::from_file(path).map_err(|e| usage(e.to_string()))?),
+        None if args.http.is_some() && args.data_dir.is_none() => {
+            return Err(usage(
+                "--http needs an admin token: give --admin-token-file PATH, or --data-dir DIR to keep one in DIR/admin.token",
+            ));
+        }
+        None => None,
+    };
+    Ok(AdminConfig { token_in_data_dir: token.is_none(), token, open_reads: args.http_open_reads, hosts: args.http_hosts.clone() })
+}
+
 /// Runs a node until Ctrl-C or SIGTERM.
 pub fn run(args: NodeArgs) -> anyhow::Result<()> {
+    check_chaos_agent(&args)?;
     let secret = secret(&args)?;
     let tls = tls(&args)?;
+    let admin = admin(&args)?;
     if let Some(dir) = &args.data_dir {
         usable_dir(dir)
             .map_err(|e| usage(format!("--data-dir {}: {e}; give a directory this user can create and write", dir.display())))?;
@@ -179,6 +233,7 @@ pub fn run(args: NodeArgs) -> anyhow::Result<()> {
         name: args.name.clone(),
         listen: args.listen.clone(),
         http: args.http.clone(),
+        admin,
         peers: args.peers.clone(),
         data_dir: args.data_dir.clone(),
         secret,
@@ -223,6 +278,9 @@ pub fn run(args: NodeArgs) -> anyhow::Result<()> {
             server.cluster().addr(),
             server.http_addr().map(|h| format!(", admin http://{h}")).unwrap_or_default()
         );
+        if let Some(file) = server.admin_token_file() {
+            eprintln!("node {}: the admin token is in {}", args.name, file.display());
+        }
         tokio::select! {
             _ = interrupt.recv() => {}
             _ = term.recv() => {}
@@ -239,6 +297,13 @@ pub struct StatusArgs {
     /// A node's admin HTTP address, `HOST:PORT`.
     #[arg(long, value_parser = host_port)]
     http: String,
+    /// The node's admin token file (its --admin-token-file).
+    #[arg(long, value_name = "PATH")]
+    admin_token_file: Option<PathBuf>,
+    /// The node's data directory, to read its `admin.token` from (when no
+    /// --admin-token-file is given).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
     /// Print the JSON as the node returns it.
     #[arg(long)]
     json: bool,
@@ -266,13 +331,31 @@ const STATUS_REQUEST_MAX: Duration = Duration::from_secs(2);
 
 /// Asks `http` for its status until it answers and is operational, or
 /// `wait` has passed: the last answer (code, body), or why none came.
-async fn poll_status(http: &str, wait: Duration) -> Result<(u16, String), String> {
+/// A token file that does not exist yet (a node starting on a fresh data
+/// directory writes it) is waited for like a node that does not answer yet.
+async fn poll_status(http: &str, token_file: Option<&Path>, wait: Duration) -> anyhow::Result<Result<(u16, String), String>> {
     let deadline = tokio::time::Instant::now() + wait;
     let mut last: Result<(u16, String), String> = Err("no answer".into());
+    let mut token = None;
     loop {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let attempt =
-            tokio::time::timeout(left.clamp(STATUS_RETRY, STATUS_REQUEST_MAX), client::request(http, "GET", "/status", b"")).await;
+        if let (Some(file), None) = (token_file, &token) {
+            token = match AdminToken::from_file(file) {
+                Ok(t) => Some(t),
+                Err(TokenError::File { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => return Err(usage(e.to_string())),
+            };
+        }
+        let attempt = match (token_file, &token) {
+            (Some(file), None) => Ok(Err(format!("no token file {} yet", file.display()))),
+            _ => {
+                tokio::time::timeout(
+                    left.clamp(STATUS_RETRY, STATUS_REQUEST_MAX),
+                    client::request(http, token.as_ref(), "GET", "/status", b""),
+                )
+                .await
+            }
+        };
         let answer = attempt.unwrap_or_else(|_| Err(format!("{http} did not answer in time")));
         let operational =
             matches!(&answer, Ok((200, body)) if serde_json::from_str::<serde_json::Value>(body).is_ok_and(|v| v["operational"] == true));
@@ -281,7 +364,7 @@ async fn poll_status(http: &str, wait: Duration) -> Result<(u16, String), String
             last = answer;
         }
         if operational || tokio::time::Instant::now() >= deadline {
-            return last;
+            return Ok(last);
         }
         tokio::time::sleep(STATUS_RETRY).await;
     }
@@ -289,9 +372,11 @@ async fn poll_status(http: &str, wait: Duration) -> Result<(u16, String), String
 
 /// Prints the cluster as one node sees it.
 pub fn status(args: StatusArgs) -> anyhow::Result<()> {
+    // The token from --admin-token-file, else from --data-dir's admin.token.
+    let token_file = args.admin_token_file.clone().or_else(|| args.data_dir.as_ref().map(|d| d.join(TOKEN_FILE)));
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
     let wait = Duration::from_secs(args.wait);
-    let (code, body) = runtime.block_on(poll_status(&args.http, wait)).map_err(|e| {
+    let (code, body) = runtime.block_on(poll_status(&args.http, token_file.as_deref(), wait))?.map_err(|e| {
         anyhow::anyhow!(
             "no answer from {} within {} s ({e}); check that a node runs with --http {}, or give it longer with --wait",
             args.http,
@@ -302,7 +387,12 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
     if code != 200 {
         let said =
             serde_json::from_str::<serde_json::Value>(&body).ok().and_then(|v| v["error"].as_str().map(str::to_owned)).unwrap_or(body);
-        anyhow::bail!("{} answered {code}: {said}; check that --http is a node's admin address", args.http);
+        let fix = if code == 401 {
+            "give the node's --admin-token-file, or its --data-dir (for DATA_DIR/admin.token)"
+        } else {
+            "check that --http is a node's admin address"
+        };
+        anyhow::bail!("{} answered {code}: {said}; {fix}", args.http);
     }
     if args.json {
         println!("{body}");

@@ -2,13 +2,15 @@
 //! TCP, the admin HTTP API reads and writes through consensus, bad requests
 //! get JSON 4xx errors, `foundation status` prints the table, a killed node
 //! comes back from its data directory, and a data directory of another
-//! cluster is refused at start.
+//! cluster is refused at start. The admin token: every call carries it
+//! (read from the node's `admin.token`), the file is private and never
+//! printed, and `--chaos-agent` off loopback is refused.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use foundation_cluster::admin::client;
+use foundation_cluster::admin::{AdminToken, TOKEN_FILE, client};
 
 const SECRET: &str = "node-cli-test-secret-0123456789-0123456789";
 const WAIT: Duration = Duration::from_secs(30);
@@ -65,6 +67,20 @@ impl Nodes {
         format!("127.0.0.1:{}", self.ports[i].1)
     }
 
+    fn data(&self, i: usize) -> PathBuf {
+        self.dir.join(format!("n{}", i + 1))
+    }
+
+    /// Node `i`'s admin token, once it has written it.
+    fn token(&self, i: usize) -> Option<AdminToken> {
+        AdminToken::from_file(&self.data(i).join(TOKEN_FILE)).ok()
+    }
+
+    /// `call` on node `i` with its token.
+    fn call(&self, rt: &tokio::runtime::Runtime, i: usize, method: &str, path: &str, body: &[u8]) -> (u16, serde_json::Value) {
+        call(rt, &self.http(i), self.token(i).as_ref(), method, path, body)
+    }
+
     fn kill(&mut self, i: usize) {
         if let Some(mut c) = self.children[i].take() {
             let _ = c.kill();
@@ -88,8 +104,15 @@ fn temp_dir(tag: &str) -> PathBuf {
     dir
 }
 
-fn call(rt: &tokio::runtime::Runtime, addr: &str, method: &str, path: &str, body: &[u8]) -> (u16, serde_json::Value) {
-    let (code, text) = rt.block_on(client::request(addr, method, path, body)).unwrap_or((0, String::new()));
+fn call(
+    rt: &tokio::runtime::Runtime,
+    addr: &str,
+    token: Option<&AdminToken>,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> (u16, serde_json::Value) {
+    let (code, text) = rt.block_on(client::request(addr, token, method, path, body)).unwrap_or((0, String::new()));
     (code, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
 }
 
@@ -114,29 +137,29 @@ fn three_node_processes_serve_the_admin_api() {
         nodes.spawn(i);
     }
     for i in 0..3 {
-        wait_until("every node is operational", || call(&rt, &nodes.http(i), "GET", "/status", b"").1["operational"] == true);
+        wait_until("every node is operational", || nodes.call(&rt, i, "GET", "/status", b"").1["operational"] == true);
     }
     // Writes and linearizable reads through any node.
-    let (code, put) = call(&rt, &nodes.http(1), "PUT", "/kv/greeting", b"hello");
+    let (code, put) = nodes.call(&rt, 1, "PUT", "/kv/greeting", b"hello");
     assert_eq!(code, 200, "{put}");
     assert_eq!(put["committed"], true);
     assert!(put["term"].as_u64().unwrap_or(0) > 0);
-    let (code, got) = call(&rt, &nodes.http(2), "GET", "/kv/greeting", b"");
+    let (code, got) = nodes.call(&rt, 2, "GET", "/kv/greeting", b"");
     assert_eq!((code, got["value"].as_str()), (200, Some("hello")));
     // Compare-and-set.
-    let (code, conflict) = call(&rt, &nodes.http(0), "PUT", "/kv/greeting?expected=nope", b"x");
+    let (code, conflict) = nodes.call(&rt, 0, "PUT", "/kv/greeting?expected=nope", b"x");
     assert_eq!(code, 409, "{conflict}");
     assert!(json_error(&conflict));
     assert_eq!(conflict["error"], r#"compare-and-set failed: the value is "hello", not "nope""#);
-    let (code, taken) = call(&rt, &nodes.http(0), "PUT", "/kv/greeting?absent=true", b"x");
+    let (code, taken) = nodes.call(&rt, 0, "PUT", "/kv/greeting?absent=true", b"x");
     assert_eq!(code, 409, "{taken}");
     assert_eq!(taken["error"], r#"compare-and-set failed: the key is set (to "hello"), not absent"#);
-    let (code, missing) = call(&rt, &nodes.http(0), "PUT", "/kv/nothing-here?expected=nope", b"x");
+    let (code, missing) = nodes.call(&rt, 0, "PUT", "/kv/nothing-here?expected=nope", b"x");
     assert_eq!(code, 409, "{missing}");
     assert_eq!(missing["error"], r#"compare-and-set failed: the key is absent, not "nope""#);
-    let (code, _) = call(&rt, &nodes.http(0), "PUT", "/kv/greeting?expected=hello", b"world");
+    let (code, _) = nodes.call(&rt, 0, "PUT", "/kv/greeting?expected=hello", b"world");
     assert_eq!(code, 200);
-    let (code, _) = call(&rt, &nodes.http(0), "PUT", "/kv/fresh?absent=true", b"1");
+    let (code, _) = nodes.call(&rt, 0, "PUT", "/kv/fresh?absent=true", b"1");
     assert_eq!(code, 200);
     // Bad requests: JSON 4xx, and the node keeps serving.
     let long_key = format!("/kv/{}", "k".repeat(600));
@@ -151,32 +174,36 @@ fn three_node_processes_serve_the_admin_api() {
         ("DELETE", "/kv/missing", &b""[..], 404),
         ("GET", "/kv/missing", &b""[..], 404),
     ] {
-        let (code, v) = call(&rt, &nodes.http(0), method, path, body);
+        let (code, v) = nodes.call(&rt, 0, method, path, body);
         assert_eq!(code, want, "{method} {path}: {v}");
         assert!(json_error(&v), "{method} {path}: not a JSON error: {v}");
     }
-    let (code, deleted) = call(&rt, &nodes.http(2), "DELETE", "/kv/fresh", b"");
+    let (code, deleted) = nodes.call(&rt, 2, "DELETE", "/kv/fresh", b"");
     assert_eq!((code, deleted["deleted"].as_bool()), (200, Some(true)));
     // Metrics and events.
-    let (code, text) = rt.block_on(client::request(&nodes.http(0), "GET", "/metrics", b"")).expect("metrics");
+    let (code, text) = rt.block_on(client::request(&nodes.http(0), nodes.token(0).as_ref(), "GET", "/metrics", b"")).expect("metrics");
     assert_eq!(code, 200);
     assert!(text.contains("foundation_http_requests_total") && text.contains("foundation_raft_term"), "{text}");
-    let (code, events) = call(&rt, &nodes.http(1), "GET", "/events?kind=kv.put", b"");
+    let (code, events) = nodes.call(&rt, 1, "GET", "/events?kind=kv.put", b"");
     assert_eq!(code, 200);
     assert!(events.as_array().is_some_and(|a| !a.is_empty()), "{events}");
     // `foundation status` prints the table.
-    let out = Command::new(env!("CARGO_BIN_EXE_foundation")).args(["status", "--http", &nodes.http(0)]).output().expect("status");
+    let out = Command::new(env!("CARGO_BIN_EXE_foundation"))
+        .args(["status", "--http", &nodes.http(0), "--data-dir"])
+        .arg(nodes.data(0))
+        .output()
+        .expect("status");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(table.contains("operational true") && table.contains("leader") && table.contains("n3"), "{table}");
     // SIGKILL a node, write meanwhile, restart it from its data directory.
     nodes.kill(2);
-    wait_until("the survivors are operational", || call(&rt, &nodes.http(0), "GET", "/status", b"").1["operational"] == true);
-    let (code, _) = call(&rt, &nodes.http(0), "PUT", "/kv/while", b"down");
+    wait_until("the survivors are operational", || nodes.call(&rt, 0, "GET", "/status", b"").1["operational"] == true);
+    let (code, _) = nodes.call(&rt, 0, "PUT", "/kv/while", b"down");
     assert_eq!(code, 200);
     nodes.spawn(2);
-    wait_until("the restarted node is operational", || call(&rt, &nodes.http(2), "GET", "/status", b"").1["operational"] == true);
-    let (code, got) = call(&rt, &nodes.http(2), "GET", "/kv/while", b"");
+    wait_until("the restarted node is operational", || nodes.call(&rt, 2, "GET", "/status", b"").1["operational"] == true);
+    let (code, got) = nodes.call(&rt, 2, "GET", "/kv/while", b"");
     assert_eq!((code, got["value"].as_str()), (200, Some("down")));
 }
 
@@ -231,13 +258,16 @@ fn a_node_with_the_wrong_secret_exits_with_a_clear_message() {
     let (cluster, http) = (free_port(), free_port());
     let mut good = Command::new(env!("CARGO_BIN_EXE_foundation"))
         .args(["node", "--name", "a", "--id", "1", "--listen", &format!("127.0.0.1:{cluster}"), "--http", &format!("127.0.0.1:{http}")])
+        .arg("--data-dir")
+        .arg(dir.join("a"))
         .env("FOUNDATION_SECRET", SECRET)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn");
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-    wait_until("the first node serves", || call(&rt, &format!("127.0.0.1:{http}"), "GET", "/status", b"").0 == 200);
+    let token = || AdminToken::from_file(&dir.join("a").join(TOKEN_FILE)).ok();
+    wait_until("the first node serves", || call(&rt, &format!("127.0.0.1:{http}"), token().as_ref(), "GET", "/status", b"").0 == 200);
     let out = Command::new(env!("CARGO_BIN_EXE_foundation"))
         .args(["node", "--name", "b", "--id", "2", "--listen", "127.0.0.1:0", "--peer", &format!("1=a@127.0.0.1:{cluster}")])
         .arg("--data-dir")
@@ -251,5 +281,134 @@ fn a_node_with_the_wrong_secret_exits_with_a_clear_message() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("secret"), "a clear message: {err}");
     assert!(!dir.join("b").exists(), "no data written");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Runs `foundation ARGS` (with the secret set) to its end, or kills it
+/// after [`WAIT`] (a node that should have been refused but runs: its exit
+/// code is then `None`).
+fn foundation(args: &[&str]) -> std::process::Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_foundation"))
+        .args(args)
+        .env("FOUNDATION_SECRET", SECRET)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("runs");
+    let deadline = Instant::now() + WAIT;
+    while child.try_wait().expect("wait").is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    child.wait_with_output().expect("output")
+}
+
+/// A usage error: exit 2 and one line on stderr that names `words`.
+fn assert_usage(out: &std::process::Output, words: &[&str]) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    for w in words {
+        assert!(err.contains(w), "names {w}: {err}");
+    }
+}
+
+#[test]
+fn the_chaos_agent_is_refused_off_loopback() {
+    let out = foundation(&["node", "--name", "a", "--id", "1", "--listen", "0.0.0.0:0", "--chaos-agent"]);
+    assert_usage(&out, &["--chaos-agent", "loopback", "--listen"]);
+    let out = foundation(&["node", "--name", "a", "--id", "1", "--listen", "127.0.0.1:0", "--chaos-agent", "--http", "0.0.0.0:0"]);
+    assert_usage(&out, &["--chaos-agent", "--http"]);
+}
+
+#[test]
+fn http_without_a_token_is_refused() {
+    let out = foundation(&["node", "--name", "a", "--id", "1", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"]);
+    assert_usage(&out, &["--admin-token-file", "--data-dir"]);
+    let dir = temp_dir("token-files");
+    std::fs::create_dir_all(&dir).expect("dir");
+    use std::os::unix::fs::PermissionsExt;
+    let (loose, short) = (dir.join("loose"), dir.join("short"));
+    std::fs::write(&loose, "y".repeat(48)).expect("writes");
+    std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+    std::fs::write(&short, "too-short").expect("writes");
+    std::fs::set_permissions(&short, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    for (file, words) in [(&loose, ["chmod 600", "group"]), (&short, ["32", "bytes"])] {
+        let file = file.display().to_string();
+        let out = foundation(&[
+            "node",
+            "--name",
+            "a",
+            "--id",
+            "1",
+            "--listen",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--admin-token-file",
+            &file,
+        ]);
+        assert_usage(&out, &words);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_admin_token_file_is_private_reused_and_never_printed() {
+    let dir = temp_dir("token");
+    let data = dir.join("d");
+    let (cluster, http) = (free_port(), free_port());
+    let addr = format!("127.0.0.1:{http}");
+    let (out_file, err_file) = (dir.join("stdout"), dir.join("stderr"));
+    let start = |extra: &[&str]| {
+        std::fs::create_dir_all(&dir).expect("dir");
+        Command::new(env!("CARGO_BIN_EXE_foundation"))
+            .args(["node", "--name", "a", "--id", "1", "--listen", &format!("127.0.0.1:{cluster}"), "--http", &addr])
+            .args(extra)
+            .arg("--data-dir")
+            .arg(&data)
+            .env("FOUNDATION_SECRET", SECRET)
+            .stdout(std::fs::File::create(&out_file).expect("stdout file"))
+            .stderr(std::fs::File::create(&err_file).expect("stderr file"))
+            .spawn()
+            .expect("spawn")
+    };
+    let stop = |mut child: Child| {
+        let sent = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill -TERM");
+        assert!(sent.success());
+        assert!(child.wait().expect("wait").success(), "a clean stop");
+        std::fs::read_to_string(&out_file).unwrap_or_default() + &std::fs::read_to_string(&err_file).unwrap_or_default()
+    };
+    let status = |args: &[&str]| {
+        let mut all = vec!["status", "--http", &addr];
+        all.extend_from_slice(args);
+        foundation(&all)
+    };
+    let file = data.join(TOKEN_FILE);
+    let data_arg = data.display().to_string();
+    let child = start(&[]);
+    // `foundation status` with the data directory: it reads the token.
+    let out = status(&["--wait", "20", "--data-dir", &data_arg]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&file).expect("created").permissions().mode() & 0o777, 0o600);
+    let token = std::fs::read_to_string(&file).expect("reads");
+    assert!(token.len() == 64 && token.bytes().all(|b| b.is_ascii_hexdigit()), "256 bits in hex");
+    // Without a token: 401, and the message says where to find one.
+    let out = status(&["--wait", "0"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("401") && err.contains("--admin-token-file"), "{err}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(&token) && !err.contains(&token));
+    let printed = stop(child);
+    assert!(printed.contains(&file.display().to_string()), "the node prints the token file's path: {printed}");
+    assert!(!printed.contains(&token), "the node never prints the token");
+    // The next start reuses it; --http-open-reads opens /status without it.
+    let child = start(&["--http-open-reads"]);
+    let out = status(&["--wait", "20"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let printed = stop(child);
+    assert_eq!(std::fs::read_to_string(&file).expect("reads"), token, "reused");
+    assert!(!printed.contains(&token));
     let _ = std::fs::remove_dir_all(&dir);
 }

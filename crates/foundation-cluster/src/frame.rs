@@ -47,6 +47,10 @@ pub enum FrameError {
     /// The bytes are not a frame (or the header does not decode).
     #[error("malformed frame: {0}")]
     Malformed(String),
+    /// A sealed record failed its tag: tampered with, dropped, replayed,
+    /// reordered, or from another connection (see `seal.rs`).
+    #[error("a record failed authentication (tampered, dropped, replayed, reordered or spliced)")]
+    Unauthenticated,
     /// The peer closed the connection between frames.
     #[error("connection closed")]
     Closed,
@@ -97,6 +101,33 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, limit: usize) -> Result
     let mut body = buf.split_off(4).freeze();
     let payload = body.split_off(header_len);
     Ok(Frame { header: body, payload })
+}
+
+/// Takes the next frame off the front of `content` (a verified record's
+/// content: whole frames back to back), or `None` when it is empty. The
+/// frame's header and payload are slices of `content`'s buffer.
+pub fn next_frame(content: &mut Bytes, limit: usize) -> Result<Option<Frame>, FrameError> {
+    if content.is_empty() {
+        return Ok(None);
+    }
+    if content.len() < 8 {
+        return Err(FrameError::Malformed(format!("{} bytes cannot hold a frame's lengths", content.len())));
+    }
+    let total = u32::from_be_bytes([content[0], content[1], content[2], content[3]]) as usize;
+    if total > limit {
+        return Err(FrameError::TooLarge { len: total, limit });
+    }
+    if total < 4 || total > content.len() - 4 {
+        return Err(FrameError::Malformed(format!("a frame of {total} bytes in {} bytes", content.len() - 4)));
+    }
+    let header_len = u32::from_be_bytes([content[4], content[5], content[6], content[7]]) as usize;
+    if header_len > total - 4 || header_len > HEADER_BYTES_MAX {
+        return Err(FrameError::Malformed(format!("header of {header_len} bytes in a frame of {total}")));
+    }
+    let mut frame = content.split_to(4 + total);
+    let mut header = frame.split_off(8);
+    let payload = header.split_off(header_len);
+    Ok(Some(Frame { header, payload }))
 }
 
 /// Writes one frame; refuses it if it would pass `limit`.
@@ -160,6 +191,39 @@ mod tests {
         a.write_all(&5000u32.to_be_bytes()).await.expect("raw write");
         let err = read_frame(&mut b, 1000).await.expect_err("too large to receive");
         assert!(matches!(err, FrameError::TooLarge { len: 5000, limit: 1000 }), "{err}");
+    }
+
+    #[test]
+    fn frames_split_out_of_a_record_as_slices_and_bad_ones_are_errors() {
+        let mut record = Vec::new();
+        for (h, p) in [(&b"ab"[..], &b"payload"[..]), (b"", b""), (b"x", b"")] {
+            record.extend_from_slice(&((4 + h.len() + p.len()) as u32).to_be_bytes());
+            record.extend_from_slice(&(h.len() as u32).to_be_bytes());
+            record.extend_from_slice(h);
+            record.extend_from_slice(p);
+        }
+        let mut content = Bytes::from(record.clone());
+        let base = content.as_ptr() as usize;
+        let first = next_frame(&mut content, 1000).expect("ok").expect("a frame");
+        assert_eq!((&first.header[..], &first.payload[..]), (&b"ab"[..], &b"payload"[..]));
+        assert_eq!(first.header.as_ptr() as usize, base + 8, "a slice, not a copy");
+        assert!(next_frame(&mut content, 1000).expect("ok").is_some());
+        assert_eq!(&next_frame(&mut content, 1000).expect("ok").expect("a frame").header[..], b"x");
+        assert!(next_frame(&mut content, 1000).expect("ok").is_none());
+        for cut in 1..record.len() {
+            let mut short = Bytes::from(record[..cut].to_vec());
+            let mut n = 0;
+            let end = loop {
+                match next_frame(&mut short, 1000) {
+                    Ok(Some(_)) => n += 1,
+                    other => break other,
+                }
+            };
+            assert!(n <= 3, "cut {cut}");
+            assert!(end.is_err() || short.is_empty(), "cut {cut}: {end:?}");
+        }
+        let mut over = Bytes::from(record);
+        assert!(matches!(next_frame(&mut over, 5), Err(FrameError::TooLarge { .. })));
     }
 
     #[tokio::test]

@@ -1,14 +1,33 @@
-//! The connection handshake: protocol version and node names, then a
-//! mutual HMAC-SHA256 challenge on the cluster secret.
+//! The connection handshake: protocol version and node names, a mutual
+//! HMAC-SHA256 proof of the cluster secret in which the dialer proves
+//! first, and the session keys that seal every record after it
+//! ([`crate::seal`]).
 //!
 //! ```text
-//! dialer → acceptor  Hello   { protocol, name, challenge_d, incarnation_d }             (Redial: the same, for a dial nobody asked for)
-//! acceptor → dialer  Welcome { protocol, name, challenge_a, proof_a, incarnation_a }   or Refused
-//! dialer → acceptor  Proof   { proof_d }                                or nothing (dialer refuses)
-//! acceptor → dialer  Accepted                                           or Refused
-//! proof_a = HMAC(secret, "acceptor" ‖ challenge_d ‖ acceptor name ‖ dialer name)
-//! proof_d = HMAC(secret, "dialer"   ‖ challenge_a ‖ dialer name ‖ acceptor name)
+//! dialer → acceptor  Hello     { protocol, name_d, challenge_d, incarnation_d }   (Redial: the same, for a dial nobody asked for)
+//! acceptor → dialer  Challenge { protocol, name_a, challenge_a, incarnation_a }   or Refused
+//! dialer → acceptor  Proof     { proof_d }         (the dialer first checks name_a is the node it meant to reach)
+//! acceptor → dialer  Confirm   { proof_a }          or Refused (bad proof, or not admitted)
+//!
+//! transcript = SHA-256(protocol, kind, name_d, name_a, challenge_d, challenge_a, incarnation_d, incarnation_a)
+//! proof_d    = HMAC-SHA256(secret, "foundation/3 dialer"   ‖ transcript)
+//! proof_a    = HMAC-SHA256(secret, "foundation/3 acceptor" ‖ transcript)
+//! keys       = HKDF-SHA256(ikm = secret, salt = transcript, info = "foundation/3 session keys") → 64 bytes:
+//!              dialer→acceptor key, acceptor→dialer key
 //! ```
+//!
+//! - **The dialer proves first.** Whoever connects to a node learns its
+//!   name and a fresh challenge, and nothing that depends on the secret,
+//!   until it has proven the secret itself: an acceptor is no oracle for
+//!   guessing a weak secret offline.
+//! - **Both challenges are fresh** ([`foundation::rt::Rt::fill_secure`]:
+//!   the OS CSPRNG, or the seed under simulation), so a captured proof or
+//!   record is worth nothing on another connection.
+//! - **The names are checked.** The proofs bind both names, so neither side
+//!   can be told another's; a dialer that expects a name at the address it
+//!   dials ([`dial_expecting`]) refuses any other before proving anything.
+//! - **Keys per connection and direction**, derived from the whole
+//!   transcript: see `seal.rs` for what they stop.
 //!
 //! Each side also says which incarnation of its node it is (a number
 //! drawn when its `Cluster` started): a connection that replaces another
@@ -16,29 +35,28 @@
 //! call made on the old one still counts), while one from a restarted node
 //! starts a new session.
 //!
-//! Each side proves it holds the secret by answering the other's fresh
-//! challenge; the secret itself never crosses the wire. The labels and the
-//! names in the MAC keep a proof from being replayed in the other direction
-//! or to another node. Every step is bounded by the caller's timeout and
-//! the frame limit [`HANDSHAKE_FRAME_BYTES`].
+//! Every step is bounded by the caller's timeout and the frame limit
+//! [`HANDSHAKE_FRAME_BYTES`]. The postcard tags of `Hello` (0), `Refused`
+//! (4) and `Redial` (5) and the leading `protocol` field are the same in
+//! every version, so that builds of another version refuse each other with
+//! a reason rather than a parse error.
 //!
 //! A dial the mesh makes on its own (a re-dial after a loss, a peer learned
 //! from another) says so with `Redial` instead of `Hello`, so that a node
 //! that disconnected from the dialer can refuse it ([`accept_if`]) while an
-//! explicit connect still gets through. (A build before `Redial` refuses
-//! such a dial as a protocol error: only automatic re-dials between mixed
-//! builds fail.)
+//! explicit connect still gets through.
 
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::frame::{FrameError, read_header, write_header};
+use crate::seal::SessionKeys;
 use crate::secret::ClusterSecret;
 
 /// The wire protocol version this build speaks.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 /// Largest handshake frame (names are short).
 pub const HANDSHAKE_FRAME_BYTES: usize = 4096;
 /// Bytes of a challenge.
@@ -54,22 +72,22 @@ enum Msg {
         challenge: Challenge,
         incarnation: u64,
     },
-    Welcome {
+    Challenge {
         protocol: u32,
         name: String,
         challenge: Challenge,
-        proof: Vec<u8>,
         incarnation: u64,
     },
     Proof {
         proof: Vec<u8>,
     },
-    Accepted,
+    Confirm {
+        proof: Vec<u8>,
+    },
     Refused {
         reason: String,
     },
-    /// A `Hello` for a dial the mesh made on its own (appended last, so the
-    /// other variants keep their postcard tags).
+    /// A `Hello` for a dial the mesh made on its own.
     Redial {
         protocol: u32,
         name: String,
@@ -105,6 +123,14 @@ pub enum HandshakeError {
         /// The name the peer gave.
         peer: String,
     },
+    /// The node at the dialed address is not the one expected there.
+    #[error("expected node `{expected}` at this address, found `{found}`")]
+    WrongPeer {
+        /// The name the dialer expected.
+        expected: String,
+        /// The name the acceptor gave.
+        found: String,
+    },
     /// The peer refused us, and said why.
     #[error("refused by the peer: {0}")]
     Refused(String),
@@ -124,49 +150,84 @@ pub enum HandshakeError {
     Frame(#[from] FrameError),
 }
 
-fn proof(secret: &ClusterSecret, label: &[u8], challenge: &Challenge, prover: &str, verifier: &str) -> Hmac<Sha256> {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.bytes()).expect("HMAC takes any key length");
-    mac.update(label);
-    mac.update(challenge);
-    mac.update(&(prover.len() as u64).to_be_bytes());
-    mac.update(prover.as_bytes());
-    mac.update(verifier.as_bytes());
-    mac
+/// What both sides agree on; every proof and key depends on all of it.
+struct Transcript([u8; 32]);
+
+impl Transcript {
+    fn new(kind: DialKind, dialer: (&str, &Challenge, u64), acceptor: (&str, &Challenge, u64)) -> Self {
+        let mut h = Sha256::new();
+        h.update(b"foundation/3 transcript");
+        h.update(PROTOCOL_VERSION.to_be_bytes());
+        h.update([u8::from(kind == DialKind::Redial)]);
+        for (name, challenge, incarnation) in [dialer, acceptor] {
+            h.update((name.len() as u64).to_be_bytes());
+            h.update(name.as_bytes());
+            h.update(challenge);
+            h.update(incarnation.to_be_bytes());
+        }
+        Self(h.finalize().into())
+    }
+
+    fn proof(&self, secret: &ClusterSecret, label: &[u8]) -> Hmac<Sha256> {
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret.bytes()).expect("HMAC takes any key length");
+        mac.update(label);
+        mac.update(&self.0);
+        mac
+    }
+
+    fn keys(&self, secret: &ClusterSecret, dialer: bool) -> SessionKeys {
+        let mut okm = [0u8; 64];
+        hkdf::Hkdf::<Sha256>::new(Some(&self.0), secret.bytes())
+            .expand(b"foundation/3 session keys", &mut okm)
+            .expect("64 bytes is a valid HKDF-SHA256 length");
+        let (d2a, a2d) = okm.split_at(32);
+        let (d2a, a2d): ([u8; 32], [u8; 32]) = (d2a.try_into().expect("32"), a2d.try_into().expect("32"));
+        if dialer { SessionKeys { send: d2a, recv: a2d } } else { SessionKeys { send: a2d, recv: d2a } }
+    }
 }
+
+const DIALER: &[u8] = b"foundation/3 dialer";
+const ACCEPTOR: &[u8] = b"foundation/3 acceptor";
 
 async fn refuse<S: AsyncWrite + Unpin>(s: &mut S, reason: String) {
     // Best effort: the peer may already be gone.
     let _ = write_header(s, &Msg::Refused { reason }, HANDSHAKE_FRAME_BYTES).await;
 }
 
-/// Who the other side of a handshake proved to be.
+/// Who the other side of a handshake proved to be, and the keys of the
+/// connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Peer {
     /// Its node name.
     pub name: String,
     /// Its incarnation (see the module docs).
     pub incarnation: u64,
+    /// The keys that seal this connection's records ([`crate::seal`]).
+    pub keys: SessionKeys,
 }
 
-/// The dialing side, as incarnation 0. Returns the peer once both sides
-/// are proven.
+/// The dialing side, as incarnation 0, accepting whichever node answers.
+/// Returns the peer once both sides are proven.
 pub async fn dial<S: AsyncRead + AsyncWrite + Unpin>(
     s: &mut S,
     me: &str,
     secret: &ClusterSecret,
     challenge: Challenge,
 ) -> Result<Peer, HandshakeError> {
-    dial_as(s, me, 0, secret, challenge, DialKind::Connect).await
+    dial_expecting(s, me, 0, secret, challenge, DialKind::Connect, None).await
 }
 
-/// [`dial`], saying which kind of dial this is.
-pub async fn dial_as<S: AsyncRead + AsyncWrite + Unpin>(
+/// [`dial`], saying which kind of dial this is and, if known, which node
+/// is expected at the address: any other is refused before this side
+/// proves anything ([`HandshakeError::WrongPeer`]).
+pub async fn dial_expecting<S: AsyncRead + AsyncWrite + Unpin>(
     s: &mut S,
     me: &str,
     incarnation: u64,
     secret: &ClusterSecret,
     challenge: Challenge,
     kind: DialKind,
+    expected: Option<&str>,
 ) -> Result<Peer, HandshakeError> {
     let (protocol, name) = (PROTOCOL_VERSION, me.to_owned());
     let hello = match kind {
@@ -175,25 +236,29 @@ pub async fn dial_as<S: AsyncRead + AsyncWrite + Unpin>(
     };
     write_header(s, &hello, HANDSHAKE_FRAME_BYTES).await?;
     let (peer, their_challenge, their_incarnation) = match read_header(s, HANDSHAKE_FRAME_BYTES).await? {
-        Msg::Welcome { protocol, .. } if protocol != PROTOCOL_VERSION => {
+        Msg::Challenge { protocol, .. } if protocol != PROTOCOL_VERSION => {
             return Err(HandshakeError::Version { ours: PROTOCOL_VERSION, theirs: protocol });
         }
-        Msg::Welcome { name, challenge: theirs, proof: p, incarnation, .. } => {
-            if proof(secret, b"acceptor", &challenge, &name, me).verify_slice(&p).is_err() {
-                return Err(HandshakeError::BadSecret { peer: name });
+        Msg::Challenge { name, challenge, incarnation, .. } => (name, challenge, incarnation),
+        Msg::Refused { reason } => return Err(HandshakeError::Refused(reason)),
+        other => return Err(HandshakeError::Protocol(format!("expected Challenge, got {other:?}"))),
+    };
+    if let Some(expected) = expected.filter(|e| *e != peer) {
+        return Err(HandshakeError::WrongPeer { expected: expected.to_owned(), found: peer });
+    }
+    let transcript = Transcript::new(kind, (me, &challenge, incarnation), (&peer, &their_challenge, their_incarnation));
+    let proof = transcript.proof(secret, DIALER).finalize().into_bytes().to_vec();
+    write_header(s, &Msg::Proof { proof }, HANDSHAKE_FRAME_BYTES).await?;
+    match read_header(s, HANDSHAKE_FRAME_BYTES).await? {
+        Msg::Confirm { proof } => {
+            if transcript.proof(secret, ACCEPTOR).verify_slice(&proof).is_err() {
+                return Err(HandshakeError::BadSecret { peer });
             }
-            (name, theirs, incarnation)
         }
         Msg::Refused { reason } => return Err(HandshakeError::Refused(reason)),
-        other => return Err(HandshakeError::Protocol(format!("expected Welcome, got {other:?}"))),
-    };
-    let p = proof(secret, b"dialer", &their_challenge, me, &peer).finalize().into_bytes().to_vec();
-    write_header(s, &Msg::Proof { proof: p }, HANDSHAKE_FRAME_BYTES).await?;
-    match read_header(s, HANDSHAKE_FRAME_BYTES).await? {
-        Msg::Accepted => Ok(Peer { name: peer, incarnation: their_incarnation }),
-        Msg::Refused { reason } => Err(HandshakeError::Refused(reason)),
-        other => Err(HandshakeError::Protocol(format!("expected Accepted, got {other:?}"))),
+        other => return Err(HandshakeError::Protocol(format!("expected Confirm, got {other:?}"))),
     }
+    Ok(Peer { name: peer, incarnation: their_incarnation, keys: transcript.keys(secret, true) })
 }
 
 /// The accepting side, as incarnation 0. Returns the peer once both sides
@@ -209,7 +274,7 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
 
 /// [`accept`], but once the peer has proven its name, `admit` (given the
 /// name and the kind of dial) may refuse it: the dialer then gets
-/// `Refused` with the reason instead of `Accepted`.
+/// `Refused` with the reason instead of `Confirm`.
 pub async fn accept_if<S: AsyncRead + AsyncWrite + Unpin>(
     s: &mut S,
     me: &str,
@@ -227,16 +292,12 @@ pub async fn accept_if<S: AsyncRead + AsyncWrite + Unpin>(
         Msg::Redial { name, challenge: theirs, incarnation, .. } => (name, theirs, DialKind::Redial, incarnation),
         other => return Err(HandshakeError::Protocol(format!("expected Hello, got {other:?}"))),
     };
-    let p = proof(secret, b"acceptor", &their_challenge, me, &peer).finalize().into_bytes().to_vec();
-    write_header(
-        s,
-        &Msg::Welcome { protocol: PROTOCOL_VERSION, name: me.to_owned(), challenge, proof: p, incarnation },
-        HANDSHAKE_FRAME_BYTES,
-    )
-    .await?;
+    let ask = Msg::Challenge { protocol: PROTOCOL_VERSION, name: me.to_owned(), challenge, incarnation };
+    write_header(s, &ask, HANDSHAKE_FRAME_BYTES).await?;
+    let transcript = Transcript::new(kind, (&peer, &their_challenge, their_incarnation), (me, &challenge, incarnation));
     match read_header(s, HANDSHAKE_FRAME_BYTES).await? {
-        Msg::Proof { proof: p } => {
-            if proof(secret, b"dialer", &challenge, &peer, me).verify_slice(&p).is_err() {
+        Msg::Proof { proof } => {
+            if transcript.proof(secret, DIALER).verify_slice(&proof).is_err() {
                 refuse(s, "secret check failed".into()).await;
                 return Err(HandshakeError::BadSecret { peer });
             }
@@ -247,14 +308,17 @@ pub async fn accept_if<S: AsyncRead + AsyncWrite + Unpin>(
         refuse(s, reason.clone()).await;
         return Err(HandshakeError::NotAdmitted { peer, reason });
     }
-    write_header(s, &Msg::Accepted, HANDSHAKE_FRAME_BYTES).await?;
-    Ok(Peer { name: peer, incarnation: their_incarnation })
+    let proof = transcript.proof(secret, ACCEPTOR).finalize().into_bytes().to_vec();
+    write_header(s, &Msg::Confirm { proof }, HANDSHAKE_FRAME_BYTES).await?;
+    Ok(Peer { name: peer, incarnation: their_incarnation, keys: transcript.keys(secret, false) })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use tokio::io::AsyncWriteExt;
+
+    const SECRET: &str = "the-shared-secret-0001-the-shared-secret";
 
     fn secret(text: &str) -> ClusterSecret {
         ClusterSecret::new(text, "test").expect("valid")
@@ -265,7 +329,7 @@ mod tests {
         let (ds, as_) = (secret(dialer_secret), secret(acceptor_secret));
         // Each side hangs up when it is done, as a real connection would.
         let dialer = async move {
-            let r = dial_as(&mut a, "n1", 11, &ds, [1; 32], DialKind::Connect).await;
+            let r = dial_expecting(&mut a, "n1", 11, &ds, [1; 32], DialKind::Connect, None).await;
             drop(a);
             r
         };
@@ -279,23 +343,74 @@ mod tests {
 
     #[tokio::test]
     async fn same_secret_both_sides_learn_each_other() {
-        let (d, a) = pair("the-shared-secret-0001", "the-shared-secret-0001").await;
-        assert_eq!(d.expect("dialer ok"), Peer { name: "n2".into(), incarnation: 22 });
-        assert_eq!(a.expect("acceptor ok"), Peer { name: "n1".into(), incarnation: 11 });
+        let (d, a) = pair(SECRET, SECRET).await;
+        let (d, a) = (d.expect("dialer ok"), a.expect("acceptor ok"));
+        assert_eq!((d.name.as_str(), d.incarnation), ("n2", 22));
+        assert_eq!((a.name.as_str(), a.incarnation), ("n1", 11));
+        // Each side sends with the key the other receives with.
+        assert_eq!((d.keys.send, d.keys.recv), (a.keys.recv, a.keys.send));
+        assert_ne!(d.keys.send, d.keys.recv);
+    }
+
+    /// The dialer proves first; the acceptor refuses a wrong proof and
+    /// never sends one of its own.
+    #[tokio::test]
+    async fn a_wrong_secret_is_refused_by_the_acceptor_before_it_proves_anything() {
+        let (d, a) = pair(SECRET, "another-secret-xxxxxxxxxxxxxxxxxxx02").await;
+        assert!(matches!(d, Err(HandshakeError::Refused(ref why)) if why.contains("secret")), "{d:?}");
+        assert!(matches!(a, Err(HandshakeError::BadSecret { ref peer }) if peer == "n1"), "{a:?}");
     }
 
     #[tokio::test]
-    async fn a_wrong_secret_is_refused_by_both_sides() {
-        let (d, a) = pair("the-shared-secret-0001", "another-secret-xxxx02").await;
-        assert!(matches!(d, Err(HandshakeError::BadSecret { ref peer }) if peer == "n2"), "{d:?}");
-        // The dialer hung up before proving itself: the acceptor sees it go.
-        assert!(a.is_err(), "{a:?}");
+    async fn an_acceptor_says_nothing_secret_dependent_before_the_dialer_proves() {
+        let (mut a, mut b) = tokio::io::duplex(8192);
+        let s = secret(SECRET);
+        let hello = Msg::Hello { protocol: PROTOCOL_VERSION, name: "probe".into(), challenge: [3; 32], incarnation: 0 };
+        let probe = async {
+            write_header(&mut a, &hello, HANDSHAKE_FRAME_BYTES).await.expect("sent");
+            let reply: Msg = read_header(&mut a, HANDSHAKE_FRAME_BYTES).await.expect("a challenge");
+            assert!(matches!(reply, Msg::Challenge { ref name, challenge, .. } if name == "n2" && challenge == [2; 32]), "{reply:?}");
+            // A guess is refused with no proof in return.
+            write_header(&mut a, &Msg::Proof { proof: vec![0; 32] }, HANDSHAKE_FRAME_BYTES).await.expect("sent");
+            let reply: Msg = read_header(&mut a, HANDSHAKE_FRAME_BYTES).await.expect("a refusal");
+            assert!(matches!(reply, Msg::Refused { .. }), "{reply:?}");
+        };
+        let (accepted, ()) = tokio::join!(accept(&mut b, "n2", &s, [2; 32]), probe);
+        assert!(matches!(accepted, Err(HandshakeError::BadSecret { .. })), "{accepted:?}");
+    }
+
+    #[tokio::test]
+    async fn a_dialer_refuses_a_node_it_did_not_expect_before_proving() {
+        let (mut a, mut b) = tokio::io::duplex(8192);
+        let s = secret(SECRET);
+        let dialer = async {
+            let r = dial_expecting(&mut a, "n1", 0, &s, [1; 32], DialKind::Connect, Some("n2")).await;
+            drop(a);
+            r
+        };
+        let (accepted, dialed) = tokio::join!(accept(&mut b, "n3", &s, [2; 32]), dialer);
+        let err = dialed.expect_err("wrong node");
+        assert!(matches!(err, HandshakeError::WrongPeer { ref expected, ref found } if expected == "n2" && found == "n3"), "{err}");
+        // The acceptor never got a proof.
+        assert!(matches!(accepted, Err(HandshakeError::Frame(_))), "{accepted:?}");
+    }
+
+    #[tokio::test]
+    async fn two_handshakes_with_other_challenges_get_other_keys() {
+        let keys = |c: u8| async move {
+            let (mut a, mut b) = tokio::io::duplex(8192);
+            let s = secret(SECRET);
+            let (accepted, dialed) = tokio::join!(accept(&mut b, "n2", &s, [c; 32]), dial(&mut a, "n1", &s, [1; 32]));
+            accepted.expect("accepted");
+            dialed.expect("dialed").keys
+        };
+        assert_ne!(keys(2).await, keys(3).await);
     }
 
     #[tokio::test]
     async fn another_protocol_version_is_refused_with_the_reason() {
         let (mut a, mut b) = tokio::io::duplex(8192);
-        let s = secret("the-shared-secret-0001");
+        let s = secret(SECRET);
         let bad_hello = Msg::Hello { protocol: 99, name: "old".into(), challenge: [0; 32], incarnation: 0 };
         let (sent, accepted) = tokio::join!(write_header(&mut a, &bad_hello, HANDSHAKE_FRAME_BYTES), accept(&mut b, "n2", &s, [2; 32]));
         sent.expect("sent");
@@ -309,7 +424,7 @@ mod tests {
         let (mut a, mut b) = tokio::io::duplex(8192);
         a.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.expect("write");
         drop(a);
-        let err = accept(&mut b, "n2", &secret("the-shared-secret-0001"), [2; 32]).await.expect_err("garbage");
+        let err = accept(&mut b, "n2", &secret(SECRET), [2; 32]).await.expect_err("garbage");
         assert!(matches!(err, HandshakeError::Frame(FrameError::TooLarge { .. } | FrameError::Malformed(_))), "{err}");
     }
 }

@@ -1,7 +1,8 @@
 //! Distribution for Foundation:
 //!
 //! - the wire: frames ([`frame`]), the cluster secret ([`secret`]), the
-//!   authenticated [`handshake`], optional mutual TLS ([`tls`]);
+//!   authenticated [`handshake`] and the sealed records after it ([`seal`]),
+//!   optional mutual TLS ([`tls`]);
 //! - the full mesh of nodes with heartbeats and up/down events ([`mesh`]),
 //!   its per-peer queues ([`outbox`]);
 //! - remote processes: send, links and monitors across nodes ([`remote`]),
@@ -43,6 +44,7 @@ pub mod mesh;
 pub mod outbox;
 pub mod remote;
 pub mod rpc;
+pub mod seal;
 pub mod secret;
 pub mod server;
 pub mod services;

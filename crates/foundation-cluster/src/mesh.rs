@@ -26,7 +26,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use foundation::rt::{BoxStream, Listener};
+use foundation::rt::BoxStream;
 use foundation::{Node, NodeId};
 use parking_lot::Mutex;
 use rand::RngCore;
@@ -35,8 +35,12 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use crate::frame::FRAME_BYTES_DEFAULT;
+mod accept;
 mod conn;
 mod error;
+
+pub use accept::{ACCEPT_BACKOFF_MAX, ACCEPT_BACKOFF_MIN, HANDSHAKES_MAX, REFUSAL_WINDOW, REFUSALS_LOGGED_PER_WINDOW};
+use accept::{accept_loop, dial};
 
 pub use conn::HANDOVER_MAX;
 use conn::{Lifecycle, run_conn};
@@ -177,6 +181,8 @@ pub(crate) struct Inner {
     /// Set by `shutdown`: accept nothing, dial nothing.
     closed: std::sync::atomic::AtomicBool,
     stop_accepting: tokio::sync::Notify,
+    /// Refused connections, counted per source (bounds the log).
+    refusals: Mutex<crate::log_limit::LogLimit>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -215,6 +221,7 @@ impl Cluster {
             incarnation,
             closed: Default::default(),
             stop_accepting: tokio::sync::Notify::new(),
+            refusals: Mutex::new(crate::log_limit::LogLimit::new(REFUSALS_LOGGED_PER_WINDOW, REFUSAL_WINDOW)),
         });
         if !inner.node.set_distribution(Arc::new(crate::remote::Dist(Arc::downgrade(&inner)))) {
             return Err(ClusterError::AlreadyDistributed { node: inner.config.name.clone() });
@@ -244,6 +251,7 @@ impl Cluster {
     }
 
     /// Subscribes to node up/down events from now on.
+    #[must_use = "events are delivered only to a receiver that is kept"]
     pub fn subscribe(&self) -> broadcast::Receiver<NodeEvent> {
         self.inner.events.subscribe()
     }
@@ -251,7 +259,20 @@ impl Cluster {
     /// Connects to the node at `addr` (and, through it, to the rest of the
     /// cluster); returns its name. Clears a previous `disconnect` of it.
     pub async fn connect(&self, addr: &str) -> Result<String, ClusterError> {
-        let name = dial(&self.inner, addr, DialKind::Connect).await?;
+        self.connect_expecting(addr, None).await
+    }
+
+    /// [`Cluster::connect`] to the node named `name` at `addr`: any other
+    /// node there is refused before this one proves anything to it
+    /// ([`crate::handshake::HandshakeError::WrongPeer`]). Use this whenever
+    /// the peer's name is known (a configured peer list), so that whoever
+    /// holds an address cannot pose as another member.
+    pub async fn connect_to(&self, name: &str, addr: &str) -> Result<(), ClusterError> {
+        self.connect_expecting(addr, Some(name)).await.map(drop)
+    }
+
+    async fn connect_expecting(&self, addr: &str, expected: Option<&str>) -> Result<String, ClusterError> {
+        let name = dial(&self.inner, addr, DialKind::Connect, expected).await?;
         if let Some(p) = self.inner.peers.lock().get_mut(&name) {
             p.manual = false;
         }
@@ -361,101 +382,6 @@ fn emit(inner: &Inner, event: NodeEvent) {
     let _ = inner.events.send(event);
 }
 
-fn challenge(inner: &Inner) -> [u8; 32] {
-    let mut c = [0u8; 32];
-    inner.node.rt().with_rng(|r| r.fill_bytes(&mut c));
-    c
-}
-
-async fn accept_loop(weak: std::sync::Weak<Inner>, listener: Box<dyn Listener>) {
-    loop {
-        let accepted = {
-            let Some(inner) = weak.upgrade() else { return };
-            let stop = inner.stop_accepting.notified();
-            tokio::select! {
-                a = listener.accept() => a,
-                _ = stop => return,
-            }
-        };
-        let Ok((stream, from)) = accepted else { continue };
-        let Some(inner) = weak.upgrade() else { return };
-        if inner.closed.load(std::sync::atomic::Ordering::SeqCst) {
-            return;
-        }
-        foundation::rt::spawn(async move {
-            let timeout = inner.config.connect_timeout;
-            let shake = async {
-                let mut stream = match &inner.config.tls {
-                    Some(tls) => tls.accept(stream).await.map_err(|e| e.to_string())?,
-                    None => stream,
-                };
-                // A peer this node disconnected stays out of the mesh's own
-                // re-dials until either side calls `connect`.
-                let admit = |peer: &str, kind: DialKind| {
-                    let mut peers = inner.peers.lock();
-                    if let Some(refused) = hash_taken(&inner.config.name, &peers, peer) {
-                        return Err(refused.to_string());
-                    }
-                    match peers.get_mut(peer) {
-                        Some(p) if p.manual && kind == DialKind::Redial => {
-                            Err(format!("{} disconnected from {peer}: no re-dial until a connect", inner.config.name))
-                        }
-                        Some(p) => {
-                            p.manual = false;
-                            Ok(())
-                        }
-                        None => Ok(()),
-                    }
-                };
-                let peer = handshake::accept_if(
-                    &mut stream,
-                    &inner.config.name,
-                    inner.incarnation,
-                    &inner.config.secret,
-                    challenge(&inner),
-                    admit,
-                )
-                .await
-                .map_err(|e| e.to_string())?;
-                Ok::<_, String>((peer, stream))
-            };
-            match foundation::rt::timeout(timeout, shake).await {
-                Ok(Ok((peer, stream))) => {
-                    // A collision is logged where it is found.
-                    let _ = established(&inner, peer, None, stream);
-                }
-                Ok(Err(e)) => tracing::warn!(node = %inner.config.name, %from, error = %e, "refused a connection"),
-                Err(_) => tracing::warn!(node = %inner.config.name, %from, "refused a connection: handshake timed out"),
-            }
-        });
-    }
-}
-
-async fn dial(inner: &Arc<Inner>, addr: &str, kind: DialKind) -> Result<String, ClusterError> {
-    if inner.closed.load(std::sync::atomic::Ordering::SeqCst) {
-        return Err(ClusterError::Connect { addr: addr.into(), reason: "this node has shut down".into() });
-    }
-    let net = inner.node.rt().network().clone();
-    let timeout = inner.config.connect_timeout;
-    let attempt = async {
-        let stream = net.connect(addr).await.map_err(|e| ClusterError::Connect { addr: addr.into(), reason: e.to_string() })?;
-        let mut stream = match &inner.config.tls {
-            Some(tls) => tls.dial(stream).await.map_err(|source| ClusterError::Tls { addr: addr.into(), source })?,
-            None => stream,
-        };
-        let peer = handshake::dial_as(&mut stream, &inner.config.name, inner.incarnation, &inner.config.secret, challenge(inner), kind)
-            .await
-            .map_err(|source| ClusterError::Handshake { addr: addr.into(), source })?;
-        Ok::<_, ClusterError>((peer, stream))
-    };
-    let (peer, stream) = foundation::rt::timeout(timeout, attempt)
-        .await
-        .map_err(|_| ClusterError::Connect { addr: addr.into(), reason: format!("no answer within {timeout:?}") })??;
-    let name = peer.name.clone();
-    established(inner, peer, Some(addr.to_owned()), stream)?;
-    Ok(name)
-}
-
 /// The node (this one, or a known peer) whose name has the same 32-bit hash
 /// as `peer`'s but another name: pids and routes could not tell them apart.
 fn hash_taken(me: &str, peers: &BTreeMap<String, Peer>, peer: &str) -> Option<ClusterError> {
@@ -470,7 +396,7 @@ fn hash_taken(me: &str, peers: &BTreeMap<String, Peer>, peer: &str) -> Option<Cl
 /// node's (checked here, under the peer table's lock, whichever side
 /// dialed).
 fn established(inner: &Arc<Inner>, peer: handshake::Peer, dialed: Option<String>, stream: BoxStream) -> Result<(), ClusterError> {
-    let handshake::Peer { name: peer, incarnation } = peer;
+    let handshake::Peer { name: peer, incarnation, keys } = peer;
     if peer == inner.config.name {
         tracing::warn!(node = %peer, "refused a connection to itself");
         return Ok(());
@@ -480,7 +406,7 @@ fn established(inner: &Arc<Inner>, peer: handshake::Peer, dialed: Option<String>
     }
     let we_dialed = dialed.is_some();
     let id = inner.next_conn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let (outbox, rx);
+    let (outbox, lanes);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
     let (ended_tx, ended_rx) = tokio::sync::oneshot::channel::<()>();
     let previous;
@@ -503,7 +429,7 @@ fn established(inner: &Arc<Inner>, peer: handshake::Peer, dialed: Option<String>
         // A connection that replaces one to the same incarnation continues
         // its session: replies to calls made on the old one still count.
         let session = entry.conn.as_ref().filter(|c| c.incarnation == incarnation).map_or(id, |c| c.outbox.session());
-        (outbox, rx) = Outbox::new(inner.config.frame_limit, session);
+        (outbox, lanes) = Outbox::new(inner.config.frame_limit, session);
         let old = entry.conn.replace(Conn { id, incarnation, outbox: outbox.clone(), stop: stop_tx, ended: Some(ended_rx) });
         let was_up = old.is_some();
         // The old connection is handed over: it sends what it has queued,
@@ -526,9 +452,9 @@ fn established(inner: &Arc<Inner>, peer: handshake::Peer, dialed: Option<String>
     }
     let (read, write) = tokio::io::split(stream);
     let lifecycle = Lifecycle { stop: stop_rx, previous, _ended: ended_tx };
-    foundation::rt::spawn(run_conn(inner.clone(), peer.clone(), (id, outbox.session()), read, write, rx, lifecycle));
+    foundation::rt::spawn(run_conn(inner.clone(), peer.clone(), (id, outbox.session()), keys, (read, write), lanes, lifecycle));
     // Tell the peer where we listen and whom we know, so it can complete the mesh.
-    let _ = outbox.try_push(&Wire::Peers { me: inner.addr.clone(), known: known_peers(inner) }, None);
+    let _ = outbox.try_push_control(&Wire::Peers { me: inner.addr.clone(), known: known_peers(inner) });
     if newly_up {
         emit(inner, NodeEvent::Up { node: peer });
     }
@@ -555,8 +481,7 @@ fn learn(inner: &Arc<Inner>, peer: &str, peer_addr: String, known: Vec<(String, 
         let to_dial = known
             .into_iter()
             .filter(|(name, _)| *name != inner.config.name && !peers.get(name).is_some_and(|p| p.conn.is_some() || p.manual))
-            .map(|(_, addr)| addr)
-            .collect::<Vec<String>>();
+            .collect::<Vec<(String, String)>>();
         (to_dial, news)
     };
     if news {
@@ -564,14 +489,14 @@ fn learn(inner: &Arc<Inner>, peer: &str, peer_addr: String, known: Vec<(String, 
         for (name, p) in inner.peers.lock().iter() {
             if let Some(c) = p.conn.as_ref().filter(|_| name != peer) {
                 // A full queue skips this update; the next one carries it.
-                let _ = c.outbox.try_push(&listing, None);
+                let _ = c.outbox.try_push_control(&listing);
             }
         }
     }
-    for addr in to_dial {
+    for (name, addr) in to_dial {
         let inner = inner.clone();
         foundation::rt::spawn(async move {
-            if let Err(e) = dial(&inner, &addr, DialKind::Redial).await {
+            if let Err(e) = dial(&inner, &addr, DialKind::Redial, Some(&name)).await {
                 tracing::warn!(node = %inner.config.name, %addr, error = %e, "could not join a peer learned from the mesh");
             }
         });
@@ -609,7 +534,7 @@ async fn redial_with_backoff(inner: Arc<Inner>, peer: String, addr: String) {
     for _ in 0..inner.config.redial_attempts {
         foundation::rt::sleep(delay).await;
         let still_wanted = inner.peers.lock().get(&peer).is_some_and(|p| p.conn.is_none() && !p.manual);
-        if !still_wanted || dial(&inner, &addr, DialKind::Redial).await.is_ok() {
+        if !still_wanted || dial(&inner, &addr, DialKind::Redial, Some(&peer)).await.is_ok() {
             return;
         }
         delay = (delay * 2).min(inner.config.backoff_max);

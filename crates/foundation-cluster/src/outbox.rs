@@ -1,11 +1,23 @@
-//! The bounded queue of frames towards one peer.
+//! The bounded queues of frames towards one peer: two lanes.
 //!
 //! A frame is encoded by the sender (on its own core), queued, and written
 //! by the connection's writer, which gathers small frames into large writes.
-//! The queue is bounded twice: by frames ([`PEER_QUEUE_FRAMES`]) and by bytes
-//! ([`PEER_QUEUE_BYTES`]). A peer that stops reading fills it; then
-//! `try_push` fails with `Full` and `push` waits, which is the backpressure a
-//! sending process feels.
+//!
+//! - **The data lane** carries what processes send each other: messages,
+//!   and the link, monitor and exit signals that must keep their order with
+//!   those messages (Erlang's per-pair order). It is bounded twice: by
+//!   frames ([`PEER_QUEUE_FRAMES`]) and by bytes ([`PEER_QUEUE_BYTES`]). A
+//!   peer that stops reading fills it; then `try_send` fails with `Full`
+//!   and `send` waits, which is the backpressure a sending process feels.
+//! - **The control lane** ([`Out::control`]) carries what the cluster
+//!   itself needs: RPC calls and replies (consensus rides on them), peer
+//!   lists. The writer always takes a control frame before a data frame,
+//!   so consensus and RPCs never wait behind user messages queued here;
+//!   heartbeats are made by the writer itself and never queue. It is
+//!   bounded by [`CONTROL_QUEUE_FRAMES`] and [`CONTROL_QUEUE_BYTES`].
+//!
+//! Nothing orders a control frame against a data frame: an RPC may
+//! overtake a message sent before it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,6 +28,11 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use crate::frame::HEADER_BYTES_MAX;
 use crate::mesh::{PEER_QUEUE_BYTES, PEER_QUEUE_FRAMES};
+
+/// Control frames queued for one peer's writer; past this, senders wait.
+pub const CONTROL_QUEUE_FRAMES: usize = 1024;
+/// Control bytes queued for one peer's writer; past this, senders wait.
+pub const CONTROL_QUEUE_BYTES: usize = 32 << 20;
 
 /// Why a frame was not queued.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -48,6 +65,8 @@ pub(crate) struct Out {
     /// Set once the writer takes the frame (its bytes may then reach the
     /// peer): how a call tells "never sent" from "maybe ran".
     sent: Option<Arc<AtomicBool>>,
+    /// In the control lane (see the module docs).
+    control: bool,
 }
 
 impl Out {
@@ -61,6 +80,14 @@ impl Out {
     pub fn payload_len(&self) -> usize {
         let header_len = self.frame.get(4..8).map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize);
         self.frame.len().saturating_sub(8 + header_len) + self.tail.len()
+    }
+
+    /// Puts the frame in the control lane: it goes before every data frame
+    /// queued (see the module docs).
+    #[must_use]
+    pub fn control(mut self) -> Self {
+        self.control = true;
+        self
     }
 
     /// Sets `flag` when the writer takes this frame.
@@ -104,14 +131,77 @@ pub(crate) fn encode<H: Serialize, P: Serialize + ?Sized>(
     }
     v[..4].copy_from_slice(&(total as u32).to_be_bytes());
     v[4..8].copy_from_slice(&(header_len as u32).to_be_bytes());
-    Ok(Out { frame: v, tail, permit: None, sent: None })
+    // Paired with `frame::next_frame`, which reads these two lengths back.
+    debug_assert_eq!(u32::from_be_bytes([v[0], v[1], v[2], v[3]]) as usize + 4, v.len() + tail.len());
+    debug_assert!(header_len <= total - 4);
+    Ok(Out { frame: v, tail, permit: None, sent: None, control: false })
 }
 
-/// The sending end of a peer's queue. Cheap to clone.
+/// One lane's queue: frames, and a budget of bytes.
 #[derive(Clone)]
-pub(crate) struct Outbox {
+struct Lane {
     tx: mpsc::Sender<Out>,
     bytes: Arc<Semaphore>,
+    bytes_max: usize,
+}
+
+impl Lane {
+    fn new(frames: usize, bytes_max: usize) -> (Self, mpsc::Receiver<Out>) {
+        let (tx, rx) = mpsc::channel(frames);
+        (Self { tx, bytes: Arc::new(Semaphore::new(bytes_max)), bytes_max }, rx)
+    }
+
+    fn cost(&self, out: &Out) -> u32 {
+        (out.frame.len() + out.tail.len()).min(self.bytes_max) as u32
+    }
+}
+
+/// Control frames the writer takes in a row while data frames wait; then
+/// one data frame goes, so that a flood of RPCs slows messages but never
+/// stops them.
+pub const CONTROL_BURST_MAX: u32 = 64;
+
+/// What the connection's writer takes frames from: both lanes.
+pub(crate) struct Lanes {
+    /// Control frames (taken first).
+    pub control: mpsc::Receiver<Out>,
+    /// Data frames.
+    pub data: mpsc::Receiver<Out>,
+    /// Control frames taken in a row.
+    burst: u32,
+}
+
+impl Lanes {
+    /// The next frame waiting, control first (up to [`CONTROL_BURST_MAX`]
+    /// in a row), without waiting.
+    pub fn try_recv(&mut self) -> Option<Out> {
+        if self.burst >= CONTROL_BURST_MAX {
+            // A burst is over: a waiting data frame goes now; with none
+            // waiting, the count starts again.
+            self.burst = 0;
+            if let Ok(o) = self.data.try_recv() {
+                return Some(o);
+            }
+        }
+        debug_assert!(self.burst < CONTROL_BURST_MAX, "data waits for at most a burst of control frames");
+        match self.control.try_recv() {
+            Ok(o) => {
+                self.burst += 1;
+                Some(o)
+            }
+            Err(_) => {
+                self.burst = 0;
+                self.data.try_recv().ok()
+            }
+        }
+    }
+}
+
+/// The sending end of a peer's queues. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Outbox {
+    data: Lane,
+    control: Lane,
     limit: usize,
     /// The session the connection belongs to: the id of the first of the
     /// connections between the same two incarnations (see `handshake`).
@@ -119,9 +209,10 @@ pub(crate) struct Outbox {
 }
 
 impl Outbox {
-    pub fn new(frame_limit: usize, session: u64) -> (Self, mpsc::Receiver<Out>) {
-        let (tx, rx) = mpsc::channel(PEER_QUEUE_FRAMES);
-        (Self { tx, bytes: Arc::new(Semaphore::new(PEER_QUEUE_BYTES)), limit: frame_limit, session }, rx)
+    pub fn new(frame_limit: usize, session: u64) -> (Self, Lanes) {
+        let (data, data_rx) = Lane::new(PEER_QUEUE_FRAMES, PEER_QUEUE_BYTES);
+        let (control, control_rx) = Lane::new(CONTROL_QUEUE_FRAMES, CONTROL_QUEUE_BYTES);
+        (Self { data, control, limit: frame_limit, session }, Lanes { control: control_rx, data: data_rx, burst: 0 })
     }
 
     /// The session of that connection.
@@ -129,8 +220,8 @@ impl Outbox {
         self.session
     }
 
-    fn cost(out: &Out) -> u32 {
-        (out.frame.len() + out.tail.len()).min(PEER_QUEUE_BYTES) as u32
+    fn lane(&self, out: &Out) -> &Lane {
+        if out.control { &self.control } else { &self.data }
     }
 
     /// Encodes a frame for this connection (checks the frame limit).
@@ -145,12 +236,14 @@ impl Outbox {
 
     /// Queues a frame if there is room now; if not, hands it back.
     pub fn try_send_or_keep(&self, mut out: Out) -> Result<(), (PushError, Out)> {
-        if self.tx.is_closed() {
+        let lane = self.lane(&out);
+        if lane.tx.is_closed() {
             return Err((PushError::Closed, out));
         }
-        let Ok(permit) = self.bytes.clone().try_acquire_many_owned(Self::cost(&out)) else { return Err((PushError::Full, out)) };
+        debug_assert!(lane.cost(&out) as usize <= lane.bytes_max, "a frame costs at most the lane's whole budget");
+        let Ok(permit) = lane.bytes.clone().try_acquire_many_owned(lane.cost(&out)) else { return Err((PushError::Full, out)) };
         out.permit = Some(permit);
-        self.tx.try_send(out).map_err(|e| match e {
+        lane.tx.try_send(out).map_err(|e| match e {
             mpsc::error::TrySendError::Full(mut o) => {
                 o.permit = None;
                 (PushError::Full, o)
@@ -161,13 +254,42 @@ impl Outbox {
 
     /// Queues a frame, waiting for room.
     pub async fn send(&self, mut out: Out) -> Result<(), PushError> {
-        let permit = self.bytes.clone().acquire_many_owned(Self::cost(&out)).await.map_err(|_| PushError::Closed)?;
+        let lane = self.lane(&out);
+        let permit = lane.bytes.clone().acquire_many_owned(lane.cost(&out)).await.map_err(|_| PushError::Closed)?;
         out.permit = Some(permit);
-        self.tx.send(out).await.map_err(|_| PushError::Closed)
+        lane.tx.send(out).await.map_err(|_| PushError::Closed)
     }
 
-    /// Encodes and queues a header-only frame if there is room now.
-    pub fn try_push<H: Serialize>(&self, header: &H, tail: Option<Bytes>) -> Result<(), PushError> {
-        self.try_send(self.encode(header, None::<&()>, tail.unwrap_or_default())?)
+    /// Queues a header-only control frame if there is room now.
+    pub fn try_push_control<H: Serialize>(&self, header: &H) -> Result<(), PushError> {
+        self.try_send(Out::header(header).control())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Control frames go first; under a flood of them, one data frame
+    /// goes after each burst of [`CONTROL_BURST_MAX`].
+    #[test]
+    fn control_goes_first_and_data_is_never_starved() {
+        let (outbox, mut lanes) = Outbox::new(1 << 20, 0);
+        for i in 0..3u32 {
+            outbox.try_send(Out::header(&("data", i))).expect("room");
+        }
+        for i in 0..(2 * CONTROL_BURST_MAX) {
+            outbox.try_send(Out::header(&("control", i)).control()).expect("room");
+        }
+        let mut order = Vec::new();
+        while let Some(o) = lanes.try_recv() {
+            order.push(o.control);
+        }
+        assert_eq!(order.len(), 3 + 2 * CONTROL_BURST_MAX as usize);
+        let burst = CONTROL_BURST_MAX as usize;
+        assert!(order[..burst].iter().all(|c| *c), "a burst of control first");
+        assert!(!order[burst], "then one data frame");
+        assert!(order[burst + 1..2 * burst + 1].iter().all(|c| *c));
+        assert!(!order[2 * burst + 1] && !order[2 * burst + 2], "the rest of the data once control is empty");
     }
 }

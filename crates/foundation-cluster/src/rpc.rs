@@ -298,7 +298,7 @@ pub(crate) fn on_frame(inner: &Arc<Inner>, peer: &str, session: u64, wire: RpcWi
             // Admitted (or refused) here, before a task exists for it.
             let Some(admitted) = Admitted::new(inner.clone()) else {
                 tracing::warn!(node = %inner.config.name, %peer, %name, id, "rpc refused: {RPC_SERVING_MAX} calls being served (Busy)");
-                let busy = crate::outbox::Out::header(&Wire::Rpc(RpcWire::Reply { id, outcome: Outcome::Busy }));
+                let busy = crate::outbox::Out::header(&Wire::Rpc(RpcWire::Reply { id, outcome: Outcome::Busy })).control();
                 // A full queue drops the refusal: the caller times out.
                 if let Some(outbox) = inner.route_to(peer).filter(|o| o.session() == session) {
                     let _ = outbox.try_send(busy);
@@ -331,7 +331,7 @@ pub(crate) fn on_frame(inner: &Arc<Inner>, peer: &str, session: u64, wire: RpcWi
                         crate::outbox::Out::header(&failed)
                     }
                 };
-                let _ = outbox.send(out).await;
+                let _ = outbox.send(out.control()).await;
             });
         }
         RpcWire::Reply { id, outcome } => {
@@ -435,7 +435,7 @@ impl Cluster {
             // Taken out again however the call ends, so the map stays bounded.
             let _forget = Forget { inner, id };
             let header = Wire::Rpc(RpcWire::Call { id, name: name.to_owned(), ctx: crate::remote::wire_context() });
-            let mut out = outbox.encode(&header, None::<&()>, payload).map_err(|e| RpcError::Send(e.to_string()))?;
+            let mut out = outbox.encode(&header, None::<&()>, payload).map_err(|e| RpcError::Send(e.to_string()))?.control();
             out.track(sent.clone());
             let call = async {
                 outbox.send(out).await.map_err(|e| match e {

@@ -24,6 +24,7 @@ use foundation::rt::{Rt, RtConfig};
 use foundation::{Node, NodeConfig};
 use serde::{Deserialize, Serialize};
 
+use crate::admin::{AdminConfig, AdminToken};
 use crate::consensus::{Consensus, ConsensusConfig, ConsensusError, DiskFaults, Member, MemoryDisk, NodeId, Storage};
 use crate::mesh::{Cluster, ClusterConfig, ClusterError, NodeEvent};
 use crate::secret::ClusterSecret;
@@ -113,6 +114,9 @@ pub struct ServerConfig {
     pub listen: String,
     /// Admin HTTP address, if any.
     pub http: Option<String>,
+    /// Who may drive the admin API: with `http`, a token (or the data
+    /// directory's `admin.token`) is required; the default has none.
+    pub admin: AdminConfig,
     /// Initial peers.
     pub peers: Vec<PeerSpec>,
     /// Data directory (durable state); `None` keeps everything in memory.
@@ -200,7 +204,7 @@ pub fn private_dir(dir: &Path) -> std::io::Result<()> {
 
 /// Writes `file` whole or not at all: a temporary file (0600) written and
 /// synced, renamed over it, and the directory synced.
-fn write_atomically(file: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_atomically(file: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = file.with_extension("tmp");
@@ -261,6 +265,7 @@ pub(crate) struct ServerInner {
     pub config: Option<ConfigService>,
     pub registry: Option<Registry>,
     pub http_addr: Option<String>,
+    pub admin_token_file: Option<PathBuf>,
     pub stop: tokio::sync::watch::Sender<bool>,
 }
 
@@ -299,7 +304,7 @@ impl Server {
         // stop now, before touching any data. (Peers not up yet are dialed
         // again in the background.)
         for peer in &config.peers {
-            if let Err(ClusterError::Handshake { source, .. }) = cluster.connect(&peer.addr).await {
+            if let Err(ClusterError::Handshake { source, .. }) = cluster.connect_to(&peer.name, &peer.addr).await {
                 let secret_refused = matches!(&source, crate::handshake::HandshakeError::BadSecret { .. })
                     || matches!(&source, crate::handshake::HandshakeError::Refused(why) if why.contains("secret"));
                 if secret_refused {
@@ -355,34 +360,28 @@ impl Server {
             registry: consensus.clone().filter(|_| wants(Service::Registry)).map(|c| Registry::new(c, cluster.node().clone())),
             consensus,
             http_addr: None,
+            admin_token_file: None,
             stop,
         };
         let mut serving = None;
         if let Some(addr) = &config.http {
-            match crate::admin::bind(addr).await {
-                Ok((bound, serve)) => {
-                    inner.http_addr = Some(bound);
+            match crate::admin::bind(addr, &config.admin, config.data_dir.as_deref()).await {
+                Ok(serve) => {
+                    inner.http_addr = Some(serve.addr().to_owned());
+                    inner.admin_token_file = serve.token_file().map(Path::to_owned);
                     serving = Some(serve);
                 }
-                Err(reason) => {
+                Err(e) => {
                     if let Some(c) = &inner.consensus {
                         c.shutdown().await;
                     }
-                    return Err(ServerError::Http { addr: addr.clone(), reason });
+                    return Err(e);
                 }
             }
         }
         let app = Self { inner: Arc::new(inner) };
         if let Some(serve) = serving {
-            let mut stopped = app.inner.stop.subscribe();
-            let router = crate::admin::router(app.clone());
-            foundation::rt::spawn(async move {
-                let _ = serve
-                    .serve(router, async move {
-                        let _ = stopped.wait_for(|s| *s).await;
-                    })
-                    .await;
-            });
+            serve.start(app.clone(), app.inner.stop.subscribe());
         }
         app.begin(config, fresh);
         Ok(app)
@@ -397,7 +396,7 @@ impl Server {
             foundation::rt::spawn(async move {
                 let mut delay = Duration::from_millis(50);
                 while !cluster.peers().contains(&peer.name) && !*stop.borrow() {
-                    if let Err(e) = cluster.connect(&peer.addr).await {
+                    if let Err(e) = cluster.connect_to(&peer.name, &peer.addr).await {
                         tracing::debug!(peer = %peer.name, error = %e, "peer not reachable yet");
                     }
                     tokio::select! {
@@ -501,6 +500,11 @@ impl Server {
         self.inner.http_addr.as_deref()
     }
 
+    /// The data directory's admin token file, when the token is kept there.
+    pub fn admin_token_file(&self) -> Option<&Path> {
+        self.inner.admin_token_file.as_deref()
+    }
+
     /// Stops the admin API, the consensus member (closing its data
     /// directory) and the mesh.
     pub async fn shutdown(&self) {
@@ -526,19 +530,26 @@ pub struct DistributedConfig {
     pub data_dir: Option<PathBuf>,
     /// LAN consensus timers.
     pub lan: bool,
-    /// Serve each node's admin HTTP API (on a loopback port).
+    /// Serve each node's admin HTTP API (on a loopback port, under one
+    /// new token: [`DistributedCluster::admin_token`]).
     pub http: bool,
 }
 
 /// Nodes started together in this process, on loopback.
 pub struct DistributedCluster {
     servers: Vec<Server>,
+    admin_token: Option<AdminToken>,
 }
 
 impl DistributedCluster {
     /// The nodes, in id order.
     pub fn servers(&self) -> &[Server] {
         &self.servers
+    }
+
+    /// The admin API's token, when the nodes serve it.
+    pub fn admin_token(&self) -> Option<&AdminToken> {
+        self.admin_token.as_ref()
     }
 
     /// Waits until every node with coordination reports `operational`.
@@ -603,6 +614,7 @@ async fn start_on_free_ports(config: &DistributedConfig) -> Result<DistributedCl
         probes.push(probe);
     }
     drop(probes);
+    let admin_token = config.http.then(AdminToken::generate).transpose().map_err(|e| ServerError::Config(e.to_string()))?;
     let name = |i: usize| format!("node{}", i + 1);
     let mut servers = Vec::new();
     for i in 0..config.nodes {
@@ -615,6 +627,7 @@ async fn start_on_free_ports(config: &DistributedConfig) -> Result<DistributedCl
             name: name(i),
             listen: format!("127.0.0.1:{}", ports[i]),
             http: config.http.then(|| "127.0.0.1:0".to_owned()),
+            admin: AdminConfig { token: admin_token.clone(), ..AdminConfig::default() },
             peers,
             data_dir: config.data_dir.as_ref().map(|d| d.join(name(i))),
             secret: config.secret.clone(),
@@ -638,5 +651,5 @@ async fn start_on_free_ports(config: &DistributedConfig) -> Result<DistributedCl
             }
         }
     }
-    Ok(DistributedCluster { servers })
+    Ok(DistributedCluster { servers, admin_token })
 }

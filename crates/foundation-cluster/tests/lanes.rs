@@ -129,3 +129,43 @@ async fn a_sender_that_waits_for_room_loses_nothing_to_a_slower_remote_reader() 
     assert_eq!(b.dropped_messages(), 0, "remote messages dropped on the slow node");
     assert_eq!(sum.expect("every message arrived within 60 s").expect("the receiver ran"), N * (N - 1) / 2);
 }
+
+/// The control lane: an RPC queued after 48 MiB of messages to one peer
+/// is written before them. The messages and the call are queued while the
+/// path to the peer is held (a relay stops reading), so the order in which
+/// the writer takes them decides; then the path opens. The relay finds the
+/// call's name in the stream: with one FIFO (before the lanes) it came
+/// after all 48 MiB; now after at most what the socket buffers held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_rpc_overtakes_the_messages_queued_before_it() {
+    const FLOOD: usize = 48;
+    const MIB: u64 = 1 << 20;
+    let a = start("sender").await;
+    let b = start("receiver").await;
+    let (pause, paused) = tokio::sync::watch::channel(false);
+    let (via, call_at) = common::pausable_relay(b.addr().to_owned(), paused, b"overtaking-call").await;
+    a.connect_to("receiver", &via).await.expect("joins through the relay");
+    until("a sees b", || a.peers().len() == 1).await;
+    b.register_message::<bytes::Bytes>();
+    b.register_rpc("overtaking-call", |(): ()| async {});
+    // Processes that never read: what reached them stays in their mailboxes.
+    let sinks: Vec<_> =
+        (0..FLOOD).map(|_| b.node().spawn(|_ctx: foundation::Ctx<bytes::Bytes>| std::future::pending::<()>()).pid()).collect();
+    pause.send_replace(true);
+    // One 1 MiB message each (a `Bytes` payload is queued without a copy),
+    // inside each one's credit window: all of them are queued.
+    let payload = bytes::Bytes::from(vec![7u8; MIB as usize]);
+    for pid in &sinks {
+        a.send(*pid, payload.clone()).expect("queued");
+    }
+    let caller = a.clone();
+    let call = foundation::rt::spawn(async move { caller.rpc::<(), ()>("receiver", "overtaking-call", (), Duration::from_secs(30)).await });
+    // Let the writer fill the socket buffers and queue the call's frame.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    pause.send_replace(false);
+    call.await.expect("joined").expect("answered");
+    let at = call_at.lock().expect("not poisoned").expect("the relay saw the call");
+    assert!(at < FLOOD as u64 * MIB, "the call went out after all {FLOOD} MiB queued before it (at byte {at})");
+    let all = || sinks.iter().map(|p| b.node().process_info(*p).map_or(0, |i| i.mailbox_len)).sum::<usize>();
+    until("the messages arrive too", || all() == FLOOD).await;
+}

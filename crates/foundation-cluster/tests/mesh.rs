@@ -137,17 +137,38 @@ async fn garbage_and_oversized_frames_close_only_their_connection() {
         }
         other => panic!("expected rogue Down, got {other:?}"),
     }
-    // An authenticated peer whose frame header does not decode.
+    // An authenticated peer whose frame header does not decode (in a
+    // properly sealed record).
     let mut confused = foundation::rt::Network::connect(&net, a.addr()).await.expect("connect");
-    handshake::dial(&mut confused, "confused", &secret(), [5; 32]).await.expect("authenticated");
+    let peer = handshake::dial(&mut confused, "confused", &secret(), [5; 32]).await.expect("authenticated");
     assert_eq!(next_event(&mut ea).await, NodeEvent::Up { node: "confused".into() });
-    write_frame(&mut confused, &[0xff, 0xff, 0xff, 0xff], b"", 1 << 20).await.expect("written");
+    let mut frame = Vec::new();
+    write_frame(&mut frame, &[0xff, 0xff, 0xff, 0xff], b"", 1 << 20).await.expect("encoded");
+    let mut sealer = peer.keys.sealer();
+    sealer.push(&frame);
+    sealer.write(&mut confused, &[]).await.expect("written");
     match next_event(&mut ea).await {
         NodeEvent::Down { node, reason } => {
             assert_eq!(node, "confused");
             assert!(reason.contains("malformed"), "{reason}");
         }
         other => panic!("expected confused Down, got {other:?}"),
+    }
+    // An authenticated peer that sends a record with a forged tag.
+    let mut unsealed = foundation::rt::Network::connect(&net, a.addr()).await.expect("connect");
+    handshake::dial(&mut unsealed, "unsealed", &secret(), [6; 32]).await.expect("authenticated");
+    assert_eq!(next_event(&mut ea).await, NodeEvent::Up { node: "unsealed".into() });
+    let mut forged = Vec::new();
+    write_frame(&mut forged, &[0], b"", 1 << 20).await.expect("encoded");
+    unsealed.write_all(&(forged.len() as u32).to_be_bytes()).await.expect("written");
+    unsealed.write_all(&forged).await.expect("written");
+    unsealed.write_all(&[0u8; foundation_cluster::seal::TAG_BYTES]).await.expect("written");
+    match next_event(&mut ea).await {
+        NodeEvent::Down { node, reason } => {
+            assert_eq!(node, "unsealed");
+            assert!(reason.contains("authentication"), "{reason}");
+        }
+        other => panic!("expected unsealed Down, got {other:?}"),
     }
     // The others are untouched.
     assert_eq!(a.peers(), ["b", "c"]);

@@ -24,6 +24,7 @@ async fn three_servers() -> Vec<Server> {
             name: format!("r{}", i + 1),
             listen: format!("127.0.0.1:{}", ports[i]),
             http: None,
+            admin: Default::default(),
             peers,
             data_dir: None,
             secret: secret(),

@@ -30,6 +30,7 @@ async fn three_servers() -> Vec<Server> {
             name: format!("s{}", i + 1),
             listen: format!("127.0.0.1:{}", ports[i]),
             http: None,
+            admin: Default::default(),
             peers,
             data_dir: None,
             secret: secret(),
@@ -148,7 +149,9 @@ async fn start_distributed_cluster_runs_the_requested_services_only() {
         assert!(s.config().is_none() && s.telemetry().is_none() && s.registry().is_none());
         // Not running: the API says so, as JSON.
         let (code, body) =
-            foundation_cluster::admin::client::request(s.http_addr().expect("http"), "GET", "/metrics", b"").await.expect("answers");
+            foundation_cluster::admin::client::request(s.http_addr().expect("http"), cluster.admin_token(), "GET", "/metrics", b"")
+                .await
+                .expect("answers");
         assert_eq!(code, 404);
         assert!(body.contains("service_not_running"), "{body}");
     }

@@ -17,6 +17,7 @@ async fn a_subscription_task_ends_when_its_receiver_drops() {
         name: "s1".into(),
         listen: format!("127.0.0.1:{port}"),
         http: None,
+        admin: Default::default(),
         peers: Vec::new(),
         data_dir: None,
         secret: secret(),

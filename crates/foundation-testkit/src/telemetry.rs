@@ -20,6 +20,7 @@ pub struct CapturedEvent {
 
 /// Events captured from a [`Telemetry`] hub while this lives (dropping it
 /// detaches the handler).
+#[must_use = "the capture ends when it is dropped"]
 pub struct TelemetryCapture {
     telemetry: Telemetry,
     id: HandlerId,

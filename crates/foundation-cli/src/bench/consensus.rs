@@ -24,6 +24,7 @@ pub fn benches() -> Vec<Bench> {
         Bench { name: "consensus.commit_p99", unit: "ms", target: "<= 10 (etcd: 34)", run: commit_p99, warmup: true },
         Bench { name: "consensus.failover", unit: "ms", target: "<= 500 (etcd: 1300)", run: failover, warmup: false },
         Bench { name: "consensus.failover_lan", unit: "ms", target: "<= 100 (etcd, 10/100 ms: 114)", run: failover_lan, warmup: false },
+        Bench { name: "cluster.commit_p99_stalled_consumer", unit: "x idle p99", target: "<= 2", run: stalled_consumer, warmup: false },
         Bench { name: "disk.fdatasync_per_s", unit: "ops/s", target: "- (the ceiling)", run: fdatasync, warmup: false },
     ]
 }
@@ -162,6 +163,59 @@ fn commit_p99(sizes: &Sizes, h: &Harness) -> anyhow::Result<f64> {
         let (_, mut latencies) = load(h, &g, ops).await?;
         g.stop().await;
         Ok(foundation_testkit::load::p99(&mut latencies).as_secs_f64() * 1e3)
+    })
+}
+
+/// Commit p99 while a process on a follower never reads and the leader's
+/// node floods it (with `send_wait`: the sender honours the credit
+/// window), over the p99 of the same load without the flood, in the same
+/// group: idle, flooded, idle, flooded. Both p99s go to stderr.
+fn stalled_consumer(sizes: &Sizes, h: &Harness) -> anyhow::Result<f64> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let ops = sizes.pick(16_000, 1_600);
+    h.driver.block_on(async {
+        let g = group(h, ConsensusConfig::new).await?;
+        let li = g.leader()?;
+        let (leader, follower) = (g.nodes[li].clone(), g.nodes[(li + 1) % 3].clone());
+        follower.register_message::<bytes::Bytes>();
+        let stuck = follower.node().spawn(|_ctx: foundation::Ctx<bytes::Bytes>| std::future::pending::<()>()).pid();
+        let payload = bytes::Bytes::from(vec![1u8; 16 << 10]);
+        let (mut idle, mut flooded, mut total_sent) = (Vec::new(), Vec::new(), 0u64);
+        for _ in 0..2 {
+            idle.extend(load(h, &g, ops).await?.1);
+            let stop = Arc::new(AtomicBool::new(false));
+            let (flooder, stop_flood, payload) = (leader.clone(), stop.clone(), payload.clone());
+            let flood = foundation::rt::spawn(async move {
+                let mut sent = 0u64;
+                while !stop_flood.load(Ordering::Relaxed) {
+                    // Waits while the window is shut: the never-reading
+                    // process holds it shut once it has filled.
+                    let wait = tokio::time::timeout(Duration::from_millis(50), flooder.send_wait(stuck, payload.clone()));
+                    match wait.await {
+                        Ok(Ok(())) => sent += 1,
+                        Ok(Err(e)) => return Err(e),
+                        Err(_) => {}
+                    }
+                }
+                Ok(sent)
+            });
+            flooded.extend(load(h, &g, ops).await?.1);
+            stop.store(true, Ordering::Relaxed);
+            let sent = flood.await.context("the flood panicked")?.context("flooding")?;
+            total_sent += sent;
+        }
+        g.stop().await;
+        // The first round fills the process's mailbox and window; after
+        // that the flood waits on a shut window, as it should.
+        anyhow::ensure!(total_sent > 0, "the flood sent nothing");
+        let (idle, flooded) = (foundation_testkit::load::p99(&mut idle), foundation_testkit::load::p99(&mut flooded));
+        eprintln!(
+            "  cluster.commit_p99_stalled_consumer: idle p99 {:.2} ms, flooded p99 {:.2} ms",
+            idle.as_secs_f64() * 1e3,
+            flooded.as_secs_f64() * 1e3
+        );
+        Ok(flooded.as_secs_f64() / idle.as_secs_f64())
     })
 }
 

@@ -327,6 +327,7 @@ impl Consensus {
 
     /// Keys changed by commands applied here from now on (a bounded
     /// broadcast: a watcher that falls behind skips ahead and is told).
+    #[must_use = "changes are delivered only to a receiver that is kept"]
     pub fn changes(&self) -> tokio::sync::broadcast::Receiver<String> {
         self.inner.changes.subscribe()
     }

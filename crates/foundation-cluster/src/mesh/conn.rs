@@ -1,7 +1,8 @@
-//! One connection's task: the writer (batched frames and heartbeats), the
-//! reader (frames to the remote and RPC layers, never waiting on a local
-//! process), the watchdog (silence, and a handover's deadline), and how it
-//! ends: cut at once, or handed over to the connection that replaced it.
+//! One connection's task: the writer (frames and heartbeats, batched into
+//! sealed records), the reader (verifies each record, then hands its frames
+//! to the remote and RPC layers, never waiting on a local process), the
+//! watchdog (silence, and a handover's deadline), and how it ends: cut at
+//! once, or handed over to the connection that replaced it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,11 +10,11 @@ use std::time::Duration;
 
 use foundation::rt::BoxStream;
 use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio::sync::mpsc;
 
 use super::{Inner, READ_BUFFER_BYTES, WRITE_BATCH_BYTES, Wire, connection_lost, learn};
-use crate::frame::{FrameError, decode_header, read_frame};
-use crate::outbox::Out;
+use crate::frame::{FrameError, decode_header, next_frame};
+use crate::outbox::{Lanes, Out};
+use crate::seal::{COPY_TAIL_BYTES_MAX, SessionKeys};
 
 /// How long a replaced connection may take to hand over: the peer's side
 /// closes once it has installed the replacing connection too.
@@ -33,9 +34,9 @@ pub(super) async fn run_conn(
     inner: Arc<Inner>,
     peer: String,
     (id, session): (u64, u64),
-    read: ReadHalf<BoxStream>,
-    mut write: WriteHalf<BoxStream>,
-    mut out: mpsc::Receiver<Out>,
+    keys: SessionKeys,
+    (read, mut write): (ReadHalf<BoxStream>, WriteHalf<BoxStream>),
+    mut out: Lanes,
     lifecycle: Lifecycle,
 ) {
     let Lifecycle { stop, previous, _ended } = lifecycle;
@@ -52,25 +53,25 @@ pub(super) async fn run_conn(
     let handing_over = std::sync::atomic::AtomicBool::new(false);
     let writer = async {
         let mut beat = tokio::time::interval(tick);
-        let mut buf = Vec::with_capacity(WRITE_BATCH_BYTES);
+        let mut sealer = keys.sealer();
         let mut stop = stop;
         loop {
+            // Control frames first (see `outbox.rs`).
             let first = tokio::select! {
+                biased;
+                frame = out.control.recv() => match frame { Some(f) => f, None => return "closed".to_owned() },
                 _ = beat.tick() => Out::header(&Wire::Heartbeat),
-                frame = out.recv() => match frame { Some(f) => f, None => return "closed".to_owned() },
+                frame = out.data.recv() => match frame { Some(f) => f, None => return "closed".to_owned() },
                 stopped = &mut stop => match stopped {
                     Err(_) => return "disconnected".to_owned(),
                     Ok(()) => {
                         handing_over.store(true, Ordering::Relaxed);
                         // What was queued goes out, then our side closes:
                         // the peer reads it all, then the end.
-                        while let Ok(o) = out.try_recv() {
+                        while let Some(o) = out.try_recv() {
                             o.mark_sent();
-                            let written = async {
-                                write.write_all(&o.frame).await?;
-                                write.write_all(&o.tail).await
-                            };
-                            if let Err(e) = written.await {
+                            sealer.push(&o.frame);
+                            if let Err(e) = sealer.write(&mut write, &o.tail).await {
                                 return format!("write failed during handover: {e}");
                             }
                             o.release();
@@ -81,36 +82,33 @@ pub(super) async fn run_conn(
                     }
                 },
             };
-            // Under load, many frames go out in one write.
+            // Under load, many frames go out in one record and one write;
+            // a frame with a large raw payload ends its record (the payload
+            // is hashed and written where it lies, not copied), a small one
+            // is copied in.
             let mut next = Some(first);
             while let Some(o) = next.take() {
                 o.mark_sent();
-                buf.extend_from_slice(&o.frame);
-                if !o.tail.is_empty() {
-                    let written = async {
-                        write.write_all(&buf).await?;
-                        write.write_all(&o.tail).await
-                    };
-                    if let Err(e) = written.await {
+                sealer.push(&o.frame);
+                if o.tail.len() > COPY_TAIL_BYTES_MAX {
+                    if let Err(e) = sealer.write(&mut write, &o.tail).await {
                         return format!("write failed: {e}");
                     }
-                    buf.clear();
+                } else {
+                    sealer.push(&o.tail);
                 }
                 o.release();
-                if buf.len() < WRITE_BATCH_BYTES {
-                    next = out.try_recv().ok();
+                if sealer.pending() < WRITE_BATCH_BYTES {
+                    next = out.try_recv();
                 }
             }
-            let flushed = async {
-                write.write_all(&buf).await?;
-                write.flush().await
-            };
-            if let Err(e) = flushed.await {
+            if sealer.pending() > 0
+                && let Err(e) = sealer.write(&mut write, &[]).await
+            {
                 return format!("write failed: {e}");
             }
-            buf.clear();
-            if buf.capacity() > 4 * WRITE_BATCH_BYTES {
-                buf.shrink_to(WRITE_BATCH_BYTES);
+            if let Err(e) = write.flush().await {
+                return format!("write failed: {e}");
             }
         }
     };
@@ -121,19 +119,28 @@ pub(super) async fn run_conn(
             hear();
         }
         let mut read = tokio::io::BufReader::with_capacity(READ_BUFFER_BYTES, read);
+        // A record holds at most a batch plus the frame that ended it.
+        let mut opener = keys.opener(limit.saturating_add(WRITE_BATCH_BYTES));
         loop {
-            let frame = match read_frame(&mut read, limit).await {
+            let mut record = match opener.read(&mut read).await {
                 Err(FrameError::Closed) => return "connection closed".to_owned(),
                 Err(e) => return format!("{e}"),
-                Ok(f) => f,
+                Ok(r) => r,
             };
             hear();
-            match decode_header::<Wire>(&frame.header) {
-                Ok(Wire::Heartbeat) => {}
-                Ok(Wire::Peers { me, known }) => learn(&inner, &peer, me, known),
-                Ok(Wire::Proc(p)) => crate::remote::on_frame(&inner, &peer, p, frame.payload),
-                Ok(Wire::Rpc(r)) => crate::rpc::on_frame(&inner, &peer, session, r, frame.payload),
-                Err(e) => return format!("{e}"),
+            loop {
+                let frame = match next_frame(&mut record, limit) {
+                    Ok(Some(f)) => f,
+                    Ok(None) => break,
+                    Err(e) => return format!("{e}"),
+                };
+                match decode_header::<Wire>(&frame.header) {
+                    Ok(Wire::Heartbeat) => {}
+                    Ok(Wire::Peers { me, known }) => learn(&inner, &peer, me, known),
+                    Ok(Wire::Proc(p)) => crate::remote::on_frame(&inner, &peer, p, frame.payload),
+                    Ok(Wire::Rpc(r)) => crate::rpc::on_frame(&inner, &peer, session, r, frame.payload),
+                    Err(e) => return format!("{e}"),
+                }
             }
         }
     };

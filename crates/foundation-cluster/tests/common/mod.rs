@@ -75,3 +75,56 @@ pub async fn mesh_of(names: [&str; 3]) -> (Cluster, Cluster, Cluster) {
     }
     (a, b, c)
 }
+
+/// A byte-for-byte relay on a free loopback port towards `target`; while
+/// `paused` holds `true` it stops reading from the dialer, so what the
+/// dialer writes piles up in its socket buffers and then in its own queues.
+/// It also watches the dialer's bytes for `marker` (records are sealed,
+/// not encrypted) and keeps the offset of its first appearance.
+pub async fn pausable_relay(
+    target: String,
+    paused: tokio::sync::watch::Receiver<bool>,
+    marker: &'static [u8],
+) -> (String, std::sync::Arc<std::sync::Mutex<Option<u64>>>) {
+    use foundation::rt::Network;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = foundation::rt::TokioNetwork.bind("127.0.0.1:0").await.expect("binds");
+    let addr = listener.local_addr().expect("addr");
+    let found = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let seen = found.clone();
+    foundation::rt::spawn(async move {
+        while let Ok((from, _)) = listener.accept().await {
+            let Ok(to) = foundation::rt::TokioNetwork.connect(&target).await else { continue };
+            let ((mut fr, mut fw), (mut tr, mut tw)) = (tokio::io::split(from), tokio::io::split(to));
+            let (mut paused, seen) = (paused.clone(), seen.clone());
+            foundation::rt::spawn(async move {
+                let (mut buf, mut offset, mut window) = (vec![0u8; 64 << 10], 0u64, Vec::new());
+                loop {
+                    let open = paused.wait_for(|p| !p).await.map(|_| ()).is_ok();
+                    if !open {
+                        return;
+                    }
+                    let n = match fr.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    // The marker may straddle two reads: search the tail of the last one too.
+                    let keep = window.len();
+                    window.extend_from_slice(&buf[..n]);
+                    if let Some(at) = window.windows(marker.len()).position(|w| w == marker) {
+                        seen.lock().expect("not poisoned").get_or_insert(offset + at as u64 - keep as u64);
+                    }
+                    offset += n as u64;
+                    window.drain(..window.len().saturating_sub(marker.len()));
+                    if tw.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            foundation::rt::spawn(async move {
+                let _ = tokio::io::copy(&mut tr, &mut fw).await;
+            });
+        }
+    });
+    (addr, found)
+}

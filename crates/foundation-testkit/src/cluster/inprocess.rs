@@ -129,6 +129,7 @@ where
                 name: node_name(i),
                 listen: addrs[i].clone(),
                 http: None,
+                admin: Default::default(),
                 peers: (0..spec.nodes)
                     .filter(|j| *j != i)
                     .map(|j| PeerSpec { id: j as u64 + 1, name: node_name(j), addr: addrs[j].clone() })

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use foundation::rt::net::{BoxFuture, BoxStream, Listener, Network};
-use foundation::rt::{Clock, RtConfig};
+use foundation::rt::{Clock, Entropy, RtConfig};
 use foundation::{Node, NodeConfig};
 use foundation_cluster::consensus::MemoryDisk;
 use foundation_cluster::mesh::{Cluster, ClusterConfig};
@@ -226,6 +226,8 @@ fn sim_rt(seed: u64) -> RtConfig {
         seed,
         clock: Clock::Simulated { epoch, start: tokio::time::Instant::now() },
         network: Arc::new(TurmoilNetwork),
+        // Handshake challenges from the seed: a run replays exactly.
+        entropy: Entropy::Seeded,
         ..RtConfig::default()
     }
 }
@@ -240,6 +242,7 @@ fn server_config(spec: &ClusterSpec, i: usize, disk: &MemoryDisk) -> ServerConfi
         name: node_name(i),
         listen: format!("{}:{PORT}", node_name(i)),
         http: None,
+        admin: Default::default(),
         peers,
         data_dir: None,
         secret: secret(),

@@ -41,8 +41,8 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use parking_lot::Mutex;
-use rand::SeedableRng;
 use rand::rngs::StdRng;
+use rand::{RngCore, SeedableRng};
 
 pub use net::{BoxStream, Listener, Network, TokioNetwork};
 pub use sched::SchedulerPool;
@@ -95,6 +95,7 @@ pub fn spawn_locally() -> SpawnLocally {
 /// The guard of [`spawn_locally`]; dropping it restores what `spawn` did
 /// before on this thread.
 #[derive(Debug)]
+#[must_use = "spawning is local only while the guard is held"]
 pub struct SpawnLocally {
     before: bool,
 }
@@ -145,6 +146,17 @@ pub enum Spawner {
     Pool(Arc<SchedulerPool>),
 }
 
+/// Where unpredictable bytes (handshake challenges, tokens) come from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Entropy {
+    /// The OS CSPRNG (`getrandom`): what every real node uses.
+    #[default]
+    Os,
+    /// The node's seeded RNG: for simulations, so that a seed replays its
+    /// handshakes exactly. Predictable by design; never for a real network.
+    Seeded,
+}
+
 /// How to build an [`Rt`].
 #[derive(Clone)]
 pub struct RtConfig {
@@ -156,17 +168,24 @@ pub struct RtConfig {
     pub network: Arc<dyn Network>,
     /// Where processes run.
     pub spawner: Spawner,
+    /// Where [`Rt::fill_secure`] takes its bytes.
+    pub entropy: Entropy,
 }
 
 impl Default for RtConfig {
     fn default() -> Self {
-        Self { seed: 0, clock: Clock::Real, network: Arc::new(TokioNetwork), spawner: Spawner::Ambient }
+        Self { seed: 0, clock: Clock::Real, network: Arc::new(TokioNetwork), spawner: Spawner::Ambient, entropy: Entropy::Os }
     }
 }
 
 impl fmt::Debug for RtConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RtConfig").field("seed", &self.seed).field("clock", &self.clock).field("spawner", &self.spawner).finish()
+        f.debug_struct("RtConfig")
+            .field("seed", &self.seed)
+            .field("clock", &self.clock)
+            .field("spawner", &self.spawner)
+            .field("entropy", &self.entropy)
+            .finish()
     }
 }
 
@@ -186,6 +205,7 @@ struct RtInner {
     rng: Mutex<StdRng>,
     network: Arc<dyn Network>,
     spawner: Spawner,
+    entropy: Entropy,
 }
 
 impl fmt::Debug for Rt {
@@ -205,6 +225,7 @@ impl Rt {
             rng,
             network: config.network,
             spawner: config.spawner,
+            entropy: config.entropy,
         };
         Self { inner: Arc::new(inner) }
     }
@@ -268,8 +289,31 @@ impl Rt {
         f(&mut self.inner.rng.lock())
     }
 
+    /// Fills `buf` with unpredictable bytes: from the OS CSPRNG, or under
+    /// [`Entropy::Seeded`] from the node's seeded RNG (a simulation replays
+    /// them). Handshake challenges come from here, never from
+    /// [`Rt::with_rng`], whose seed is 0 unless one is given.
+    ///
+    /// ```
+    /// use foundation::rt::{Rt, RtConfig};
+    /// let rt = Rt::new(RtConfig::default());
+    /// let (mut a, mut b) = ([0u8; 32], [0u8; 32]);
+    /// rt.fill_secure(&mut a);
+    /// rt.fill_secure(&mut b);
+    /// assert_ne!(a, b);
+    /// ```
+    pub fn fill_secure(&self, buf: &mut [u8]) {
+        match self.inner.entropy {
+            // Without OS randomness a node cannot authenticate safely; that
+            // is a broken host, not an error to carry on from.
+            Entropy::Os => getrandom::fill(buf).expect("the OS CSPRNG is available"),
+            Entropy::Seeded => self.with_rng(|r| r.fill_bytes(buf)),
+        }
+    }
+
     /// A fresh RNG derived from the node's stream (for a component that wants
     /// its own, e.g. a backoff schedule), still determined by the seed.
+    #[must_use = "forking draws from the node's stream; an unused fork only shifts it"]
     pub fn fork_rng(&self) -> StdRng {
         self.with_rng(StdRng::from_rng)
     }

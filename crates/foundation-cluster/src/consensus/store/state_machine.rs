@@ -34,6 +34,7 @@ pub struct StateMachine {
 impl StateMachine {
     /// Wakes when a snapshot is due by bytes applied (see
     /// `ConsensusConfig::snapshot_log_bytes`); ends with the state machine.
+    #[must_use = "the signal reaches only a receiver that is kept"]
     pub fn snapshot_due(&self) -> tokio::sync::watch::Receiver<u64> {
         self.snapshot_due.subscribe()
     }
@@ -49,6 +50,7 @@ impl StateMachine {
     }
 
     /// Keys changed by commands applied from now on.
+    #[must_use = "changes are delivered only to a receiver that is kept"]
     pub fn changes(&self) -> tokio::sync::broadcast::Receiver<String> {
         self.changes.subscribe()
     }

@@ -9,20 +9,50 @@
 //! | `GET /metrics` | Prometheus text |
 //! | `GET /events` | the event store; filters `correlation_id`, `kind`, `since_ms`, `until_ms`, `limit` |
 //!
+//! # Who may call it
+//! Every request carries `Authorization: Bearer TOKEN` ([`token`]: the
+//! node's `--admin-token-file`, or `admin.token` in its data directory),
+//! else 401 `unauthorized` with `WWW-Authenticate: Bearer`. With
+//! [`AdminConfig::open_reads`], `GET /status` and `GET /metrics` need no
+//! token. A `Host` header that is not the bound address (or `localhost:PORT`
+//! on loopback) or a configured name gets 421 `misdirected`, token or not
+//! (DNS rebinding). Keys under the cluster services' prefixes
+//! ([`crate::services::KeySpace`]) get 403 `forbidden_prefix` on
+//! `/kv`: those services validate what they write.
+//!
+//! # Bounds (`admin/serve.rs`)
+//! A request head must arrive within [`HEADER_READ_TIMEOUT`] (also the
+//! idle bound between requests), a request finishes within
+//! [`HTTP_REQUEST_TIMEOUT`], at most [`ADMIN_CONNECTIONS_MAX`] connections
+//! and [`ADMIN_REQUESTS_MAX`] requests are served at once. Metric labels are
+//! the matched route template (`unmatched` for none) and one of
+//! [`METHOD_LABELS`]: a flood of odd paths or methods adds no series.
+//!
 //! Every error is JSON, `{"error": MESSAGE, "kind": KIND}`, with a 4xx for
-//! bad requests (400 malformed, 404, 405, 409, 413 too large) and a 5xx when
-//! the cluster cannot decide (503 no quorum or no leader, 504 outcome
-//! unknown: the write may still commit).
+//! bad requests (400 malformed, 401, 403, 404, 405, 409, 413 too large, 421)
+//! and a 5xx when the cluster cannot decide (503 no quorum, no leader, or
+//! overloaded, 504 outcome unknown: the write may still commit).
 //!
 //! Values are UTF-8 text on this API.
 
+pub mod client;
+mod guard;
+mod serve;
+pub mod token;
+
+pub use guard::{AdminConfig, OPEN_READS};
+pub use serve::{ADMIN_CONNECTIONS_MAX, ADMIN_REQUESTS_MAX, HEADER_BYTES_MAX, HEADER_READ_TIMEOUT, HTTP_REQUEST_TIMEOUT};
+pub use token::{AdminToken, TOKEN_FILE, TokenError};
+
 use std::collections::BTreeMap;
+use std::path::{Path as FsPath, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{MatchedPath, Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -31,30 +61,67 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::consensus::{Command, ConsensusError, PROPOSAL_BYTES_DEFAULT};
-use crate::server::{Server, Service, now_ms};
+use crate::server::{Server, ServerError, Service, now_ms};
+use crate::services::internal_prefix;
+use guard::Guard;
 
 /// How long a request waits for consensus.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest key.
 pub const KEY_BYTES_MAX: usize = 512;
 
-/// A bound admin listener.
-pub struct Serving(tokio::net::TcpListener);
+/// The method labels of the request counter; any other method counts as `other`.
+pub const METHOD_LABELS: [&str; 5] = ["GET", "PUT", "POST", "DELETE", "HEAD"];
+
+/// A bound admin listener, with its checks.
+pub struct Serving {
+    listener: tokio::net::TcpListener,
+    guard: Arc<Guard>,
+    addr: String,
+}
 
 impl Serving {
-    /// Serves `router` until `shutdown` resolves.
-    pub async fn serve(self, router: Router, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-        axum::serve(self.0, router).with_graceful_shutdown(shutdown).await
+    /// The address bound (port 0 resolved).
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// The data directory's token file, when the token came from there.
+    pub fn token_file(&self) -> Option<&FsPath> {
+        self.guard.token_file.as_deref()
+    }
+
+    /// Serves the API over `server` until `stop` turns true.
+    pub(crate) fn start(self, server: Server, stop: tokio::sync::watch::Receiver<bool>) {
+        let router = router(server, self.guard);
+        foundation::rt::spawn(serve::serve(self.listener, router, stop));
     }
 }
 
-/// Binds the admin address; returns the address bound (port 0 resolved).
-pub async fn bind(addr: &str) -> Result<(String, Serving), String> {
+/// The token `config` names: given, or the data directory's.
+fn resolve_token(config: &AdminConfig, data_dir: Option<&FsPath>) -> Result<(AdminToken, Option<PathBuf>), ServerError> {
+    match (&config.token, data_dir) {
+        (Some(token), _) => Ok((token.clone(), None)),
+        (None, Some(dir)) if config.token_in_data_dir => {
+            let (token, file) = AdminToken::in_data_dir(dir).map_err(|e| ServerError::Config(e.to_string()))?;
+            Ok((token, Some(file)))
+        }
+        _ => Err(ServerError::Config(
+            "the admin API needs a token: give one (--admin-token-file), or a data directory to keep admin.token in (--data-dir)".into(),
+        )),
+    }
+}
+
+/// Resolves the token and binds the admin address.
+pub async fn bind(addr: &str, config: &AdminConfig, data_dir: Option<&FsPath>) -> Result<Serving, ServerError> {
+    let (token, token_file) = resolve_token(config, data_dir)?;
+    let http = |reason: String| ServerError::Http { addr: addr.to_owned(), reason };
     // The admin API is the operator's door, not a simulated cluster path.
     #[allow(clippy::disallowed_methods)]
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| e.to_string())?;
-    let bound = listener.local_addr().map_err(|e| e.to_string())?.to_string();
-    Ok((bound, Serving(listener)))
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| http(e.to_string()))?;
+    let bound = listener.local_addr().map_err(|e| http(e.to_string()))?;
+    let guard = Arc::new(Guard::new(config, token, token_file, bound));
+    Ok(Serving { listener, guard, addr: bound.to_string() })
 }
 
 /// A JSON error response.
@@ -83,14 +150,18 @@ fn consensus_error(e: ConsensusError) -> Response {
     error(status, kind, e)
 }
 
-/// The error response for a bad key, if it is one.
+/// The error response for a bad key, if it is one: malformed (400), or
+/// under a service's prefix (403: write those through the service).
 fn bad_key(key: &str) -> Option<Response> {
-    (key.is_empty() || key.len() > KEY_BYTES_MAX || key.chars().any(char::is_control))
-        .then(|| error(StatusCode::BAD_REQUEST, "bad_key", format!("a key is 1..={KEY_BYTES_MAX} bytes without control characters")))
+    if key.is_empty() || key.len() > KEY_BYTES_MAX || key.chars().any(char::is_control) {
+        return Some(error(StatusCode::BAD_REQUEST, "bad_key", format!("a key is 1..={KEY_BYTES_MAX} bytes without control characters")));
+    }
+    internal_prefix(key)
+        .map(|p| error(StatusCode::FORBIDDEN, "forbidden_prefix", format!("keys under {p:?} belong to a cluster service; use another key")))
 }
 
-/// The admin routes over a running node.
-pub fn router(server: Server) -> Router {
+/// The admin routes over a running node, behind `guard`.
+fn router(server: Server, guard: Arc<Guard>) -> Router {
     Router::new()
         .route("/status", get(status))
         .route("/kv/{key}", get(kv_get).put(kv_put).delete(kv_delete))
@@ -101,13 +172,16 @@ pub fn router(server: Server) -> Router {
             error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this endpoint")
         })
         .layer(axum::extract::DefaultBodyLimit::max(PROPOSAL_BYTES_DEFAULT))
+        .layer(axum::middleware::from_fn_with_state(guard, guard::guard))
         .layer(axum::middleware::from_fn_with_state(server.clone(), count_requests))
         .with_state(server)
 }
 
+/// Counts every request, refused ones too, by bounded labels only: the
+/// route template, a method of [`METHOD_LABELS`] or `other`, the status.
 async fn count_requests(State(server): State<Server>, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    let route = req.uri().path().split('/').nth(1).unwrap_or("").to_owned();
-    let method = req.method().to_string();
+    let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |m| m.as_str()).to_owned();
+    let method = METHOD_LABELS.into_iter().find(|m| req.method().as_str() == *m).unwrap_or("other");
     let resp = next.run(req).await;
     if let Some(t) = server.telemetry() {
         let status = resp.status().as_u16().to_string();
@@ -260,26 +334,5 @@ async fn events(State(server): State<Server>, filter: Result<Query<EventFilter>,
     match filter {
         Ok(Query(f)) => axum::Json(events.query(&f)).into_response(),
         Err(e) => error(StatusCode::BAD_REQUEST, "bad_query", e.body_text()),
-    }
-}
-
-/// A small HTTP/1.1 client for the admin API (`foundation status`, tests).
-pub mod client {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    /// Sends `method path` (with `body`) to `addr`; returns the status code
-    /// and the body. One request per connection.
-    pub async fn request(addr: &str, method: &str, path: &str, body: &[u8]) -> Result<(u16, String), String> {
-        let net = foundation::rt::TokioNetwork;
-        let mut stream = foundation::rt::Network::connect(&net, addr).await.map_err(|e| format!("cannot reach {addr}: {e}"))?;
-        let head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n", body.len());
-        stream.write_all(head.as_bytes()).await.map_err(|e| e.to_string())?;
-        stream.write_all(body).await.map_err(|e| e.to_string())?;
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).await.map_err(|e| e.to_string())?;
-        let text = String::from_utf8_lossy(&raw);
-        let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| format!("not an HTTP response from {addr}"))?;
-        let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| format!("no status line from {addr}"))?;
-        Ok((status, body.to_owned()))
     }
 }
