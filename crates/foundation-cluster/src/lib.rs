@@ -37,6 +37,8 @@
 pub mod admin;
 pub mod consensus;
 pub mod frame;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod handshake;
 pub mod mesh;
 pub mod outbox;
