@@ -37,23 +37,24 @@ fn secret() -> ClusterSecret {
 }
 
 /// Runs `side` against a peer that writes `data`, then EOF, and drains what
-/// `side` writes until `side` drops its end.
-fn against_peer<F, Fut>(data: &[u8], side: F)
+/// `side` writes until `side` drops its end; returns that.
+fn against_peer<F, Fut>(data: &[u8], side: F) -> Vec<u8>
 where
     F: FnOnce(DuplexStream) -> Fut,
     Fut: Future<Output = ()>,
 {
     let (mut peer, ours) = tokio::io::duplex(LIMIT);
+    let mut sink = Vec::new();
     runtime().block_on(async {
         let peer = async {
             // The side may stop reading (and drop its end) at any point.
             let _ = peer.write_all(data).await;
             let _ = peer.shutdown().await;
-            let mut sink = Vec::new();
             let _ = peer.read_to_end(&mut sink).await;
         };
         tokio::join!(side(ours), peer);
     });
+    sink
 }
 
 /// Frames: [`read_frame`] over `data` as a stream, and [`next_frame`] over
@@ -136,7 +137,7 @@ fn accepted(data: &[u8]) -> bool {
     let secret = secret();
     let mut done = false;
     let (secret, out) = (&secret, &mut done);
-    against_peer(data, |mut s| async move {
+    let _ = against_peer(data, |mut s| async move {
         let admit = |name: &str, kind| if name == "n3" && kind == DialKind::Redial { Err("disconnected".to_owned()) } else { Ok(()) };
         *out = accept_if(&mut s, "n2", 22, secret, [2; 32], admit).await.is_ok();
     });
@@ -158,7 +159,7 @@ fn dialed(data: &[u8]) -> bool {
     let secret = secret();
     let mut done = false;
     let (secret, out) = (&secret, &mut done);
-    against_peer(data, |mut s| async move {
+    let _ = against_peer(data, |mut s| async move {
         *out = dial_expecting(&mut s, "n1", 11, secret, [1; 32], kind, expected).await.is_ok();
     });
     done

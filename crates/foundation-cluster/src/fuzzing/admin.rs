@@ -58,9 +58,37 @@ fn router() -> Router {
 
 /// Raw HTTP/1.1 request bytes (then EOF) into the admin router.
 pub fn admin(data: &[u8]) {
+    served(data);
+}
+
+/// [`admin`]; what the router answered.
+fn served(data: &[u8]) -> Vec<u8> {
     let router = router();
     against_peer(data, |io| async move {
         let service = TowerToHyperService::new(router);
-        let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(io), service).await;
-    });
+        // A client's EOF after its requests still gets their responses.
+        let mut http = hyper::server::conn::http1::Builder::new();
+        http.half_close(true);
+        let _ = http.serve_connection(TokioIo::new(io), service).await;
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_seed_requests_reach_the_router_and_get_their_answers() {
+        let answer = |request: &str| String::from_utf8_lossy(&served(request.as_bytes())).into_owned();
+        let status = answer(SEED_REQUESTS[0].1);
+        assert!(status.starts_with("HTTP/1.1 404") && status.contains("service_not_running"), "{status}");
+        // The status request above is counted.
+        let metrics = answer(SEED_REQUESTS[1].1);
+        assert!(metrics.starts_with("HTTP/1.1 200") && metrics.contains("foundation_http_requests_total"), "{metrics}");
+        let events = answer(SEED_REQUESTS[5].1);
+        assert!(events.starts_with("HTTP/1.1 200"), "{events}");
+        let pipelined = answer(SEED_REQUESTS[6].1);
+        assert_eq!(pipelined.matches("HTTP/1.1 404").count(), 2, "{pipelined}");
+        assert!(pipelined.contains("service_not_running") && pipelined.contains("no such endpoint"), "{pipelined}");
+    }
 }
