@@ -65,7 +65,7 @@ pub const CHALLENGE_BYTES: usize = 32;
 type Challenge = [u8; CHALLENGE_BYTES];
 
 #[derive(Serialize, Deserialize, Debug)]
-enum Msg {
+pub(crate) enum Msg {
     Hello {
         protocol: u32,
         name: String,

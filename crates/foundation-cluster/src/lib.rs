@@ -38,6 +38,8 @@
 pub mod admin;
 pub mod consensus;
 pub mod frame;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod handshake;
 pub mod log_limit;
 pub mod mesh;

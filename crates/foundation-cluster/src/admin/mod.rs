@@ -63,7 +63,7 @@ use serde_json::json;
 use crate::consensus::{Command, ConsensusError, PROPOSAL_BYTES_DEFAULT};
 use crate::server::{Server, ServerError, Service, now_ms};
 use crate::services::internal_prefix;
-use guard::Guard;
+pub(crate) use guard::Guard;
 
 /// How long a request waits for consensus.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -161,7 +161,7 @@ fn bad_key(key: &str) -> Option<Response> {
 }
 
 /// The admin routes over a running node, behind `guard`.
-fn router(server: Server, guard: Arc<Guard>) -> Router {
+pub(crate) fn router(server: Server, guard: Arc<Guard>) -> Router {
     Router::new()
         .route("/status", get(status))
         .route("/kv/{key}", get(kv_get).put(kv_put).delete(kv_delete))

@@ -49,6 +49,8 @@
 //! records a correct register of any size (the `check.*` benches).
 
 mod check;
+#[doc(hidden)]
+pub mod fuzzing;
 mod history;
 pub mod plant;
 mod prepare;
