@@ -44,26 +44,33 @@ pub(super) fn observe(inner: &Arc<Inner>) {
     let weak = Arc::downgrade(inner);
     foundation::rt::spawn(async move {
         let mut seen = Seen::default();
+        // One receiver for as long as its Raft lives: a fresh clone each
+        // round would see the current value as new and wake at once, and
+        // the loop would spin (it hung every simulated run).
+        let mut kept = None;
         loop {
             let (mut metrics, name) = {
                 let Some(inner) = weak.upgrade() else { return };
                 if inner.stopping.load(Ordering::Acquire) {
                     return;
                 }
-                (inner.current.read().raft.metrics(), inner.name.clone())
+                let metrics = kept.take().unwrap_or_else(|| inner.current.read().raft.metrics());
+                (metrics, inner.name.clone())
             };
             let now = Instant::now();
             let m = metrics.borrow_watched().clone();
             seen.review(&name, &m, now);
             tokio::select! {
                 changed = metrics.changed() => {
-                    // This Raft stopped (a storage reopening replaces it):
-                    // look again after a pause.
-                    if changed.is_err() {
-                        tokio::time::sleep(REVIEW_EVERY).await;
+                    if changed.is_ok() {
+                        kept = Some(metrics);
+                    } else {
+                        // This Raft stopped (a storage reopening replaces
+                        // it): look again, at the new one, after a pause.
+                        foundation::rt::sleep(REVIEW_EVERY).await;
                     }
                 }
-                _ = tokio::time::sleep(REVIEW_EVERY) => {}
+                _ = foundation::rt::sleep(REVIEW_EVERY) => kept = Some(metrics),
             }
         }
     });
