@@ -27,6 +27,9 @@ use tower::load_shed::LoadShedLayer;
 use tower::timeout::TimeoutLayer;
 
 use super::error;
+// The same backoff as the mesh's accept loop, after an accept error such
+// as EMFILE.
+use crate::mesh::{ACCEPT_BACKOFF_MAX, ACCEPT_BACKOFF_MIN};
 
 /// A connection must send a request's whole head within this, from its
 /// accept or from the end of its previous response (the idle bound).
@@ -40,10 +43,6 @@ pub const ADMIN_CONNECTIONS_MAX: usize = 1024;
 pub const ADMIN_REQUESTS_MAX: usize = 64;
 /// Largest request head (start line and headers).
 pub const HEADER_BYTES_MAX: usize = 16 * 1024;
-/// First wait after an accept error such as EMFILE (doubling to the max).
-const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
-/// Longest wait after accept errors.
-const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// The 503 for a request shed, or one past [`HTTP_REQUEST_TIMEOUT`].
 async fn refused(e: tower::BoxError) -> Response {
