@@ -55,8 +55,9 @@ use crate::frame::{FrameError, read_header, write_header};
 use crate::seal::SessionKeys;
 use crate::secret::ClusterSecret;
 
-/// The wire protocol version this build speaks.
-pub const PROTOCOL_VERSION: u32 = 3;
+/// The wire protocol version this build speaks (4: records carry a
+/// POLYVAL tag, `crate::mac`; 3 carried keyed BLAKE3).
+pub const PROTOCOL_VERSION: u32 = 4;
 /// Largest handshake frame (names are short).
 pub const HANDSHAKE_FRAME_BYTES: usize = 4096;
 /// Bytes of a challenge.

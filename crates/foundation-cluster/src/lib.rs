@@ -42,6 +42,7 @@ pub mod frame;
 pub mod fuzzing;
 pub mod handshake;
 pub mod log_limit;
+pub mod mac;
 pub mod mesh;
 pub mod outbox;
 pub mod remote;

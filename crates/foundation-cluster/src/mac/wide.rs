@@ -1,0 +1,160 @@
+//! POLYVAL with AVX-512 and VPCLMULQDQ: 32 blocks (512 bytes) a round,
+//! four blocks per carry-less multiply, one reduction per round.
+//!
+//! POLYVAL's product is `a ⊙ b = a·b·x⁻¹²⁸` in GF(2¹²⁸) modulo
+//! `x¹²⁸ + x¹²⁷ + x¹²⁶ + x¹²¹ + 1`, and the hash of blocks `X₁..Xₙ` is
+//! `Σ Xⱼ ⊙ Hⁿ⁻ʲ⁺¹` (powers under `⊙`). So a round multiplies its 32 blocks
+//! by `H³²..H¹` without reducing, adds the 256-bit products, and reduces
+//! once; the running value is added to the round's first block.
+//!
+//! Every operation is constant-time (no branch or address depends on the
+//! key or the data). The portable engine checks this one in `mac.rs`.
+
+use std::arch::x86_64::*;
+
+/// Blocks per round.
+const ROUND_BLOCKS: usize = 32;
+/// Blocks per 512-bit register.
+const LANES: usize = 4;
+const VECTORS: usize = ROUND_BLOCKS / LANES;
+
+/// `H` and its powers, laid out for a round: vector `v` holds
+/// `[H^(32-4v), H^(31-4v), H^(30-4v), H^(29-4v)]` (lane 0 lowest), so the
+/// last `m` vectors hold `H^(4m)..H^1` for a shorter round.
+pub(super) struct Keys {
+    h: __m128i,
+    powers: [__m512i; VECTORS],
+}
+
+fn supported() -> bool {
+    is_x86_feature_detected!("avx512f")
+        && is_x86_feature_detected!("avx512bw")
+        && is_x86_feature_detected!("vpclmulqdq")
+        && is_x86_feature_detected!("pclmulqdq")
+}
+
+impl Keys {
+    /// `None` when this CPU lacks the instructions.
+    pub(super) fn new(h: &[u8; 16]) -> Option<Keys> {
+        // SAFETY: the features these functions enable were just detected.
+        supported().then(|| unsafe { expand(h) })
+    }
+
+    /// Hashes whole blocks (`data.len()` a multiple of 16) onto `acc`.
+    pub(super) fn blocks(&self, acc: u128, data: &[u8]) -> u128 {
+        debug_assert_eq!(data.len() % 16, 0);
+        // SAFETY: `Keys` exists only where `supported()` held; every load
+        // below stays inside `data`.
+        unsafe { from_m128(blocks(self, to_m128(acc), data)) }
+    }
+}
+
+#[inline]
+fn to_m128(x: u128) -> __m128i {
+    // SAFETY: sse2 is part of x86-64; the types have the same size.
+    unsafe { _mm_loadu_si128(x.to_le_bytes().as_ptr().cast()) }
+}
+
+#[inline]
+fn from_m128(x: __m128i) -> u128 {
+    let mut out = [0u8; 16];
+    // SAFETY: sse2 is part of x86-64; `out` is 16 bytes.
+    unsafe { _mm_storeu_si128(out.as_mut_ptr().cast(), x) };
+    u128::from_le_bytes(out)
+}
+
+/// `lo + hi·x¹²⁸` times `x⁻¹²⁸`, reduced: two folds of 64 bits, each adding
+/// the folded word times the modulus (whose low word is 1, and whose
+/// `x⁶⁴..x¹²⁷` part is `0xc2 << 56`).
+#[target_feature(enable = "pclmulqdq")]
+fn reduce(lo: __m128i, hi: __m128i) -> __m128i {
+    let poly = _mm_set_epi64x(0xc200_0000_0000_0000_u64 as i64, 1);
+    let t = _mm_clmulepi64_si128(lo, poly, 0x10);
+    let lo = _mm_xor_si128(_mm_shuffle_epi32(lo, 0x4e), t);
+    let t = _mm_clmulepi64_si128(lo, poly, 0x10);
+    let lo = _mm_xor_si128(_mm_shuffle_epi32(lo, 0x4e), t);
+    _mm_xor_si128(lo, hi)
+}
+
+/// `a ⊙ b`.
+#[target_feature(enable = "pclmulqdq")]
+fn mul(a: __m128i, b: __m128i) -> __m128i {
+    let lo = _mm_clmulepi64_si128(a, b, 0x00);
+    let hi = _mm_clmulepi64_si128(a, b, 0x11);
+    let mid = _mm_xor_si128(_mm_clmulepi64_si128(a, b, 0x01), _mm_clmulepi64_si128(a, b, 0x10));
+    reduce(_mm_xor_si128(lo, _mm_slli_si128(mid, 8)), _mm_xor_si128(hi, _mm_srli_si128(mid, 8)))
+}
+
+#[target_feature(enable = "pclmulqdq,avx512f")]
+unsafe fn expand(h: &[u8; 16]) -> Keys {
+    // SAFETY (loads): `h` is 16 bytes, `lanes` 64.
+    let h = unsafe { _mm_loadu_si128(h.as_ptr().cast()) };
+    let mut pow = [h; ROUND_BLOCKS + 1];
+    for k in 2..=ROUND_BLOCKS {
+        pow[k] = mul(pow[k - 1], h);
+    }
+    let mut powers = [_mm512_setzero_si512(); VECTORS];
+    for (v, p) in powers.iter_mut().enumerate() {
+        let top = ROUND_BLOCKS - LANES * v;
+        let lanes = [pow[top], pow[top - 1], pow[top - 2], pow[top - 3]];
+        *p = unsafe { _mm512_loadu_si512(lanes.as_ptr().cast()) };
+    }
+    Keys { h, powers }
+}
+
+/// The four 128-bit lanes of `v` added together.
+#[target_feature(enable = "avx512f")]
+fn fold(v: __m512i) -> __m128i {
+    let a = _mm256_xor_si256(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1));
+    _mm_xor_si128(_mm256_castsi256_si128(a), _mm256_extracti128_si256(a, 1))
+}
+
+/// One round over `vectors` 64-byte vectors at `p` (at most `VECTORS`),
+/// with the last `vectors` of the key table: the round's blocks times
+/// `H^(4·vectors)..H^1`, plus `acc` times the first power, reduced.
+///
+/// # Safety
+/// `p` points at `64 · vectors` readable bytes; the CPU has the features.
+#[target_feature(enable = "pclmulqdq,avx512f,avx512bw,vpclmulqdq")]
+unsafe fn round(keys: &Keys, acc: __m128i, p: *const u8, vectors: usize) -> __m128i {
+    let first = VECTORS - vectors;
+    let mut lo = _mm512_setzero_si512();
+    let mut hi = _mm512_setzero_si512();
+    let mut mid = _mm512_setzero_si512();
+    for v in 0..vectors {
+        // SAFETY: `v < vectors`, so the 64 bytes are inside the caller's range.
+        let mut x = unsafe { _mm512_loadu_si512(p.add(64 * v).cast()) };
+        if v == 0 {
+            x = _mm512_xor_si512(x, _mm512_zextsi128_si512(acc));
+        }
+        let h = keys.powers[first + v];
+        lo = _mm512_xor_si512(lo, _mm512_clmulepi64_epi128(x, h, 0x00));
+        hi = _mm512_xor_si512(hi, _mm512_clmulepi64_epi128(x, h, 0x11));
+        // 0x96: a ^ b ^ c.
+        mid = _mm512_ternarylogic_epi64(mid, _mm512_clmulepi64_epi128(x, h, 0x01), _mm512_clmulepi64_epi128(x, h, 0x10), 0x96);
+    }
+    let lo = fold(_mm512_xor_si512(lo, _mm512_bslli_epi128(mid, 8)));
+    let hi = fold(_mm512_xor_si512(hi, _mm512_bsrli_epi128(mid, 8)));
+    reduce(lo, hi)
+}
+
+#[target_feature(enable = "pclmulqdq,avx512f,avx512bw,vpclmulqdq")]
+unsafe fn blocks(keys: &Keys, mut acc: __m128i, data: &[u8]) -> __m128i {
+    let mut rounds = data.chunks_exact(ROUND_BLOCKS * 16);
+    for r in &mut rounds {
+        // SAFETY: `r` is a whole round's bytes.
+        acc = unsafe { round(keys, acc, r.as_ptr(), VECTORS) };
+    }
+    let rest = rounds.remainder();
+    let vectors = rest.len() / 64;
+    if vectors > 0 {
+        // SAFETY: `rest` holds `vectors` whole vectors.
+        acc = unsafe { round(keys, acc, rest.as_ptr(), vectors) };
+    }
+    for b in rest[vectors * 64..].chunks_exact(16) {
+        // SAFETY: `b` is 16 bytes.
+        let x = unsafe { _mm_loadu_si128(b.as_ptr().cast()) };
+        acc = mul(_mm_xor_si128(acc, x), keys.h);
+    }
+    acc
+}
