@@ -171,7 +171,9 @@ pub(crate) struct Inner {
     addr: String,
     peers: Mutex<BTreeMap<String, Peer>>,
     /// The outbox of each connected peer, by the name hash in its pids.
-    routes: parking_lot::RwLock<BTreeMap<u32, Outbox>>,
+    /// Shared, so that a send clones one `Arc` rather than the outbox's
+    /// channel senders (six atomic updates and six more to drop them).
+    routes: parking_lot::RwLock<BTreeMap<u32, Arc<Outbox>>>,
     pub(crate) procs: crate::remote::Relations,
     pub(crate) rpc: crate::rpc::Rpcs,
     events: broadcast::Sender<NodeEvent>,
@@ -341,12 +343,12 @@ impl WeakCluster {
 
 impl Inner {
     /// The outbox towards the node that owns pids with this name hash.
-    pub(crate) fn route(&self, name_hash: u32) -> Option<Outbox> {
+    pub(crate) fn route(&self, name_hash: u32) -> Option<Arc<Outbox>> {
         self.routes.read().get(&name_hash).cloned()
     }
 
     /// The outbox towards the peer called `name`.
-    pub(crate) fn route_to(&self, name: &str) -> Option<Outbox> {
+    pub(crate) fn route_to(&self, name: &str) -> Option<Arc<Outbox>> {
         self.route(NodeId::new(name, 0).name_hash)
     }
 }
@@ -441,7 +443,7 @@ fn established(inner: &Arc<Inner>, peer: handshake::Peer, dialed: Option<String>
             let _ = c.stop.send(());
             c.ended.take()
         });
-        inner.routes.write().insert(NodeId::new(&peer, 0).name_hash, outbox.clone());
+        inner.routes.write().insert(NodeId::new(&peer, 0).name_hash, Arc::new(outbox.clone()));
         !was_up
     };
     if !newly_up {

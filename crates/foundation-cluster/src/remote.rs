@@ -358,7 +358,7 @@ fn control(inner: &Arc<Inner>, remote: Pid, wire: ProcWire) -> bool {
 }
 
 /// [`control`] on the outbox towards the peer whose pids carry `peer_hash`.
-fn control_on(inner: &Arc<Inner>, peer_hash: u32, outbox: Outbox, wire: ProcWire) -> bool {
+fn control_on(inner: &Arc<Inner>, peer_hash: u32, outbox: Arc<Outbox>, wire: ProcWire) -> bool {
     match outbox.try_send_or_keep(Out::header(&Wire::Proc(wire))) {
         Ok(()) => true,
         Err((PushError::Full, out)) => {
