@@ -228,7 +228,7 @@ impl Cluster {
         if !inner.node.set_distribution(Arc::new(crate::remote::Dist(Arc::downgrade(&inner)))) {
             return Err(ClusterError::AlreadyDistributed { node: inner.config.name.clone() });
         }
-        foundation::rt::spawn(accept_loop(Arc::downgrade(&inner), listener));
+        inner.node.rt().spawn(accept_loop(Arc::downgrade(&inner), listener));
         Ok(Self { inner })
     }
 
@@ -454,7 +454,7 @@ fn established(inner: &Arc<Inner>, peer: handshake::Peer, dialed: Option<String>
     }
     let (read, write) = tokio::io::split(stream);
     let lifecycle = Lifecycle { stop: stop_rx, previous, _ended: ended_tx };
-    foundation::rt::spawn(run_conn(inner.clone(), peer.clone(), (id, outbox.session()), keys, (read, write), lanes, lifecycle));
+    inner.node.rt().spawn(run_conn(inner.clone(), peer.clone(), (id, outbox.session()), keys, (read, write), lanes, lifecycle));
     // Tell the peer where we listen and whom we know, so it can complete the mesh.
     let _ = outbox.try_push_control(&Wire::Peers { me: inner.addr.clone(), known: known_peers(inner) });
     if newly_up {
@@ -496,8 +496,9 @@ fn learn(inner: &Arc<Inner>, peer: &str, peer_addr: String, known: Vec<(String, 
         }
     }
     for (name, addr) in to_dial {
+        let rt = inner.node.rt().clone();
         let inner = inner.clone();
-        foundation::rt::spawn(async move {
+        rt.spawn(async move {
             if let Err(e) = dial(&inner, &addr, DialKind::Redial, Some(&name)).await {
                 tracing::warn!(node = %inner.config.name, %addr, error = %e, "could not join a peer learned from the mesh");
             }
@@ -527,7 +528,7 @@ fn connection_lost_taken(inner: &Arc<Inner>, peer: &str, reason: String) {
     };
     peer_gone(inner, peer, reason);
     if let Some(addr) = redial {
-        foundation::rt::spawn(redial_with_backoff(inner.clone(), peer.to_owned(), addr));
+        inner.node.rt().spawn(redial_with_backoff(inner.clone(), peer.to_owned(), addr));
     }
 }
 

@@ -369,8 +369,9 @@ fn control_on(inner: &Arc<Inner>, peer_hash: u32, outbox: Arc<Outbox>, wire: Pro
                 crate::mesh::cut(inner, peer_hash);
                 return false;
             }
+            let rt = inner.node.rt().clone();
             let inner = inner.clone();
-            foundation::rt::spawn(async move {
+            rt.spawn(async move {
                 let _ = outbox.send(out).await;
                 inner.procs.control_waiting.fetch_sub(1, Ordering::AcqRel);
             });

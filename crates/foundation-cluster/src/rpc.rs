@@ -306,9 +306,10 @@ pub(crate) fn on_frame(inner: &Arc<Inner>, peer: &str, session: u64, wire: RpcWi
                 return;
             };
             let ctx = crate::remote::read_context(inner, peer, ctx);
+            let rt = inner.node.rt().clone();
             let inner = inner.clone();
             let peer = peer.to_owned();
-            foundation::rt::spawn(async move {
+            rt.spawn(async move {
                 // Counted until the reply is sent (the guard drops last).
                 let _admitted = admitted;
                 // The handler runs in the caller's context, inside its span.

@@ -396,7 +396,7 @@ impl Server {
         for peer in config.peers.clone() {
             let cluster = self.inner.cluster.clone();
             let mut stop = self.inner.stop.subscribe();
-            foundation::rt::spawn(async move {
+            self.inner.cluster.node().rt().spawn(async move {
                 let mut delay = Duration::from_millis(50);
                 while !cluster.peers().contains(&peer.name) && !*stop.borrow() {
                     if let Err(e) = cluster.connect_to(&peer.name, &peer.addr).await {
@@ -418,7 +418,7 @@ impl Server {
             let mut members: BTreeMap<NodeId, Member> =
                 config.peers.iter().map(|p| (p.id, Member { name: p.name.clone(), addr: p.addr.clone() })).collect();
             members.insert(config.id, Member { name: config.name.clone(), addr: self.inner.cluster.addr().to_owned() });
-            foundation::rt::spawn(async move {
+            self.inner.cluster.node().rt().spawn(async move {
                 match consensus.initialize(members).await {
                     Ok(()) | Err(ConsensusError::AlreadyInitialized) => {}
                     Err(e) => tracing::error!(error = %e, "could not initialize the consensus group"),
@@ -431,7 +431,7 @@ impl Server {
     fn record_mesh_events(&self, events: Arc<EventStore>) {
         let mut mesh = self.inner.cluster.subscribe();
         let node = self.inner.cluster.node().clone();
-        foundation::rt::spawn(async move {
+        node.rt().clone().spawn(async move {
             loop {
                 let (kind, peer, reason) = match mesh.recv().await {
                     Ok(NodeEvent::Up { node }) => ("node.up", node, String::new()),

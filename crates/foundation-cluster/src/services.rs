@@ -149,7 +149,7 @@ impl ConfigService {
         let read = |b: Option<Vec<u8>>| b.and_then(|b| serde_json::from_slice(&b).ok());
         let (tx, rx) = watch::channel(read(self.consensus.local_get(&full).await));
         let consensus = self.consensus.clone();
-        foundation::rt::spawn(async move {
+        self.consensus.rt().spawn(async move {
             loop {
                 // Ends as soon as the last receiver drops, not at the key's
                 // next change (which may never come): the task holds the
@@ -218,7 +218,7 @@ impl Registry {
     /// looking every [`REGISTRY_SWEEP`]: such names go within the sum of
     /// the two (plus a commit). Must be called inside a tokio runtime.
     pub fn new(consensus: Consensus, node: foundation::Node) -> Self {
-        let sweeper = foundation::rt::spawn(sweep(consensus.clone()));
+        let sweeper = node.rt().spawn(sweep(consensus.clone()));
         Self { consensus, node, _sweeper: Arc::new(AbortOnDrop(sweeper)) }
     }
 
@@ -245,7 +245,7 @@ impl Registry {
         // When the process ends, its name goes (if it still maps to it).
         let exited = self.node.watch(pid);
         let consensus = self.consensus.clone();
-        foundation::rt::spawn(async move {
+        self.node.rt().spawn(async move {
             exited.await;
             let release = Command::Cas { key, expected: Some(value), new: None };
             if let Err(e) = consensus.reach_consensus(release, Duration::from_secs(10)).await {

@@ -210,3 +210,38 @@ async fn a_second_cluster_on_one_node_is_refused() {
     let second = Cluster::start(node, ClusterConfig::new("twice", "127.0.0.1:0", secret())).await.expect_err("the second is refused");
     assert!(matches!(second, ClusterError::AlreadyDistributed { .. }), "{second}");
 }
+
+/// A cluster's tasks (its accept loop, each connection's task) run where
+/// its node's processes run: two nodes on a scheduler pool, started and
+/// connected from a runtime outside the pool, leave no task on that
+/// runtime, and the pool's task count grows by theirs.
+#[test]
+fn a_clusters_tasks_run_on_its_nodes_scheduler_pool() {
+    use foundation::NodeConfig;
+    use foundation::rt::{RtConfig, SchedulerPool, Spawner};
+    let pool = SchedulerPool::new(2).expect("scheduler threads");
+    let on_pool = |pool: &SchedulerPool| pool.handles().iter().map(|h| h.metrics().num_alive_tasks()).sum::<usize>();
+    let node = |name: &str| {
+        let rt = RtConfig { spawner: Spawner::Pool(pool.clone()), ..RtConfig::default() };
+        Node::with_config(NodeConfig { name: name.into(), rt, ..NodeConfig::default() }).expect("valid config")
+    };
+    let (node_a, node_b) = (node("a"), node("b"));
+    let before = on_pool(&pool);
+    let outside = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime outside the pool");
+    let (a, b, left_outside) = outside.block_on(async {
+        let config = |name: &str| ClusterConfig::new(name, "127.0.0.1:0", secret());
+        let a = Cluster::start(node_a, config("a")).await.expect("a listens");
+        let b = Cluster::start(node_b, config("b")).await.expect("b listens");
+        a.connect(b.addr()).await.expect("a connects to b");
+        eventually_peers(&a, &["b"]).await;
+        eventually_peers(&b, &["a"]).await;
+        (a, b, tokio::runtime::Handle::current().metrics().num_alive_tasks())
+    });
+    // Two accept loops and a connection task at each end, at least.
+    let grown = on_pool(&pool) - before;
+    assert_eq!(left_outside, 0, "cluster tasks ran on the runtime that started the clusters ({grown} on the pool)");
+    assert!(grown >= 4, "the pool runs the clusters' tasks: {grown} more tasks");
+    for c in [a, b] {
+        c.shutdown();
+    }
+}

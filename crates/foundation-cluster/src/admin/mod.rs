@@ -93,8 +93,9 @@ impl Serving {
 
     /// Serves the API over `server` until `stop` turns true.
     pub(crate) fn start(self, server: Server, stop: tokio::sync::watch::Receiver<bool>) {
+        let rt = server.cluster().node().rt().clone();
         let router = router(server, self.guard);
-        foundation::rt::spawn(serve::serve(self.listener, router, stop));
+        rt.clone().spawn(serve::serve(rt, self.listener, router, stop));
     }
 }
 

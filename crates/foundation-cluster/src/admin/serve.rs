@@ -61,7 +61,7 @@ fn per_connection(e: &std::io::Error) -> bool {
 
 /// Serves `router` on `listener` until `stop` turns true; in-flight
 /// requests then finish, idle connections close.
-pub(super) async fn serve(listener: tokio::net::TcpListener, router: Router, mut stop: watch::Receiver<bool>) {
+pub(super) async fn serve(rt: foundation::rt::Rt, listener: tokio::net::TcpListener, router: Router, mut stop: watch::Receiver<bool>) {
     let service = ServiceBuilder::new()
         .layer(HandleErrorLayer::new(refused))
         .layer(TimeoutLayer::new(HTTP_REQUEST_TIMEOUT))
@@ -94,7 +94,7 @@ pub(super) async fn serve(listener: tokio::net::TcpListener, router: Router, mut
         let Ok(permit) = connections.clone().try_acquire_owned() else { continue };
         let service = TowerToHyperService::new(service.clone());
         let mut stop = stop.clone();
-        foundation::rt::spawn(async move {
+        rt.spawn(async move {
             let mut http = http1::Builder::new();
             http.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).max_header_size(HEADER_BYTES_MAX);
             let mut conn = pin!(http.serve_connection(TokioIo::new(stream), service));

@@ -107,7 +107,7 @@ pub(super) async fn open(
 pub(super) fn watch_storage(inner: &Arc<Inner>) {
     let weak = Arc::downgrade(inner);
     let health = inner.health.clone();
-    foundation::rt::spawn(async move {
+    inner.rt.spawn(async move {
         loop {
             let why = health.failed().await;
             let Some(inner) = weak.upgrade() else { return };
@@ -160,7 +160,7 @@ pub(super) fn watch_storage(inner: &Arc<Inner>) {
 pub(super) fn snapshot_by_bytes(inner: &Arc<Inner>) {
     let mut due = inner.current.read().sm.snapshot_due();
     let weak = Arc::downgrade(inner);
-    foundation::rt::spawn(async move {
+    inner.rt.spawn(async move {
         while due.changed().await.is_ok() {
             let Some(inner) = weak.upgrade() else { return };
             let raft = inner.current.read().raft.clone();

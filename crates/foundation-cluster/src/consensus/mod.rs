@@ -241,6 +241,8 @@ struct Inner {
     /// Set by `shutdown`: the storage watch stops reopening.
     stopping: std::sync::atomic::AtomicBool,
     cluster: WeakCluster,
+    /// The node's runtime seam: where this member's tasks are spawned.
+    rt: foundation::rt::Rt,
     name: String,
     config: ConsensusConfig,
 }
@@ -253,6 +255,11 @@ impl Consensus {
     /// The Raft member as now (a handle: cheap to clone).
     fn raft(&self) -> Raft<TypeConfig, StateMachine> {
         self.inner.current.read().raft.clone()
+    }
+
+    /// The node's runtime seam, where this member's tasks run.
+    pub(crate) fn rt(&self) -> &foundation::rt::Rt {
+        &self.inner.rt
     }
 
     /// The state machine as now.
@@ -282,6 +289,7 @@ impl Consensus {
             changes,
             stopping: std::sync::atomic::AtomicBool::new(false),
             cluster: cluster.downgrade(),
+            rt: cluster.node().rt().clone(),
             name: cluster.name().to_owned(),
             config,
         });
@@ -430,7 +438,7 @@ impl Consensus {
             let mut state = self.sm().dump().await;
             let applied = state.apply(0, command.clone());
             let raft = self.raft().clone();
-            foundation::rt::spawn(async move { raft.client_write(command).await.ok() });
+            self.inner.rt.spawn(async move { raft.client_write(command).await.ok() });
             return Ok(Decision { committed: true, term: 0, index: 0, applied });
         }
         #[allow(unreachable_code)]

@@ -42,7 +42,7 @@ const REVIEW_EVERY: Duration = Duration::from_secs(1);
 /// what changed; ends with the member.
 pub(super) fn observe(inner: &Arc<Inner>) {
     let weak = Arc::downgrade(inner);
-    foundation::rt::spawn(async move {
+    inner.rt.spawn(async move {
         let mut seen = Seen::default();
         // One receiver for as long as its Raft lives: a fresh clone each
         // round would see the current value as new and wake at once, and

@@ -81,7 +81,8 @@ pub(super) async fn accept_loop(weak: std::sync::Weak<Inner>, listener: Box<dyn 
             refused(&inner, &from, &format!("{HANDSHAKES_MAX} handshakes already in progress"));
             continue;
         };
-        foundation::rt::spawn(async move {
+        let rt = inner.node.rt().clone();
+        rt.spawn(async move {
             let _permit = permit;
             match foundation::rt::timeout(inner.config.connect_timeout, shake(&inner, stream)).await {
                 Ok(Ok((peer, stream))) => {

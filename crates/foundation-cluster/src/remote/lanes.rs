@@ -163,7 +163,7 @@ pub(super) fn park(inner: &Arc<Inner>, peer: &str, to: Pid, waiting: Waiting, le
         start
     };
     if start {
-        foundation::rt::spawn(drain_parked(Arc::downgrade(inner), procs.lanes.parked.clone(), to));
+        inner.node.rt().spawn(drain_parked(Arc::downgrade(inner), procs.lanes.parked.clone(), to));
     }
 }
 
