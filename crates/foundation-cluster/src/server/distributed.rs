@@ -91,13 +91,20 @@ pub async fn start_distributed_cluster(config: DistributedConfig) -> Result<Dist
 const START_ATTEMPTS: u32 = 5;
 
 async fn start_on_free_ports(config: &DistributedConfig) -> Result<DistributedCluster, ServerError> {
-    // Every probe stays bound until all are chosen: no port twice.
+    // The nodes' own network (the seam's), probed for free ports; every
+    // probe stays bound until all are chosen: no port twice.
+    let rt = RtConfig::default();
     let mut probes = Vec::new();
     let mut ports = Vec::new();
     for _ in 0..config.nodes {
-        #[allow(clippy::disallowed_methods)] // a probe for a free loopback port, closed below
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| ServerError::Config(format!("no free port: {e}")))?;
-        ports.push(probe.local_addr().map_err(|e| ServerError::Config(e.to_string()))?.port());
+        let no_port = |e: std::io::Error| ServerError::Config(format!("no free port: {e}"));
+        let probe = rt.network.bind("127.0.0.1:0").await.map_err(no_port)?;
+        let addr = probe.local_addr().map_err(no_port)?;
+        ports.push(
+            addr.rsplit_once(':')
+                .and_then(|(_, port)| port.parse::<u16>().ok())
+                .ok_or_else(|| no_port(std::io::ErrorKind::InvalidData.into()))?,
+        );
         probes.push(probe);
     }
     drop(probes);
@@ -121,7 +128,7 @@ async fn start_on_free_ports(config: &DistributedConfig) -> Result<DistributedCl
             cluster_id: "foundation-local".into(),
             lan: config.lan,
             services: config.services.clone(),
-            rt: RtConfig::default(),
+            rt: rt.clone(),
             disk: None,
             frame_limit: None,
             disk_faults: Default::default(),
