@@ -26,7 +26,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use foundation::rt::BoxStream;
 use foundation::{Node, NodeId};
 use parking_lot::Mutex;
 use rand::RngCore;
@@ -38,15 +37,17 @@ use crate::frame::FRAME_BYTES_DEFAULT;
 mod accept;
 mod conn;
 mod error;
+mod link;
 
 pub use accept::{ACCEPT_BACKOFF_MAX, ACCEPT_BACKOFF_MIN, HANDSHAKES_MAX, REFUSAL_WINDOW, REFUSALS_LOGGED_PER_WINDOW};
 use accept::{accept_loop, dial};
 
 pub use conn::HANDOVER_MAX;
-use conn::{Lifecycle, run_conn};
 pub use error::ClusterError;
+pub(crate) use link::cut;
+use link::{End, Peer, Which, established};
 
-use crate::handshake::{self, DialKind};
+use crate::handshake::DialKind;
 use crate::outbox::Outbox;
 use crate::secret::ClusterSecret;
 
@@ -137,28 +138,6 @@ pub(crate) enum Wire {
     /// Remote procedure calls.
     Rpc(crate::rpc::RpcWire),
 }
-struct Peer {
-    addr: String,
-    /// Present while connected.
-    conn: Option<Conn>,
-    /// Set by `disconnect`: do not re-dial.
-    manual: bool,
-}
-
-struct Conn {
-    id: u64,
-    /// The peer's incarnation (from its handshake).
-    incarnation: u64,
-    /// Frames for the writer task; while held, the writer runs.
-    outbox: Outbox,
-    /// Dropping this ends the connection's tasks at once; sending on it
-    /// hands the connection over to one that replaced it (see `run_conn`).
-    stop: tokio::sync::oneshot::Sender<()>,
-    /// Resolves when the connection's task has ended (its sender is held by
-    /// the task): a replacing connection delivers nothing before that.
-    ended: Option<tokio::sync::oneshot::Receiver<()>>,
-}
-
 /// A node's membership in a cluster. Cheap to clone.
 #[derive(Clone)]
 pub struct Cluster {
@@ -196,8 +175,14 @@ impl std::fmt::Debug for Cluster {
 impl Cluster {
     /// Listens and starts accepting peers.
     pub async fn start(node: Node, config: ClusterConfig) -> Result<Self, ClusterError> {
+        // Bound where the accept loop runs: a socket belongs to the reactor
+        // of the runtime it was made on, which may not outlive the caller.
         let net = node.rt().network().clone();
-        let listener = net.bind(&config.listen).await.map_err(|source| ClusterError::Listen { addr: config.listen.clone(), source })?;
+        let listen = config.listen.clone();
+        let bound = node.rt().spawn(async move { net.bind(&listen).await }).await;
+        let listener = bound
+            .unwrap_or_else(|e| Err(std::io::Error::other(format!("the bind task failed: {e}"))))
+            .map_err(|source| ClusterError::Listen { addr: config.listen.clone(), source })?;
         let addr = listener.local_addr().map_err(|source| ClusterError::Listen { addr: config.listen.clone(), source })?;
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         // Call ids start anywhere (from the node's seeded RNG, so a
@@ -274,7 +259,12 @@ impl Cluster {
     }
 
     async fn connect_expecting(&self, addr: &str, expected: Option<&str>) -> Result<String, ClusterError> {
-        let name = dial(&self.inner, addr, DialKind::Connect, expected).await?;
+        // Dialed where the connection's tasks run (see `start`).
+        let (inner, owned_addr, expected) = (self.inner.clone(), addr.to_owned(), expected.map(str::to_owned));
+        let dialed =
+            self.inner.node.rt().spawn(async move { dial(&inner, &owned_addr, DialKind::Connect, expected.as_deref()).await }).await;
+        let name = dialed
+            .unwrap_or_else(|e| Err(ClusterError::Connect { addr: addr.to_owned(), reason: format!("the dial task failed: {e}") }))?;
         if let Some(p) = self.inner.peers.lock().get_mut(&name) {
             p.manual = false;
         }
@@ -284,20 +274,7 @@ impl Cluster {
     /// Drops the connection to `peer` and does not re-dial it until
     /// [`Cluster::connect`]. Returns whether it was connected.
     pub fn disconnect(&self, peer: &str) -> bool {
-        let conn = {
-            let mut peers = self.inner.peers.lock();
-            let Some(p) = peers.get_mut(peer) else { return false };
-            p.manual = true;
-            p.conn.take()
-        };
-        match conn {
-            Some(c) => {
-                drop(c);
-                peer_gone(&self.inner, peer, "disconnected".into());
-                true
-            }
-            None => false,
-        }
+        link::end(&self.inner, peer, Which::Current, End::Disconnected)
     }
 
     /// Leaves the cluster: stops listening, drops every connection (peers
@@ -305,11 +282,9 @@ impl Cluster {
     pub fn shutdown(&self) {
         self.inner.closed.store(true, std::sync::atomic::Ordering::SeqCst);
         self.inner.stop_accepting.notify_one();
-        let conns: Vec<(String, Conn)> =
-            self.inner.peers.lock().iter_mut().filter_map(|(name, p)| p.conn.take().map(|c| (name.clone(), c))).collect();
-        for (name, conn) in conns {
-            drop(conn);
-            peer_gone(&self.inner, &name, "this node shut down".into());
+        let names: Vec<String> = self.inner.peers.lock().keys().cloned().collect();
+        for name in names {
+            link::end(&self.inner, &name, Which::Current, End::Shutdown);
         }
     }
 
@@ -353,31 +328,6 @@ impl Inner {
     }
 }
 
-/// Cuts the connection to the peer whose pids carry `name_hash` (it is
-/// re-dialed as after any loss).
-pub(crate) fn cut(inner: &Arc<Inner>, name_hash: u32) {
-    let found = {
-        let mut peers = inner.peers.lock();
-        peers
-            .iter_mut()
-            .find(|(name, _)| NodeId::new(name, 0).name_hash == name_hash)
-            .and_then(|(name, p)| p.conn.take().map(|_| name.clone()))
-    };
-    if let Some(name) = found {
-        connection_lost_taken(inner, &name, "cut: too many control frames waiting".into());
-    }
-}
-
-/// A peer's connection is gone: forget its route, then tell everyone who
-/// depended on it (links, monitors, calls), then emit `Down`.
-fn peer_gone(inner: &Arc<Inner>, peer: &str, reason: String) {
-    let hash = NodeId::new(peer, 0).name_hash;
-    inner.routes.write().remove(&hash);
-    crate::remote::peer_down(inner, hash);
-    inner.rpc.peer_down(hash, peer);
-    emit(inner, NodeEvent::Down { node: peer.to_owned(), reason });
-}
-
 fn emit(inner: &Inner, event: NodeEvent) {
     tracing::info!(node = %inner.config.name, ?event, "cluster event");
     // No subscriber is fine.
@@ -391,76 +341,6 @@ fn hash_taken(me: &str, peers: &BTreeMap<String, Peer>, peer: &str) -> Option<Cl
     let clash = |name: &str| name != peer && NodeId::new(name, 0).name_hash == hash;
     let taken = if clash(me) { Some(me) } else { peers.keys().map(String::as_str).find(|name| clash(name)) };
     taken.map(|taken| ClusterError::NameCollision { peer: peer.to_owned(), taken: taken.to_owned(), hash })
-}
-
-/// Installs an authenticated connection, unless the pair already has one
-/// that wins the tie-break; refuses a peer whose name hashes like a known
-/// node's (checked here, under the peer table's lock, whichever side
-/// dialed).
-fn established(inner: &Arc<Inner>, peer: handshake::Peer, dialed: Option<String>, stream: BoxStream) -> Result<(), ClusterError> {
-    let handshake::Peer { name: peer, incarnation, keys } = peer;
-    if peer == inner.config.name {
-        tracing::warn!(node = %peer, "refused a connection to itself");
-        return Ok(());
-    }
-    if inner.closed.load(std::sync::atomic::Ordering::SeqCst) {
-        return Ok(());
-    }
-    let we_dialed = dialed.is_some();
-    let id = inner.next_conn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let (outbox, lanes);
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
-    let (ended_tx, ended_rx) = tokio::sync::oneshot::channel::<()>();
-    let previous;
-    let newly_up = {
-        let mut peers = inner.peers.lock();
-        if let Some(refused) = hash_taken(&inner.config.name, &peers, &peer) {
-            tracing::warn!(node = %inner.config.name, error = %refused, "refused a peer");
-            return Err(refused);
-        }
-        let entry =
-            peers.entry(peer.clone()).or_insert_with(|| Peer { addr: dialed.clone().unwrap_or_default(), conn: None, manual: false });
-        if let Some(a) = &dialed {
-            entry.addr.clone_from(a);
-        }
-        // Tie-break: keep the connection dialed by the smaller name.
-        let ours_wins = (inner.config.name < peer) == we_dialed;
-        if entry.conn.is_some() && !ours_wins {
-            return Ok(());
-        }
-        // A connection that replaces one to the same incarnation continues
-        // its session: replies to calls made on the old one still count.
-        let session = entry.conn.as_ref().filter(|c| c.incarnation == incarnation).map_or(id, |c| c.outbox.session());
-        (outbox, lanes) = Outbox::new(inner.config.frame_limit, session);
-        let old = entry.conn.replace(Conn { id, incarnation, outbox: outbox.clone(), stop: stop_tx, ended: Some(ended_rx) });
-        let was_up = old.is_some();
-        // The old connection is handed over: it sends what it has queued,
-        // closes its side, and delivers what the peer sent on it until the
-        // peer closes too (or `HANDOVER_MAX`). The new one waits for it to
-        // end before delivering, so frames of the old one are never
-        // delivered after frames of the new one.
-        previous = old.and_then(|mut c| {
-            let _ = c.stop.send(());
-            c.ended.take()
-        });
-        inner.routes.write().insert(NodeId::new(&peer, 0).name_hash, Arc::new(outbox.clone()));
-        !was_up
-    };
-    if !newly_up {
-        // Frames in flight on the replaced connection may be lost with it
-        // (a handover that timed out): windows open again rather than
-        // stay short for good.
-        crate::remote::reset_windows(inner, NodeId::new(&peer, 0).name_hash);
-    }
-    let (read, write) = tokio::io::split(stream);
-    let lifecycle = Lifecycle { stop: stop_rx, previous, _ended: ended_tx };
-    inner.node.rt().spawn(run_conn(inner.clone(), peer.clone(), (id, outbox.session()), keys, (read, write), lanes, lifecycle));
-    // Tell the peer where we listen and whom we know, so it can complete the mesh.
-    let _ = outbox.try_push_control(&Wire::Peers { me: inner.addr.clone(), known: known_peers(inner) });
-    if newly_up {
-        emit(inner, NodeEvent::Up { node: peer });
-    }
-    Ok(())
 }
 
 fn known_peers(inner: &Inner) -> Vec<(String, String)> {
@@ -504,43 +384,4 @@ fn learn(inner: &Arc<Inner>, peer: &str, peer_addr: String, known: Vec<(String, 
             }
         });
     }
-}
-
-fn connection_lost(inner: &Arc<Inner>, peer: &str, id: u64, reason: String) {
-    {
-        let mut peers = inner.peers.lock();
-        let Some(p) = peers.get_mut(peer) else { return };
-        // A newer connection may have replaced this one already.
-        if p.conn.as_ref().is_none_or(|c| c.id != id) {
-            return;
-        }
-        p.conn = None;
-    }
-    connection_lost_taken(inner, peer, reason);
-}
-
-/// The loss of a connection already taken out of the peer table.
-fn connection_lost_taken(inner: &Arc<Inner>, peer: &str, reason: String) {
-    let redial = {
-        let peers = inner.peers.lock();
-        let Some(p) = peers.get(peer) else { return };
-        (!p.manual && inner.config.name.as_str() < peer && !p.addr.is_empty()).then(|| p.addr.clone())
-    };
-    peer_gone(inner, peer, reason);
-    if let Some(addr) = redial {
-        inner.node.rt().spawn(redial_with_backoff(inner.clone(), peer.to_owned(), addr));
-    }
-}
-
-async fn redial_with_backoff(inner: Arc<Inner>, peer: String, addr: String) {
-    let mut delay = inner.config.backoff_min;
-    for _ in 0..inner.config.redial_attempts {
-        foundation::rt::sleep(delay).await;
-        let still_wanted = inner.peers.lock().get(&peer).is_some_and(|p| p.conn.is_none() && !p.manual);
-        if !still_wanted || dial(&inner, &addr, DialKind::Redial, Some(&peer)).await.is_ok() {
-            return;
-        }
-        delay = (delay * 2).min(inner.config.backoff_max);
-    }
-    tracing::warn!(node = %inner.config.name, %peer, %addr, "gave up re-dialing a lost peer");
 }

@@ -368,7 +368,7 @@ impl Server {
         };
         let mut serving = None;
         if let Some(addr) = &config.http {
-            match crate::admin::bind(addr, &config.admin, config.data_dir.as_deref()).await {
+            match crate::admin::bind(cluster.node().rt(), addr, &config.admin, config.data_dir.as_deref()).await {
                 Ok(serve) => {
                     inner.http_addr = Some(serve.addr().to_owned());
                     inner.admin_token_file = serve.token_file().map(Path::to_owned);

@@ -241,6 +241,18 @@ fn a_clusters_tasks_run_on_its_nodes_scheduler_pool() {
     let grown = on_pool(&pool) - before;
     assert_eq!(left_outside, 0, "cluster tasks ran on the runtime that started the clusters ({grown} on the pool)");
     assert!(grown >= 4, "the pool runs the clusters' tasks: {grown} more tasks");
+    // Their sockets belong to the pool too: with the starting runtime gone,
+    // the connection still carries calls, and b still accepts.
+    drop(outside);
+    b.register_rpc("echo", |x: u64| async move { x });
+    let later = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("another runtime");
+    later.block_on(async {
+        let back = a.rpc::<u64, u64>("b", "echo", 7, Duration::from_secs(5)).await;
+        assert_eq!(back.expect("a call over the connection made from the dropped runtime"), 7);
+        let c = Cluster::start(Node::new("c"), ClusterConfig::new("c", "127.0.0.1:0", secret())).await.expect("c listens");
+        c.connect(b.addr()).await.expect("b still accepts");
+        c.shutdown();
+    });
     for c in [a, b] {
         c.shutdown();
     }

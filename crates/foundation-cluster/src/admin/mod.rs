@@ -114,12 +114,16 @@ fn resolve_token(config: &AdminConfig, data_dir: Option<&FsPath>) -> Result<(Adm
 }
 
 /// Resolves the token and binds the admin address.
-pub async fn bind(addr: &str, config: &AdminConfig, data_dir: Option<&FsPath>) -> Result<Serving, ServerError> {
+/// Bound on `rt` (where its connections will be served: a socket belongs
+/// to the reactor of the runtime it was made on).
+pub async fn bind(rt: &foundation::rt::Rt, addr: &str, config: &AdminConfig, data_dir: Option<&FsPath>) -> Result<Serving, ServerError> {
     let (token, token_file) = resolve_token(config, data_dir)?;
     let http = |reason: String| ServerError::Http { addr: addr.to_owned(), reason };
+    let owned = addr.to_owned();
     // The admin API is the operator's door, not a simulated cluster path.
     #[allow(clippy::disallowed_methods)]
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| http(e.to_string()))?;
+    let bound = rt.spawn(async move { tokio::net::TcpListener::bind(owned).await }).await;
+    let listener = bound.map_err(|e| http(format!("the bind task failed: {e}")))?.map_err(|e| http(e.to_string()))?;
     let bound = listener.local_addr().map_err(|e| http(e.to_string()))?;
     let guard = Arc::new(Guard::new(config, token, token_file, bound));
     Ok(Serving { listener, guard, addr: bound.to_string() })

@@ -11,7 +11,8 @@ use std::time::Duration;
 use foundation::rt::BoxStream;
 use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
 
-use super::{Inner, READ_BUFFER_BYTES, WRITE_BATCH_BYTES, Wire, connection_lost, learn};
+use super::link::{End, Which, end};
+use super::{Inner, READ_BUFFER_BYTES, WRITE_BATCH_BYTES, Wire, learn};
 use crate::frame::{FrameError, decode_header, next_frame};
 use crate::outbox::{Lanes, Out};
 use crate::seal::{COPY_TAIL_BYTES_MAX, SessionKeys};
@@ -165,5 +166,5 @@ pub(super) async fn run_conn(
         r = reader => r,
         r = watchdog => r,
     };
-    connection_lost(&inner, &peer, id, reason);
+    end(&inner, &peer, Which::Id(id), End::Lost(reason));
 }
