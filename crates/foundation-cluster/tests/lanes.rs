@@ -159,11 +159,13 @@ async fn an_rpc_overtakes_the_messages_queued_before_it() {
         a.send(*pid, payload.clone()).expect("queued");
     }
     let caller = a.clone();
-    let call = foundation::rt::spawn(async move { caller.rpc::<(), ()>("receiver", "overtaking-call", (), Duration::from_secs(30)).await });
-    // Let the writer fill the socket buffers and queue the call's frame.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut call = Box::pin(async move { caller.rpc::<(), ()>("receiver", "overtaking-call", (), Duration::from_secs(30)).await });
+    // One poll queues the call's frame (its lane has room), then the call
+    // waits for its reply: the path opens only after the call is queued.
+    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(call.as_mut().poll(cx))).await;
+    assert!(first.is_pending(), "the call waits for its reply: {first:?}");
     pause.send_replace(false);
-    call.await.expect("joined").expect("answered");
+    call.await.expect("answered");
     let at = call_at.lock().expect("not poisoned").expect("the relay saw the call");
     assert!(at < FLOOD as u64 * MIB, "the call went out after all {FLOOD} MiB queued before it (at byte {at})");
     let all = || sinks.iter().map(|p| b.node().process_info(*p).map_or(0, |i| i.mailbox_len)).sum::<usize>();
