@@ -75,7 +75,7 @@ pub const METHOD_LABELS: [&str; 5] = ["GET", "PUT", "POST", "DELETE", "HEAD"];
 
 /// A bound admin listener, with its checks.
 pub struct Serving {
-    listener: tokio::net::TcpListener,
+    listener: Box<dyn foundation::rt::Listener>,
     guard: Arc<Guard>,
     addr: String,
 }
@@ -119,12 +119,12 @@ fn resolve_token(config: &AdminConfig, data_dir: Option<&FsPath>) -> Result<(Adm
 pub async fn bind(rt: &foundation::rt::Rt, addr: &str, config: &AdminConfig, data_dir: Option<&FsPath>) -> Result<Serving, ServerError> {
     let (token, token_file) = resolve_token(config, data_dir)?;
     let http = |reason: String| ServerError::Http { addr: addr.to_owned(), reason };
-    let owned = addr.to_owned();
-    // The admin API is the operator's door, not a simulated cluster path.
-    #[allow(clippy::disallowed_methods)]
-    let bound = rt.spawn(async move { tokio::net::TcpListener::bind(owned).await }).await;
+    // Through the node's network, like the mesh's listener.
+    let (net, owned) = (rt.network().clone(), addr.to_owned());
+    let bound = rt.spawn(async move { net.bind(&owned).await }).await;
     let listener = bound.map_err(|e| http(format!("the bind task failed: {e}")))?.map_err(|e| http(e.to_string()))?;
-    let bound = listener.local_addr().map_err(|e| http(e.to_string()))?;
+    let local = listener.local_addr().map_err(|e| http(e.to_string()))?;
+    let bound: std::net::SocketAddr = local.parse().map_err(|e| http(format!("bound to {local}, not an IP address and port: {e}")))?;
     let guard = Arc::new(Guard::new(config, token, token_file, bound));
     Ok(Serving { listener, guard, addr: bound.to_string() })
 }

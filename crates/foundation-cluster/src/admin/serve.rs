@@ -61,7 +61,12 @@ fn per_connection(e: &std::io::Error) -> bool {
 
 /// Serves `router` on `listener` until `stop` turns true; in-flight
 /// requests then finish, idle connections close.
-pub(super) async fn serve(rt: foundation::rt::Rt, listener: tokio::net::TcpListener, router: Router, mut stop: watch::Receiver<bool>) {
+pub(super) async fn serve(
+    rt: foundation::rt::Rt,
+    listener: Box<dyn foundation::rt::Listener>,
+    router: Router,
+    mut stop: watch::Receiver<bool>,
+) {
     let service = ServiceBuilder::new()
         .layer(HandleErrorLayer::new(refused))
         .layer(TimeoutLayer::new(HTTP_REQUEST_TIMEOUT))
