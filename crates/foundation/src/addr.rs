@@ -220,6 +220,9 @@ impl<M: Message> Addr<M> {
     /// ```
     pub async fn call<R: Send + 'static>(&self, request: impl FnOnce(Reply<R>) -> M, timeout: Duration) -> Result<R, CallError> {
         let (tx, rx) = oneshot::channel();
+        // The node's shared timer, not a tokio timer per call (about half
+        // a local round trip): see `rt/deadline.rs`.
+        let deadline = self.proc.node.rt().deadline(timeout);
         let exchange = async move {
             self.send(request(tx)).await.map_err(|e| match e {
                 SendError::TooLarge { .. } => CallError::TooLarge,
@@ -228,7 +231,11 @@ impl<M: Message> Addr<M> {
             })?;
             rx.await.map_err(|_| CallError::NoReply)
         };
-        crate::rt::timeout(timeout, exchange).await.unwrap_or(Err(CallError::Timeout))
+        tokio::select! {
+            biased;
+            answer = exchange => answer,
+            () = deadline => Err(CallError::Timeout),
+        }
     }
 
     /// Whether two handles name the same process.

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, ensure};
-use foundation::{Addr, Ctx, Node};
+use foundation::{Addr, Ctx, Node, Reply};
 use tokio::sync::oneshot;
 
 use super::{Bench, Harness, Sizes, in_root, ns_per};
@@ -14,6 +14,8 @@ pub fn benches() -> Vec<Bench> {
         Bench { name: "process.idle_bytes", unit: "B", target: "<= 512", run: idle_bytes, warmup: false },
         Bench { name: "message.one_to_one", unit: "msg/s", target: ">= 20M", run: one_to_one, warmup: true },
         Bench { name: "message.ping_pong_rtt", unit: "ns", target: "<= 250", run: ping_pong_rtt, warmup: true },
+        Bench { name: "message.call_rtt", unit: "ns", target: "<= 300", run: call_rtt, warmup: true },
+        Bench { name: "message.call_rtt_by_hand", unit: "ns", target: "(reference)", run: call_rtt_by_hand, warmup: true },
     ]
 }
 
@@ -150,6 +152,57 @@ fn ping_pong_rtt(sizes: &Sizes, h: &Harness) -> anyhow::Result<f64> {
         })
         .await?
         .context("ping ended early")?;
+        node.shutdown(Duration::from_secs(10)).await;
+        Ok(ns_per(elapsed, n))
+    })
+}
+
+/// Round trips of `Addr::call` (a request with a fresh `Reply` and a 5 s
+/// timeout) between two processes, as the README teaches request/reply.
+fn call_rtt(sizes: &Sizes, h: &Harness) -> anyhow::Result<f64> {
+    round_trips(sizes, h, |pong, i| async move { pong.call(|r| (i, r), Duration::from_secs(5)).await.ok() })
+}
+
+/// [`call_rtt`] with the reply channel built by hand and no timeout: the
+/// floor `call` is measured against.
+fn call_rtt_by_hand(sizes: &Sizes, h: &Harness) -> anyhow::Result<f64> {
+    round_trips(sizes, h, |pong, i| async move {
+        let (tx, rx) = oneshot::channel();
+        pong.send((i, tx)).await.ok()?;
+        rx.await.ok()
+    })
+}
+
+/// `n` requests from one process to an echoing one, each made by `ask`.
+fn round_trips<F, Fut>(sizes: &Sizes, h: &Harness, ask: F) -> anyhow::Result<f64>
+where
+    F: Fn(Addr<(u64, Reply<u64>)>, u64) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Option<u64>> + Send,
+{
+    let n = sizes.pick(1_000_000, 100_000);
+    h.driver.block_on(async {
+        let node = h.node();
+        let elapsed = in_root(&node, move |ctx: Ctx<()>| async move {
+            let echo = ctx.node().spawn(|mut ctx: Ctx<(u64, Reply<u64>)>| async move {
+                loop {
+                    let (i, reply) = ctx.recv().await;
+                    let _ = reply.send(i);
+                }
+            });
+            let (done_tx, done_rx) = oneshot::channel();
+            ctx.node().spawn(move |_ctx: Ctx<()>| async move {
+                let start = Instant::now();
+                for i in 0..n as u64 {
+                    if ask(echo.clone(), i).await != Some(i) {
+                        return;
+                    }
+                }
+                let _ = done_tx.send(start.elapsed());
+            });
+            done_rx.await.ok()
+        })
+        .await?
+        .context("the caller ended early")?;
         node.shutdown(Duration::from_secs(10)).await;
         Ok(ns_per(elapsed, n))
     })

@@ -37,7 +37,7 @@
 
 pub mod client;
 mod guard;
-mod serve;
+pub(crate) mod serve;
 pub mod token;
 
 pub use guard::{AdminConfig, OPEN_READS};

@@ -88,7 +88,8 @@ fn served(data: &[u8]) -> Vec<u8> {
     against_peer(data, |io| async move {
         let service = TowerToHyperService::new(router);
         // A client's EOF after its requests still gets their responses.
-        let mut http = hyper::server::conn::http1::Builder::new();
+        // The served connections' settings, plus half-close.
+        let mut http = crate::admin::serve::http1();
         http.half_close(true);
         let _ = http.serve_connection(TokioIo::new(io), service).await;
     })

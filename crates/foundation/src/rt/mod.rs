@@ -30,6 +30,7 @@
 //! # }
 //! ```
 
+pub(crate) mod deadline;
 pub mod net;
 pub mod sched;
 
@@ -206,6 +207,8 @@ struct RtInner {
     network: Arc<dyn Network>,
     spawner: Spawner,
     entropy: Entropy,
+    /// The shared timer of waits with a deadline (`deadline.rs`).
+    deadlines: Arc<deadline::Deadlines>,
 }
 
 impl fmt::Debug for Rt {
@@ -226,6 +229,7 @@ impl Rt {
             network: config.network,
             spawner: config.spawner,
             entropy: config.entropy,
+            deadlines: deadline::Deadlines::new(),
         };
         Self { inner: Arc::new(inner) }
     }
@@ -321,6 +325,16 @@ impl Rt {
     /// The node's network.
     pub fn network(&self) -> &Arc<dyn Network> {
         &self.inner.network
+    }
+
+    /// A deadline `after` from now on the node's shared timer: a future
+    /// that is ready when it passes, costing no tokio timer of its own
+    /// (`Addr::call` waits with one). Starts the timer task if none runs.
+    pub(crate) fn deadline(&self, after: Duration) -> deadline::Armed {
+        if let Some(task) = self.inner.deadlines.timer_if_stopped() {
+            drop(self.spawn(task));
+        }
+        self.inner.deadlines.arm(after)
     }
 
     /// Spawns a task where this node's processes run (see [`Spawner`]).
