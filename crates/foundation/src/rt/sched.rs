@@ -27,8 +27,27 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::runtime::{Builder, Handle, Runtime};
 use tokio::task::JoinHandle;
 
-/// Most schedulers a pool may have.
-pub const SCHEDULERS_MAX: usize = 1024;
+/// Most schedulers a pool may have: four per core. More only adds threads
+/// that take turns on the same cores.
+pub fn schedulers_max() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get()) * 4
+}
+
+/// Why a [`SchedulerPool`] did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    /// The number of schedulers is outside `1..=max` ([`schedulers_max`]).
+    #[error("a scheduler pool takes 1..={max} schedulers (four per core), not {asked}")]
+    Schedulers {
+        /// The number asked for.
+        asked: usize,
+        /// [`schedulers_max`] on this machine.
+        max: usize,
+    },
+    /// The OS refused a scheduler's thread or runtime.
+    #[error("starting a scheduler: {0}")]
+    Start(#[from] io::Error),
+}
 
 /// Pool ids, never reused (an address could be, after a pool is dropped,
 /// while a blocking thread of the old pool still runs). 0 means "no pool".
@@ -57,12 +76,13 @@ impl std::fmt::Debug for SchedulerPool {
 }
 
 impl SchedulerPool {
-    /// Starts `schedulers` schedulers (1..=[`SCHEDULERS_MAX`]), each a tokio
+    /// Starts `schedulers` schedulers (1..=[`schedulers_max`]), each a tokio
     /// runtime with one worker thread, time and I/O enabled. (Its blocking
     /// threads, if any, count as that scheduler for placement.)
-    pub fn new(schedulers: usize) -> io::Result<Arc<Self>> {
-        if schedulers == 0 || schedulers > SCHEDULERS_MAX {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("schedulers must be 1..={SCHEDULERS_MAX}, got {schedulers}")));
+    pub fn new(schedulers: usize) -> Result<Arc<Self>, PoolError> {
+        let max = schedulers_max();
+        if schedulers == 0 || schedulers > max {
+            return Err(PoolError::Schedulers { asked: schedulers, max });
         }
         let id = POOL_IDS.fetch_add(1, Ordering::Relaxed);
         let runtimes = (0..schedulers)
@@ -153,6 +173,14 @@ mod tests {
         });
         let (parent, child) = rx.recv().unwrap();
         assert_eq!(parent, child, "a child spawned on a scheduler stays there");
+    }
+
+    #[test]
+    fn more_than_four_schedulers_per_core_is_a_configuration_error() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let Err(err) = SchedulerPool::new(4 * cores + 1) else { panic!("more than four schedulers per core are refused") };
+        assert!(err.to_string().contains(&format!("1..={}", 4 * cores)), "{err}");
+        assert!(SchedulerPool::new(cores).is_ok(), "one per core is fine");
     }
 
     #[test]
