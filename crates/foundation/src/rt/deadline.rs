@@ -113,7 +113,9 @@ impl Deadlines {
     /// runtime that shut down lost its task with it, and the next wait
     /// starts another.
     pub(crate) fn timer_if_stopped(self: &Arc<Self>) -> Option<impl Future<Output = ()> + Send + 'static> {
-        if self.running.swap(true, Ordering::AcqRel) {
+        // A load first: every call passes here, and a swap would write the
+        // shared line each time.
+        if self.running.load(Ordering::Acquire) || self.running.swap(true, Ordering::AcqRel) {
             return None;
         }
         let (deadlines, wake) = (Arc::downgrade(self), self.wake.clone());
