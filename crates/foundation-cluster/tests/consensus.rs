@@ -419,8 +419,9 @@ async fn start_on(dir: &std::path::Path, id: u64, existing: bool) -> Result<Cons
     Consensus::start(&node, config).await
 }
 
-/// A corrupt, truncated, foreign or lost Raft database is refused with one
-/// line that names it and says what to do; the file is left as it was.
+/// A corrupt, truncated, foreign or lost Raft database (the log's or the
+/// state's) is refused with one line that names it and says what to do;
+/// the file is left as it was.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_truncated_foreign_and_lost_databases_are_refused() {
     let dir = TempDir::new("refusals");
@@ -454,6 +455,26 @@ async fn corrupt_truncated_foreign_and_lost_databases_are_refused() {
     std::fs::write(&file, &good[..good.len() / 2]).expect("truncated");
     let why = refusal(start_on(&raft, 1, true).await);
     assert!(why.contains("raft.redb"), "{why}");
+    // The state database: corrupt, then another member's.
+    std::fs::write(&file, &good).expect("restored");
+    let state = raft.join("state.redb");
+    let good_state = std::fs::read(&state).expect("written");
+    assert_eq!(mode(&state), 0o600);
+    let mut bad = good_state.clone();
+    for (i, b) in bad[64..].iter_mut().enumerate() {
+        *b = (i as u8).wrapping_mul(151).wrapping_add(7);
+    }
+    std::fs::write(&state, &bad).expect("corrupted");
+    let why = refusal(start_on(&raft, 1, true).await);
+    assert!(why.contains("state.redb") && why.contains("corrupt"), "{why}");
+    assert_eq!(std::fs::read(&state).expect("still there"), bad, "the file is left as it was");
+    let other = dir.0.join("other");
+    start_on(&other, 2, false).await.expect("another member's database").shutdown().await;
+    std::fs::copy(other.join("state.redb"), &state).expect("copied");
+    let why = refusal(start_on(&raft, 1, true).await);
+    assert!(why.contains("state.redb belongs to member 2"), "{why}");
+    std::fs::write(&state, &good_state).expect("restored");
+    start_on(&raft, 1, true).await.expect("its own databases again").shutdown().await;
     // Gone, under a member that has run before.
     std::fs::remove_file(&file).expect("removed");
     let why = refusal(start_on(&raft, 1, true).await);

@@ -77,7 +77,18 @@ pub(super) async fn open(
         changes: changes.clone(),
         health: health.clone(),
     };
-    let (log, sm, fresh) = store::open(&config.storage, &opts).map_err(|e| ConsensusError::Storage(e.to_string()))?;
+    // A data directory is opened on the blocking pool (redb may repair a
+    // file not closed cleanly); in memory there is nothing to wait for.
+    let opened = match &config.storage {
+        store::Storage::Dir(_) => {
+            let storage = config.storage.clone();
+            foundation::rt::spawn_blocking(move || store::open(&storage, &opts))
+                .await
+                .map_err(|e| ConsensusError::Storage(e.to_string()))?
+        }
+        storage => store::open(storage, &opts),
+    };
+    let (log, sm, fresh) = opened.map_err(|e| ConsensusError::Storage(e.to_string()))?;
     if fresh {
         refuse_if_replicated_before(cluster, config.id).await?;
     }
@@ -200,15 +211,19 @@ pub(super) fn serve(cluster: &Cluster, inner: &Arc<Inner>) {
         async move { raft?.pre_vote(req).await.map_err(|e| e.to_string()) }
     });
     let weak = Arc::downgrade(inner);
-    let receiver = Arc::new(SnapshotReceiver::default());
+    let data_dir = match &inner.config.storage {
+        store::Storage::Dir(d) => Some(d.as_path()),
+        _ => None,
+    };
+    let receiver = Arc::new(SnapshotReceiver::new(data_dir, inner.health.clone()));
     cluster.register_rpc("raft.snapshot_chunk", move |chunk: SnapshotChunk| {
         let (raft, receiver) = (current(&weak), receiver.clone());
         async move {
             let raft = raft?;
-            match receiver.take(chunk)? {
+            match receiver.take(chunk).await? {
                 None => Ok(None),
-                Some((vote, snapshot)) => {
-                    let (index, bytes) = (snapshot.meta.last_log_id.as_ref().map(|l| l.index), snapshot.snapshot.len());
+                Some((vote, snapshot, bytes)) => {
+                    let index = snapshot.meta.last_log_id.as_ref().map(|l| l.index);
                     tracing::info!(index, bytes, "installing a snapshot from the leader");
                     let installed = raft.install_full_snapshot(vote, snapshot).await.map(Some).map_err(|e| e.to_string());
                     match &installed {

@@ -24,6 +24,8 @@ use openraft::EntryPayload;
 use openraft::entry::RaftEntry;
 use serde::Deserialize;
 
+use super::store::snapshot::{SnapshotDir, SnapshotFile};
+use super::store::{SnapshotData, StorageHealth};
 use super::types::{Member, NodeId, TypeConfig};
 use crate::mesh::WeakCluster;
 use crate::rpc::RpcError;
@@ -64,9 +66,10 @@ pub fn snapshot_chunk_bytes(frame_limit: usize) -> usize {
     (frame_limit / 4).clamp(1024, 4 << 20)
 }
 
-/// Largest snapshot a member accepts (the receiver holds it whole until it
-/// installs it).
-pub const SNAPSHOT_BYTES_MAX: u64 = 4 << 30;
+/// Largest snapshot a member receives into memory (storage without a
+/// data directory); with one, it is written to a file as it arrives, and
+/// the disk is the bound.
+pub const SNAPSHOT_BYTES_MAX: u64 = 1 << 30;
 
 /// An entry's size on the wire, about (the command's bytes and a margin
 /// for the log id, the payload's tag and the encoding).
@@ -96,71 +99,143 @@ fn cap_entries(rpc: &mut AppendEntriesRequest<TypeConfig>, max: usize) -> Option
 }
 
 /// One chunk of a snapshot on the wire: the leader's vote, the snapshot's
-/// metadata, where the chunk starts, the snapshot's whole length, and the
-/// bytes.
+/// metadata, where the chunk starts, whether it is the last, and the
+/// bytes. (A snapshot is encoded as it is sent: its length is known only
+/// at its end.)
 #[derive(Serialize, Deserialize)]
 pub(crate) struct SnapshotChunk {
     pub vote: VoteOf<TypeConfig>,
     pub meta: openraft::alias::SnapshotMetaOf<TypeConfig>,
     pub offset: u64,
-    pub total: u64,
+    pub last: bool,
     pub data: Vec<u8>,
 }
 
-/// A whole snapshot received: the leader's vote and the snapshot.
-pub(crate) type Received = (VoteOf<TypeConfig>, openraft::alias::SnapshotOf<TypeConfig, Vec<u8>>);
+/// A whole snapshot received: the leader's vote, the snapshot and its
+/// length in bytes.
+pub(crate) type Received = (VoteOf<TypeConfig>, openraft::alias::SnapshotOf<TypeConfig, SnapshotData>, u64);
+
+/// Where a snapshot being received goes.
+enum Spool {
+    Memory(Vec<u8>),
+    File(std::fs::File, std::path::PathBuf),
+}
 
 /// A snapshot being received.
 struct Incoming {
     vote: VoteOf<TypeConfig>,
     meta: openraft::alias::SnapshotMetaOf<TypeConfig>,
-    total: u64,
-    data: Vec<u8>,
+    received: u64,
+    /// The hash of the bytes before the snapshot's own hash (its last 32),
+    /// and those last bytes as they arrive: checked before it installs.
+    hash: blake3::Hasher,
+    tail: Vec<u8>,
+    spool: Spool,
+}
+
+const HASH_BYTES: usize = 32;
+
+impl Incoming {
+    /// Hashes all but the last 32 bytes seen so far, which it keeps.
+    fn take(&mut self, data: &[u8]) {
+        self.tail.extend_from_slice(data);
+        let body = self.tail.len().saturating_sub(HASH_BYTES);
+        self.hash.update(&self.tail[..body]);
+        self.tail.drain(..body);
+        self.received += data.len() as u64;
+    }
 }
 
 /// The receiving side of snapshot transfers: one at a time, chunks in
 /// order. A chunk that does not continue the transfer in progress (out of
 /// order, repeated, from another leader or of another snapshot) is refused
-/// and ends that transfer: the leader starts again from offset 0.
-#[derive(Default)]
+/// and ends that transfer: the leader starts again from offset 0. With a
+/// data directory, chunks are written to a file in its `snapshots/` as they
+/// arrive (nothing is held whole in memory); a snapshot whose hash does not
+/// check is refused. A write that fails (no space) is logged and reported
+/// to the member's storage health.
 pub(crate) struct SnapshotReceiver {
-    incoming: parking_lot::Mutex<Option<Incoming>>,
+    incoming: tokio::sync::Mutex<Option<Incoming>>,
+    dir: Option<std::sync::Arc<SnapshotDir>>,
+    health: StorageHealth,
+    /// Largest snapshot taken into memory.
+    memory_max: u64,
 }
 
 impl SnapshotReceiver {
+    /// Receives into memory, or into files under `data` (a data directory).
+    pub(crate) fn new(data: Option<&std::path::Path>, health: StorageHealth) -> Self {
+        let dir = data.map(|d| std::sync::Arc::new(SnapshotDir::at(d)));
+        Self { incoming: tokio::sync::Mutex::new(None), dir, health, memory_max: SNAPSHOT_BYTES_MAX }
+    }
+
     /// Takes `chunk`; the whole snapshot once its last chunk arrived.
-    pub(crate) fn take(&self, chunk: SnapshotChunk) -> Result<Option<Received>, String> {
-        let SnapshotChunk { vote, meta, offset, total, data } = chunk;
-        let mut slot = self.incoming.lock();
-        if total > SNAPSHOT_BYTES_MAX {
-            *slot = None;
-            return Err(format!("a snapshot of {total} bytes is over the limit of {SNAPSHOT_BYTES_MAX}"));
-        }
+    pub(crate) async fn take(&self, chunk: SnapshotChunk) -> Result<Option<Received>, String> {
+        let SnapshotChunk { vote, meta, offset, last, data } = chunk;
+        let mut slot = self.incoming.lock().await;
         if offset == 0 {
             // A new transfer replaces any other.
-            *slot = Some(Incoming { vote, meta, total, data: Vec::with_capacity(total.min(64 << 20) as usize) });
+            let spool = match &self.dir {
+                None => Spool::Memory(Vec::new()),
+                Some(dir) => {
+                    let (file, path) = dir.temp("receive").map_err(|e| self.failed(&e))?;
+                    Spool::File(file, path)
+                }
+            };
+            *slot = Some(Incoming { vote, meta, received: 0, hash: blake3::Hasher::new(), tail: Vec::new(), spool });
         } else {
-            let continues =
-                slot.as_ref().is_some_and(|i| i.vote == vote && i.meta == meta && i.total == total && i.data.len() as u64 == offset);
+            let continues = slot.as_ref().is_some_and(|i| i.vote == vote && i.meta == meta && i.received == offset);
             if !continues {
-                let expected = slot.as_ref().map(|i| i.data.len());
+                let expected = slot.as_ref().map(|i| i.received);
                 *slot = None;
                 return Err(format!(
                     "snapshot chunk at offset {offset} does not continue the transfer in progress (expected offset {expected:?}): start again"
                 ));
             }
         }
-        let Some(incoming) = slot.as_mut() else { unreachable!("set above") };
-        if incoming.data.len() as u64 + data.len() as u64 > incoming.total {
-            *slot = None;
-            return Err(format!("snapshot chunk at offset {offset} runs past the snapshot's {total} bytes"));
+        let Some(mut incoming) = slot.take() else { unreachable!("set above") };
+        if self.dir.is_none() && incoming.received + data.len() as u64 > self.memory_max {
+            return Err(format!("a snapshot over the limit of {} bytes held in memory: start again", self.memory_max));
         }
-        incoming.data.extend_from_slice(&data);
-        if (incoming.data.len() as u64) < incoming.total {
+        incoming.take(&data);
+        let incoming = match incoming.spool {
+            Spool::Memory(ref mut m) => {
+                m.extend_from_slice(&data);
+                incoming
+            }
+            Spool::File(..) => foundation::rt::spawn_blocking(move || {
+                use std::io::Write;
+                if let Spool::File(f, _) = &mut incoming.spool {
+                    f.write_all(&data)?;
+                    if last {
+                        f.sync_all()?;
+                    }
+                }
+                Ok::<_, std::io::Error>(incoming)
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| self.failed(&e))?,
+        };
+        if !last {
+            *slot = Some(incoming);
             return Ok(None);
         }
-        let Some(done) = slot.take() else { unreachable!("set above") };
-        Ok(Some((done.vote, openraft::Snapshot { meta: done.meta, snapshot: done.data })))
+        if incoming.tail != incoming.hash.finalize().as_bytes() {
+            return Err("the snapshot received does not match its hash: start again".into());
+        }
+        let snapshot = match incoming.spool {
+            Spool::Memory(m) => SnapshotData::Bytes(std::sync::Arc::new(m)),
+            Spool::File(file, path) => SnapshotData::File(std::sync::Arc::new(SnapshotFile { file, path })),
+        };
+        Ok(Some((incoming.vote, openraft::Snapshot { meta: incoming.meta, snapshot }, incoming.received)))
+    }
+
+    fn failed(&self, e: &std::io::Error) -> String {
+        let why = format!("receiving a snapshot failed: {e}");
+        tracing::error!(error = %e, "receiving a snapshot failed: this member cannot catch up until it can write");
+        self.health.fail(why.clone());
+        why
     }
 }
 
@@ -194,7 +269,7 @@ impl Client {
 }
 
 impl RaftNetworkV2<TypeConfig> for Client {
-    type SnapshotData = Vec<u8>;
+    type SnapshotData = SnapshotData;
 
     async fn append_entries(
         &mut self,
@@ -226,29 +301,29 @@ impl RaftNetworkV2<TypeConfig> for Client {
     async fn full_snapshot(
         &mut self,
         vote: VoteOf<TypeConfig>,
-        snapshot: SnapshotOf<TypeConfig, Vec<u8>>,
+        snapshot: SnapshotOf<TypeConfig, SnapshotData>,
         cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
         option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
         let chunk = snapshot_chunk_bytes(self.frame_limit);
-        let total = snapshot.snapshot.len() as u64;
+        let sent_bytes = std::sync::atomic::AtomicU64::new(0);
         let send = async {
-            let mut offset = 0usize;
+            let network = |e: std::io::Error| RPCError::Network(NetworkError::new(&e));
+            let mut chunks = snapshot.snapshot.stream(chunk);
+            let mut next = chunks.next().await.transpose().map_err(network)?;
+            let mut offset = 0u64;
             loop {
-                let end = (offset + chunk).min(snapshot.snapshot.len());
-                let part = SnapshotChunk {
-                    vote,
-                    meta: snapshot.meta.clone(),
-                    offset: offset as u64,
-                    total,
-                    data: snapshot.snapshot[offset..end].to_vec(),
-                };
+                let data = next.take().unwrap_or_default();
+                next = chunks.next().await.transpose().map_err(network)?;
+                let (len, last) = (data.len() as u64, next.is_none());
+                let part = SnapshotChunk { vote, meta: snapshot.meta.clone(), offset, last, data };
                 let installed: Option<SnapshotResponse<TypeConfig>> =
                     self.call(openraft::RPCTypes::InstallSnapshot, "raft.snapshot_chunk", part, &option).await?;
-                offset = end;
+                offset += len;
+                sent_bytes.store(offset, std::sync::atomic::Ordering::Relaxed);
                 match installed {
                     Some(resp) => return Ok(resp),
-                    None if offset >= snapshot.snapshot.len() => {
+                    None if last => {
                         return Err(RPCError::Network(NetworkError::from_string("the snapshot's last chunk was not installed")));
                     }
                     None => {}
@@ -256,7 +331,7 @@ impl RaftNetworkV2<TypeConfig> for Client {
             }
         };
         let (to, index) = (&self.member.name, snapshot.meta.last_log_id.as_ref().map(|l| l.index));
-        tracing::info!(%to, index, bytes = total, "sending a snapshot");
+        tracing::info!(%to, index, "sending a snapshot");
         let sent = tokio::select! {
             r = send => r.map_err(|e| match e {
                 RPCError::Timeout(t) => StreamingError::Timeout(t),
@@ -267,8 +342,8 @@ impl RaftNetworkV2<TypeConfig> for Client {
             closed = cancel => Err(StreamingError::Closed(closed)),
         };
         match &sent {
-            Ok(_) => tracing::info!(%to, index, bytes = total, "sent a snapshot"),
-            Err(e) => tracing::warn!(%to, index, bytes = total, error = %e, "sending a snapshot failed"),
+            Ok(_) => tracing::info!(%to, index, bytes = sent_bytes.into_inner(), "sent a snapshot"),
+            Err(e) => tracing::warn!(%to, index, bytes = sent_bytes.into_inner(), error = %e, "sending a snapshot failed"),
         }
         sent
     }
@@ -292,45 +367,88 @@ mod tests {
         openraft::SnapshotMeta { last_log_id: Some(log_id(index)), last_membership: Default::default() }
     }
 
-    fn chunk(term: u64, index: u64, offset: u64, total: u64, data: &[u8]) -> SnapshotChunk {
-        SnapshotChunk { vote: vote(term), meta: meta(index), offset, total, data: data.to_vec() }
+    fn chunk(term: u64, index: u64, offset: u64, last: bool, data: &[u8]) -> SnapshotChunk {
+        SnapshotChunk { vote: vote(term), meta: meta(index), offset, last, data: data.to_vec() }
     }
 
-    #[test]
-    fn chunks_in_order_make_the_snapshot() {
-        let r = SnapshotReceiver::default();
-        assert!(r.take(chunk(2, 10, 0, 6, b"abc")).unwrap().is_none());
-        let (v, snap) = r.take(chunk(2, 10, 3, 6, b"def")).unwrap().expect("complete");
-        assert_eq!((v, snap.snapshot), (vote(2), b"abcdef".to_vec()));
-        // An empty snapshot is one empty chunk.
-        assert!(r.take(chunk(2, 11, 0, 0, b"")).unwrap().is_some());
+    /// A real snapshot's bytes (its hash at the end).
+    fn snapshot_bytes(index: u64) -> Vec<u8> {
+        let mut state = super::super::types::State::default();
+        state.kv.insert("k".into(), vec![1; 100]);
+        super::super::store::snapshot::encode_state(&meta(index), &state).unwrap()
     }
 
-    #[test]
-    fn out_of_order_repeated_foreign_and_overlong_chunks_are_refused_and_end_the_transfer() {
-        let r = SnapshotReceiver::default();
-        // Out of order: nothing in progress.
-        assert!(r.take(chunk(2, 10, 3, 6, b"def")).unwrap_err().contains("does not continue"));
-        // Repeated.
-        r.take(chunk(2, 10, 0, 6, b"abc")).unwrap();
-        assert!(r.take(chunk(2, 10, 0, 6, b"abc")).unwrap().is_none(), "offset 0 starts again");
-        r.take(chunk(2, 10, 3, 6, b"d")).unwrap();
-        assert!(r.take(chunk(2, 10, 3, 6, b"d")).is_err(), "a repeated chunk");
-        // The transfer ended: its continuation is refused too.
-        assert!(r.take(chunk(2, 10, 4, 6, b"ef")).is_err());
-        // Another leader's vote, or another snapshot, mid-transfer.
-        r.take(chunk(2, 10, 0, 6, b"abc")).unwrap();
-        assert!(r.take(chunk(3, 10, 3, 6, b"def")).is_err(), "another term");
-        r.take(chunk(2, 10, 0, 6, b"abc")).unwrap();
-        assert!(r.take(chunk(2, 12, 3, 6, b"def")).is_err(), "another snapshot");
-        // Past the announced length.
-        r.take(chunk(2, 10, 0, 6, b"abc")).unwrap();
-        assert!(r.take(chunk(2, 10, 3, 6, b"defg")).unwrap_err().contains("runs past"));
-        // Over the size limit.
-        assert!(r.take(chunk(2, 10, 0, SNAPSHOT_BYTES_MAX + 1, b"a")).unwrap_err().contains("over the limit"));
-        // A clean start after all of it.
-        r.take(chunk(2, 10, 0, 2, b"a")).unwrap();
-        assert!(r.take(chunk(2, 10, 1, 2, b"b")).unwrap().is_some());
+    /// Both receivers: into memory, and into files under a fresh directory.
+    fn receivers(tag: &str) -> Vec<(SnapshotReceiver, Option<std::path::PathBuf>)> {
+        let dir = std::env::temp_dir().join(format!("foundation-receiver-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("snapshots")).unwrap();
+        vec![
+            (SnapshotReceiver::new(None, StorageHealth::default()), None),
+            (SnapshotReceiver::new(Some(&dir), StorageHealth::default()), Some(dir)),
+        ]
+    }
+
+    #[tokio::test]
+    async fn chunks_in_order_make_the_snapshot_in_memory_or_in_a_file() {
+        let bytes = snapshot_bytes(10);
+        for (r, dir) in receivers("order") {
+            assert!(r.take(chunk(2, 10, 0, false, &bytes[..7])).await.unwrap().is_none());
+            let (v, snap, _) = r.take(chunk(2, 10, 7, true, &bytes[7..])).await.unwrap().expect("complete");
+            assert_eq!(v, vote(2));
+            let mut got = Vec::new();
+            std::io::Read::read_to_end(&mut snap.snapshot.reader(), &mut got).unwrap();
+            assert_eq!(got, bytes);
+            assert_eq!(matches!(snap.snapshot, SnapshotData::File(_)), dir.is_some());
+            if let Some(d) = dir {
+                std::fs::remove_dir_all(d).unwrap();
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn out_of_order_repeated_foreign_oversized_and_corrupt_chunks_are_refused_and_end_the_transfer() {
+        let bytes = snapshot_bytes(10);
+        let (head, rest) = bytes.split_at(3);
+        for (mut r, dir) in receivers("refuse") {
+            // Out of order: nothing in progress.
+            assert!(r.take(chunk(2, 10, 3, true, rest)).await.unwrap_err().contains("does not continue"));
+            // Repeated.
+            r.take(chunk(2, 10, 0, false, head)).await.unwrap();
+            assert!(r.take(chunk(2, 10, 0, false, head)).await.unwrap().is_none(), "offset 0 starts again");
+            r.take(chunk(2, 10, 3, false, &rest[..1])).await.unwrap();
+            assert!(r.take(chunk(2, 10, 3, false, &rest[..1])).await.is_err(), "a repeated chunk");
+            // The transfer ended: its continuation is refused too.
+            assert!(r.take(chunk(2, 10, 4, true, &rest[1..])).await.is_err());
+            // Another leader's vote, or another snapshot, mid-transfer.
+            r.take(chunk(2, 10, 0, false, head)).await.unwrap();
+            assert!(r.take(chunk(3, 10, 3, true, rest)).await.is_err(), "another term");
+            r.take(chunk(2, 10, 0, false, head)).await.unwrap();
+            assert!(r.take(chunk(2, 12, 3, true, rest)).await.is_err(), "another snapshot");
+            // Truncated (the last chunk short), a byte more, a damaged byte:
+            // the hash does not check.
+            for bad in [rest[..rest.len() - 1].to_vec(), [rest, &[0]].concat(), {
+                let mut b = rest.to_vec();
+                b[5] ^= 1;
+                b
+            }] {
+                r.take(chunk(2, 10, 0, false, head)).await.unwrap();
+                assert!(r.take(chunk(2, 10, 3, true, &bad)).await.unwrap_err().contains("hash"));
+            }
+            if dir.is_none() {
+                // Over the size limit held in memory.
+                r.memory_max = 100;
+                r.take(chunk(2, 10, 0, false, &[0; 60])).await.unwrap();
+                assert!(r.take(chunk(2, 10, 60, false, &[0; 60])).await.unwrap_err().contains("over the limit"));
+                r.memory_max = SNAPSHOT_BYTES_MAX;
+            }
+            // A clean start after all of it.
+            r.take(chunk(2, 10, 0, false, head)).await.unwrap();
+            assert!(r.take(chunk(2, 10, 3, true, rest)).await.unwrap().is_some());
+            if let Some(d) = dir {
+                std::fs::remove_dir_all(d).unwrap();
+            }
+        }
     }
 
     #[test]

@@ -3,15 +3,19 @@
 //!
 //! # Durability
 //! With a data directory, everything Raft must not forget goes to a redb
-//! database (`raft.redb`): log entries, the vote, the commit point, the purge
-//! point and the latest snapshot. Writes go to one writer thread that takes
-//! every request waiting and commits them in one transaction (one fsync):
-//! group commit. `append` reports completion through Raft's `IOFlushed`
-//! callback once its transaction is durable; the vote, truncation and purge
-//! wait for theirs. The log is also kept in memory for reading.
+//! database (`raft.redb`): log entries, the vote, the commit point and the
+//! purge point. Writes go to one writer thread that takes every request
+//! waiting and commits them in one transaction (one fsync): group commit.
+//! `append` reports completion through Raft's `IOFlushed` callback once its
+//! transaction is durable; the vote, truncation and purge wait for theirs.
+//! The newest entries are also kept in memory, at most
+//! [`LOG_CACHE_BYTES`] of those already durable; older ones are read back
+//! from the database (on the blocking pool) when a lagging follower needs
+//! them. A start reads only the log's ends, never the whole log.
 //!
-//! The state machine lives in memory: on start it loads the latest snapshot,
-//! and Raft re-applies the committed entries after it.
+//! The state machine lives in `state.redb` ([`state_db`]), its snapshots
+//! are files in `snapshots/`. Without a data directory, the log and the
+//! state are in memory (on a [`MemoryDisk`] in simulation).
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -19,21 +23,28 @@ use std::io;
 use std::ops::RangeBounds;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures_util::StreamExt;
-use openraft::alias::{EntryOf, LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf, VoteOf};
+use openraft::alias::{EntryOf, LogIdOf, SnapshotOf, StoredMembershipOf, VoteOf};
 use openraft::entry::RaftEntry;
 use openraft::storage::{EntryResponder, IOFlushed, RaftLogStorage, RaftStateMachine};
 use openraft::{EntryPayload, LogState, RaftLogReader, RaftSnapshotBuilder};
 use redb::{ReadableTable, TableDefinition};
+
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 mod memory;
+pub(crate) mod snapshot;
+mod state_db;
 mod state_machine;
 
 pub use memory::MemoryDisk;
-use state_machine::SmInner;
+use snapshot::Meta as SnapshotMeta;
+pub use snapshot::SnapshotData;
+use state_db::StateDb;
+use state_machine::{Backend, SmInner};
 pub use state_machine::{CHANGES_BUFFER, StateMachine};
 
 use super::disk_faults::DiskFaults;
@@ -50,10 +61,17 @@ const SNAPSHOT: &str = "snapshot";
 const IDENTITY: &str = "identity";
 /// Requests waiting for the writer thread.
 const DISK_QUEUE: usize = 4096;
+/// Durable log entries kept in memory (the newest), besides those not yet
+/// durable.
+pub const LOG_CACHE_BYTES: usize = 32 << 20;
+/// redb's page cache for the log.
+const LOG_DB_CACHE_BYTES: usize = 32 << 20;
 
 type Entry = EntryOf<TypeConfig>;
 type LogId = LogIdOf<TypeConfig>;
 type Vote = VoteOf<TypeConfig>;
+/// What a log entry carries.
+type Payload = EntryPayload<Command, super::types::NodeId, super::types::Member>;
 
 fn io_err(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(e.to_string())
@@ -99,10 +117,19 @@ enum Msg {
 #[derive(Clone)]
 enum Disk {
     /// A redb database behind its writer thread.
-    Redb(mpsc::Sender<Msg>),
+    Redb(Redb),
     /// A [`MemoryDisk`]: written at once (or after the injected latency),
     /// outlives the node.
     Memory(MemoryDisk, DiskFaults, StorageHealth),
+}
+
+/// The log's database: its writer thread, a handle for reads (none once
+/// closed), and the highest index known durable (plus one; 0: none).
+#[derive(Clone)]
+struct Redb {
+    tx: mpsc::Sender<Msg>,
+    db: Arc<parking_lot::RwLock<Option<Arc<redb::Database>>>>,
+    durable: Arc<AtomicU64>,
 }
 
 impl Disk {
@@ -114,7 +141,7 @@ impl Disk {
         let file = dir.join("raft.redb");
         let corrupt = |why: String| io::Error::new(io::ErrorKind::InvalidData, format!("{} is corrupt: {why}", file.display()));
         let opened = std::panic::catch_unwind(|| {
-            let db = redb::Database::create(&file).map_err(|e| corrupt(e.to_string()))?;
+            let db = redb::Builder::new().set_cache_size(LOG_DB_CACHE_BYTES).create(&file).map_err(|e| corrupt(e.to_string()))?;
             let loaded = load(&db).map_err(|e| corrupt(e.to_string()))?;
             Ok::<_, io::Error>((db, loaded))
         });
@@ -134,18 +161,23 @@ impl Disk {
     }
 
     /// Starts the writer thread of an opened database.
-    fn start(db: redb::Database, faults: DiskFaults, health: StorageHealth) -> io::Result<Self> {
+    fn start(db: redb::Database, last: Option<u64>, faults: DiskFaults, health: StorageHealth) -> io::Result<Self> {
         let (tx, rx) = mpsc::channel(DISK_QUEUE);
+        let db = Arc::new(db);
+        let durable = Arc::new(AtomicU64::new(last.map_or(0, |l| l + 1)));
+        let (writer_db, writer_durable) = (db.clone(), durable.clone());
         // A thread of its own: redb's writes block. It exists only with a
         // data directory, which simulation never has (it uses `MemoryDisk`).
         #[allow(clippy::disallowed_methods)]
-        std::thread::Builder::new().name("foundation-raft-disk".into()).spawn(move || writer(db, rx, faults, health))?;
-        Ok(Self::Redb(tx))
+        std::thread::Builder::new()
+            .name("foundation-raft-disk".into())
+            .spawn(move || writer(writer_db, rx, faults, health, writer_durable))?;
+        Ok(Self::Redb(Redb { tx, db: Arc::new(parking_lot::RwLock::new(Some(db))), durable }))
     }
 
     async fn submit(&self, ops: Vec<Op>, done: Done) -> io::Result<()> {
         match self {
-            Self::Redb(tx) => tx.send(Msg::Write(Request { ops, done })).await.map_err(|_| io_err("the disk writer stopped")),
+            Self::Redb(r) => r.tx.send(Msg::Write(Request { ops, done })).await.map_err(|_| io_err("the disk writer stopped")),
             Self::Memory(m, faults, health) => {
                 match faults.before_batch() {
                     Err(e) => {
@@ -175,11 +207,12 @@ impl Disk {
 
     /// Finishes what is queued, closes the database and stops the writer.
     async fn close(&self) {
-        if let Self::Redb(tx) = self {
+        if let Self::Redb(r) = self {
             let (ack, rx) = oneshot::channel();
-            if tx.send(Msg::Close(ack)).await.is_ok() {
+            if r.tx.send(Msg::Close(ack)).await.is_ok() {
                 let _ = rx.await;
             }
+            r.db.write().take();
         }
     }
 
@@ -206,7 +239,14 @@ impl Done {
 #[derive(Default)]
 struct Loaded {
     identity: Option<StoreIdentity>,
+    /// The whole log (a `MemoryDisk`'s; a database's stays on disk).
     log: BTreeMap<u64, Entry>,
+    /// The log's last entry.
+    log_last: Option<LogId>,
+    /// The last entry the current snapshot holds.
+    snapshot_index: Option<u64>,
+    /// The last entry the state database holds.
+    applied_index: Option<u64>,
     vote: Option<Vote>,
     committed: Option<LogId>,
     purged: Option<LogId>,
@@ -218,9 +258,8 @@ fn load(db: &redb::Database) -> io::Result<Loaded> {
     let mut loaded = Loaded::default();
     match txn.open_table(LOG) {
         Ok(t) => {
-            for row in t.iter().map_err(io_err)? {
-                let (k, v) = row.map_err(io_err)?;
-                loaded.log.insert(k.value(), decode(v.value())?);
+            if let Some((_, v)) = t.last().map_err(io_err)? {
+                loaded.log_last = Some(decode::<Entry>(v.value())?.log_id);
             }
         }
         Err(redb::TableError::TableDoesNotExist(_)) => {}
@@ -233,7 +272,6 @@ fn load(db: &redb::Database) -> io::Result<Loaded> {
             loaded.vote = get(VOTE)?.map(|b| decode(&b)).transpose()?;
             loaded.committed = get(COMMITTED)?.map(|b| decode(&b)).transpose()?;
             loaded.purged = get(PURGED)?.map(|b| decode(&b)).transpose()?;
-            loaded.snapshot = get(SNAPSHOT)?.map(|b| decode(&b)).transpose()?;
         }
         Err(redb::TableError::TableDoesNotExist(_)) => {}
         Err(e) => return Err(io_err(e)),
@@ -242,7 +280,7 @@ fn load(db: &redb::Database) -> io::Result<Loaded> {
 }
 
 /// The writer thread: every waiting request in one transaction.
-fn writer(db: redb::Database, mut rx: mpsc::Receiver<Msg>, faults: DiskFaults, health: StorageHealth) {
+fn writer(db: Arc<redb::Database>, mut rx: mpsc::Receiver<Msg>, faults: DiskFaults, health: StorageHealth, durable: Arc<AtomicU64>) {
     let mut closing = None;
     while let Some(first) = rx.blocking_recv() {
         let mut batch = Vec::new();
@@ -272,9 +310,22 @@ fn writer(db: redb::Database, mut rx: mpsc::Receiver<Msg>, faults: DiskFaults, h
                     .map_err(|e| e.to_string())
             }
         };
-        if let Err(e) = &result {
-            tracing::error!(error = %e, "raft storage write failed");
-            health.fail(e.clone());
+        match &result {
+            Err(e) => {
+                tracing::error!(error = %e, "raft storage write failed");
+                health.fail(e.clone());
+            }
+            Ok(()) => {
+                let mut upto = durable.load(Ordering::Acquire);
+                for op in batch.iter().flat_map(|r| &r.ops) {
+                    match op {
+                        Op::Put(i, _) => upto = upto.max(i + 1),
+                        Op::TruncateFrom(i) => upto = upto.min(*i),
+                        _ => {}
+                    }
+                }
+                durable.store(upto, Ordering::Release);
+            }
         }
         for r in batch {
             r.done.complete(result.clone().map_err(io_err));
@@ -316,7 +367,13 @@ fn commit(db: &redb::Database, batch: &[Request]) -> io::Result<()> {
 }
 
 struct LogInner {
+    /// The newest entries, from `cached_from` on (all of them without a
+    /// database to read older ones from).
     log: BTreeMap<u64, Entry>,
+    cached_from: u64,
+    cached_bytes: usize,
+    /// The last entry (in the cache or, after a start, on disk).
+    last: Option<LogId>,
     vote: Option<Vote>,
     committed: Option<LogId>,
     purged: Option<LogId>,
@@ -332,7 +389,7 @@ pub struct LogStore {
 /// A snapshot as kept (and persisted): its metadata and the encoded state.
 #[derive(Clone, Serialize, Deserialize)]
 struct StoredSnapshot {
-    meta: SnapshotMetaOf<TypeConfig>,
+    meta: SnapshotMeta,
     data: Vec<u8>,
 }
 
@@ -421,33 +478,79 @@ impl StorageHealth {
 pub fn open(storage: &Storage, opts: &OpenOptions) -> io::Result<(LogStore, StateMachine, bool)> {
     let OpenOptions { faults, snapshot_log_bytes, changes, health, identity, existing } = opts.clone();
     let identity_op = || -> io::Result<Vec<Op>> { Ok(vec![Op::Meta(IDENTITY, encode(&identity)?)]) };
-    let (disk, loaded, fresh) = match storage {
+    let mut sm = SmInner {
+        bytes_since_snapshot: 0,
+        snapshot_log_bytes,
+        last_applied: None,
+        membership: StoredMembershipOf::<TypeConfig>::default(),
+        backend: Backend::Memory { data: State::default(), snapshot: None, disk: None },
+    };
+    let (disk, mut loaded, fresh) = match storage {
         Storage::Dir(d) => {
-            let (db, loaded) = Disk::open(d)?;
+            let (db, mut loaded) = Disk::open(d)?;
+            let (state, opened) = StateDb::open(d, &identity, faults.clone(), health.clone())?;
+            // An install cut short: done again at start, unless it finished.
+            let mut pending = state.snapshots.installing()?;
+            if pending.as_ref().is_some_and(|(m, _)| m.last_log_id <= opened.applied) {
+                pending = None;
+                state.snapshots.installed()?;
+            }
+            loaded.snapshot_index = pending.as_ref().and_then(|(m, _)| m.last_log_id).map(|l| l.index);
+            loaded.applied_index = opened.applied.map(|l| l.index);
             let fresh = check_loaded(&loaded, &identity, existing)?;
+            if loaded.purged.is_some() && opened.applied.is_none() && pending.is_none() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "{}: the state database is gone or empty, and the log before {} was purged: the state cannot be rebuilt; \
+                         to rejoin, start it with an empty --data-dir and a new --id, and add that id to the group",
+                        d.join("state.redb").display(),
+                        loaded.purged.map_or(0, |p| p.index + 1)
+                    ),
+                ));
+            }
             if loaded.identity.is_none() {
                 commit(&db, &[Request { ops: identity_op()?, done: Done::Ignore }])?;
             }
-            (Some(Disk::start(db, faults, health)?), loaded, fresh)
+            sm.last_applied = opened.applied;
+            sm.membership = opened.membership;
+            sm.backend = Backend::Db { db: state, pending };
+            (Some(Disk::start(db, loaded.log_last.map(|l| l.index), faults, health)?), loaded, fresh)
         }
         Storage::Disk(m) => {
-            let loaded = m.load()?;
+            let mut loaded = m.load()?;
+            loaded.snapshot_index = loaded.snapshot.as_ref().and_then(|s| s.meta.last_log_id).map(|l| l.index);
             let fresh = check_loaded(&loaded, &identity, existing)?;
             if loaded.identity.is_none() {
                 m.apply(&identity_op()?);
             }
-            (Some(Disk::Memory(m.clone(), faults, health)), loaded, fresh)
+            let disk = Disk::Memory(m.clone(), faults, health);
+            let mut data = State::default();
+            let mut snapshot = None;
+            if let Some(snap) = loaded.snapshot.take() {
+                let (meta, state) = snapshot::decode_state(&snap.data)?;
+                data = state;
+                sm.last_applied = meta.last_log_id;
+                sm.membership = meta.last_membership.clone();
+                snapshot = Some((meta, Arc::new(snap.data)));
+            }
+            sm.backend = Backend::Memory { data, snapshot, disk: Some(disk.clone()) };
+            (Some(disk), loaded, fresh)
         }
         Storage::Memory => (None, Loaded::default(), true),
     };
-    let mut sm = SmInner { disk: disk.clone(), snapshot_log_bytes, ..SmInner::default() };
-    if let Some(snap) = loaded.snapshot {
-        sm.data = decode(&snap.data)?;
-        sm.last_applied = snap.meta.last_log_id;
-        sm.membership = snap.meta.last_membership.clone();
-        sm.snapshot = Some(snap);
-    }
-    let log = LogInner { log: loaded.log, vote: loaded.vote, committed: loaded.committed, purged: loaded.purged, disk };
+    let last = loaded.log.values().next_back().map(RaftEntry::log_id).or(loaded.log_last);
+    let mut log = LogInner {
+        cached_from: loaded.log.keys().next().copied().unwrap_or_else(|| last.map_or(0, |l| l.index + 1)),
+        log: std::mem::take(&mut loaded.log),
+        cached_bytes: 0,
+        last,
+        vote: loaded.vote,
+        committed: loaded.committed,
+        purged: loaded.purged,
+        disk,
+    };
+    log.recount();
     let (snapshot_due, _) = tokio::sync::watch::channel(0);
     let sm = StateMachine { inner: Arc::new(Mutex::new(sm)), changes, snapshot_due: Arc::new(snapshot_due) };
     Ok((LogStore { inner: Arc::new(Mutex::new(log)) }, sm, fresh))
@@ -467,7 +570,7 @@ pub struct StoreIdentity {
 /// acknowledged entry.
 /// Returns whether the store is fresh (no vote, no log, no snapshot).
 fn check_loaded(loaded: &Loaded, want: &StoreIdentity, existing: bool) -> io::Result<bool> {
-    let fresh = loaded.vote.is_none() && loaded.log.is_empty() && loaded.snapshot.is_none();
+    let fresh = loaded.vote.is_none() && loaded.log.is_empty() && loaded.log_last.is_none() && loaded.snapshot_index.is_none();
     let refuse = |why: String| Err(io::Error::new(io::ErrorKind::InvalidData, why));
     if let Some(found) = &loaded.identity
         && found != want
@@ -487,9 +590,8 @@ fn check_loaded(loaded: &Loaded, want: &StoreIdentity, existing: bool) -> io::Re
             want.id, want.id
         ));
     }
-    let last = loaded.log.keys().next_back().copied();
-    let snapshot = loaded.snapshot.as_ref().and_then(|s| s.meta.last_log_id).map(|l| l.index);
-    let held = last.max(snapshot);
+    let last = loaded.log.keys().next_back().copied().or(loaded.log_last.map(|l| l.index));
+    let held = last.max(loaded.snapshot_index).max(loaded.applied_index);
     if let Some(committed) = loaded.committed
         && held.is_none_or(|h| h < committed.index)
     {
@@ -502,9 +604,78 @@ fn check_loaded(loaded: &Loaded, want: &StoreIdentity, existing: bool) -> io::Re
     Ok(fresh)
 }
 
+impl LogInner {
+    /// The log's database, for reading entries no longer cached.
+    fn reader(&self) -> Option<Arc<redb::Database>> {
+        match &self.disk {
+            Some(Disk::Redb(r)) => r.db.read().clone(),
+            _ => None,
+        }
+    }
+
+    /// Drops the oldest cached entries that are durable while the cache
+    /// holds more than [`LOG_CACHE_BYTES`] (only with a database).
+    fn evict(&mut self) {
+        let Some(Disk::Redb(r)) = &self.disk else { return };
+        let durable = r.durable.load(Ordering::Acquire);
+        while self.cached_bytes > LOG_CACHE_BYTES {
+            match self.log.first_key_value() {
+                Some((&i, _)) if i < durable => {
+                    if let Some(e) = self.log.remove(&i) {
+                        self.cached_bytes -= crate::consensus::network::entry_bytes(&e);
+                    }
+                    self.cached_from = i + 1;
+                }
+                _ => break,
+            }
+        }
+    }
+
+    fn recount(&mut self) {
+        self.cached_bytes = self.log.values().map(crate::consensus::network::entry_bytes).sum();
+    }
+}
+
+/// Reads entries `from..to` from the log's database (blocking).
+fn read_entries(db: &redb::Database, from: u64, to: u64) -> io::Result<Vec<Entry>> {
+    let txn = db.begin_read().map_err(io_err)?;
+    let table = match txn.open_table(LOG) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+        Err(e) => return Err(io_err(e)),
+    };
+    let mut out = Vec::new();
+    for row in table.range(from..to).map_err(io_err)? {
+        out.push(decode(row.map_err(io_err)?.1.value())?);
+    }
+    Ok(out)
+}
+
 impl RaftLogReader<TypeConfig> for LogStore {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(&mut self, range: RB) -> Result<Vec<Entry>, io::Error> {
-        Ok(self.inner.lock().await.log.range(range).map(|(_, e)| e.clone()).collect())
+        use std::ops::Bound;
+        let from = match range.start_bound() {
+            Bound::Included(&i) => i,
+            Bound::Excluded(&i) => i + 1,
+            Bound::Unbounded => 0,
+        };
+        let to = match range.end_bound() {
+            Bound::Included(&i) => i + 1,
+            Bound::Excluded(&i) => i,
+            Bound::Unbounded => u64::MAX,
+        };
+        let (older, mut cached) = {
+            let inner = self.inner.lock().await;
+            let cached: Vec<Entry> =
+                inner.log.range(from.max(inner.cached_from)..to.max(inner.cached_from)).map(|(_, e)| e.clone()).collect();
+            let older = (from < inner.cached_from).then(|| (inner.reader(), to.min(inner.cached_from)));
+            (older, cached)
+        };
+        let Some((reader, upto)) = older else { return Ok(cached) };
+        let Some(db) = reader else { return Ok(cached) };
+        let mut entries = foundation::rt::spawn_blocking(move || read_entries(&db, from, upto)).await.map_err(io_err)??;
+        entries.append(&mut cached);
+        Ok(entries)
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
@@ -517,8 +688,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
         let inner = self.inner.lock().await;
-        let last = inner.log.values().next_back().map(RaftEntry::log_id).or_else(|| inner.purged);
-        Ok(LogState { last_purged_log_id: inner.purged, last_log_id: last })
+        Ok(LogState { last_purged_log_id: inner.purged, last_log_id: inner.last.or(inner.purged) })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -565,8 +735,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             if inner.disk.is_some() {
                 ops.push(Op::Put(e.index(), encode(&e)?));
             }
+            if inner.log.is_empty() {
+                inner.cached_from = e.index();
+            }
+            inner.last = Some(e.log_id);
+            inner.cached_bytes += crate::consensus::network::entry_bytes(&e);
             inner.log.insert(e.index(), e);
         }
+        inner.evict();
         match inner.disk.clone() {
             Some(d) => {
                 drop(inner);
@@ -584,6 +760,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let disk = {
             let mut inner = self.inner.lock().await;
             inner.log.split_off(&from);
+            inner.recount();
+            inner.cached_from = inner.cached_from.min(from);
+            inner.last = last_log_id.or(inner.purged);
             inner.disk.clone()
         };
         match disk {
@@ -597,6 +776,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let mut inner = self.inner.lock().await;
             let keep = inner.log.split_off(&(log_id.index() + 1));
             inner.log = keep;
+            inner.recount();
+            inner.cached_from = inner.cached_from.max(log_id.index() + 1);
+            if inner.last.is_none_or(|l| l.index < log_id.index) {
+                inner.last = Some(log_id);
+            }
             inner.purged = Some(log_id);
             inner.disk.clone()
         };

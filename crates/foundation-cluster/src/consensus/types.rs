@@ -130,59 +130,138 @@ impl State {
     /// Applies `cmd`, the log entry at `index`. Deterministic: the same
     /// commands give the same state on every member.
     pub fn apply(&mut self, index: u64, cmd: Command) -> Applied {
-        let done = |ok, previous| Applied { ok, previous, ..Applied::default() };
-        match cmd {
-            Command::Put { key, value } => done(true, self.kv.insert(key, value)),
-            Command::Delete { key } => {
-                let previous = self.kv.remove(&key);
-                done(previous.is_some(), previous)
-            }
-            Command::Cas { key, expected, new } => {
-                let current = self.kv.get(&key).cloned();
-                if current != expected {
-                    return done(false, current);
-                }
-                match new {
-                    Some(v) => self.kv.insert(key, v),
-                    None => self.kv.remove(&key),
-                };
-                done(true, current)
-            }
-            Command::Acquire { lock, holder, lease_ms, now_ms } => {
-                let expires_ms = now_ms.saturating_add(lease_ms);
-                let granted = match self.locks.get(&lock) {
-                    Some(l) if l.expires_ms > now_ms && l.holder != holder => {
-                        return Applied { ok: false, lock: Some(l.clone()), ..Applied::default() };
-                    }
-                    // The same holder renews under its token.
-                    Some(l) if l.expires_ms > now_ms => LockState { holder, token: l.token, expires_ms },
-                    _ => LockState { holder, token: index, expires_ms },
-                };
-                self.locks.insert(lock, granted.clone());
-                Applied { ok: true, lock: Some(granted), ..Applied::default() }
-            }
-            Command::Release { lock, holder, token } => match self.locks.get(&lock) {
-                Some(l) if l.holder == holder && l.token == token => {
-                    let released = self.locks.remove(&lock);
-                    Applied { ok: true, lock: released, ..Applied::default() }
-                }
-                other => Applied { ok: false, lock: other.cloned(), ..Applied::default() },
-            },
-            Command::Arrive { barrier, participant } => {
-                let arrived = self.barriers.entry(barrier).or_default();
-                let ok = arrived.insert(participant);
-                Applied { ok, arrived: Some(arrived.len() as u64), ..Applied::default() }
-            }
-        }
+        let Ok(applied) = apply_to(self, index, cmd);
+        applied
     }
 
     /// Answers a read.
     pub fn query(&self, q: &Query) -> Answer {
-        match q {
-            Query::Get(key) => Answer::Value(self.kv.get(key).cloned()),
-            Query::Lock(name) => Answer::Lock(self.locks.get(name).cloned()),
-            Query::Arrived(name) => Answer::Arrived(self.barriers.get(name).map_or(0, |b| b.len() as u64)),
+        let Ok(answer) = query_from(self, q);
+        answer
+    }
+}
+
+/// Reads of a replicated state, wherever it is kept (in memory, or in the
+/// tables of a database).
+pub(crate) trait StateRead {
+    /// What a failed read is.
+    type Error;
+    fn value(&self, key: &str) -> Result<Option<Vec<u8>>, Self::Error>;
+    fn lock(&self, name: &str) -> Result<Option<LockState>, Self::Error>;
+    fn arrived(&self, barrier: &str) -> Result<BTreeSet<String>, Self::Error>;
+}
+
+/// Changes to a replicated state.
+pub(crate) trait StateWrite: StateRead {
+    fn set_value(&mut self, key: String, value: Vec<u8>) -> Result<(), Self::Error>;
+    fn remove_value(&mut self, key: &str) -> Result<(), Self::Error>;
+    fn set_lock(&mut self, name: String, lock: LockState) -> Result<(), Self::Error>;
+    fn remove_lock(&mut self, name: &str) -> Result<(), Self::Error>;
+    fn set_arrived(&mut self, barrier: String, arrived: BTreeSet<String>) -> Result<(), Self::Error>;
+}
+
+/// Applies `cmd`, the log entry at `index`, to `state`: the one definition
+/// of what a command does, for every place a state is kept.
+pub(crate) fn apply_to<S: StateWrite>(state: &mut S, index: u64, cmd: Command) -> Result<Applied, S::Error> {
+    let done = |ok, previous| Applied { ok, previous, ..Applied::default() };
+    Ok(match cmd {
+        Command::Put { key, value } => {
+            let previous = state.value(&key)?;
+            state.set_value(key, value)?;
+            done(true, previous)
         }
+        Command::Delete { key } => {
+            let previous = state.value(&key)?;
+            if previous.is_some() {
+                state.remove_value(&key)?;
+            }
+            done(previous.is_some(), previous)
+        }
+        Command::Cas { key, expected, new } => {
+            let current = state.value(&key)?;
+            if current != expected {
+                return Ok(done(false, current));
+            }
+            match new {
+                Some(v) => state.set_value(key, v)?,
+                None => state.remove_value(&key)?,
+            }
+            done(true, current)
+        }
+        Command::Acquire { lock, holder, lease_ms, now_ms } => {
+            let expires_ms = now_ms.saturating_add(lease_ms);
+            let granted = match state.lock(&lock)? {
+                Some(l) if l.expires_ms > now_ms && l.holder != holder => {
+                    return Ok(Applied { ok: false, lock: Some(l), ..Applied::default() });
+                }
+                // The same holder renews under its token.
+                Some(l) if l.expires_ms > now_ms => LockState { holder, token: l.token, expires_ms },
+                _ => LockState { holder, token: index, expires_ms },
+            };
+            state.set_lock(lock, granted.clone())?;
+            Applied { ok: true, lock: Some(granted), ..Applied::default() }
+        }
+        Command::Release { lock, holder, token } => match state.lock(&lock)? {
+            Some(l) if l.holder == holder && l.token == token => {
+                state.remove_lock(&lock)?;
+                Applied { ok: true, lock: Some(l), ..Applied::default() }
+            }
+            other => Applied { ok: false, lock: other, ..Applied::default() },
+        },
+        Command::Arrive { barrier, participant } => {
+            let mut arrived = state.arrived(&barrier)?;
+            let ok = arrived.insert(participant);
+            let count = arrived.len() as u64;
+            if ok {
+                state.set_arrived(barrier, arrived)?;
+            }
+            Applied { ok, arrived: Some(count), ..Applied::default() }
+        }
+    })
+}
+
+/// Answers `q` from `state`.
+pub(crate) fn query_from<S: StateRead>(state: &S, q: &Query) -> Result<Answer, S::Error> {
+    Ok(match q {
+        Query::Get(key) => Answer::Value(state.value(key)?),
+        Query::Lock(name) => Answer::Lock(state.lock(name)?),
+        Query::Arrived(name) => Answer::Arrived(state.arrived(name)?.len() as u64),
+    })
+}
+
+impl StateRead for State {
+    type Error = std::convert::Infallible;
+    fn value(&self, key: &str) -> Result<Option<Vec<u8>>, Self::Error> {
+        Ok(self.kv.get(key).cloned())
+    }
+    fn lock(&self, name: &str) -> Result<Option<LockState>, Self::Error> {
+        Ok(self.locks.get(name).cloned())
+    }
+    fn arrived(&self, barrier: &str) -> Result<BTreeSet<String>, Self::Error> {
+        Ok(self.barriers.get(barrier).cloned().unwrap_or_default())
+    }
+}
+
+impl StateWrite for State {
+    fn set_value(&mut self, key: String, value: Vec<u8>) -> Result<(), Self::Error> {
+        self.kv.insert(key, value);
+        Ok(())
+    }
+    fn remove_value(&mut self, key: &str) -> Result<(), Self::Error> {
+        self.kv.remove(key);
+        Ok(())
+    }
+    fn set_lock(&mut self, name: String, lock: LockState) -> Result<(), Self::Error> {
+        self.locks.insert(name, lock);
+        Ok(())
+    }
+    fn remove_lock(&mut self, name: &str) -> Result<(), Self::Error> {
+        self.locks.remove(name);
+        Ok(())
+    }
+    fn set_arrived(&mut self, barrier: String, arrived: BTreeSet<String>) -> Result<(), Self::Error> {
+        self.barriers.insert(barrier, arrived);
+        Ok(())
     }
 }
 

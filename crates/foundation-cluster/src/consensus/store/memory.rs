@@ -74,6 +74,7 @@ impl MemoryDisk {
             committed: meta(&t, COMMITTED)?,
             purged: meta(&t, PURGED)?,
             snapshot: meta(&t, SNAPSHOT)?,
+            ..Loaded::default()
         })
     }
 }

@@ -1,10 +1,27 @@
 //! The state machine: applies committed entries to the key/value state,
-//! answers queries, and builds and installs snapshots.
+//! answers queries, and builds and installs snapshots. With a data
+//! directory the state is in `state.redb` ([`StateDb`]); without one it is
+//! a [`State`] in memory.
 
 #[allow(clippy::wildcard_imports)] // the store's private pieces (disk, ops, codecs)
 use super::*;
+use std::io::Read as _;
 
-#[derive(Default)]
+/// Entries applied in one batch (one transaction of the state database).
+const APPLY_BATCH: usize = 1024;
+
+/// Where the state is.
+pub(super) enum Backend {
+    /// In memory, with its latest snapshot encoded; on a `MemoryDisk`
+    /// (`disk`), the snapshot is persisted there.
+    Memory { data: State, snapshot: Option<(SnapshotMeta, Arc<Vec<u8>>)>, disk: Option<Disk> },
+    /// In a data directory's `state.redb`; `pending`: a snapshot whose
+    /// install was cut short, to install again at start.
+    Db { db: StateDb, pending: Option<(SnapshotMeta, SnapshotData)> },
+    /// Closed (the member's storage failed or it stopped).
+    Closed,
+}
+
 pub(super) struct SmInner {
     /// Bytes of entries applied since the last snapshot, and the threshold
     /// past which one is due (`u64::MAX`: by entry count only).
@@ -12,9 +29,7 @@ pub(super) struct SmInner {
     pub(super) snapshot_log_bytes: u64,
     pub(super) last_applied: Option<LogId>,
     pub(super) membership: StoredMembershipOf<TypeConfig>,
-    pub(super) data: State,
-    pub(super) snapshot: Option<StoredSnapshot>,
-    pub(super) disk: Option<Disk>,
+    pub(super) backend: Backend,
 }
 
 /// Applied key changes kept for slow watchers (they skip ahead past it).
@@ -31,6 +46,10 @@ pub struct StateMachine {
     pub(super) snapshot_due: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
+fn closed() -> io::Error {
+    io_err("the state machine's storage is closed")
+}
+
 impl StateMachine {
     /// Wakes when a snapshot is due by bytes applied (see
     /// `ConsensusConfig::snapshot_log_bytes`); ends with the state machine.
@@ -40,13 +59,46 @@ impl StateMachine {
     }
 
     /// Answers a read here (no linearizability by itself: see `Consensus::query`).
+    /// A state database that cannot be read answers as empty and reports
+    /// the failure to the member's storage health.
     pub async fn query(&self, q: &Query) -> Answer {
-        self.inner.lock().await.data.query(q)
+        let inner = self.inner.lock().await;
+        match &inner.backend {
+            Backend::Memory { data, .. } => data.query(q),
+            Backend::Db { db, .. } => {
+                let db = db.clone();
+                drop(inner);
+                db.query(q).unwrap_or_else(|e| {
+                    tracing::error!(error = %e, "reading the state failed");
+                    State::default().query(q)
+                })
+            }
+            Backend::Closed => State::default().query(q),
+        }
     }
 
     /// The whole state, for comparisons.
     pub async fn dump(&self) -> State {
-        self.inner.lock().await.data.clone()
+        let inner = self.inner.lock().await;
+        match &inner.backend {
+            Backend::Memory { data, .. } => data.clone(),
+            Backend::Db { db, .. } => {
+                let db = db.clone();
+                drop(inner);
+                foundation::rt::spawn_blocking(move || db.dump()).await.ok().and_then(Result::ok).unwrap_or_default()
+            }
+            Backend::Closed => State::default(),
+        }
+    }
+
+    /// Bytes of keys and values the state holds in its database (`None`
+    /// without one).
+    pub async fn stored_bytes(&self) -> Option<u64> {
+        let db = match &self.inner.lock().await.backend {
+            Backend::Db { db, .. } => db.clone(),
+            _ => return None,
+        };
+        foundation::rt::spawn_blocking(move || db.logical_bytes().ok()).await.ok().flatten()
     }
 
     /// Keys changed by commands applied from now on.
@@ -55,11 +107,13 @@ impl StateMachine {
         self.changes.subscribe()
     }
 
-    /// Closes the data directory (after what is queued is written).
+    /// Closes the storage (after what is queued is written).
     pub async fn close(&self) {
-        let disk = self.inner.lock().await.disk.take();
-        if let Some(d) = disk {
-            d.close().await;
+        let backend = std::mem::replace(&mut self.inner.lock().await.backend, Backend::Closed);
+        match backend {
+            Backend::Memory { disk: Some(d), .. } => d.close().await,
+            Backend::Db { db, .. } => db.close().await,
+            _ => {}
         }
     }
 
@@ -67,10 +121,63 @@ impl StateMachine {
     pub async fn applied_index(&self) -> Option<u64> {
         self.inner.lock().await.last_applied.as_ref().map(|l| l.index())
     }
+
+    /// Applies one batch and answers its entries.
+    async fn apply_batch(
+        &self,
+        batch: Vec<(LogId, Payload)>,
+        responders: Vec<Option<openraft::storage::ApplyResponder<TypeConfig>>>,
+    ) -> io::Result<()> {
+        let Some(last) = batch.last().map(|(id, _)| *id) else { return Ok(()) };
+        let keys: Vec<Option<String>> = batch
+            .iter()
+            .map(|(_, p)| match p {
+                EntryPayload::Normal(Command::Put { key, .. } | Command::Delete { key } | Command::Cas { key, .. }) => Some(key.clone()),
+                _ => None,
+            })
+            .collect();
+        let membership = batch.iter().rev().find_map(|(id, p)| match p {
+            EntryPayload::Membership(m) => Some(openraft::StoredMembership::new(Some(*id), m.clone())),
+            _ => None,
+        });
+        let mut inner = self.inner.lock().await;
+        let answers = match &mut inner.backend {
+            Backend::Memory { data, .. } => batch
+                .into_iter()
+                .map(|(id, p)| match p {
+                    EntryPayload::Normal(cmd) => data.apply(id.index, cmd),
+                    _ => Applied::default(),
+                })
+                .collect(),
+            Backend::Db { db, .. } => {
+                let db = db.clone();
+                drop(inner);
+                let answers = db.apply(batch).await?;
+                inner = self.inner.lock().await;
+                answers
+            }
+            Backend::Closed => return Err(closed()),
+        };
+        inner.last_applied = Some(last);
+        if let Some(m) = membership {
+            inner.membership = m;
+        }
+        drop(inner);
+        for ((applied, responder), key) in answers.into_iter().zip(responders).zip(keys) {
+            if let Some(k) = key.filter(|_| applied.ok) {
+                // No watcher is fine.
+                let _ = self.changes.send(k);
+            }
+            if let Some(r) = responder {
+                r.send(applied);
+            }
+        }
+        Ok(())
+    }
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
-    type SnapshotData = Vec<u8>;
+    type SnapshotData = SnapshotData;
     type SnapshotBuilder = Self;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembershipOf<TypeConfig>), io::Error> {
@@ -82,84 +189,119 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     where
         Strm: futures_util::Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + Send,
     {
-        let mut inner = self.inner.lock().await;
+        let (mut batch, mut responders) = (Vec::new(), Vec::new());
         while let Some(next) = entries.next().await {
             let (entry, responder) = next?;
-            inner.last_applied = Some(entry.log_id);
-            inner.bytes_since_snapshot += crate::consensus::network::entry_bytes(&entry) as u64;
-            if inner.bytes_since_snapshot >= inner.snapshot_log_bytes {
-                inner.bytes_since_snapshot = 0;
-                self.snapshot_due.send_modify(|n| *n += 1);
+            let bytes = crate::consensus::network::entry_bytes(&entry) as u64;
+            {
+                let mut inner = self.inner.lock().await;
+                inner.bytes_since_snapshot += bytes;
+                if inner.bytes_since_snapshot >= inner.snapshot_log_bytes {
+                    inner.bytes_since_snapshot = 0;
+                    self.snapshot_due.send_modify(|n| *n += 1);
+                }
             }
-            let applied = match entry.payload {
-                EntryPayload::Blank => Applied::default(),
-                EntryPayload::Normal(cmd) => {
-                    let key = match &cmd {
-                        Command::Put { key, .. } | Command::Delete { key } | Command::Cas { key, .. } => Some(key.clone()),
-                        _ => None,
-                    };
-                    let applied = inner.data.apply(entry.log_id.index, cmd);
-                    if let Some(k) = key.filter(|_| applied.ok) {
-                        // No watcher is fine.
-                        let _ = self.changes.send(k);
-                    }
-                    applied
-                }
-                EntryPayload::Membership(m) => {
-                    inner.membership = openraft::StoredMembership::new(Some(entry.log_id), m);
-                    Applied::default()
-                }
-            };
-            if let Some(r) = responder {
-                r.send(applied);
+            batch.push((entry.log_id, entry.payload));
+            responders.push(responder);
+            if batch.len() >= APPLY_BATCH {
+                self.apply_batch(std::mem::take(&mut batch), std::mem::take(&mut responders)).await?;
             }
         }
-        Ok(())
+        self.apply_batch(batch, responders).await
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         self.clone()
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMetaOf<TypeConfig>, snapshot: Vec<u8>) -> Result<(), io::Error> {
-        let data: State = decode(&snapshot)?;
-        let stored = StoredSnapshot { meta: meta.clone(), data: snapshot };
-        let disk = {
-            let mut inner = self.inner.lock().await;
-            inner.data = data;
-            inner.last_applied = meta.last_log_id;
-            inner.membership = meta.last_membership.clone();
-            inner.snapshot = Some(stored.clone());
-            inner.disk.clone()
-        };
-        match disk {
-            Some(d) => d.write(vec![Op::Meta(SNAPSHOT, encode(&stored)?)]).await,
-            None => Ok(()),
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: SnapshotData) -> Result<(), io::Error> {
+        let mut inner = self.inner.lock().await;
+        match &mut inner.backend {
+            Backend::Memory { data, snapshot: current, disk } => {
+                let bytes = match snapshot {
+                    SnapshotData::Bytes(b) => b,
+                    other => {
+                        let mut all = Vec::new();
+                        other.reader().read_to_end(&mut all)?;
+                        Arc::new(all)
+                    }
+                };
+                let (found, state) = snapshot::decode_state(&bytes)?;
+                if found != *meta {
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, "the snapshot's header does not match its metadata"));
+                }
+                *data = state;
+                *current = Some((meta.clone(), bytes.clone()));
+                if let Some(d) = disk.clone() {
+                    drop(inner);
+                    d.write(vec![Op::Meta(SNAPSHOT, encode(&StoredSnapshot { meta: meta.clone(), data: bytes.to_vec() })?)]).await?;
+                    inner = self.inner.lock().await;
+                }
+            }
+            Backend::Db { db, .. } => {
+                let db = db.clone();
+                drop(inner);
+                db.install(meta.clone(), snapshot).await?;
+                inner = self.inner.lock().await;
+                if let Backend::Db { pending, .. } = &mut inner.backend {
+                    *pending = None;
+                }
+            }
+            Backend::Closed => return Err(closed()),
         }
+        inner.last_applied = meta.last_log_id;
+        inner.membership = meta.last_membership.clone();
+        Ok(())
     }
 
-    async fn get_current_snapshot(&mut self) -> Result<Option<SnapshotOf<TypeConfig, Vec<u8>>>, io::Error> {
+    async fn get_current_snapshot(&mut self) -> Result<Option<SnapshotOf<TypeConfig, SnapshotData>>, io::Error> {
         let inner = self.inner.lock().await;
-        Ok(inner.snapshot.as_ref().map(|s| openraft::Snapshot { meta: s.meta.clone(), snapshot: s.data.clone() }))
+        Ok(match &inner.backend {
+            Backend::Memory { snapshot, .. } => {
+                snapshot.as_ref().map(|(meta, b)| openraft::Snapshot { meta: meta.clone(), snapshot: SnapshotData::Bytes(b.clone()) })
+            }
+            // A snapshot is what is applied now (nothing applied: none).
+            Backend::Db { pending: Some((meta, data)), .. } => Some(openraft::Snapshot { meta: meta.clone(), snapshot: data.clone() }),
+            Backend::Db { db, pending: None } if inner.last_applied.is_some() => {
+                let db = db.clone();
+                drop(inner);
+                let (meta, snapshot) = db.snapshot().await?;
+                Some(openraft::Snapshot { meta, snapshot })
+            }
+            Backend::Db { .. } => None,
+            Backend::Closed => return Err(closed()),
+        })
     }
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
-    type SnapshotData = Vec<u8>;
+    type SnapshotData = SnapshotData;
 
-    async fn build_snapshot(&mut self) -> Result<SnapshotOf<TypeConfig, Vec<u8>>, io::Error> {
-        let (stored, disk) = {
-            let mut inner = self.inner.lock().await;
-            inner.bytes_since_snapshot = 0;
-            let data = encode(&inner.data)?;
-            let meta = openraft::SnapshotMeta { last_log_id: inner.last_applied, last_membership: inner.membership.clone() };
-            let stored = StoredSnapshot { meta, data };
-            inner.snapshot = Some(stored.clone());
-            (stored, inner.disk.clone())
-        };
-        if let Some(d) = disk {
-            d.write(vec![Op::Meta(SNAPSHOT, encode(&stored)?)]).await?;
+    async fn build_snapshot(&mut self) -> Result<SnapshotOf<TypeConfig, SnapshotData>, io::Error> {
+        let mut inner = self.inner.lock().await;
+        inner.bytes_since_snapshot = 0;
+        let meta = SnapshotMeta { last_log_id: inner.last_applied, last_membership: inner.membership.clone() };
+        match &mut inner.backend {
+            // In memory (simulation and tests: small states), encoded under
+            // the lock.
+            Backend::Memory { data, snapshot, disk } => {
+                let bytes = Arc::new(snapshot::encode_state(&meta, data)?);
+                *snapshot = Some((meta.clone(), bytes.clone()));
+                if let Some(d) = disk.clone() {
+                    drop(inner);
+                    d.write(vec![Op::Meta(SNAPSHOT, encode(&StoredSnapshot { meta: meta.clone(), data: bytes.to_vec() })?)]).await?;
+                }
+                Ok(openraft::Snapshot { meta, snapshot: SnapshotData::Bytes(bytes) })
+            }
+            // What is applied now, made durable: a read transaction, while
+            // applying goes on.
+            Backend::Db { db, .. } => {
+                let db = db.clone();
+                drop(inner);
+                let (meta, data) = db.snapshot().await?;
+                Ok(openraft::Snapshot { meta, snapshot: data })
+            }
+            Backend::Closed => Err(closed()),
         }
-        Ok(openraft::Snapshot { meta: stored.meta, snapshot: stored.data })
     }
 }
