@@ -15,6 +15,7 @@ mod messages;
 pub mod process;
 mod remote;
 mod scheduler;
+mod storage;
 
 use std::time::Duration;
 
@@ -171,6 +172,7 @@ fn all_benches() -> Vec<Bench> {
     all.extend(scheduler::benches());
     all.extend(remote::benches());
     all.extend(consensus::benches());
+    all.extend(storage::benches());
     all.extend(check::benches());
     all
 }

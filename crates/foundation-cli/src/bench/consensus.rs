@@ -30,10 +30,10 @@ pub fn benches() -> Vec<Bench> {
 }
 
 /// A scratch directory, removed on drop.
-struct Scratch(PathBuf);
+pub(super) struct Scratch(pub(super) PathBuf);
 
 impl Scratch {
-    fn new(tag: &str) -> anyhow::Result<Self> {
+    pub(super) fn new(tag: &str) -> anyhow::Result<Self> {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("foundation-bench-{tag}-{}-{n}", std::process::id()));
@@ -48,19 +48,20 @@ impl Drop for Scratch {
     }
 }
 
-struct Group {
-    nodes: Vec<Cluster>,
-    members: Vec<Consensus>,
-    _dir: Scratch,
+pub(super) struct Group {
+    pub(super) nodes: Vec<Cluster>,
+    pub(super) members: Vec<Consensus>,
+    pub(super) dir: Scratch,
+    pub(super) secret: ClusterSecret,
 }
 
 impl Group {
-    fn leader(&self) -> anyhow::Result<usize> {
+    pub(super) fn leader(&self) -> anyhow::Result<usize> {
         let (id, _) = self.members[0].leader().context("no leader")?;
         self.members.iter().position(|m| m.id() == id).context("the leader is not a member")
     }
 
-    async fn stop(self) {
+    pub(super) async fn stop(self) {
         for (m, c) in self.members.iter().zip(&self.nodes) {
             m.shutdown().await;
             c.shutdown();
@@ -70,17 +71,26 @@ impl Group {
 
 /// Three durable members, each node on its own scheduler in turn.
 async fn group(h: &Harness, config: impl Fn(u64) -> ConsensusConfig + Send + Sync + Clone + 'static) -> anyhow::Result<Group> {
+    group_of(h, 3, config).await
+}
+
+/// `n` durable members, each node on its own scheduler in turn.
+pub(super) async fn group_of(
+    h: &Harness,
+    n: u64,
+    config: impl Fn(u64) -> ConsensusConfig + Send + Sync + Clone + 'static,
+) -> anyhow::Result<Group> {
     let dir = Scratch::new("raft")?;
     let secret = ClusterSecret::new("foundation-bench-secret-0123456789", "bench").context("secret")?;
     let mut nodes: Vec<Cluster> = Vec::new();
     let mut members = Vec::new();
-    for i in 1..=3u64 {
+    for i in 1..=n {
         let name = format!("n{i}");
         let node = h.named_node(&name);
         let (secret, data, join) = (secret.clone(), dir.0.join(&name), nodes.first().map(|c: &Cluster| c.addr().to_owned()));
         let config = config.clone();
         let (cluster, member) = h
-            .on_scheduler(i as usize - 1, async move {
+            .on_scheduler((i as usize - 1) % 3, async move {
                 let cluster = Cluster::start(node, ClusterConfig::new(name, "127.0.0.1:0", secret)).await?;
                 if let Some(addr) = join {
                     cluster.connect(&addr).await?;
@@ -93,7 +103,7 @@ async fn group(h: &Harness, config: impl Fn(u64) -> ConsensusConfig + Send + Syn
         members.push(member);
     }
     let deadline = Instant::now() + T;
-    while nodes.iter().any(|c| c.peers().len() < 2) {
+    while nodes.iter().any(|c| c.peers().len() < n as usize - 1) {
         if Instant::now() > deadline {
             bail!("the mesh did not form");
         }
@@ -109,7 +119,7 @@ async fn group(h: &Harness, config: impl Fn(u64) -> ConsensusConfig + Send + Syn
     let leader = members[0].leader().context("a leader")?.0;
     let leader = members.iter().find(|m| m.id() == leader).context("leader")?;
     leader.reach_consensus(put(0, 0), T).await.context("the first write")?;
-    Ok(Group { nodes, members, _dir: dir })
+    Ok(Group { nodes, members, dir, secret })
 }
 
 fn put(client: usize, i: usize) -> Command {

@@ -353,6 +353,17 @@ impl Consensus {
         self.sm().applied_index().await
     }
 
+    /// Takes a snapshot of what is applied here now (the log behind it is
+    /// then purged, keeping `logs_kept` entries) and waits until it is
+    /// taken.
+    pub async fn snapshot(&self) -> Result<(), ConsensusError> {
+        let applied = self.applied_index().await;
+        let raft = self.raft().clone();
+        raft.trigger().snapshot().await.map_err(raft_err)?;
+        let wait = raft.wait(Some(Duration::from_secs(30)));
+        wait.metrics(|m| m.snapshot.map(|s| s.index) >= applied, "a snapshot of what was applied").await.map(drop).map_err(raft_err)
+    }
+
     /// Commits `command`, waiting at most `timeout`.
     pub async fn reach_consensus(&self, command: Command, timeout: Duration) -> Result<Decision, ConsensusError> {
         let limit = self.inner.config.max_proposal_bytes;

@@ -240,6 +240,9 @@ impl SnapshotStream {
     }
 }
 
+/// Writes a snapshot's bytes into a [`ChunkSink`] (on the blocking pool).
+type Producer = Box<dyn FnOnce(&mut ChunkSink) -> io::Result<()> + Send>;
+
 /// Cuts what is written into chunks for a [`SnapshotStream`].
 struct ChunkSink {
     buf: Vec<u8>,
@@ -273,15 +276,17 @@ impl SnapshotData {
     /// Its bytes in chunks of `chunk`.
     pub(crate) fn stream(&self, chunk: usize) -> SnapshotStream {
         let chunk = chunk.max(1);
-        let produce = |work: Box<dyn FnOnce(&mut ChunkSink) -> io::Result<()> + Send>| {
+        let produce = |work: Producer| {
             let (tx, rx) = tokio::sync::mpsc::channel(CHUNKS_IN_FLIGHT);
-            let _ = foundation::rt::spawn_blocking(move || {
+            // Detached: it ends when the snapshot is produced or its stream
+            // is dropped (the next send fails).
+            drop(foundation::rt::spawn_blocking(move || {
                 let mut sink = ChunkSink { buf: Vec::with_capacity(chunk), chunk, tx: tx.clone() };
                 let done = work(&mut sink).and_then(|()| if sink.buf.is_empty() { Ok(()) } else { sink.emit() });
                 if let Err(e) = done {
                     let _ = tx.blocking_send(Err(e));
                 }
-            });
+            }));
             SnapshotStream::Produced(rx)
         };
         match self {

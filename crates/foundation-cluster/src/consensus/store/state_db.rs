@@ -154,7 +154,7 @@ fn read_meta(txn: &redb::ReadTransaction) -> io::Result<Opened> {
     if get(&t, INSTALLING)?.is_some() {
         return Ok(opened);
     }
-    opened.applied = get(&t, APPLIED)?.map(|b| decode(&b)).transpose()?;
+    opened.applied = get(&t, APPLIED)?.map(|b| decode::<Option<LogId>>(&b)).transpose()?.flatten();
     opened.membership = get(&t, MEMBERSHIP)?.map(|b| decode(&b)).transpose()?.unwrap_or_default();
     Ok(opened)
 }
@@ -483,5 +483,42 @@ impl Worker {
         }
         txn.commit().map_err(io_err)?;
         self.snapshots.installed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::consensus::types::Command;
+
+    fn log_id(index: u64) -> LogId {
+        openraft::LogId {
+            leader_id: <openraft::alias::LeaderIdOf<TypeConfig> as openraft::vote::RaftLeaderIdExt>::new_committed(1, 1),
+            index,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn what_was_applied_is_there_after_a_reopen() {
+        let dir = std::env::temp_dir().join(format!("foundation-state-db-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        crate::server::private_dir(&dir).unwrap();
+        let me = StoreIdentity { cluster_id: "c".into(), id: 1 };
+        let (db, opened) = StateDb::open(&dir, &me, DiskFaults::new(), StorageHealth::default()).unwrap();
+        assert_eq!(opened.applied, None);
+        let put = |k: &str| EntryPayload::Normal(Command::Put { key: k.into(), value: k.as_bytes().to_vec() });
+        let answers = db.apply(vec![(log_id(1), put("a")), (log_id(2), EntryPayload::Blank), (log_id(3), put("a"))]).await.unwrap();
+        assert_eq!(answers.iter().map(|a| a.previous.clone()).collect::<Vec<_>>(), [None, None, Some(b"a".to_vec())]);
+        // A snapshot makes it durable; the reopened database says so.
+        let (meta, _) = db.snapshot().await.unwrap();
+        assert_eq!(meta.last_log_id, Some(log_id(3)));
+        db.close().await;
+        drop(db);
+        let (db, opened) = StateDb::open(&dir, &me, DiskFaults::new(), StorageHealth::default()).unwrap();
+        assert_eq!(opened.applied, Some(log_id(3)));
+        assert_eq!(db.query(&crate::consensus::types::Query::Get("a".into())).unwrap(), Answer::Value(Some(b"a".to_vec())));
+        db.close().await;
+        drop(db);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
