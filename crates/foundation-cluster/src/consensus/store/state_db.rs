@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use openraft::EntryPayload;
 use openraft::alias::{LogIdOf, StoredMembershipOf};
-use redb::{ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{ReadableTable, TableDefinition};
 use tokio::sync::{mpsc, oneshot};
 
 use super::snapshot::{Meta, Row, SnapshotData, SnapshotDir, SnapshotReader, SnapshotWriter};
@@ -161,6 +161,8 @@ fn read_meta(txn: &redb::ReadTransaction) -> io::Result<Opened> {
 
 enum Msg {
     Apply(Vec<(LogId, Payload)>, oneshot::Sender<io::Result<Vec<Applied>>>),
+    Query(Query, oneshot::Sender<io::Result<Answer>>),
+    Dump(oneshot::Sender<io::Result<State>>),
     Snapshot(oneshot::Sender<io::Result<(redb::ReadTransaction, Meta)>>),
     Install(Meta, SnapshotData, oneshot::Sender<io::Result<()>>),
     Close(oneshot::Sender<()>),
@@ -170,7 +172,6 @@ enum Msg {
 #[derive(Clone)]
 pub(super) struct StateDb {
     tx: mpsc::Sender<Msg>,
-    db: Arc<redb::Database>,
     pub snapshots: Arc<SnapshotDir>,
 }
 
@@ -211,12 +212,12 @@ impl StateDb {
         let snapshots = Arc::new(SnapshotDir::open(dir)?);
         let db = Arc::new(db);
         let (tx, rx) = mpsc::channel(QUEUE);
-        let worker = Worker { db: db.clone(), snapshots: snapshots.clone(), faults, health, last_durable: Instant::now() };
+        let worker = Worker { db, snapshots: snapshots.clone(), faults, health, last_durable: Instant::now(), open: None };
         // A thread of its own: redb's writes block. It exists only with a
         // data directory, which simulation never has.
         #[allow(clippy::disallowed_methods)]
         std::thread::Builder::new().name("foundation-raft-state".into()).spawn(move || worker.run(rx))?;
-        Ok((Self { tx, db, snapshots }, opened))
+        Ok((Self { tx, snapshots }, opened))
     }
 
     async fn ask<T>(&self, msg: impl FnOnce(oneshot::Sender<io::Result<T>>) -> Msg) -> io::Result<T> {
@@ -242,58 +243,16 @@ impl StateDb {
         self.ask(|tx| Msg::Install(meta, data, tx)).await
     }
 
-    /// Answers a read from the latest applied state (a point read through
-    /// redb's cache, on the calling task).
-    fn read<T>(&self, f: impl FnOnce(&ReadTables) -> io::Result<T>, empty: impl FnOnce(&State) -> T) -> io::Result<T> {
-        let txn = self.db.begin_read().map_err(io_err)?;
-        match read_tables(&txn)? {
-            Some(t) => f(&t),
-            None => Ok(empty(&State::default())),
-        }
+    /// Answers `q` from the latest applied state (on the state thread,
+    /// which sees what it has applied and not yet committed).
+    pub async fn query(&self, q: &Query) -> io::Result<Answer> {
+        let q = q.clone();
+        self.ask(|tx| Msg::Query(q, tx)).await
     }
 
-    /// Answers `q` from the latest applied state (a point read through
-    /// redb's cache, on the calling task).
-    pub fn query(&self, q: &Query) -> io::Result<Answer> {
-        self.read(|t| query_from(t, q), |s| s.query(q))
-    }
-
-    /// The whole state in memory (for comparisons in tests; blocking).
-    pub fn dump(&self) -> io::Result<State> {
-        self.read(
-            |t| {
-                let mut state = State::default();
-                for row in t.kv.iter().map_err(io_err)? {
-                    let (k, v) = row.map_err(io_err)?;
-                    state.kv.insert(k.value().to_owned(), v.value().to_vec());
-                }
-                for row in t.locks.iter().map_err(io_err)? {
-                    let (k, v) = row.map_err(io_err)?;
-                    state.locks.insert(k.value().to_owned(), decode(v.value())?);
-                }
-                for row in t.barriers.iter().map_err(io_err)? {
-                    let (k, v) = row.map_err(io_err)?;
-                    state.barriers.insert(k.value().to_owned(), decode(v.value())?);
-                }
-                Ok(state)
-            },
-            State::clone,
-        )
-    }
-
-    /// Bytes the state's rows take, keys and values (for the benches).
-    pub fn logical_bytes(&self) -> io::Result<u64> {
-        self.read(
-            |t| {
-                let stats = [t.kv.stats(), t.locks.stats(), t.barriers.stats()];
-                let mut bytes = 0;
-                for s in stats {
-                    bytes += s.map_err(io_err)?.stored_bytes();
-                }
-                Ok(bytes)
-            },
-            |_| 0,
-        )
+    /// The whole state in memory (for comparisons in tests).
+    pub async fn dump(&self) -> io::Result<State> {
+        self.ask(Msg::Dump).await
     }
 
     /// Stops the thread after what is queued; the database closes when
@@ -304,6 +263,24 @@ impl StateDb {
             let _ = rx.await;
         }
     }
+}
+
+/// Every row of `t`.
+fn dump_tables<T: ReadableTable<&'static str, &'static [u8]>>(t: &Tables<T>) -> io::Result<State> {
+    let mut state = State::default();
+    for row in t.kv.iter().map_err(io_err)? {
+        let (k, v) = row.map_err(io_err)?;
+        state.kv.insert(k.value().to_owned(), v.value().to_vec());
+    }
+    for row in t.locks.iter().map_err(io_err)? {
+        let (k, v) = row.map_err(io_err)?;
+        state.locks.insert(k.value().to_owned(), decode(v.value())?);
+    }
+    for row in t.barriers.iter().map_err(io_err)? {
+        let (k, v) = row.map_err(io_err)?;
+        state.barriers.insert(k.value().to_owned(), decode(v.value())?);
+    }
+    Ok(state)
 }
 
 /// The state as of one read transaction (redb keeps what it sees until it
@@ -342,7 +319,17 @@ struct Worker {
     faults: DiskFaults,
     health: StorageHealth,
     last_durable: Instant,
+    /// Applied batches not yet committed, and when the first was: reads go
+    /// through this thread and see them; they commit after [`HOLD`] (or
+    /// before a snapshot, an install or closing). The log they came from is
+    /// durable, so a crash loses nothing Raft cannot apply again.
+    open: Option<(redb::WriteTransaction, Instant)>,
 }
+
+/// Longest a transaction of applied batches stays open: one commit per
+/// [`HOLD`] instead of one per batch (a redb commit costs far more than a
+/// batch of small writes).
+const HOLD: Duration = Duration::from_millis(5);
 
 impl Worker {
     fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
@@ -356,12 +343,19 @@ impl Worker {
                     let r = self.guarded(Self::freeze);
                     let _ = reply.send(r);
                 }
+                Msg::Query(q, reply) => {
+                    let _ = reply.send(self.view(|t| query_from(t, &q), |t| query_from(t, &q), |s| s.query(&q)));
+                }
+                Msg::Dump(reply) => {
+                    let _ = reply.send(self.view(|t| dump_tables(t), dump_tables, State::clone));
+                }
                 Msg::Install(meta, data, reply) => {
                     let r = self.guarded(|w| w.install(&meta, &data));
                     let _ = reply.send(r);
                 }
                 Msg::Close(ack) => {
                     rx.close();
+                    let _ = self.guarded(Self::flush);
                     drop(self);
                     let _ = ack.send(());
                     return;
@@ -397,8 +391,37 @@ impl Worker {
         Ok(txn)
     }
 
+    /// Commits the open transaction, if any.
+    fn flush(&mut self) -> io::Result<()> {
+        match self.open.take() {
+            Some((txn, _)) => txn.commit().map_err(io_err),
+            None => Ok(()),
+        }
+    }
+
+    /// Reads the state as this thread sees it (uncommitted batches
+    /// included): through the open transaction, or a read transaction.
+    fn view<T>(
+        &mut self,
+        open: impl FnOnce(&Tables<Table<'_>>) -> io::Result<T>,
+        committed: impl FnOnce(&ReadTables) -> io::Result<T>,
+        empty: impl FnOnce(&State) -> T,
+    ) -> io::Result<T> {
+        if let Some((txn, _)) = &self.open {
+            return open(&Tables::open(txn)?);
+        }
+        let txn = self.db.begin_read().map_err(io_err)?;
+        match read_tables(&txn)? {
+            Some(t) => committed(&t),
+            None => Ok(empty(&State::default())),
+        }
+    }
+
     fn apply(&mut self, entries: Vec<(LogId, Payload)>) -> io::Result<Vec<Applied>> {
-        let txn = self.begin(false)?;
+        let (txn, since) = match self.open.take() {
+            Some(open) => open,
+            None => (self.begin(false)?, Instant::now()),
+        };
         let mut answers = Vec::with_capacity(entries.len());
         {
             let mut tables = Tables::open(&txn)?;
@@ -423,12 +446,17 @@ impl Worker {
                 meta.insert(APPLIED, encode(&Some(last))?.as_slice()).map_err(io_err)?;
             }
         }
-        txn.commit().map_err(io_err)?;
+        if since.elapsed() >= HOLD {
+            txn.commit().map_err(io_err)?;
+        } else {
+            self.open = Some((txn, since));
+        }
         Ok(answers)
     }
 
     /// Makes what is applied durable and opens a read transaction on it.
     fn freeze(&mut self) -> io::Result<(redb::ReadTransaction, Meta)> {
+        self.flush()?;
         let txn = self.begin(true)?;
         txn.commit().map_err(io_err)?;
         let read = self.db.begin_read().map_err(io_err)?;
@@ -439,6 +467,7 @@ impl Worker {
     fn install(&mut self, meta: &Meta, data: &SnapshotData) -> io::Result<()> {
         // The file is kept until the state holds it: if the install stops
         // halfway, the `installing` mark makes Raft install it again.
+        self.flush()?;
         if let SnapshotData::File(f) = data {
             self.snapshots.adopt(&f.path)?;
         }
@@ -516,7 +545,7 @@ mod tests {
         drop(db);
         let (db, opened) = StateDb::open(&dir, &me, DiskFaults::new(), StorageHealth::default()).unwrap();
         assert_eq!(opened.applied, Some(log_id(3)));
-        assert_eq!(db.query(&crate::consensus::types::Query::Get("a".into())).unwrap(), Answer::Value(Some(b"a".to_vec())));
+        assert_eq!(db.query(&Query::Get("a".into())).await.unwrap(), Answer::Value(Some(b"a".to_vec())));
         db.close().await;
         drop(db);
         std::fs::remove_dir_all(&dir).unwrap();

@@ -68,7 +68,7 @@ impl StateMachine {
             Backend::Db { db, .. } => {
                 let db = db.clone();
                 drop(inner);
-                db.query(q).unwrap_or_else(|e| {
+                db.query(q).await.unwrap_or_else(|e| {
                     tracing::error!(error = %e, "reading the state failed");
                     State::default().query(q)
                 })
@@ -85,20 +85,10 @@ impl StateMachine {
             Backend::Db { db, .. } => {
                 let db = db.clone();
                 drop(inner);
-                foundation::rt::spawn_blocking(move || db.dump()).await.ok().and_then(Result::ok).unwrap_or_default()
+                db.dump().await.unwrap_or_default()
             }
             Backend::Closed => State::default(),
         }
-    }
-
-    /// Bytes of keys and values the state holds in its database (`None`
-    /// without one).
-    pub async fn stored_bytes(&self) -> Option<u64> {
-        let db = match &self.inner.lock().await.backend {
-            Backend::Db { db, .. } => db.clone(),
-            _ => return None,
-        };
-        foundation::rt::spawn_blocking(move || db.logical_bytes().ok()).await.ok().flatten()
     }
 
     /// Keys changed by commands applied from now on.
