@@ -74,8 +74,13 @@ pub const SNAPSHOT_BYTES_MAX: u64 = 1 << 30;
 /// An entry's size on the wire, about (the command's bytes and a margin
 /// for the log id, the payload's tag and the encoding).
 pub fn entry_bytes(e: &openraft::alias::EntryOf<TypeConfig>) -> usize {
+    payload_bytes(&e.payload)
+}
+
+/// A payload's size on the wire, about (see [`entry_bytes`]).
+pub fn payload_bytes(p: &EntryPayload<super::types::Command, NodeId, Member>) -> usize {
     const MARGIN: usize = 64;
-    match &e.payload {
+    match p {
         EntryPayload::Normal(cmd) => cmd.size() + MARGIN,
         EntryPayload::Membership(m) => 64 * m.nodes().count() + MARGIN,
         EntryPayload::Blank => MARGIN,

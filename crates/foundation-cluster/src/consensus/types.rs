@@ -130,7 +130,7 @@ impl State {
     /// Applies `cmd`, the log entry at `index`. Deterministic: the same
     /// commands give the same state on every member.
     pub fn apply(&mut self, index: u64, cmd: Command) -> Applied {
-        let Ok(applied) = apply_to(self, index, cmd);
+        let Ok(applied) = apply_to(self, index, cmd, true);
         applied
     }
 
@@ -161,12 +161,14 @@ pub(crate) trait StateWrite: StateRead {
 }
 
 /// Applies `cmd`, the log entry at `index`, to `state`: the one definition
-/// of what a command does, for every place a state is kept.
-pub(crate) fn apply_to<S: StateWrite>(state: &mut S, index: u64, cmd: Command) -> Result<Applied, S::Error> {
+/// of what a command does, for every place a state is kept. Without
+/// `answered` (nobody waits for the answer: a follower, a replay), a put
+/// does not read the value it replaces.
+pub(crate) fn apply_to<S: StateWrite>(state: &mut S, index: u64, cmd: Command, answered: bool) -> Result<Applied, S::Error> {
     let done = |ok, previous| Applied { ok, previous, ..Applied::default() };
     Ok(match cmd {
         Command::Put { key, value } => {
-            let previous = state.value(&key)?;
+            let previous = if answered { state.value(&key)? } else { None };
             state.set_value(key, value)?;
             done(true, previous)
         }

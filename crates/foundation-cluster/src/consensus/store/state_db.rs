@@ -3,14 +3,19 @@
 //!
 //! The state lives in the database (tables `kv`, `locks`, `barriers`), read
 //! through redb transactions and its bounded page cache: a member's memory
-//! does not grow with its state. What was applied up to (`applied`) and the
-//! membership are written in the same transaction as the changes, so the
-//! database is always a consistent state at some log index.
+//! does not grow with its state. Applying changes a layer in memory
+//! (`Layers::active`, reads look there first); once it holds
+//! [`FLUSH_BYTES`], the state thread writes it in one transaction, in key
+//! order, while applying goes on into a fresh layer (at most two in
+//! memory). What was applied up to (`applied`) and the membership are
+//! written in the same transaction as the changes, so the database is
+//! always a consistent state at some log index.
 //!
-//! Applied batches commit without fsync (`Durability::None`: the log they
-//! came from is durable, and Raft applies them again after a crash), with a
-//! durable commit at least every [`DURABLE_EVERY`] and before every
-//! snapshot: a snapshot is a durable state, so the log behind it can go.
+//! Those transactions commit without fsync (`Durability::None`: the log
+//! the changes came from is durable, and Raft applies them again after a
+//! crash), with a durable commit at least every [`DURABLE_EVERY`] and for
+//! every snapshot: a snapshot is a durable state, so the log behind it can
+//! go.
 //! A snapshot is not a copy: it is a read transaction (redb's MVCC), which
 //! applying does not disturb, encoded row by row only when a follower needs
 //! it. A snapshot received from the leader is written to a file, then
@@ -19,7 +24,7 @@
 //! state that says it holds nothing, and Raft installs the file again at
 //! start.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
@@ -78,24 +83,6 @@ impl<T: ReadableTable<&'static str, &'static [u8]>> StateRead for Tables<T> {
     }
     fn arrived(&self, barrier: &str) -> io::Result<BTreeSet<String>> {
         Ok(get(&self.barriers, barrier)?.map(|b| decode(&b)).transpose()?.unwrap_or_default())
-    }
-}
-
-impl StateWrite for Tables<Table<'_>> {
-    fn set_value(&mut self, key: String, value: Vec<u8>) -> io::Result<()> {
-        self.kv.insert(key.as_str(), value.as_slice()).map(drop).map_err(io_err)
-    }
-    fn remove_value(&mut self, key: &str) -> io::Result<()> {
-        self.kv.remove(key).map(drop).map_err(io_err)
-    }
-    fn set_lock(&mut self, name: String, lock: LockState) -> io::Result<()> {
-        self.locks.insert(name.as_str(), encode(&lock)?.as_slice()).map(drop).map_err(io_err)
-    }
-    fn remove_lock(&mut self, name: &str) -> io::Result<()> {
-        self.locks.remove(name).map(drop).map_err(io_err)
-    }
-    fn set_arrived(&mut self, barrier: String, arrived: BTreeSet<String>) -> io::Result<()> {
-        self.barriers.insert(barrier.as_str(), encode(&arrived)?.as_slice()).map(drop).map_err(io_err)
     }
 }
 
@@ -159,11 +146,137 @@ fn read_meta(txn: &redb::ReadTransaction) -> io::Result<Opened> {
     Ok(opened)
 }
 
+/// Which table a change is to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Which {
+    Kv,
+    Lock,
+    Barrier,
+}
+
+/// Changes not yet in the database: a row's new (encoded) value, or its
+/// removal.
+#[derive(Default)]
+struct Changes([BTreeMap<String, Option<Vec<u8>>>; 3]);
+
+impl Changes {
+    fn get(&self, which: Which, key: &str) -> Option<&Option<Vec<u8>>> {
+        self.0[which as usize].get(key)
+    }
+
+    /// Every change, table by table, in key order.
+    fn iter(&self) -> impl Iterator<Item = (Which, &String, &Option<Vec<u8>>)> {
+        [Which::Kv, Which::Lock, Which::Barrier].into_iter().flat_map(move |w| self.0[w as usize].iter().map(move |(k, v)| (w, k, v)))
+    }
+}
+
+/// The state as applied: the database as of its last flush (`read`), the
+/// batch being flushed, and what was applied since (`active`). Applying
+/// writes to `active` only; the state thread writes a full `active` to the
+/// database in one transaction, in key order, while applying goes on.
+struct Layers {
+    active: Changes,
+    active_bytes: usize,
+    flushing: Option<Arc<Changes>>,
+    /// `None` once closed, or after a write failed.
+    read: Option<redb::ReadTransaction>,
+    /// The tables of `read`, opened once (none before the first write).
+    tables: Option<ReadTables>,
+    applied: Option<LogId>,
+    membership: Membership,
+}
+
+/// Bytes of changes `active` holds before it is flushed: with the batch
+/// being flushed, what applying keeps in memory.
+pub const FLUSH_BYTES: usize = 16 << 20;
+
+fn unusable() -> io::Error {
+    io_err("the state database is closed or failed")
+}
+
+impl Layers {
+    fn get(&self, which: Which, key: &str) -> io::Result<Option<Vec<u8>>> {
+        if let Some(v) = self.active.get(which, key) {
+            return Ok(v.clone());
+        }
+        if let Some(v) = self.flushing.as_ref().and_then(|f| f.get(which, key)) {
+            return Ok(v.clone());
+        }
+        self.read.as_ref().ok_or_else(unusable)?;
+        let Some(t) = &self.tables else { return Ok(None) };
+        get(
+            match which {
+                Which::Kv => &t.kv,
+                Which::Lock => &t.locks,
+                Which::Barrier => &t.barriers,
+            },
+            key,
+        )
+    }
+
+    /// Reads see `read` from now on.
+    fn publish(&mut self, read: Option<redb::ReadTransaction>) -> io::Result<()> {
+        self.tables = match &read {
+            Some(txn) => read_tables(txn)?,
+            None => None,
+        };
+        self.read = read;
+        Ok(())
+    }
+
+    fn set(&mut self, which: Which, key: String, value: Option<Vec<u8>>) {
+        self.active_bytes += key.len() + value.as_ref().map_or(0, Vec::len) + 64;
+        self.active.0[which as usize].insert(key, value);
+    }
+}
+
+impl StateRead for Layers {
+    type Error = io::Error;
+    fn value(&self, key: &str) -> io::Result<Option<Vec<u8>>> {
+        self.get(Which::Kv, key)
+    }
+    fn lock(&self, name: &str) -> io::Result<Option<LockState>> {
+        self.get(Which::Lock, name)?.map(|b| decode(&b)).transpose()
+    }
+    fn arrived(&self, barrier: &str) -> io::Result<BTreeSet<String>> {
+        Ok(self.get(Which::Barrier, barrier)?.map(|b| decode(&b)).transpose()?.unwrap_or_default())
+    }
+}
+
+impl StateWrite for Layers {
+    fn set_value(&mut self, key: String, value: Vec<u8>) -> io::Result<()> {
+        self.set(Which::Kv, key, Some(value));
+        Ok(())
+    }
+    fn remove_value(&mut self, key: &str) -> io::Result<()> {
+        self.set(Which::Kv, key.to_owned(), None);
+        Ok(())
+    }
+    fn set_lock(&mut self, name: String, lock: LockState) -> io::Result<()> {
+        self.set(Which::Lock, name, Some(encode(&lock)?));
+        Ok(())
+    }
+    fn remove_lock(&mut self, name: &str) -> io::Result<()> {
+        self.set(Which::Lock, name.to_owned(), None);
+        Ok(())
+    }
+    fn set_arrived(&mut self, barrier: String, arrived: BTreeSet<String>) -> io::Result<()> {
+        self.set(Which::Barrier, barrier, Some(encode(&arrived)?));
+        Ok(())
+    }
+}
+
+/// A flush: changes to write, what they were applied up to, and (for a
+/// snapshot) a durable commit and a read transaction on it.
+struct Flush {
+    changes: Arc<Changes>,
+    applied: Option<LogId>,
+    membership: Membership,
+    snapshot: Option<oneshot::Sender<io::Result<(redb::ReadTransaction, Meta)>>>,
+}
+
 enum Msg {
-    Apply(Vec<(LogId, Payload)>, oneshot::Sender<io::Result<Vec<Applied>>>),
-    Query(Query, oneshot::Sender<io::Result<Answer>>),
-    Dump(oneshot::Sender<io::Result<State>>),
-    Snapshot(oneshot::Sender<io::Result<(redb::ReadTransaction, Meta)>>),
+    Flush(Flush),
     Install(Meta, SnapshotData, oneshot::Sender<io::Result<()>>),
     Close(oneshot::Sender<()>),
 }
@@ -172,6 +285,9 @@ enum Msg {
 #[derive(Clone)]
 pub(super) struct StateDb {
     tx: mpsc::Sender<Msg>,
+    layers: Arc<parking_lot::Mutex<Layers>>,
+    /// Bumped when a flush or an install ends.
+    flushed: Arc<tokio::sync::watch::Sender<u64>>,
     pub snapshots: Arc<SnapshotDir>,
 }
 
@@ -210,56 +326,156 @@ impl StateDb {
             txn.commit().map_err(io_err)?;
         }
         let snapshots = Arc::new(SnapshotDir::open(dir)?);
-        let db = Arc::new(db);
+        let mut layers = Layers {
+            active: Changes::default(),
+            active_bytes: 0,
+            flushing: None,
+            read: None,
+            tables: None,
+            applied: opened.applied,
+            membership: opened.membership.clone(),
+        };
+        layers.publish(Some(db.begin_read().map_err(io_err)?))?;
+        let layers = Arc::new(parking_lot::Mutex::new(layers));
+        let flushed = Arc::new(tokio::sync::watch::channel(0).0);
         let (tx, rx) = mpsc::channel(QUEUE);
-        let worker = Worker { db, snapshots: snapshots.clone(), faults, health, last_durable: Instant::now(), open: None };
+        let worker = Worker {
+            db,
+            snapshots: snapshots.clone(),
+            faults,
+            health,
+            last_durable: Instant::now(),
+            layers: layers.clone(),
+            flushed: flushed.clone(),
+        };
         // A thread of its own: redb's writes block. It exists only with a
         // data directory, which simulation never has.
         #[allow(clippy::disallowed_methods)]
         std::thread::Builder::new().name("foundation-raft-state".into()).spawn(move || worker.run(rx))?;
-        Ok((Self { tx, snapshots }, opened))
+        Ok((Self { tx, layers, flushed, snapshots }, opened))
     }
 
-    async fn ask<T>(&self, msg: impl FnOnce(oneshot::Sender<io::Result<T>>) -> Msg) -> io::Result<T> {
-        let (tx, rx) = oneshot::channel();
-        self.tx.send(msg(tx)).await.map_err(|_| io_err("the state database is closed"))?;
-        rx.await.map_err(|_| io_err("the state database stopped"))?
+    async fn send(&self, msg: Msg) -> io::Result<()> {
+        self.tx.send(msg).await.map_err(|_| io_err("the state database is closed"))
     }
 
-    /// Applies committed entries; what each did, in order.
-    pub async fn apply(&self, entries: Vec<(LogId, Payload)>) -> io::Result<Vec<Applied>> {
-        self.ask(|tx| Msg::Apply(entries, tx)).await
+    /// Waits until no flush is in flight, then hands `active` to the state
+    /// thread (with `snapshot`: a durable commit and a read transaction).
+    async fn flush(&self, snapshot: Option<oneshot::Sender<io::Result<(redb::ReadTransaction, Meta)>>>) -> io::Result<()> {
+        let flush = loop {
+            let mut done = self.flushed.subscribe();
+            {
+                let mut l = self.layers.lock();
+                l.read.as_ref().ok_or_else(unusable)?;
+                if l.flushing.is_none() {
+                    let changes = Arc::new(std::mem::take(&mut l.active));
+                    l.active_bytes = 0;
+                    l.flushing = Some(changes.clone());
+                    break Flush { changes, applied: l.applied, membership: l.membership.clone(), snapshot };
+                }
+            }
+            done.changed().await.map_err(|_| unusable())?;
+        };
+        self.send(Msg::Flush(flush)).await
     }
 
-    /// What is applied now, made durable, as a snapshot: a read
+    /// Applies committed entries (each with whether its answer is
+    /// awaited); what each did, in order. A full batch of
+    /// changes goes to the state thread (waiting while the one before is
+    /// still being written: at most two batches in memory).
+    pub async fn apply(&self, entries: Vec<(LogId, Payload, bool)>) -> io::Result<Vec<Applied>> {
+        let (answers, full) = {
+            let mut l = self.layers.lock();
+            l.read.as_ref().ok_or_else(unusable)?;
+            let mut answers = Vec::with_capacity(entries.len());
+            for (log_id, payload, answered) in entries {
+                answers.push(match payload {
+                    EntryPayload::Blank => Applied::default(),
+                    EntryPayload::Normal(cmd) => apply_to(&mut *l, log_id.index, cmd, answered)?,
+                    EntryPayload::Membership(m) => {
+                        l.membership = Membership::new(Some(log_id), m);
+                        Applied::default()
+                    }
+                });
+                l.applied = Some(log_id);
+            }
+            (answers, l.active_bytes >= FLUSH_BYTES)
+        };
+        if full {
+            self.flush(None).await?;
+        }
+        Ok(answers)
+    }
+
+    /// What is applied now, written and made durable, as a snapshot: a read
     /// transaction, encoded only when it is sent. Applying goes on.
     pub async fn snapshot(&self) -> io::Result<(Meta, SnapshotData)> {
-        let (txn, meta) = self.ask(Msg::Snapshot).await?;
+        let (tx, rx) = oneshot::channel();
+        self.flush(Some(tx)).await?;
+        let (txn, meta) = rx.await.map_err(|_| io_err("the state database stopped"))??;
         Ok((meta.clone(), SnapshotData::Db(Arc::new(DbSnapshot { txn, meta }))))
     }
 
-    /// Replaces the state with `data`'s, which becomes the current snapshot.
+    /// Replaces the state with `data`'s.
     pub async fn install(&self, meta: Meta, data: SnapshotData) -> io::Result<()> {
-        self.ask(|tx| Msg::Install(meta, data, tx)).await
+        loop {
+            let mut done = self.flushed.subscribe();
+            {
+                let mut l = self.layers.lock();
+                l.read.as_ref().ok_or_else(unusable)?;
+                if l.flushing.is_none() {
+                    // What was applied before is replaced.
+                    l.active = Changes::default();
+                    l.active_bytes = 0;
+                    break;
+                }
+            }
+            done.changed().await.map_err(|_| unusable())?;
+        }
+        let (tx, rx) = oneshot::channel();
+        self.send(Msg::Install(meta.clone(), data, tx)).await?;
+        rx.await.map_err(|_| io_err("the state database stopped"))??;
+        let mut l = self.layers.lock();
+        l.applied = meta.last_log_id;
+        l.membership = meta.last_membership;
+        Ok(())
     }
 
-    /// Answers `q` from the latest applied state (on the state thread,
-    /// which sees what it has applied and not yet committed).
-    pub async fn query(&self, q: &Query) -> io::Result<Answer> {
-        let q = q.clone();
-        self.ask(|tx| Msg::Query(q, tx)).await
+    /// Answers `q` from what is applied (a point read through the layers
+    /// and redb's cache, on the calling task).
+    pub fn query(&self, q: &Query) -> io::Result<Answer> {
+        query_from(&*self.layers.lock(), q)
     }
 
     /// The whole state in memory (for comparisons in tests).
-    pub async fn dump(&self) -> io::Result<State> {
-        self.ask(Msg::Dump).await
+    pub fn dump(&self) -> io::Result<State> {
+        let l = self.layers.lock();
+        l.read.as_ref().ok_or_else(unusable)?;
+        let mut state = match &l.tables {
+            Some(t) => dump_tables(t)?,
+            None => State::default(),
+        };
+        for changes in l.flushing.iter().map(|f| &**f).chain([&l.active]) {
+            for (which, key, value) in changes.iter() {
+                match (which, value) {
+                    (Which::Kv, Some(v)) => drop(state.kv.insert(key.clone(), v.clone())),
+                    (Which::Kv, None) => drop(state.kv.remove(key)),
+                    (Which::Lock, Some(v)) => drop(state.locks.insert(key.clone(), decode(v)?)),
+                    (Which::Lock, None) => drop(state.locks.remove(key)),
+                    (Which::Barrier, Some(v)) => drop(state.barriers.insert(key.clone(), decode(v)?)),
+                    (Which::Barrier, None) => drop(state.barriers.remove(key)),
+                }
+            }
+        }
+        Ok(state)
     }
 
-    /// Stops the thread after what is queued; the database closes when
-    /// the last handle goes.
+    /// Writes what is applied, then stops the thread; the database closes
+    /// with it.
     pub async fn close(&self) {
+        let _ = self.flush(None).await;
         let (tx, rx) = oneshot::channel();
-        if self.tx.send(Msg::Close(tx)).await.is_ok() {
+        if self.send(Msg::Close(tx)).await.is_ok() {
             let _ = rx.await;
         }
     }
@@ -314,54 +530,59 @@ impl DbSnapshot {
 
 /// The state thread.
 struct Worker {
-    db: Arc<redb::Database>,
+    db: redb::Database,
     snapshots: Arc<SnapshotDir>,
     faults: DiskFaults,
     health: StorageHealth,
     last_durable: Instant,
-    /// Applied batches not yet committed, and when the first was: reads go
-    /// through this thread and see them; they commit after [`HOLD`] (or
-    /// before a snapshot, an install or closing). The log they came from is
-    /// durable, so a crash loses nothing Raft cannot apply again.
-    open: Option<(redb::WriteTransaction, Instant)>,
+    layers: Arc<parking_lot::Mutex<Layers>>,
+    flushed: Arc<tokio::sync::watch::Sender<u64>>,
 }
-
-/// Longest a transaction of applied batches stays open: one commit per
-/// [`HOLD`] instead of one per batch (a redb commit costs far more than a
-/// batch of small writes).
-const HOLD: Duration = Duration::from_millis(5);
 
 impl Worker {
     fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
         while let Some(msg) = rx.blocking_recv() {
             match msg {
-                Msg::Apply(entries, reply) => {
-                    let r = self.guarded(|w| w.apply(entries));
-                    let _ = reply.send(r);
-                }
-                Msg::Snapshot(reply) => {
-                    let r = self.guarded(Self::freeze);
-                    let _ = reply.send(r);
-                }
-                Msg::Query(q, reply) => {
-                    let _ = reply.send(self.view(|t| query_from(t, &q), |t| query_from(t, &q), |s| s.query(&q)));
-                }
-                Msg::Dump(reply) => {
-                    let _ = reply.send(self.view(|t| dump_tables(t), dump_tables, State::clone));
+                Msg::Flush(Flush { changes, applied, membership, snapshot }) => {
+                    let durable = snapshot.is_some();
+                    let r = self.guarded(|w| w.write(&changes, applied, &membership, durable));
+                    self.published();
+                    if let Some(reply) = snapshot {
+                        let _ = reply.send(r.and_then(|()| {
+                            let read = self.db.begin_read().map_err(io_err)?;
+                            let opened = read_meta(&read)?;
+                            Ok((read, Meta { last_log_id: opened.applied, last_membership: opened.membership }))
+                        }));
+                    }
                 }
                 Msg::Install(meta, data, reply) => {
                     let r = self.guarded(|w| w.install(&meta, &data));
+                    self.published();
                     let _ = reply.send(r);
                 }
                 Msg::Close(ack) => {
                     rx.close();
-                    let _ = self.guarded(Self::flush);
+                    let _ = self.layers.lock().publish(None);
+                    self.flushed.send_modify(|n| *n += 1);
                     drop(self);
                     let _ = ack.send(());
                     return;
                 }
             }
         }
+    }
+
+    /// What the database holds now becomes what reads see (after a failed
+    /// write: nothing, until the member reopens its storage).
+    fn published(&self) {
+        let read = if self.health.failure().is_some() { None } else { self.db.begin_read().ok() };
+        let mut l = self.layers.lock();
+        l.flushing = None;
+        if l.publish(read).is_err() {
+            let _ = l.publish(None);
+        }
+        drop(l);
+        self.flushed.send_modify(|n| *n += 1);
     }
 
     /// Runs a write under the injected faults; a failure (or a redb panic on
@@ -391,83 +612,36 @@ impl Worker {
         Ok(txn)
     }
 
-    /// Commits the open transaction, if any.
-    fn flush(&mut self) -> io::Result<()> {
-        match self.open.take() {
-            Some((txn, _)) => txn.commit().map_err(io_err),
-            None => Ok(()),
-        }
-    }
-
-    /// Reads the state as this thread sees it (uncommitted batches
-    /// included): through the open transaction, or a read transaction.
-    fn view<T>(
-        &mut self,
-        open: impl FnOnce(&Tables<Table<'_>>) -> io::Result<T>,
-        committed: impl FnOnce(&ReadTables) -> io::Result<T>,
-        empty: impl FnOnce(&State) -> T,
-    ) -> io::Result<T> {
-        if let Some((txn, _)) = &self.open {
-            return open(&Tables::open(txn)?);
-        }
-        let txn = self.db.begin_read().map_err(io_err)?;
-        match read_tables(&txn)? {
-            Some(t) => committed(&t),
-            None => Ok(empty(&State::default())),
-        }
-    }
-
-    fn apply(&mut self, entries: Vec<(LogId, Payload)>) -> io::Result<Vec<Applied>> {
-        let (txn, since) = match self.open.take() {
-            Some(open) => open,
-            None => (self.begin(false)?, Instant::now()),
-        };
-        let mut answers = Vec::with_capacity(entries.len());
+    /// Writes a batch of changes in key order, with what they were applied
+    /// up to, in one transaction.
+    fn write(&mut self, changes: &Changes, applied: Option<LogId>, membership: &Membership, durable: bool) -> io::Result<()> {
+        let txn = self.begin(durable)?;
         {
             let mut tables = Tables::open(&txn)?;
+            for (which, key, value) in changes.iter() {
+                let table = match which {
+                    Which::Kv => &mut tables.kv,
+                    Which::Lock => &mut tables.locks,
+                    Which::Barrier => &mut tables.barriers,
+                };
+                match value {
+                    Some(v) => table.insert(key.as_str(), v.as_slice()).map(drop),
+                    None => table.remove(key.as_str()).map(drop),
+                }
+                .map_err(io_err)?;
+            }
             let mut meta = txn.open_table(META).map_err(io_err)?;
-            let mut membership = None;
-            let mut last = None;
-            for (log_id, payload) in entries {
-                answers.push(match payload {
-                    EntryPayload::Blank => Applied::default(),
-                    EntryPayload::Normal(cmd) => apply_to(&mut tables, log_id.index, cmd)?,
-                    EntryPayload::Membership(m) => {
-                        membership = Some(Membership::new(Some(log_id), m));
-                        Applied::default()
-                    }
-                });
-                last = Some(log_id);
-            }
-            if let Some(m) = membership {
-                meta.insert(MEMBERSHIP, encode(&m)?.as_slice()).map_err(io_err)?;
-            }
-            if let Some(last) = last {
-                meta.insert(APPLIED, encode(&Some(last))?.as_slice()).map_err(io_err)?;
+            if applied.is_some() {
+                meta.insert(APPLIED, encode(&applied)?.as_slice()).map_err(io_err)?;
+                meta.insert(MEMBERSHIP, encode(membership)?.as_slice()).map_err(io_err)?;
             }
         }
-        if since.elapsed() >= HOLD {
-            txn.commit().map_err(io_err)?;
-        } else {
-            self.open = Some((txn, since));
-        }
-        Ok(answers)
-    }
-
-    /// Makes what is applied durable and opens a read transaction on it.
-    fn freeze(&mut self) -> io::Result<(redb::ReadTransaction, Meta)> {
-        self.flush()?;
-        let txn = self.begin(true)?;
-        txn.commit().map_err(io_err)?;
-        let read = self.db.begin_read().map_err(io_err)?;
-        let opened = read_meta(&read)?;
-        Ok((read, Meta { last_log_id: opened.applied, last_membership: opened.membership }))
+        txn.commit().map_err(io_err)
     }
 
     fn install(&mut self, meta: &Meta, data: &SnapshotData) -> io::Result<()> {
         // The file is kept until the state holds it: if the install stops
         // halfway, the `installing` mark makes Raft install it again.
-        self.flush()?;
         if let SnapshotData::File(f) = data {
             self.snapshots.adopt(&f.path)?;
         }
@@ -536,7 +710,9 @@ mod tests {
         let (db, opened) = StateDb::open(&dir, &me, DiskFaults::new(), StorageHealth::default()).unwrap();
         assert_eq!(opened.applied, None);
         let put = |k: &str| EntryPayload::Normal(Command::Put { key: k.into(), value: k.as_bytes().to_vec() });
-        let answers = db.apply(vec![(log_id(1), put("a")), (log_id(2), EntryPayload::Blank), (log_id(3), put("a"))]).await.unwrap();
+        let answers =
+            db.apply(vec![(log_id(1), put("a"), true), (log_id(2), EntryPayload::Blank, true), (log_id(3), put("a"), true)]).await.unwrap();
+        assert_eq!(db.query(&Query::Get("a".into())).unwrap(), Answer::Value(Some(b"a".to_vec())), "read before it is written");
         assert_eq!(answers.iter().map(|a| a.previous.clone()).collect::<Vec<_>>(), [None, None, Some(b"a".to_vec())]);
         // A snapshot makes it durable; the reopened database says so.
         let (meta, _) = db.snapshot().await.unwrap();
@@ -545,7 +721,7 @@ mod tests {
         drop(db);
         let (db, opened) = StateDb::open(&dir, &me, DiskFaults::new(), StorageHealth::default()).unwrap();
         assert_eq!(opened.applied, Some(log_id(3)));
-        assert_eq!(db.query(&Query::Get("a".into())).await.unwrap(), Answer::Value(Some(b"a".to_vec())));
+        assert_eq!(db.query(&Query::Get("a".into())).unwrap(), Answer::Value(Some(b"a".to_vec())));
         db.close().await;
         drop(db);
         std::fs::remove_dir_all(&dir).unwrap();

@@ -15,9 +15,10 @@ pub(super) enum Backend {
     /// In memory, with its latest snapshot encoded; on a `MemoryDisk`
     /// (`disk`), the snapshot is persisted there.
     Memory { data: State, snapshot: Option<(SnapshotMeta, Arc<Vec<u8>>)>, disk: Option<Disk> },
-    /// In a data directory's `state.redb`; `pending`: a snapshot whose
-    /// install was cut short, to install again at start.
-    Db { db: StateDb, pending: Option<(SnapshotMeta, SnapshotData)> },
+    /// In a data directory's `state.redb` (`log`: its `raft.redb`, closed
+    /// with it); `pending`: a snapshot whose install was cut short, to
+    /// install again at start.
+    Db { db: StateDb, log: Disk, pending: Option<(SnapshotMeta, SnapshotData)> },
     /// Closed (the member's storage failed or it stopped).
     Closed,
 }
@@ -68,7 +69,7 @@ impl StateMachine {
             Backend::Db { db, .. } => {
                 let db = db.clone();
                 drop(inner);
-                db.query(q).await.unwrap_or_else(|e| {
+                db.query(q).unwrap_or_else(|e| {
                     tracing::error!(error = %e, "reading the state failed");
                     State::default().query(q)
                 })
@@ -85,7 +86,7 @@ impl StateMachine {
             Backend::Db { db, .. } => {
                 let db = db.clone();
                 drop(inner);
-                db.dump().await.unwrap_or_default()
+                db.dump().unwrap_or_default()
             }
             Backend::Closed => State::default(),
         }
@@ -102,7 +103,10 @@ impl StateMachine {
         let backend = std::mem::replace(&mut self.inner.lock().await.backend, Backend::Closed);
         match backend {
             Backend::Memory { disk: Some(d), .. } => d.close().await,
-            Backend::Db { db, .. } => db.close().await,
+            Backend::Db { db, log, .. } => {
+                db.close().await;
+                log.close().await;
+            }
             _ => {}
         }
     }
@@ -119,6 +123,7 @@ impl StateMachine {
         responders: Vec<Option<openraft::storage::ApplyResponder<TypeConfig>>>,
     ) -> io::Result<()> {
         let Some(last) = batch.last().map(|(id, _)| *id) else { return Ok(()) };
+        let bytes: u64 = batch.iter().map(|(_, p)| crate::consensus::network::payload_bytes(p) as u64).sum();
         let keys: Vec<Option<String>> = batch
             .iter()
             .map(|(_, p)| match p {
@@ -131,6 +136,11 @@ impl StateMachine {
             _ => None,
         });
         let mut inner = self.inner.lock().await;
+        inner.bytes_since_snapshot += bytes;
+        if inner.bytes_since_snapshot >= inner.snapshot_log_bytes {
+            inner.bytes_since_snapshot = 0;
+            self.snapshot_due.send_modify(|n| *n += 1);
+        }
         let answers = match &mut inner.backend {
             Backend::Memory { data, .. } => batch
                 .into_iter()
@@ -142,7 +152,8 @@ impl StateMachine {
             Backend::Db { db, .. } => {
                 let db = db.clone();
                 drop(inner);
-                let answers = db.apply(batch).await?;
+                let answered = responders.iter().map(Option::is_some);
+                let answers = db.apply(batch.into_iter().zip(answered).map(|((id, p), a)| (id, p, a)).collect()).await?;
                 inner = self.inner.lock().await;
                 answers
             }
@@ -182,15 +193,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let (mut batch, mut responders) = (Vec::new(), Vec::new());
         while let Some(next) = entries.next().await {
             let (entry, responder) = next?;
-            let bytes = crate::consensus::network::entry_bytes(&entry) as u64;
-            {
-                let mut inner = self.inner.lock().await;
-                inner.bytes_since_snapshot += bytes;
-                if inner.bytes_since_snapshot >= inner.snapshot_log_bytes {
-                    inner.bytes_since_snapshot = 0;
-                    self.snapshot_due.send_modify(|n| *n += 1);
-                }
-            }
             batch.push((entry.log_id, entry.payload));
             responders.push(responder);
             if batch.len() >= APPLY_BATCH {
@@ -252,7 +254,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             }
             // A snapshot is what is applied now (nothing applied: none).
             Backend::Db { pending: Some((meta, data)), .. } => Some(openraft::Snapshot { meta: meta.clone(), snapshot: data.clone() }),
-            Backend::Db { db, pending: None } if inner.last_applied.is_some() => {
+            Backend::Db { db, pending: None, .. } if inner.last_applied.is_some() => {
                 let db = db.clone();
                 drop(inner);
                 let (meta, snapshot) = db.snapshot().await?;
