@@ -208,6 +208,7 @@ async fn status(State(server): State<Server>) -> Response {
         "term": s.term,
         "members": s.members,
         "reachable": s.reachable,
+        "storage_error": s.storage_error,
     }))
     .into_response()
 }
