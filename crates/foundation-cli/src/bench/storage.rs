@@ -223,8 +223,16 @@ fn amplification(sizes: &Sizes, h: &Harness) -> anyhow::Result<f64> {
 /// leader had.
 fn snapshot_catchup(sizes: &Sizes, h: &Harness) -> anyhow::Result<f64> {
     let bytes = sizes.pick(1 << 30, 64 * MIB);
+    // Ten entries kept behind a snapshot: the follower catches up through
+    // the snapshot, not the log (1,000 entries of 256 KiB would be 250 MiB).
+    let config = |id| {
+        let mut c = ConsensusConfig::new(id);
+        c.logs_kept = 10;
+        c.snapshot_log_bytes = 16 << 20;
+        c
+    };
     h.driver.block_on(async {
-        let mut g = group_of(h, 3, ConsensusConfig::new).await?;
+        let mut g = group_of(h, 3, config).await?;
         let li = g.leader()?;
         let f = (li + 1) % 3;
         g.members[f].shutdown().await;
@@ -239,7 +247,7 @@ fn snapshot_catchup(sizes: &Sizes, h: &Harness) -> anyhow::Result<f64> {
             .on_scheduler(f, async move {
                 let cluster = Cluster::start(fresh, ClusterConfig::new(name, "127.0.0.1:0", secret)).await?;
                 cluster.connect(&leader_addr).await?;
-                let mut config = ConsensusConfig::new(f as u64 + 1).durable(data);
+                let mut config = config(f as u64 + 1).durable(data);
                 config.existing = true;
                 let member = Consensus::start(&cluster, config).await?;
                 anyhow::Ok((cluster, member))

@@ -66,6 +66,12 @@ pub fn snapshot_chunk_bytes(frame_limit: usize) -> usize {
     (frame_limit / 4).clamp(1024, 4 << 20)
 }
 
+/// How long a leader waits for the answer to a snapshot's last chunk: the
+/// follower installs the whole snapshot before it answers (a second or so
+/// per GiB). With the RPC's usual 150 ms, a large install timed out and the
+/// leader sent the snapshot again from its start while it was installing.
+pub const SNAPSHOT_INSTALL_TTL: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// Largest snapshot a member receives into memory (storage without a
 /// data directory); with one, it is written to a file as it arrives, and
 /// the disk is the bound.
@@ -113,6 +119,7 @@ pub(crate) struct SnapshotChunk {
     pub meta: openraft::alias::SnapshotMetaOf<TypeConfig>,
     pub offset: u64,
     pub last: bool,
+    #[serde(with = "super::types::bytes")]
     pub data: Vec<u8>,
 }
 
@@ -250,7 +257,7 @@ impl Client {
         action: openraft::RPCTypes,
         name: &str,
         req: Req,
-        option: &RPCOption,
+        ttl: std::time::Duration,
     ) -> Result<Resp, RPCError<TypeConfig>>
     where
         Req: Serialize + 'static,
@@ -259,7 +266,6 @@ impl Client {
         let Some(cluster) = self.cluster.upgrade() else {
             return Err(RPCError::Unreachable(Unreachable::from_string("this node has shut down")));
         };
-        let ttl = option.soft_ttl();
         let reply = cluster.rpc::<Req, Result<Resp, String>>(&self.member.name, name, req, ttl).await;
         match reply {
             Ok(Ok(resp)) => Ok(resp),
@@ -283,7 +289,8 @@ impl RaftNetworkV2<TypeConfig> for Client {
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
         let mut rpc = rpc;
         let cut = cap_entries(&mut rpc, append_bytes_max(self.frame_limit));
-        let resp: AppendEntriesResponse<TypeConfig> = self.call(openraft::RPCTypes::AppendEntries, "raft.append", rpc, &option).await?;
+        let resp: AppendEntriesResponse<TypeConfig> =
+            self.call(openraft::RPCTypes::AppendEntries, "raft.append", rpc, option.soft_ttl()).await?;
         Ok(match (resp, cut) {
             // The rest goes in the next append.
             (AppendEntriesResponse::Success, Some(last)) => AppendEntriesResponse::PartialSuccess(Some(last)),
@@ -292,7 +299,7 @@ impl RaftNetworkV2<TypeConfig> for Client {
     }
 
     async fn vote(&mut self, rpc: VoteRequest<TypeConfig>, option: RPCOption) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(openraft::RPCTypes::Vote, "raft.vote", rpc, &option).await
+        self.call(openraft::RPCTypes::Vote, "raft.vote", rpc, option.soft_ttl()).await
     }
 
     async fn pre_vote(
@@ -300,7 +307,7 @@ impl RaftNetworkV2<TypeConfig> for Client {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(openraft::RPCTypes::Vote, "raft.pre_vote", rpc, &option).await
+        self.call(openraft::RPCTypes::Vote, "raft.pre_vote", rpc, option.soft_ttl()).await
     }
 
     async fn full_snapshot(
@@ -322,8 +329,11 @@ impl RaftNetworkV2<TypeConfig> for Client {
                 next = chunks.next().await.transpose().map_err(network)?;
                 let (len, last) = (data.len() as u64, next.is_none());
                 let part = SnapshotChunk { vote, meta: snapshot.meta.clone(), offset, last, data };
+                // The last chunk is answered once the snapshot is installed,
+                // which takes as long as the state is large.
+                let ttl = if last { option.soft_ttl().max(SNAPSHOT_INSTALL_TTL) } else { option.soft_ttl() };
                 let installed: Option<SnapshotResponse<TypeConfig>> =
-                    self.call(openraft::RPCTypes::InstallSnapshot, "raft.snapshot_chunk", part, &option).await?;
+                    self.call(openraft::RPCTypes::InstallSnapshot, "raft.snapshot_chunk", part, ttl).await?;
                 offset += len;
                 sent_bytes.store(offset, std::sync::atomic::Ordering::Relaxed);
                 match installed {

@@ -32,7 +32,7 @@ pub(crate) type Meta = SnapshotMetaOf<TypeConfig>;
 /// One row of the replicated state.
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
 pub(crate) enum Row {
-    Kv(String, Vec<u8>),
+    Kv(String, #[serde(with = "crate::consensus::types::bytes")] Vec<u8>),
     Lock(String, LockState),
     Barrier(String, BTreeSet<String>),
 }
