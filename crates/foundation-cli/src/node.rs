@@ -9,7 +9,7 @@ use clap::Args;
 use foundation::rt::RtConfig;
 use foundation_cluster::admin::{AdminConfig, AdminToken, TOKEN_FILE, TokenError, client};
 use foundation_cluster::secret::{ClusterSecret, SECRET_ENV, SecretError, SecretSource};
-use foundation_cluster::server::{PeerSpec, Server, ServerConfig, ServerError, Service};
+use foundation_cluster::server::{PeerSpec, Server, ServerConfig, ServerError, Service, SnapshotSettings};
 use foundation_cluster::{ClusterError, TlsConfig, TlsError};
 use foundation_testkit::cluster::faulty::{Faults, FaultyNetwork};
 
@@ -64,6 +64,12 @@ pub struct NodeArgs {
     /// LAN consensus timers (election 25–50 ms) instead of the defaults (100–200 ms).
     #[arg(long)]
     lan: bool,
+    /// Bytes of applied log between snapshots [default: 64 MiB].
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..))]
+    snapshot_log_bytes: Option<u64>,
+    /// Log entries kept behind a snapshot, for followers a little behind [default: 1000].
+    #[arg(long, value_name = "N")]
+    logs_kept: Option<u64>,
     /// The services to run, comma-separated (config, coordination and
     /// registry need consensus).
     #[arg(long, value_delimiter = ',', default_value = "consensus,coordination,config,registry,events,telemetry")]
@@ -246,6 +252,7 @@ pub fn run(args: NodeArgs) -> anyhow::Result<()> {
         frame_limit: None,
         disk_faults: Default::default(),
         tls,
+        snapshots: SnapshotSettings { log_bytes: args.snapshot_log_bytes, logs_kept: args.logs_kept },
     };
     if let Some(f) = &faults {
         config.rt.network = Arc::new(FaultyNetwork::new(Some(args.id.saturating_sub(1) as usize), f.clone()));

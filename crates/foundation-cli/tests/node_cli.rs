@@ -25,6 +25,8 @@ struct Nodes {
     dir: PathBuf,
     ports: Vec<(u16, u16)>,
     children: Vec<Option<Child>>,
+    /// More arguments for every node.
+    extra: Vec<String>,
 }
 
 impl Nodes {
@@ -49,6 +51,7 @@ impl Nodes {
             args.push("--peer".into());
             args.push(format!("{}=n{}@127.0.0.1:{p}", j + 1, j + 1));
         }
+        args.extend(self.extra.iter().cloned());
         args
     }
 
@@ -57,7 +60,7 @@ impl Nodes {
             .args(self.args(i))
             .env("FOUNDATION_SECRET", SECRET)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(self.log_file(i))
             .spawn()
             .expect("spawn foundation node");
         self.children[i] = Some(child);
@@ -65,6 +68,18 @@ impl Nodes {
 
     fn http(&self, i: usize) -> String {
         format!("127.0.0.1:{}", self.ports[i].1)
+    }
+
+    /// Node `i`'s stderr, appended to over its restarts.
+    fn log_file(&self, i: usize) -> std::fs::File {
+        std::fs::create_dir_all(&self.dir).expect("the test's directory");
+        let path = self.dir.join(format!("n{}.log", i + 1));
+        std::fs::OpenOptions::new().create(true).append(true).open(path).expect("a log file")
+    }
+
+    /// What node `i` has logged (its stderr, over its restarts).
+    fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(self.dir.join(format!("n{}.log", i + 1))).unwrap_or_default()
     }
 
     fn data(&self, i: usize) -> PathBuf {
@@ -131,8 +146,12 @@ fn json_error(v: &serde_json::Value) -> bool {
 #[test]
 fn three_node_processes_serve_the_admin_api() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-    let mut nodes =
-        Nodes { dir: temp_dir("three"), ports: (0..3).map(|_| (free_port(), free_port())).collect(), children: vec![None, None, None] };
+    let mut nodes = Nodes {
+        dir: temp_dir("three"),
+        ports: (0..3).map(|_| (free_port(), free_port())).collect(),
+        children: vec![None, None, None],
+        extra: Vec::new(),
+    };
     for i in 0..3 {
         nodes.spawn(i);
     }
@@ -207,6 +226,52 @@ fn three_node_processes_serve_the_admin_api() {
     assert_eq!((code, got["value"].as_str()), (200, Some("down")));
 }
 
+/// A follower among `foundation node` processes is down while 80 MiB, five
+/// times the mesh's 16 MiB frame limit, is written (a snapshot every
+/// 16 MiB, ten entries kept behind it): back, it catches up through a
+/// snapshot streamed in chunks, the group then survives the loss of
+/// another node, and every key reads back through it.
+#[test]
+fn a_follower_process_catches_up_through_a_snapshot_five_frames_large() {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let extra = ["--snapshot-log-bytes", "16777216", "--logs-kept", "10"].map(String::from).to_vec();
+    let dir = temp_dir("catchup");
+    std::fs::create_dir_all(&dir).expect("the test's directory");
+    let mut nodes = Nodes { dir, ports: (0..3).map(|_| (free_port(), free_port())).collect(), children: vec![None, None, None], extra };
+    for i in 0..3 {
+        nodes.spawn(i);
+    }
+    for i in 0..3 {
+        wait_until("every node is operational", || nodes.call(&rt, i, "GET", "/status", b"").1["operational"] == true);
+    }
+    nodes.kill(2);
+    wait_until("n1 sees a quorum without n3", || nodes.call(&rt, 0, "GET", "/status", b"").1["operational"] == true);
+    const KEYS: usize = 160;
+    for k in 0..KEYS {
+        let (code, v) = nodes.call(&rt, 0, "PUT", &format!("/kv/big{k}"), &vec![b'a' + (k % 26) as u8; 512 << 10]);
+        assert_eq!(code, 200, "big{k}: {v}");
+    }
+    nodes.spawn(2);
+    wait_until("n3 installed a snapshot from the leader", || nodes.log(2).contains("installed a snapshot from the leader"));
+    wait_until("n3 is operational", || nodes.call(&rt, 2, "GET", "/status", b"").1["operational"] == true);
+    // n2 goes: n3 is now needed for a quorum.
+    nodes.kill(1);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (code, v) = nodes.call(&rt, 2, "PUT", "/kv/after", b"loss");
+        if code == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no write commits with n1 and n3: {code} {v}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for k in 0..KEYS {
+        let (code, got) = nodes.call(&rt, 2, "GET", &format!("/kv/big{k}"), b"");
+        assert_eq!(code, 200, "big{k}: {got}");
+        assert_eq!(got["value"].as_str().map(str::len), Some(512 << 10), "big{k}");
+    }
+}
+
 /// A tmpfs of `size` mounted at `dir` for as long as it lives.
 struct SmallFs(PathBuf);
 
@@ -239,8 +304,12 @@ impl Drop for SmallFs {
 #[test]
 fn a_node_whose_filesystem_fills_says_so_and_comes_back_when_it_has_room() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-    let mut nodes =
-        Nodes { dir: temp_dir("full"), ports: (0..3).map(|_| (free_port(), free_port())).collect(), children: vec![None, None, None] };
+    let mut nodes = Nodes {
+        dir: temp_dir("full"),
+        ports: (0..3).map(|_| (free_port(), free_port())).collect(),
+        children: vec![None, None, None],
+        extra: Vec::new(),
+    };
     let Some(fs) = SmallFs::mount(&nodes.data(2), "16m") else {
         eprintln!("skipped: mounting a tmpfs needs root");
         return;

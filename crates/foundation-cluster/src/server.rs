@@ -150,6 +150,18 @@ pub struct ServerConfig {
     /// Mutual TLS for the mesh, the secret handshake inside it; `None`:
     /// none (a node on a non-loopback address then warns at start).
     pub tls: Option<TlsConfig>,
+    /// When snapshots are taken and how much log stays behind them.
+    pub snapshots: SnapshotSettings,
+}
+
+/// When a consensus member takes a snapshot and how much log it keeps
+/// behind one; `None`: the default (see [`ConsensusConfig`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SnapshotSettings {
+    /// Bytes of applied entries between snapshots.
+    pub log_bytes: Option<u64>,
+    /// Log entries kept behind a snapshot.
+    pub logs_kept: Option<u64>,
 }
 
 /// Why a node could not start.
@@ -343,6 +355,12 @@ impl Server {
             cc.existing = config.data_dir.is_some() && !fresh;
             if config.lan {
                 cc = cc.lan();
+            }
+            if let Some(bytes) = config.snapshots.log_bytes {
+                cc.snapshot_log_bytes = bytes;
+            }
+            if let Some(kept) = config.snapshots.logs_kept {
+                cc.logs_kept = kept;
             }
             if let Some(dir) = &config.data_dir {
                 cc = cc.durable(dir.join("raft"));

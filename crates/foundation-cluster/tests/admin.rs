@@ -41,6 +41,7 @@ fn config(admin: AdminConfig, data_dir: Option<PathBuf>) -> ServerConfig {
         frame_limit: None,
         disk_faults: Default::default(),
         tls: None,
+        snapshots: Default::default(),
     }
 }
 

@@ -42,6 +42,7 @@ async fn three_servers() -> Vec<Server> {
             frame_limit: None,
             disk_faults: Default::default(),
             tls: None,
+            snapshots: Default::default(),
         };
         servers.push(Server::start(config).await.expect("starts"));
     }

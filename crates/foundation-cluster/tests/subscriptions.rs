@@ -29,6 +29,7 @@ async fn a_subscription_task_ends_when_its_receiver_drops() {
         frame_limit: None,
         disk_faults: Default::default(),
         tls: None,
+        snapshots: Default::default(),
     };
     let server = Server::start(config).await.expect("starts");
     until("operational", || server.consensus().expect("consensus runs").status().operational).await;

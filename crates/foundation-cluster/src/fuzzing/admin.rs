@@ -67,6 +67,7 @@ fn router() -> Router {
                 disk_faults: Default::default(),
                 admin: AdminConfig::default(),
                 tls: None,
+                snapshots: Default::default(),
             };
             let server = runtime().block_on(Server::start(config)).expect("the admin target's node starts");
             let token = AdminToken::new(FUZZ_TOKEN, "the fuzz target").expect("a long token");

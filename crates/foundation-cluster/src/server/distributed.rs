@@ -133,6 +133,7 @@ async fn start_on_free_ports(config: &DistributedConfig) -> Result<DistributedCl
             frame_limit: None,
             disk_faults: Default::default(),
             tls: None,
+            snapshots: Default::default(),
         })
         .await;
         match server {

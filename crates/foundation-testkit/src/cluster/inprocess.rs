@@ -148,6 +148,7 @@ where
                 frame_limit: spec.frame_limit,
                 disk_faults: spec.disk_faults(i),
                 tls: None,
+                snapshots: Default::default(),
             })
             .collect();
         let mut servers = Vec::new();

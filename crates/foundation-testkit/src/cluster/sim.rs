@@ -254,6 +254,7 @@ fn server_config(spec: &ClusterSpec, i: usize, disk: &MemoryDisk) -> ServerConfi
         frame_limit: spec.frame_limit,
         disk_faults: spec.disk_faults(i),
         tls: None,
+        snapshots: Default::default(),
     }
 }
 
