@@ -466,6 +466,30 @@ mod tests {
         }
     }
 
+    /// A follower whose disk has no room for a snapshot says why (the
+    /// transfer's error, its log, its storage health: `/status`), on a
+    /// 1 MiB tmpfs the test mounts. Needs root (CI runs as root); without
+    /// it the test says so and checks nothing.
+    #[tokio::test]
+    async fn a_snapshot_with_no_room_to_land_is_refused_and_reported() {
+        let dir = std::env::temp_dir().join(format!("foundation-receiver-full-{}", std::process::id()));
+        let spool = dir.join("snapshots");
+        std::fs::create_dir_all(&spool).unwrap();
+        let mounted = std::process::Command::new("mount").args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"]).arg(&spool).status();
+        if !mounted.is_ok_and(|s| s.success()) {
+            eprintln!("skipped: mounting a tmpfs needs root");
+            return;
+        }
+        let health = StorageHealth::default();
+        let r = SnapshotReceiver::new(Some(&dir), health.clone());
+        let big = vec![7; 2 << 20];
+        let err = r.take(chunk(2, 10, 0, false, &big)).await.unwrap_err();
+        let _ = std::process::Command::new("umount").arg("-l").arg(&spool).status();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(err.contains("receiving a snapshot failed") && err.to_lowercase().contains("space"), "{err}");
+        assert!(health.failure().is_some_and(|why| why == err), "{:?}", health.failure());
+    }
+
     #[test]
     fn appends_are_capped_in_bytes_but_carry_at_least_one_entry() {
         let entry = |i: u64, len: usize| openraft::alias::EntryOf::<TypeConfig> {

@@ -358,7 +358,9 @@ async fn big_state(cluster: &TestCluster, target: usize, hold: Duration) -> Resu
     let name = cluster.names()[target].clone();
     let limit = cluster.spec().frame_limit();
     let chunk = (limit / 16).clamp(1, PROPOSAL_BYTES_DEFAULT - 1024);
-    let chunks = limit / chunk + 2;
+    // Four frames' worth (the storage issue's test): what the node missed
+    // must reach it in many appends, or a snapshot in many chunks.
+    let chunks = 4 * limit / chunk + 2;
     cluster.kill(target).await.map_err(fe)?;
     let others = live_except(cluster, target);
     cluster.set_step("monkey", format!("big_state: writing {chunks} values of {chunk} bytes with {name} down"));

@@ -40,6 +40,10 @@ use super::{Payload, StorageHealth, StoreIdentity, decode, encode, io_err};
 use crate::consensus::disk_faults::DiskFaults;
 use crate::consensus::types::{Answer, Applied, LockState, Query, State, StateRead, StateWrite, TypeConfig, apply_to, query_from};
 
+mod layers;
+pub use layers::FLUSH_BYTES;
+use layers::{Changes, Layers, Which, unusable};
+
 type Table<'t> = redb::Table<'t, &'static str, &'static [u8]>;
 type LogId = LogIdOf<TypeConfig>;
 type Membership = StoredMembershipOf<TypeConfig>;
@@ -144,126 +148,6 @@ fn read_meta(txn: &redb::ReadTransaction) -> io::Result<Opened> {
     opened.applied = get(&t, APPLIED)?.map(|b| decode::<Option<LogId>>(&b)).transpose()?.flatten();
     opened.membership = get(&t, MEMBERSHIP)?.map(|b| decode(&b)).transpose()?.unwrap_or_default();
     Ok(opened)
-}
-
-/// Which table a change is to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Which {
-    Kv,
-    Lock,
-    Barrier,
-}
-
-/// Changes not yet in the database: a row's new (encoded) value, or its
-/// removal.
-#[derive(Default)]
-struct Changes([BTreeMap<String, Option<Vec<u8>>>; 3]);
-
-impl Changes {
-    fn get(&self, which: Which, key: &str) -> Option<&Option<Vec<u8>>> {
-        self.0[which as usize].get(key)
-    }
-
-    /// Every change, table by table, in key order.
-    fn iter(&self) -> impl Iterator<Item = (Which, &String, &Option<Vec<u8>>)> {
-        [Which::Kv, Which::Lock, Which::Barrier].into_iter().flat_map(move |w| self.0[w as usize].iter().map(move |(k, v)| (w, k, v)))
-    }
-}
-
-/// The state as applied: the database as of its last flush (`read`), the
-/// batch being flushed, and what was applied since (`active`). Applying
-/// writes to `active` only; the state thread writes a full `active` to the
-/// database in one transaction, in key order, while applying goes on.
-struct Layers {
-    active: Changes,
-    active_bytes: usize,
-    flushing: Option<Arc<Changes>>,
-    /// `None` once closed, or after a write failed.
-    read: Option<redb::ReadTransaction>,
-    /// The tables of `read`, opened once (none before the first write).
-    tables: Option<ReadTables>,
-    applied: Option<LogId>,
-    membership: Membership,
-}
-
-/// Bytes of changes `active` holds before it is flushed: with the batch
-/// being flushed, what applying keeps in memory.
-pub const FLUSH_BYTES: usize = 16 << 20;
-
-fn unusable() -> io::Error {
-    io_err("the state database is closed or failed")
-}
-
-impl Layers {
-    fn get(&self, which: Which, key: &str) -> io::Result<Option<Vec<u8>>> {
-        if let Some(v) = self.active.get(which, key) {
-            return Ok(v.clone());
-        }
-        if let Some(v) = self.flushing.as_ref().and_then(|f| f.get(which, key)) {
-            return Ok(v.clone());
-        }
-        self.read.as_ref().ok_or_else(unusable)?;
-        let Some(t) = &self.tables else { return Ok(None) };
-        get(
-            match which {
-                Which::Kv => &t.kv,
-                Which::Lock => &t.locks,
-                Which::Barrier => &t.barriers,
-            },
-            key,
-        )
-    }
-
-    /// Reads see `read` from now on.
-    fn publish(&mut self, read: Option<redb::ReadTransaction>) -> io::Result<()> {
-        self.tables = match &read {
-            Some(txn) => read_tables(txn)?,
-            None => None,
-        };
-        self.read = read;
-        Ok(())
-    }
-
-    fn set(&mut self, which: Which, key: String, value: Option<Vec<u8>>) {
-        self.active_bytes += key.len() + value.as_ref().map_or(0, Vec::len) + 64;
-        self.active.0[which as usize].insert(key, value);
-    }
-}
-
-impl StateRead for Layers {
-    type Error = io::Error;
-    fn value(&self, key: &str) -> io::Result<Option<Vec<u8>>> {
-        self.get(Which::Kv, key)
-    }
-    fn lock(&self, name: &str) -> io::Result<Option<LockState>> {
-        self.get(Which::Lock, name)?.map(|b| decode(&b)).transpose()
-    }
-    fn arrived(&self, barrier: &str) -> io::Result<BTreeSet<String>> {
-        Ok(self.get(Which::Barrier, barrier)?.map(|b| decode(&b)).transpose()?.unwrap_or_default())
-    }
-}
-
-impl StateWrite for Layers {
-    fn set_value(&mut self, key: String, value: Vec<u8>) -> io::Result<()> {
-        self.set(Which::Kv, key, Some(value));
-        Ok(())
-    }
-    fn remove_value(&mut self, key: &str) -> io::Result<()> {
-        self.set(Which::Kv, key.to_owned(), None);
-        Ok(())
-    }
-    fn set_lock(&mut self, name: String, lock: LockState) -> io::Result<()> {
-        self.set(Which::Lock, name, Some(encode(&lock)?));
-        Ok(())
-    }
-    fn remove_lock(&mut self, name: &str) -> io::Result<()> {
-        self.set(Which::Lock, name.to_owned(), None);
-        Ok(())
-    }
-    fn set_arrived(&mut self, barrier: String, arrived: BTreeSet<String>) -> io::Result<()> {
-        self.set(Which::Barrier, barrier, Some(encode(&arrived)?));
-        Ok(())
-    }
 }
 
 /// A flush: changes to write, what they were applied up to, and (for a
