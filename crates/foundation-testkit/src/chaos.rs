@@ -21,7 +21,7 @@
 //! | `oneway_partition` | one node stops hearing the others, or the others stop hearing it | yes |
 //! | `link_faults` | latency (10–300 ms) and loss (0–10 %) on random links | yes |
 //! | `clock_skew` | a node's wall clock jumps 1–5 s ahead or behind (lock leases are judged by the proposer's clock) | no: breaks lease exclusion |
-//! | `big_state` | with a node down, the state grows to four times the largest frame; the node comes back and must catch up; the keys are deleted again | yes |
+//! | `big_state` | with a node down, the state grows past the largest frame; the node comes back and must catch up; the keys are deleted again | yes |
 //! | `slow_consumer` | a process on a node that keeps up stops reading its mailbox while every other node floods it; the node must keep applying the log | yes |
 //! | `restart_storm` | kills and restarts one node again and again (10–300 ms apart, inside the RPC timeouts), then it must catch up | yes |
 //! | `disk_full` | a node's consensus store fails every write with ENOSPC for the hold; then the disk works again and the node must catch up (sim, inprocess) | yes |
