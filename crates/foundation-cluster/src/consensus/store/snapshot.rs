@@ -151,11 +151,6 @@ impl<R: Read> SnapshotReader<R> {
 /// Encodes a whole in-memory state.
 pub(crate) fn encode_state(meta: &Meta, state: &State) -> io::Result<Vec<u8>> {
     let mut w = SnapshotWriter::new(Vec::new(), meta)?;
-    write_state(&mut w, state)?;
-    w.finish()
-}
-
-fn write_state<W: Write>(w: &mut SnapshotWriter<W>, state: &State) -> io::Result<()> {
     for (k, v) in &state.kv {
         w.row(&Row::Kv(k.clone(), v.clone()))?;
     }
@@ -165,7 +160,7 @@ fn write_state<W: Write>(w: &mut SnapshotWriter<W>, state: &State) -> io::Result
     for (k, b) in &state.barriers {
         w.row(&Row::Barrier(k.clone(), b.clone()))?;
     }
-    Ok(())
+    w.finish()
 }
 
 /// Decodes a whole snapshot into an in-memory state.

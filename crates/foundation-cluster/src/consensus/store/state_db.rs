@@ -77,19 +77,6 @@ fn get<T: ReadableTable<&'static str, &'static [u8]>>(t: &T, key: &str) -> io::R
     Ok(t.get(key).map_err(io_err)?.map(|v| v.value().to_vec()))
 }
 
-impl<T: ReadableTable<&'static str, &'static [u8]>> StateRead for Tables<T> {
-    type Error = io::Error;
-    fn value(&self, key: &str) -> io::Result<Option<Vec<u8>>> {
-        get(&self.kv, key)
-    }
-    fn lock(&self, name: &str) -> io::Result<Option<LockState>> {
-        get(&self.locks, name)?.map(|b| decode(&b)).transpose()
-    }
-    fn arrived(&self, barrier: &str) -> io::Result<BTreeSet<String>> {
-        Ok(get(&self.barriers, barrier)?.map(|b| decode(&b)).transpose()?.unwrap_or_default())
-    }
-}
-
 impl Tables<Table<'_>> {
     fn open(txn: &redb::WriteTransaction) -> io::Result<Tables<Table<'_>>> {
         Ok(Tables {
