@@ -286,6 +286,7 @@ pub struct ChaosMonkey {
     weights: Vec<(Nemesis, u32)>,
     interval: (Duration, Duration),
     hold: (Duration, Duration),
+    big_state_frames: usize,
 }
 
 impl ChaosMonkey {
@@ -297,6 +298,7 @@ impl ChaosMonkey {
             weights: Nemesis::DEFAULT.iter().map(|n| (*n, 1)).collect(),
             interval: (Duration::ZERO, Duration::from_secs(1)),
             hold: (Duration::from_millis(200), Duration::from_secs(2)),
+            big_state_frames: 1,
         }
     }
 
@@ -324,6 +326,15 @@ impl ChaosMonkey {
     /// How long a fault stays: uniform in `[min, max]`.
     pub fn hold(mut self, min: Duration, max: Duration) -> Self {
         self.hold = (min, max.max(min));
+        self
+    }
+
+    /// How much `big_state` writes while its node is down, in frames
+    /// (at least 1: just past one frame, the default, which keeps the
+    /// nemesis short enough to mix with others; 4 is the storage issue's
+    /// catch-up test).
+    pub fn big_state_frames(mut self, frames: usize) -> Self {
+        self.big_state_frames = frames.max(1);
         self
     }
 
@@ -366,7 +377,7 @@ impl ChaosMonkey {
             let hold = uniform(&mut rng, self.hold).min(deadline.saturating_duration_since(tokio::time::Instant::now()));
             let at_us = micros(cluster.elapsed());
             cluster.set_step("monkey", nemesis.name());
-            match inject::inject(cluster, nemesis, hold, &mut rng).await {
+            match inject::inject(cluster, nemesis, hold, self.big_state_frames, &mut rng).await {
                 Ok(done) => {
                     tracing::info!(at_us, %nemesis, detail = %done.detail, effective = done.effective, "chaos");
                     let held_us = micros(cluster.elapsed()) - at_us;

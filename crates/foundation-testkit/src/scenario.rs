@@ -43,6 +43,8 @@ pub struct ChaosRun {
     pub think: Duration,
     /// How long the cluster gets to converge after the heal.
     pub converge_within: Duration,
+    /// How much `big_state` writes, in frames ([`ChaosMonkey::big_state_frames`]).
+    pub big_state_frames: usize,
     /// Called about twice a second (cluster time) while the workload runs.
     pub progress: Option<Arc<dyn Fn(Progress) + Send + Sync>>,
 }
@@ -71,6 +73,8 @@ impl std::fmt::Debug for ChaosRun {
             .field("lock_clients", &self.lock_clients)
             .field("service_clients", &self.service_clients)
             .field("think", &self.think)
+            .field("converge_within", &self.converge_within)
+            .field("big_state_frames", &self.big_state_frames)
             .finish()
     }
 }
@@ -89,6 +93,7 @@ impl ChaosRun {
             service_clients: 2,
             think: Duration::from_millis(10),
             converge_within: Duration::from_secs(30),
+            big_state_frames: 1,
             progress: None,
         }
     }
@@ -220,7 +225,7 @@ pub async fn run_chaos(cluster: &TestCluster, run: &ChaosRun) -> anyhow::Result<
     let seed = cluster.seed();
     let workload =
         KvWorkload { clients: run.clients, keys: run.keys, think: run.think, ..KvWorkload::new(seed.wrapping_add(1), run.duration) };
-    let monkey = ChaosMonkey::new(seed.wrapping_add(2)).only(&run.faults);
+    let monkey = ChaosMonkey::new(seed.wrapping_add(2)).only(&run.faults).big_state_frames(run.big_state_frames);
     let messages =
         MessageWorkload { clients: run.message_clients, think: run.think, ..MessageWorkload::new(seed.wrapping_add(3), run.duration) };
     let locks = LockWorkload { clients: run.lock_clients, ..LockWorkload::new(seed.wrapping_add(4), run.duration) };

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use foundation_cluster::consensus::{CLIENT_SUBMIT, Command, ConsensusError, Decision, PROPOSAL_BYTES_DEFAULT};
+use foundation_cluster::consensus::{Answer, CLIENT_QUERY, CLIENT_SUBMIT, Command, ConsensusError, Decision, PROPOSAL_BYTES_DEFAULT, Query};
 use foundation_cluster::rpc::RpcError;
 use rand::Rng;
 use rand::rngs::SmallRng;
@@ -19,6 +19,8 @@ use crate::cluster::{Backend, DiskError, Fault, FaultError, TestCluster};
 pub const CATCH_UP: Duration = Duration::from_secs(10);
 /// The shortest stall of a slow consumer (the probe needs the time).
 const SLOW_STALL_MIN: Duration = Duration::from_secs(2);
+/// A read-back's timeout (`big_state` retries within [`CATCH_UP`]).
+const READ_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long the flood runs before the probe writes its marker.
 const PROBE_DELAY: Duration = Duration::from_millis(300);
 /// Pause between a probe's attempts to commit its marker.
@@ -50,7 +52,13 @@ fn fe(e: FaultError) -> String {
     e.to_string()
 }
 
-pub(super) async fn inject(cluster: &TestCluster, nemesis: Nemesis, hold: Duration, rng: &mut SmallRng) -> Result<Injected, String> {
+pub(super) async fn inject(
+    cluster: &TestCluster,
+    nemesis: Nemesis,
+    hold: Duration,
+    big_state_frames: usize,
+    rng: &mut SmallRng,
+) -> Result<Injected, String> {
     let n = cluster.size();
     let live: Vec<usize> = (0..n).filter(|i| !cluster.killed().contains(i)).collect();
     let Some(&target) = live.get(rng.random_range(0..live.len().max(1))) else {
@@ -148,7 +156,7 @@ pub(super) async fn inject(cluster: &TestCluster, nemesis: Nemesis, hold: Durati
             }
             Ok(done(format!("{name}: {offset_ms:+} ms")))
         }
-        Nemesis::BigState => big_state(cluster, target, hold).await,
+        Nemesis::BigState => big_state(cluster, target, hold, big_state_frames).await,
         Nemesis::SlowConsumer => slow_consumer(cluster, target, hold).await,
         Nemesis::RestartStorm => restart_storm(cluster, target, hold, rng).await,
         Nemesis::DiskFull => disk_fails(cluster, target, hold, DiskError::NoSpace).await,
@@ -352,17 +360,17 @@ async fn keeps_up(cluster: &TestCluster, node: usize, via: &[usize], within: Dur
     }
 }
 
-/// With `target` down, writes more than the frame limit, brings it back,
-/// waits for it to catch up, and deletes the keys again.
-async fn big_state(cluster: &TestCluster, target: usize, hold: Duration) -> Result<Injected, String> {
+/// With `target` down, writes more than `frames` frame limits, brings it
+/// back, waits for it to catch up, and deletes the keys again.
+async fn big_state(cluster: &TestCluster, target: usize, hold: Duration, frames: usize) -> Result<Injected, String> {
     let name = cluster.names()[target].clone();
     let limit = cluster.spec().frame_limit();
     let chunk = (limit / 16).clamp(1, PROPOSAL_BYTES_DEFAULT - 1024);
-    // Just past one frame: what the node missed must reach it in more than
-    // one append, or a snapshot in chunks. (Four frames' worth made the
-    // injection long enough that sweep seed 100961 injected too few
-    // faults; the four-frame catch-up is tested in process and end to end.)
-    let chunks = limit / chunk + 2;
+    // Past `frames` frames: what the node missed must reach it in more
+    // than one append, or a snapshot in chunks. (The mix uses one frame:
+    // four made the injection long enough that sweep seed 100961 injected
+    // too few faults.)
+    let chunks = frames * limit / chunk + 2;
     cluster.kill(target).await.map_err(fe)?;
     let others = live_except(cluster, target);
     cluster.set_step("monkey", format!("big_state: writing {chunks} values of {chunk} bytes with {name} down"));
@@ -401,6 +409,13 @@ async fn big_state(cluster: &TestCluster, target: usize, hold: Duration) -> Resu
             }
         }
     };
+    let mut survived = String::new();
+    if frames > 1 && finding.is_none() && last_index.is_some() {
+        match survives_another_loss(cluster, target, &written, chunk).await {
+            Ok(what) => survived = format!("; {what}"),
+            Err(f) => finding = Some(f),
+        }
+    }
     cluster.set_step("monkey", "big_state: deleting the values");
     let all = live_except(cluster, usize::MAX);
     let mut left = 0;
@@ -412,7 +427,60 @@ async fn big_state(cluster: &TestCluster, target: usize, hold: Duration) -> Resu
         }
     }
     let left = if left > 0 { format!("; {left} values not deleted") } else { String::new() };
-    Ok(Injected { detail: format!("{what}; {caught}{left}"), effective: bytes > limit, finding })
+    Ok(Injected { detail: format!("{what}; {caught}{survived}{left}"), effective: bytes > limit, finding })
+}
+
+/// The storage issue's form of `big_state`, after `target` caught up:
+/// another node goes down, and every value written while `target` was
+/// down reads back through `target` (a linearizable read, which needs
+/// `target` in the quorum). Then that node comes back. Left out of the
+/// one-frame mix: it doubles the nemesis's length.
+async fn survives_another_loss(cluster: &TestCluster, target: usize, written: &[usize], chunk: usize) -> Result<String, String> {
+    let name = &cluster.names()[target];
+    let Some(&other) = live_except(cluster, target).first() else {
+        return Err(format!("no node besides {name} to take down"));
+    };
+    let other_name = cluster.names()[other].clone();
+    cluster.kill(other).await.map_err(|e| format!("could not kill {other_name}: {e}"))?;
+    cluster.set_step("monkey", format!("big_state: reading {} values back through {name} with {other_name} down", written.len()));
+    let deadline = tokio::time::Instant::now() + CATCH_UP;
+    let mut finding = None;
+    'keys: for &i in written {
+        let key = format!("{BIG_PREFIX}{i}");
+        loop {
+            let reply: Result<Result<Answer, ConsensusError>, RpcError> =
+                cluster.client().rpc(name, CLIENT_QUERY, (Query::Get(key.clone()), READ_TIMEOUT), READ_TIMEOUT * 2).await;
+            let why = match reply {
+                Ok(Ok(Answer::Value(Some(v)))) if v.len() == chunk && v.iter().all(|b| *b == i as u8) => continue 'keys,
+                Ok(Ok(answer)) => {
+                    finding = Some(format!("{key} read back through {name} with {other_name} down as {}", shown(&answer)));
+                    break 'keys;
+                }
+                Ok(Err(e)) => e.to_string(),
+                Err(e) => e.to_string(),
+            };
+            if tokio::time::Instant::now() >= deadline {
+                finding = Some(format!("{key} did not read back through {name} {} s after {other_name} went down: {why}", CATCH_UP.as_secs()));
+                break 'keys;
+            }
+            tokio::time::sleep(PROBE_RETRY).await;
+        }
+    }
+    if let Err(e) = cluster.restart(other).await {
+        finding.get_or_insert(format!("could not restart {other_name}: {e}"));
+    }
+    match finding {
+        Some(f) => Err(f),
+        None => Ok(format!("all {} read back through {name} with {other_name} down", written.len())),
+    }
+}
+
+/// An answer in a finding: a value's length and first byte, not its bytes.
+fn shown(answer: &Answer) -> String {
+    match answer {
+        Answer::Value(Some(v)) => format!("{} bytes starting {:?}", v.len(), v.first()),
+        other => format!("{other:?}"),
+    }
 }
 
 /// Stops `target`'s slow consumer from reading while every other node
