@@ -17,7 +17,9 @@ async fn main() {
         }
     });
     assert_eq!(counter.call(|r| (5, r), Duration::from_secs(1)).await, Ok(5));
-    assert_eq!(counter.call(|r| (2, r), Duration::from_secs(1)).await, Ok(7));
+    // Or send now and await the answer later (several can be out at once).
+    let answer = counter.request(|r| (2, r), Duration::from_secs(1)).await.expect("the counter is alive");
+    assert_eq!(answer.await, Ok(7));
     println!("counter at 7; {} process(es) alive", node.live_processes());
     assert_eq!(node.shutdown(Duration::from_secs(1)).await, 0);
 }

@@ -7,10 +7,9 @@ use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use tokio::sync::oneshot;
-
 use crate::mailbox::{Envelope, Offer, SendError};
 use crate::process::Process;
+use crate::reply::{Answer, Reply, reply_channel};
 use crate::{Message, Pid};
 
 /// A typed handle to a local process receiving `M`.
@@ -53,10 +52,6 @@ pub enum CallError {
     #[error("request dropped by the mailbox's overflow policy")]
     Dropped,
 }
-
-/// The reply half of a [`Addr::call`]: put it in the request, answer with
-/// [`Reply::send`].
-pub type Reply<R> = oneshot::Sender<R>;
 
 impl<M: Message> Addr<M> {
     pub(crate) fn from_process(proc: Arc<Process<M>>) -> Self {
@@ -219,23 +214,44 @@ impl<M: Message> Addr<M> {
     /// # });
     /// ```
     pub async fn call<R: Send + 'static>(&self, request: impl FnOnce(Reply<R>) -> M, timeout: Duration) -> Result<R, CallError> {
-        let (tx, rx) = oneshot::channel();
-        // The node's shared timer, not a tokio timer per call (about half
-        // a local round trip): see `rt/deadline.rs`.
-        let deadline = self.proc.node.rt().deadline(timeout);
-        let exchange = async move {
-            self.send(request(tx)).await.map_err(|e| match e {
+        self.request(request, timeout).await?.await
+    }
+
+    /// Sends a request now and returns its [`Answer`] to await later: a
+    /// process can have several requests out at once. The deadline starts
+    /// now and covers the wait for mailbox room too; it costs no timer of
+    /// its own (the node's shared one, see `rt/deadline.rs`).
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// use foundation::{Node, Reply, Ctx};
+    /// use std::time::Duration;
+    /// let node = Node::new("doc");
+    /// let double = node.spawn(|mut ctx: Ctx<(u64, Reply<u64>)>| async move {
+    ///     loop { let (n, r) = ctx.recv().await; let _ = r.send(n * 2); }
+    /// });
+    /// let t = Duration::from_secs(1);
+    /// let a = double.request(|r| (1, r), t).await.unwrap();
+    /// let b = double.request(|r| (2, r), t).await.unwrap();
+    /// assert_eq!((a.await, b.await), (Ok(2), Ok(4)));
+    /// # });
+    /// ```
+    pub async fn request<R: Send + 'static>(&self, request: impl FnOnce(Reply<R>) -> M, timeout: Duration) -> Result<Answer<R>, CallError> {
+        let (reply, answer) = reply_channel();
+        let answer = answer.with_deadline(self.proc.node.rt(), timeout);
+        let mut slot = Some(Envelope::new(request(reply)));
+        let sent = poll_fn(|cx| match self.poll_send(cx, &mut slot) {
+            Poll::Ready(sent) => Poll::Ready(sent.map_err(|e| match e {
                 SendError::TooLarge { .. } => CallError::TooLarge,
                 SendError::Dropped(_) => CallError::Dropped,
                 _ => CallError::NoProc,
-            })?;
-            rx.await.map_err(|_| CallError::NoReply)
-        };
-        tokio::select! {
-            biased;
-            answer = exchange => answer,
-            () = deadline => Err(CallError::Timeout),
-        }
+            })),
+            // Waiting for room: the deadline covers that wait too.
+            Poll::Pending if answer.poll_expired(cx) => Poll::Ready(Err(CallError::Timeout)),
+            Poll::Pending => Poll::Pending,
+        })
+        .await;
+        sent.map(|()| answer)
     }
 
     /// Whether two handles name the same process.

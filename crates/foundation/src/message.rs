@@ -89,6 +89,7 @@ impl Message for Arc<[u8]> {
 }
 
 impl<T: Send + 'static> Message for tokio::sync::oneshot::Sender<T> {}
+impl<T: Send + 'static> Message for crate::Reply<T> {}
 
 /// A `Bytes` payload is shared, not copied: a send moves a pointer, and a
 /// clone for a second receiver costs a reference count. It is accounted at

@@ -232,6 +232,66 @@ async fn call_replies_times_out_and_reports_no_reply() {
     assert_eq!(server.call(|r| Req::Echo(1, r), t).await, Err(CallError::NoProc));
 }
 
+/// `request` sends now and answers later: several requests are out at
+/// once, answered in any order; one whose caller gave up shows the replier
+/// `is_closed`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_are_answered_later_in_any_order_and_a_given_up_one_shows_closed() {
+    let node = Node::new("t");
+    let (closed_tx, closed_rx) = oneshot::channel();
+    let server = node.spawn(|mut ctx: Ctx<Req>| async move {
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            match ctx.recv().await {
+                Req::Echo(n, r) => held.push((n, r)),
+                Req::Ignore(r) | Req::Stop(r) => held.push((0, r)),
+            }
+        }
+        // Answer the last first; the caller dropped the second answer.
+        while let Some((n, r)) = held.pop() {
+            if r.is_closed() {
+                let _ = closed_tx.send(n);
+                break;
+            }
+            let _ = r.send(n * 10);
+        }
+    });
+    let t = Duration::from_secs(5);
+    let first = server.request(|r| Req::Echo(1, r), t).await.expect("sent");
+    let second = server.request(|r| Req::Echo(2, r), t).await.expect("sent");
+    let third = server.request(|r| Req::Echo(3, r), t).await.expect("sent");
+    drop(second);
+    assert_eq!(third.await, Ok(30));
+    assert_eq!(closed_rx.await, Ok(2), "the replier saw the abandoned request as closed");
+    assert_eq!(first.await, Err(CallError::NoReply), "the server ended without answering the first");
+}
+
+/// The deadline covers the wait for mailbox room: a request to a full
+/// mailbox that never drains times out instead of waiting forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_waiting_for_room_times_out() {
+    let node = Node::new("t");
+    let (gate_tx, gate_rx) = oneshot::channel::<()>();
+    let opts = SpawnOpts { mailbox: Some(Arc::new(MailboxConfig::bounded(1))), ..SpawnOpts::default() };
+    let server = node
+        .spawn_with(opts, |mut ctx: Ctx<Req>| async move {
+            let _ = gate_rx.await;
+            loop {
+                if let Req::Echo(n, r) = ctx.recv().await {
+                    let _ = r.send(n);
+                }
+            }
+        })
+        .expect("spawned");
+    let t = Duration::from_secs(5);
+    let queued = server.request(|r| Req::Echo(1, r), t).await.expect("room for one");
+    let waited = server.request(|r| Req::Echo(2, r), Duration::from_millis(50)).await;
+    assert_eq!(waited.err(), Some(CallError::Timeout), "no room within the deadline");
+    gate_tx.send(()).expect("server waiting");
+    assert_eq!(queued.await, Ok(1));
+    assert_eq!(server.call(|r| Req::Echo(3, r), t).await, Ok(3), "the mailbox works after the timeout");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panic_is_an_exit_reason_and_the_node_keeps_serving() {
     let node = Node::new("t");

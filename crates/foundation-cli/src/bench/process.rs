@@ -163,13 +163,14 @@ fn call_rtt(sizes: &Sizes, h: &Harness) -> anyhow::Result<f64> {
     round_trips(sizes, h, |pong, i| async move { pong.call(|r| (i, r), Duration::from_secs(5)).await.ok() })
 }
 
-/// [`call_rtt`] with the reply channel built by hand and no timeout: the
-/// floor `call` is measured against.
+/// [`call_rtt`] with the reply channel built by hand
+/// (`foundation::reply_channel`) and no deadline: the floor `call` is
+/// measured against.
 fn call_rtt_by_hand(sizes: &Sizes, h: &Harness) -> anyhow::Result<f64> {
     round_trips(sizes, h, |pong, i| async move {
-        let (tx, rx) = oneshot::channel();
-        pong.send((i, tx)).await.ok()?;
-        rx.await.ok()
+        let (reply, answer) = foundation::reply_channel();
+        pong.send((i, reply)).await.ok()?;
+        answer.await.ok()
     })
 }
 

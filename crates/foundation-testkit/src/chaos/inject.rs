@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use foundation_cluster::consensus::{Answer, CLIENT_QUERY, CLIENT_SUBMIT, Command, ConsensusError, Decision, PROPOSAL_BYTES_DEFAULT, Query};
+use foundation_cluster::consensus::{
+    Answer, CLIENT_QUERY, CLIENT_SUBMIT, Command, ConsensusError, Decision, PROPOSAL_BYTES_DEFAULT, Query,
+};
 use foundation_cluster::rpc::RpcError;
 use rand::Rng;
 use rand::rngs::SmallRng;
@@ -460,7 +462,8 @@ async fn survives_another_loss(cluster: &TestCluster, target: usize, written: &[
                 Err(e) => e.to_string(),
             };
             if tokio::time::Instant::now() >= deadline {
-                finding = Some(format!("{key} did not read back through {name} {} s after {other_name} went down: {why}", CATCH_UP.as_secs()));
+                finding =
+                    Some(format!("{key} did not read back through {name} {} s after {other_name} went down: {why}", CATCH_UP.as_secs()));
                 break 'keys;
             }
             tokio::time::sleep(PROBE_RETRY).await;

@@ -229,7 +229,7 @@ impl Rt {
             network: config.network,
             spawner: config.spawner,
             entropy: config.entropy,
-            deadlines: deadline::Deadlines::new(),
+            deadlines: deadline::Deadlines::new(matches!(config.clock, Clock::Real)),
         };
         Self { inner: Arc::new(inner) }
     }
@@ -327,14 +327,14 @@ impl Rt {
         &self.inner.network
     }
 
-    /// A deadline `after` from now on the node's shared timer: a future
-    /// that is ready when it passes, costing no tokio timer of its own
-    /// (`Addr::call` waits with one). Starts the timer task if none runs.
-    pub(crate) fn deadline(&self, after: Duration) -> deadline::Armed {
+    /// Arms a deadline `after` from now on the node's shared timer for
+    /// `entry` (a reply's slot: `Addr::call` and `Addr::request`), costing
+    /// no tokio timer of its own. Starts the timer task if none runs.
+    pub(crate) fn arm_deadline(&self, after: Duration, entry: Arc<dyn deadline::Expire>) {
         if let Some(task) = self.inner.deadlines.timer_if_stopped() {
             drop(self.spawn(task));
         }
-        self.inner.deadlines.arm(after)
+        self.inner.deadlines.arm(after, entry);
     }
 
     /// Spawns a task where this node's processes run (see [`Spawner`]).
