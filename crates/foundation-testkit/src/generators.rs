@@ -9,6 +9,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use foundation::Message;
 use foundation::ecosystem::{EcosystemConfig, GcStrategy, MemoryStrategy, ProcessSpec};
 use proptest::prelude::*;
 
@@ -37,7 +38,7 @@ pub struct GenEcosystem {
 
 impl GenEcosystem {
     /// The configuration, with these process bodies.
-    pub fn to_config(&self, coordinator: ProcessSpec, worker: ProcessSpec) -> EcosystemConfig {
+    pub fn to_config<C: Message, W: Message>(&self, coordinator: ProcessSpec<C>, worker: ProcessSpec<W>) -> EcosystemConfig<C, W> {
         let mut c = EcosystemConfig::new(coordinator, worker, self.worker_count);
         c.name = Some(format!("{}.{}", self.coordinator, self.worker_module));
         c.memory_strategy = Some(self.memory_strategy);

@@ -12,11 +12,12 @@
 //! | `gc_strategy: Standard` | mailbox buffers keep their high-water size for reuse |
 //! | `gc_strategy: FrequentMinor` | a mailbox that drains empty releases its buffers down to [`GC_FREQUENT_SHRINK_TO`] slots |
 
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::supervisor::{ChildSpec, Restart, Shutdown, StartFn, Strategy, Supervisor, SupervisorError, SupervisorSpec};
-use crate::{ByteBudget, ConfigError, Ctx, IntoExit, MailboxConfig, Message, Node, Pid, SpawnOpts};
+use crate::{Addr, ByteBudget, ConfigError, Ctx, IntoExit, MailboxConfig, Message, Node, Pid, SpawnOpts};
 
 /// Most workers one ecosystem may have.
 pub const WORKERS_MAX: usize = 1_000_000;
@@ -52,41 +53,46 @@ pub enum GcStrategy {
 }
 
 /// The body of the coordinator or of each worker: a function spawned in a
-/// fresh process at each (re)start.
-#[derive(Clone)]
-pub struct ProcessSpec {
+/// fresh process at each (re)start, receiving `M`.
+pub struct ProcessSpec<M: Message> {
     start: StartFn,
+    _receives: PhantomData<fn(M)>,
 }
 
-impl std::fmt::Debug for ProcessSpec {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ProcessSpec")
+impl<M: Message> Clone for ProcessSpec<M> {
+    fn clone(&self) -> Self {
+        Self { start: self.start.clone(), _receives: PhantomData }
     }
 }
 
-impl ProcessSpec {
+impl<M: Message> std::fmt::Debug for ProcessSpec<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ProcessSpec<{}>", std::any::type_name::<M>())
+    }
+}
+
+impl<M: Message> ProcessSpec<M> {
     /// A process running `body`.
-    pub fn new<M, F, Fut>(body: F) -> Self
+    pub fn new<F, Fut>(body: F) -> Self
     where
-        M: Message,
         F: Fn(Ctx<M>) -> Fut + Send + Sync + 'static,
         Fut: Future + Send + 'static,
         Fut::Output: IntoExit,
     {
-        Self { start: crate::supervisor::start_fn(body) }
+        Self { start: crate::supervisor::start_fn(body), _receives: PhantomData }
     }
 }
 
-/// An ecosystem's configuration.
-#[derive(Clone, Debug)]
-pub struct EcosystemConfig {
+/// An ecosystem's configuration: a coordinator receiving `C` and workers
+/// receiving `W`.
+pub struct EcosystemConfig<C: Message, W: Message> {
     /// If set, the coordinator is registered as `{name}.coordinator` and the
     /// workers join the group `{name}.workers`.
     pub name: Option<String>,
     /// The coordinator.
-    pub coordinator: ProcessSpec,
+    pub coordinator: ProcessSpec<C>,
     /// The workers' body and how many.
-    pub workers: (ProcessSpec, usize),
+    pub workers: (ProcessSpec<W>, usize),
     /// Restart behaviour.
     pub fault_tolerance: FaultTolerance,
     /// Mailbox of every process.
@@ -104,9 +110,43 @@ pub struct EcosystemConfig {
     pub shutdown_timeout: Duration,
 }
 
-impl EcosystemConfig {
+impl<C: Message, W: Message> Clone for EcosystemConfig<C, W> {
+    fn clone(&self) -> Self {
+        Self {
+            name: self.name.clone(),
+            coordinator: self.coordinator.clone(),
+            workers: self.workers.clone(),
+            fault_tolerance: self.fault_tolerance,
+            mailbox: self.mailbox.clone(),
+            memory_strategy: self.memory_strategy,
+            gc_strategy: self.gc_strategy,
+            max_restarts: self.max_restarts,
+            restart_period: self.restart_period,
+            shutdown_timeout: self.shutdown_timeout,
+        }
+    }
+}
+
+impl<C: Message, W: Message> std::fmt::Debug for EcosystemConfig<C, W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EcosystemConfig")
+            .field("name", &self.name)
+            .field("coordinator", &self.coordinator)
+            .field("workers", &self.workers)
+            .field("fault_tolerance", &self.fault_tolerance)
+            .field("mailbox", &self.mailbox)
+            .field("memory_strategy", &self.memory_strategy)
+            .field("gc_strategy", &self.gc_strategy)
+            .field("max_restarts", &self.max_restarts)
+            .field("restart_period", &self.restart_period)
+            .field("shutdown_timeout", &self.shutdown_timeout)
+            .finish()
+    }
+}
+
+impl<C: Message, W: Message> EcosystemConfig<C, W> {
     /// A coordinator and `count` workers, everything else default.
-    pub fn new(coordinator: ProcessSpec, worker: ProcessSpec, count: usize) -> Self {
+    pub fn new(coordinator: ProcessSpec<C>, worker: ProcessSpec<W>, count: usize) -> Self {
         Self {
             name: None,
             coordinator,
@@ -187,10 +227,13 @@ pub enum EcosystemError {
     StillAlive(usize),
 }
 
-/// A running ecosystem. `coordinator` and `workers` are the pids at spawn;
-/// [`ecosystem_info`] has the current ones.
-#[derive(Clone, Debug)]
-pub struct Ecosystem {
+/// A running ecosystem of a coordinator receiving `C` and workers
+/// receiving `W`. `coordinator` and `workers` are the pids at spawn;
+/// [`ecosystem_info`] has the current ones. The typed handles
+/// ([`Ecosystem::coordinator_addr`], [`Ecosystem::worker`],
+/// [`Ecosystem::worker_addrs`]) need no type at the call site: the
+/// config fixed it.
+pub struct Ecosystem<C: Message, W: Message> {
     /// The coordinator as spawned.
     pub coordinator: Pid,
     /// The workers as spawned.
@@ -198,6 +241,55 @@ pub struct Ecosystem {
     /// The supervisor over them.
     pub supervisor: Supervisor,
     node: Node,
+    _receive: PhantomData<fn(C, W)>,
+}
+
+impl<C: Message, W: Message> Clone for Ecosystem<C, W> {
+    fn clone(&self) -> Self {
+        Self {
+            coordinator: self.coordinator,
+            workers: self.workers.clone(),
+            supervisor: self.supervisor.clone(),
+            node: self.node.clone(),
+            _receive: PhantomData,
+        }
+    }
+}
+
+impl<C: Message, W: Message> std::fmt::Debug for Ecosystem<C, W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ecosystem")
+            .field("coordinator", &self.coordinator)
+            .field("workers", &self.workers.len())
+            .field("supervisor", &self.supervisor)
+            .finish()
+    }
+}
+
+impl<C: Message, W: Message> Ecosystem<C, W> {
+    /// The coordinator as spawned, typed; `None` once it has exited (a
+    /// restarted one has a new pid: see [`ecosystem_info`]).
+    pub fn coordinator_addr(&self) -> Option<Addr<C>> {
+        self.node.addr(self.coordinator)
+    }
+
+    /// Worker `i` as spawned, typed; `None` past the end or once it has
+    /// exited.
+    pub fn worker(&self, i: usize) -> Option<Addr<W>> {
+        self.node.addr(*self.workers.get(i)?)
+    }
+
+    /// The workers as spawned that are still alive, typed, in worker order.
+    pub fn worker_addrs(&self) -> Vec<Addr<W>> {
+        self.workers.iter().filter_map(|pid| self.node.addr(*pid)).collect()
+    }
+
+    /// The current workers, typed (restarted ones included), in worker
+    /// order.
+    pub async fn current_workers(&self) -> Result<Vec<Addr<W>>, EcosystemError> {
+        let info = ecosystem_info(self).await?;
+        Ok(info.workers.iter().filter_map(|pid| self.node.addr(*pid)).collect())
+    }
 }
 
 /// A snapshot of an ecosystem.
@@ -217,7 +309,7 @@ pub struct EcosystemInfo {
 
 const COORDINATOR_ID: &str = "coordinator";
 
-fn child(id: String, start: StartFn, mailbox: &Arc<MailboxConfig>, config: &EcosystemConfig) -> ChildSpec {
+fn child<C: Message, W: Message>(id: String, start: StartFn, mailbox: &Arc<MailboxConfig>, config: &EcosystemConfig<C, W>) -> ChildSpec {
     let restart = match config.fault_tolerance {
         FaultTolerance::SelfHealing => Restart::Permanent,
         FaultTolerance::None => Restart::Temporary,
@@ -240,7 +332,10 @@ fn with_membership(start: StartFn, name: Option<String>, group: Option<String>) 
 
 /// Validates the config and starts the supervisor, the coordinator and the
 /// workers; returns once every process is spawned and can take messages.
-pub async fn spawn_ecosystem(node: &Node, config: EcosystemConfig) -> Result<Ecosystem, EcosystemError> {
+pub async fn spawn_ecosystem<C: Message, W: Message>(
+    node: &Node,
+    config: EcosystemConfig<C, W>,
+) -> Result<Ecosystem<C, W>, EcosystemError> {
     config.validate()?;
     let mailbox = Arc::new(config.effective_mailbox());
     let count = config.workers.1;
@@ -254,11 +349,11 @@ pub async fn spawn_ecosystem(node: &Node, config: EcosystemConfig) -> Result<Eco
     let spec = SupervisorSpec { strategy: Strategy::OneForOne, intensity: config.max_restarts, period: config.restart_period, children };
     let (supervisor, pids) = Supervisor::start_reporting(node, spec, SpawnOpts::default()).await?;
     let (coordinator, workers) = pids.split_first().map(|(c, w)| (*c, w.to_vec())).ok_or(EcosystemError::StillAlive(0))?;
-    Ok(Ecosystem { coordinator, workers, supervisor, node: node.clone() })
+    Ok(Ecosystem { coordinator, workers, supervisor, node: node.clone(), _receive: PhantomData })
 }
 
 /// The ecosystem as it is now: live processes only.
-pub async fn ecosystem_info(eco: &Ecosystem) -> Result<EcosystemInfo, EcosystemError> {
+pub async fn ecosystem_info<C: Message, W: Message>(eco: &Ecosystem<C, W>) -> Result<EcosystemInfo, EcosystemError> {
     let children = eco.supervisor.which_children().await?;
     let alive = |pid: Option<Pid>| pid.filter(|p| eco.node.is_alive(*p));
     let mut coordinator = None;
@@ -278,7 +373,7 @@ pub async fn ecosystem_info(eco: &Ecosystem) -> Result<EcosystemInfo, EcosystemE
 
 /// Stops every process (workers in reverse order, then the coordinator) and
 /// verifies that none is left alive.
-pub async fn shutdown_ecosystem(eco: &Ecosystem) -> Result<(), EcosystemError> {
+pub async fn shutdown_ecosystem<C: Message, W: Message>(eco: &Ecosystem<C, W>) -> Result<(), EcosystemError> {
     let mut pids: Vec<Pid> = match eco.supervisor.which_children().await {
         Ok(children) => children.into_iter().filter_map(|c| c.pid).collect(),
         Err(_) => Vec::new(),

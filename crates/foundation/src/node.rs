@@ -59,6 +59,12 @@ pub struct SpawnOpts {
     /// Run on this scheduler of the node's [`SchedulerPool`](crate::rt::SchedulerPool)
     /// instead of next to the spawner. Refused on a node without a pool.
     pub scheduler: Option<usize>,
+    /// A hint that works on every node: start this process away from its
+    /// spawner, on the pool's next scheduler in turn (round-robin), for
+    /// work that should use every core from the start. On a node without
+    /// a pool, tokio's runtime places every task itself and the hint
+    /// changes nothing. `scheduler` wins when both are set.
+    pub spread: bool,
 }
 
 /// Why [`Node::spawn_with`] spawned nothing.
@@ -257,6 +263,7 @@ impl Node {
                 debug_assert!(false, "scheduler {index} was checked by spawn_with");
                 shared.rt.spawn(runner)
             }),
+            None if opts.spread => shared.rt.spawn_spread(runner),
             None => shared.rt.spawn(runner),
         };
         guard.disarm();

@@ -7,13 +7,13 @@ use foundation::ecosystem::{
     EcosystemConfig, EcosystemError, FaultTolerance, GcStrategy, MemoryStrategy, ProcessSpec, WORKERS_MAX, ecosystem_info,
     shutdown_ecosystem, spawn_ecosystem,
 };
-use foundation::{Ctx, MailboxConfig, Node, Pid};
+use foundation::{Ctx, MailboxConfig, Message, Node, Pid};
 use foundation_testutil::{assert_eventually, rss_bytes};
 
 const WAIT: Duration = Duration::from_secs(5);
 
 /// The seed's `TestCoordinator`: waits for messages forever.
-fn test_coordinator() -> ProcessSpec {
+fn test_coordinator() -> ProcessSpec<u64> {
     ProcessSpec::new(|mut ctx: Ctx<u64>| async move {
         loop {
             ctx.recv().await;
@@ -22,7 +22,7 @@ fn test_coordinator() -> ProcessSpec {
 }
 
 /// The seed's `TestWorker`.
-fn test_worker() -> ProcessSpec {
+fn test_worker() -> ProcessSpec<u64> {
     ProcessSpec::new(|mut ctx: Ctx<u64>| async move {
         loop {
             ctx.recv().await;
@@ -30,7 +30,7 @@ fn test_worker() -> ProcessSpec {
     })
 }
 
-fn config(count: usize) -> EcosystemConfig {
+fn config(count: usize) -> EcosystemConfig<u64, u64> {
     EcosystemConfig::new(test_coordinator(), test_worker(), count)
 }
 
@@ -38,7 +38,7 @@ fn config(count: usize) -> EcosystemConfig {
 #[test]
 fn ecosystem_config_validation() {
     assert_eq!(config(5).validate(), Ok(()));
-    let field = |c: EcosystemConfig| c.validate().expect_err("invalid").field;
+    let field = |c: EcosystemConfig<u64, u64>| c.validate().expect_err("invalid").field;
     assert_eq!(field(config(0)), "workers.count");
     assert_eq!(field(config(WORKERS_MAX + 1)), "workers.count");
     let mut c = config(5);
@@ -83,7 +83,11 @@ async fn ecosystem_spawns_correct_number_of_processes() {
     assert_eq!(node.live_processes(), 0, "supervisor gone too");
 }
 
-async fn wait_total(eco: &foundation::ecosystem::Ecosystem, want: usize, avoid: Pid) -> foundation::ecosystem::EcosystemInfo {
+async fn wait_total<C: Message, W: Message>(
+    eco: &foundation::ecosystem::Ecosystem<C, W>,
+    want: usize,
+    avoid: Pid,
+) -> foundation::ecosystem::EcosystemInfo {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let info = ecosystem_info(eco).await.expect("info");
@@ -212,4 +216,44 @@ async fn no_leak_after_100_cycles_of_1000_workers() {
         baseline / 1024,
         RSS_TOLERANCE_BYTES / 1024
     );
+}
+
+/// The ecosystem hands out typed handles: the config fixed the message
+/// types, so sending needs no lookup by type, and a restarted worker is
+/// reachable through `current_workers`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typed_handles_reach_the_workers_and_follow_restarts() {
+    let node = Node::new("typed");
+    let doubler = ProcessSpec::new(|mut ctx: Ctx<(u64, foundation::Reply<u64>)>| async move {
+        loop {
+            let (n, reply) = ctx.recv().await;
+            let _ = reply.send(n * 2);
+        }
+    });
+    let eco = spawn_ecosystem(&node, EcosystemConfig::new(test_coordinator(), doubler, 3).self_healing()).await.expect("spawns");
+    let t = Duration::from_secs(5);
+    assert!(eco.coordinator_addr().is_some_and(|c| c.try_send(1).is_ok()), "the coordinator takes u64");
+    assert_eq!(eco.worker_addrs().len(), 3);
+    for (i, w) in eco.worker_addrs().iter().enumerate() {
+        assert_eq!(w.call(|r| (i as u64, r), t).await, Ok(2 * i as u64));
+    }
+    let first = eco.workers[0];
+    let exited = node.watch(first);
+    node.exit(first, foundation::ExitReason::Kill);
+    exited.await;
+    assert!(eco.worker(0).is_none(), "worker 0 as spawned is gone");
+    assert!(eco.worker(3).is_none(), "there is no worker 3");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let current = eco.current_workers().await.expect("info");
+        if current.len() == 3 && current.iter().all(|a| a.pid() != first) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the restarted worker never showed: {current:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for w in eco.current_workers().await.expect("info") {
+        assert_eq!(w.call(|r| (21, r), t).await, Ok(42));
+    }
+    shutdown_ecosystem(&eco).await.expect("clean shutdown");
 }

@@ -102,3 +102,43 @@ fn placement_spreads_work_and_bad_placement_is_refused() {
     let err = ambient.spawn_with(opts, |_c: Ctx<()>| async {}).expect_err("no pool");
     assert!(err.to_string().contains("without a pool"), "{err}");
 }
+
+/// `SpawnOpts::spread` is a hint every node takes: on a pool, processes
+/// spawned with it from one scheduler land on both; on a node without a
+/// pool, the same code runs (tokio's runtime places them).
+#[test]
+fn the_spread_hint_uses_every_scheduler_and_works_without_a_pool() {
+    async fn spawn_spread(node: Node, n: usize) -> Vec<String> {
+        let (tx, rx) = oneshot::channel();
+        node.spawn(move |ctx: Ctx<()>| async move {
+            let mut names = Vec::new();
+            for _ in 0..n {
+                let (one_tx, one_rx) = oneshot::channel();
+                let opts = foundation::SpawnOpts { spread: true, ..Default::default() };
+                ctx.node()
+                    .spawn_with(opts, move |_c: Ctx<()>| async move {
+                        let _ = one_tx.send(thread_name());
+                    })
+                    .expect("a hint is never refused");
+                names.push(one_rx.await.expect("ran"));
+            }
+            let _ = tx.send(names);
+        });
+        tokio::time::timeout(WAIT, rx).await.expect("in time").expect("spawner ran")
+    }
+    let node = pooled_node(2);
+    let driver = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("driver runtime");
+    driver.block_on(async {
+        let mut names = spawn_spread(node.clone(), 4).await;
+        names.sort();
+        names.dedup();
+        assert_eq!(names, ["foundation-sched-0", "foundation-sched-1"], "spawned from one scheduler, run on both");
+        assert_eq!(node.shutdown(WAIT).await, 0);
+    });
+    let ambient = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    ambient.block_on(async {
+        let node = Node::new("ambient");
+        assert_eq!(spawn_spread(node.clone(), 4).await.len(), 4);
+        assert_eq!(node.shutdown(WAIT).await, 0);
+    });
+}

@@ -19,7 +19,7 @@ pub fn benches() -> Vec<Bench> {
 struct Request(Addr<u32>);
 impl Message for Request {}
 
-fn config() -> EcosystemConfig {
+fn config() -> EcosystemConfig<Request, Request> {
     let coordinator = ProcessSpec::new(|mut ctx: Ctx<Request>| async move {
         loop {
             let Request(to) = ctx.recv().await;
@@ -65,7 +65,7 @@ fn request_ack_10k(_sizes: &Sizes, h: &Harness) -> anyhow::Result<f64> {
         node.spawn_with(opts, move |mut ctx: Ctx<u32>| async move {
             let result = async {
                 let eco = spawn_ecosystem(ctx.node(), config()).await?;
-                let workers: Vec<Addr<Request>> = eco.workers.iter().filter_map(|p| ctx.node().addr(*p)).collect();
+                let workers = eco.worker_addrs();
                 ensure!(workers.len() == 1000, "workers not addressable");
                 let me = ctx.addr();
                 let start = Instant::now();

@@ -350,6 +350,20 @@ impl Rt {
         }
     }
 
+    /// Spawns away from the caller: on the pool's next scheduler in turn,
+    /// or, without a pool, where the ambient runtime puts it (see
+    /// `SpawnOpts::spread`).
+    pub fn spawn_spread<F>(&self, fut: F) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        match &self.inner.spawner {
+            Spawner::Ambient => spawn(fut),
+            Spawner::Pool(pool) => pool.spawn_round_robin(fut),
+        }
+    }
+
     /// Schedulers the node's processes can be placed on (0: the ambient
     /// runtime, where placement has no meaning).
     pub fn schedulers(&self) -> usize {

@@ -125,6 +125,15 @@ impl SchedulerPool {
         self.handles[index].spawn(fut)
     }
 
+    /// Spawns on the next scheduler in turn, wherever it is called from.
+    pub fn spawn_round_robin<F>(&self, fut: F) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.handles[self.next.fetch_add(1, Ordering::Relaxed) % self.handles.len()].spawn(fut)
+    }
+
     /// Spawns on scheduler `index` (to spread work the pool would otherwise
     /// keep together); `None` if there is no such scheduler.
     pub fn spawn_on<F>(&self, index: usize, fut: F) -> Option<JoinHandle<F::Output>>
