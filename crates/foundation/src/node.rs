@@ -86,6 +86,21 @@ pub enum SpawnError {
     },
 }
 
+/// Spawns a process's task where `opts` asks: a given scheduler, spread,
+/// or next to the spawner.
+fn place<T: Future<Output = ()> + Send + 'static>(rt: &crate::rt::Rt, opts: &SpawnOpts, task: T) -> tokio::task::JoinHandle<()> {
+    match opts.scheduler {
+        // `spawn_with` checked the index; should that ever not hold, the
+        // process still runs (next to its spawner) rather than vanish.
+        Some(index) => rt.spawn_on(index, task).unwrap_or_else(|task| {
+            debug_assert!(false, "scheduler {index} was checked by spawn_with");
+            rt.spawn(task)
+        }),
+        None if opts.spread => rt.spawn_spread(task),
+        None => rt.spawn(task),
+    }
+}
+
 /// Errors of the name registry and process groups.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RegistryError {
@@ -255,16 +270,11 @@ impl Node {
         }
         let link_failed = opts.link.is_some_and(|other| !shared.link_new(&proc, other));
         let fut = body(Ctx::new(proc.clone()));
-        let runner = Runner::new(proc.clone(), fut);
-        let task = match opts.scheduler {
-            // `spawn_with` checked the index; should that ever not hold, the
-            // process still runs (next to its spawner) rather than vanish.
-            Some(index) => shared.rt.spawn_on(index, runner).unwrap_or_else(|runner| {
-                debug_assert!(false, "scheduler {index} was checked by spawn_with");
-                shared.rt.spawn(runner)
-            }),
-            None if opts.spread => shared.rt.spawn_spread(runner),
-            None => shared.rt.spawn(runner),
+        let task = match shared.rt.pool() {
+            // On a migrating pool the body is boxed, so the pool can move
+            // the process.
+            Some(pool) if pool.migrates() => place(&shared.rt, opts, process::Roaming::new(proc.clone(), fut, pool.clone())),
+            _ => place(&shared.rt, opts, Runner::new(proc.clone(), fut)),
         };
         guard.disarm();
         process::attach_task(&proc, task);

@@ -511,6 +511,53 @@ where
     }
 }
 
+/// A process's task on a scheduler pool: its [`Runner`] with the body boxed,
+/// so that an exporting scheduler can move the process: this task ends
+/// (without `finish`) and a new one continues the same `Runner` on the
+/// other scheduler (see `rt/sched.rs`).
+pub(crate) struct Roaming<M: Message, F> {
+    runner: Option<Runner<M, Pin<Box<F>>>>,
+    pool: Arc<crate::rt::SchedulerPool>,
+    /// Polls since the process last moved (saturating).
+    settled: u8,
+}
+
+impl<M: Message, F> Roaming<M, F> {
+    pub fn new(proc: Arc<Process<M>>, body: F, pool: Arc<crate::rt::SchedulerPool>) -> Self {
+        Self { runner: Some(Runner::new(proc, Box::pin(body))), pool, settled: crate::rt::sched::SETTLE_POLLS }
+    }
+}
+
+impl<M: Message, F> Future for Roaming<M, F>
+where
+    F: Future + Send + 'static,
+    F::Output: IntoExit,
+{
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        // Unpin: the body is boxed, everything else is a pointer.
+        let this = self.get_mut();
+        if let Some(to) = this.pool.export_target(this.settled >= crate::rt::sched::SETTLE_POLLS)
+            && let Some(runner) = this.runner.take()
+        {
+            let proc = runner.proc.clone();
+            let moved = Roaming { runner: Some(runner), pool: this.pool.clone(), settled: 0 };
+            // The pool names only its own schedulers; the new task owns the
+            // process's ending from now on (a kill since is applied to it).
+            if let Some(task) = this.pool.spawn_on(to, moved) {
+                attach_task(&proc, task);
+            }
+            return Poll::Ready(());
+        }
+        this.settled = this.settled.saturating_add(1);
+        match this.runner.as_mut() {
+            Some(runner) => Pin::new(runner).poll(cx),
+            None => Poll::Ready(()),
+        }
+    }
+}
+
 impl<M: Message, F> Drop for Runner<M, F> {
     fn drop(&mut self) {
         // Aborted (killed) or dropped by a runtime shutting down; after a

@@ -15,7 +15,14 @@ fn thread_name() -> String {
 }
 
 fn pooled_node(schedulers: usize) -> Node {
-    let pool = SchedulerPool::new(schedulers).expect("scheduler threads");
+    node_on(SchedulerPool::new(schedulers).expect("scheduler threads"))
+}
+
+fn migrating_node(schedulers: usize) -> Node {
+    node_on(SchedulerPool::migrating(schedulers).expect("scheduler threads"))
+}
+
+fn node_on(pool: std::sync::Arc<SchedulerPool>) -> Node {
     let rt = RtConfig { spawner: Spawner::Pool(pool), ..RtConfig::default() };
     Node::with_config(NodeConfig { name: "pooled".into(), rt, ..NodeConfig::default() }).expect("valid config")
 }
@@ -140,5 +147,143 @@ fn the_spread_hint_uses_every_scheduler_and_works_without_a_pool() {
         let node = Node::new("ambient");
         assert_eq!(spawn_spread(node.clone(), 4).await.len(), 4);
         assert_eq!(node.shutdown(WAIT).await, 0);
+    });
+}
+
+/// Work spawned from one process spreads over a migrating pool with no
+/// placement by hand: the spawner's scheduler runs heavy polls while the
+/// other is idle, so it exports processes to it (issue 16's fan-out; on a
+/// pool without migration, as before, all 200 workers finish on their
+/// spawner's scheduler: "200 and 0").
+#[test]
+fn heavy_work_spawned_from_one_process_moves_to_the_idle_scheduler() {
+    let node = migrating_node(2);
+    let driver = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("driver runtime");
+    let names = driver.block_on(async {
+        let (tx, rx) = oneshot::channel();
+        node.spawn(move |ctx: Ctx<()>| async move {
+            let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
+            let workers: Vec<_> = (0..200)
+                .map(|_| {
+                    let done = done_tx.clone();
+                    ctx.node().spawn(move |mut ctx: Ctx<u32>| async move {
+                        for _ in 0..10 {
+                            ctx.recv().await;
+                            foundation_testutil::load::burn(200);
+                        }
+                        let _ = done.send(thread_name());
+                    })
+                })
+                .collect();
+            for _ in 0..10 {
+                for w in &workers {
+                    let _ = w.send(1).await;
+                }
+            }
+            let mut names = Vec::new();
+            for _ in 0..workers.len() {
+                names.push(done_rx.recv().await.expect("a worker finished"));
+            }
+            let _ = tx.send(names);
+        });
+        tokio::time::timeout(Duration::from_secs(60), rx).await.expect("in time").expect("spawner ran")
+    });
+    let on = |s: &str| names.iter().filter(|n| n.as_str() == s).count();
+    let (zero, one) = (on("foundation-sched-0"), on("foundation-sched-1"));
+    assert_eq!(zero + one, 200, "{names:?}");
+    assert!(zero >= 20 && one >= 20, "workers finished on both schedulers: {zero} and {one}");
+}
+
+/// Where a pong goes back to.
+struct Back(foundation::Addr<u32>);
+impl foundation::Message for Back {}
+
+/// Light polls never export: two processes in a ping-pong stay on one
+/// scheduler of a migrating pool while the other idles. Each side counts
+/// its round trips per thread; the pair must share one for at least 90 %
+/// of them (a move late in the run, after a rare slow stretch, is
+/// tolerated; a pool that split chatty pairs would run them apart nearly
+/// throughout).
+#[test]
+fn a_ping_pong_pair_stays_together_while_the_other_scheduler_idles() {
+    const TRIPS: usize = 100_000;
+    fn count(on: &mut std::collections::BTreeMap<String, usize>) {
+        *on.entry(thread_name()).or_default() += 1;
+    }
+    let node = migrating_node(2);
+    let driver = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("driver runtime");
+    let (ping, pong) = driver.block_on(async {
+        let (tx, rx) = oneshot::channel();
+        node.spawn(move |ctx: Ctx<()>| async move {
+            let (pong_tx, pong_rx) = oneshot::channel();
+            let pong = ctx.node().spawn(move |mut ctx: Ctx<Back>| async move {
+                let mut on = std::collections::BTreeMap::new();
+                for _ in 0..TRIPS {
+                    let Back(back) = ctx.recv().await;
+                    count(&mut on);
+                    let _ = back.send(0).await;
+                }
+                let _ = pong_tx.send(on);
+            });
+            ctx.node().spawn(move |mut ctx: Ctx<u32>| async move {
+                let mut on = std::collections::BTreeMap::new();
+                for _ in 0..TRIPS {
+                    let _ = pong.send(Back(ctx.addr())).await;
+                    ctx.recv().await;
+                    count(&mut on);
+                }
+                let _ = tx.send((on, pong_rx.await.unwrap_or_default()));
+            });
+        });
+        tokio::time::timeout(Duration::from_secs(120), rx).await.expect("in time").expect("pair ran")
+    });
+    let together: usize = ping.iter().map(|(thread, n)| (*n).min(pong.get(thread).copied().unwrap_or(0))).sum();
+    assert!(together * 10 >= TRIPS * 9, "the pair shared a scheduler for {together} of {TRIPS} round trips: ping {ping:?}, pong {pong:?}");
+}
+
+/// Kills race migrations: heavy processes killed while their scheduler
+/// exports them all end killed, once, and nothing is left running.
+#[test]
+fn processes_killed_while_they_move_end_once() {
+    let node = migrating_node(2);
+    let driver = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("driver runtime");
+    driver.block_on(async {
+        let (tx, rx) = oneshot::channel();
+        let n = node.clone();
+        node.spawn(move |ctx: Ctx<()>| async move {
+            let workers: Vec<_> = (0..200)
+                .map(|_| {
+                    ctx.node().spawn(move |mut ctx: Ctx<u32>| async move {
+                        loop {
+                            ctx.recv().await;
+                            foundation_testutil::load::burn(100);
+                        }
+                    })
+                })
+                .collect();
+            let watches: Vec<_> = workers.iter().map(|w| n.watch(w.pid())).collect();
+            for round in 0..5 {
+                for (i, w) in workers.iter().enumerate() {
+                    let _ = w.try_send(1);
+                    if i % 5 == round {
+                        n.exit(w.pid(), ExitReason::Kill);
+                    }
+                }
+                tokio::task::yield_now().await;
+            }
+            let mut reasons = Vec::new();
+            for w in watches {
+                reasons.push(w.await);
+            }
+            let _ = tx.send(reasons);
+        });
+        let reasons = tokio::time::timeout(Duration::from_secs(60), rx).await.expect("in time").expect("killer ran");
+        assert_eq!(reasons.len(), 200);
+        assert!(reasons.iter().all(|r| *r == ExitReason::Killed), "{reasons:?}");
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while node.live_processes() > 0 {
+            assert!(tokio::time::Instant::now() < deadline, "{} processes left", node.live_processes());
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     });
 }

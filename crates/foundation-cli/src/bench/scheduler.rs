@@ -11,7 +11,77 @@ use tokio::sync::oneshot;
 use super::{Bench, Harness, Sizes};
 
 pub fn benches() -> Vec<Bench> {
-    vec![Bench { name: "scheduler.tick_lag_p99", unit: "ms", target: "<= 2", run: tick_lag_p99, warmup: false }]
+    vec![
+        Bench { name: "scheduler.tick_lag_p99", unit: "ms", target: "<= 2", run: tick_lag_p99, warmup: false },
+        Bench { name: "scheduler.fanout_parallelism", unit: "cores", target: ">= 1.9 of 2", run: fanout_parallelism, warmup: false },
+        Bench {
+            name: "scheduler.fanout_parallelism_fixed",
+            unit: "cores",
+            target: "(no migration)",
+            run: fanout_parallelism_fixed,
+            warmup: false,
+        },
+    ]
+}
+
+/// Issue 16's fan-out: one process spawns 1,000 processes (no placement by
+/// hand) and sends each 10 messages, each costing ~50 µs of CPU. The
+/// figure is the work done (10,000 × 50 µs) over the wall time: 2.0 is
+/// every core of a 2-core machine busy all along. On a migrating pool
+/// (`SchedulerPool::migrating`, as many schedulers as the harness's), or
+/// tokio's runtime with `--tokio`.
+fn fanout_parallelism(sizes: &Sizes, h: &Harness) -> anyhow::Result<f64> {
+    if sizes.tokio {
+        return fanout(sizes, h, h.node());
+    }
+    let pool = foundation::rt::SchedulerPool::migrating(sizes.workers).context("starting a migrating pool")?;
+    let rt = foundation::rt::RtConfig { spawner: foundation::rt::Spawner::Pool(pool), ..Default::default() };
+    let node = foundation::Node::with_config(foundation::NodeConfig { name: "fanout".into(), rt, ..Default::default() })?;
+    fanout(sizes, h, node)
+}
+
+/// [`fanout_parallelism`] on the harness's pool, where processes stay
+/// where they start (the figure before migration).
+fn fanout_parallelism_fixed(sizes: &Sizes, h: &Harness) -> anyhow::Result<f64> {
+    fanout(sizes, h, h.node())
+}
+
+fn fanout(sizes: &Sizes, h: &Harness, node: foundation::Node) -> anyhow::Result<f64> {
+    const ROUNDS: usize = 10;
+    const WORK_US: u64 = 50;
+    let processes = sizes.pick(1000, 200);
+    h.driver.block_on(async {
+        let (tx, rx) = oneshot::channel();
+        node.spawn(move |ctx: Ctx<()>| async move {
+            let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+            let start = std::time::Instant::now();
+            let workers: Vec<_> = (0..processes)
+                .map(|_| {
+                    let done = done_tx.clone();
+                    ctx.node().spawn(move |mut ctx: Ctx<u32>| async move {
+                        for _ in 0..ROUNDS {
+                            ctx.recv().await;
+                            burn(WORK_US);
+                        }
+                        let _ = done.send(());
+                    })
+                })
+                .collect();
+            for _ in 0..ROUNDS {
+                for w in &workers {
+                    let _ = w.send(1).await;
+                }
+            }
+            for _ in 0..processes {
+                let _ = done_rx.recv().await;
+            }
+            let _ = tx.send(start.elapsed());
+        });
+        let elapsed = rx.await.context("the spawner ended early")?;
+        node.shutdown(Duration::from_secs(10)).await;
+        let work = Duration::from_micros(WORK_US) * (processes * ROUNDS) as u32;
+        Ok(work.as_secs_f64() / elapsed.as_secs_f64())
+    })
 }
 
 /// The p99 lateness of a 1 ms ticker process while one CPU process per

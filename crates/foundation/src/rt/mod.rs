@@ -364,6 +364,14 @@ impl Rt {
         }
     }
 
+    /// The node's scheduler pool, if it has one.
+    pub(crate) fn pool(&self) -> Option<&Arc<SchedulerPool>> {
+        match &self.inner.spawner {
+            Spawner::Ambient => None,
+            Spawner::Pool(pool) => Some(pool),
+        }
+    }
+
     /// Schedulers the node's processes can be placed on (0: the ambient
     /// runtime, where placement has no meaning).
     pub fn schedulers(&self) -> usize {

@@ -6,8 +6,24 @@
 //!
 //! Placement: a spawn from one of the pool's threads runs on that same
 //! scheduler (a supervisor's children sit next to it, and their messages
-//! never cross cores); a spawn from anywhere else goes round-robin. There is
-//! no migration: a scheduler keeps the processes placed on it for life.
+//! never cross cores); a spawn from anywhere else goes round-robin.
+//!
+//! Migration, the BEAM's way, but pushed rather than stolen (tokio's run
+//! queues cannot be read): each scheduler counts the polls it runs and
+//! every [`BALANCE_WINDOW`] polls reads the clock (every [`HEAVY_WINDOW`]
+//! once a window looked heavy). A heavy window (polls averaging
+//! [`HEAVY_POLL`] or more, with no park in between) by the wall clock, and
+//! then by the thread's CPU time (a preempted thread looks heavy by the
+//! wall clock only), twice in a row (a slow page fault is not a load),
+//! while another scheduler was idle since the last look (parked now, or its park counter moved) turn exporting on
+//! for the next window: every other process about to be polled moves to that
+//! scheduler first (its body is boxed, so its task can end and a new one
+//! continue it there; see `process::Roaming`), unless it moved less than
+//! [`SETTLE_POLLS`] polls ago. Once the other scheduler stops parking it
+//! has enough, and exporting stops. Light
+//! polls, as in message ping-pong, never export, so processes that talk to
+//! each other stay together. The cost when nothing moves: a thread-local
+//! count per poll and one clock read per window.
 //!
 //! Why: with tokio's work-stealing runtime, a supervisor's children and
 //! their peers are spread over all workers, and every message then moves
@@ -22,7 +38,7 @@ use std::cell::Cell;
 use std::future::Future;
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use tokio::runtime::{Builder, Handle, Runtime};
 use tokio::task::JoinHandle;
@@ -56,6 +72,69 @@ static POOL_IDS: AtomicUsize = AtomicUsize::new(1);
 thread_local! {
     /// (pool id, scheduler index) of the pool thread this is, if any.
     static CURRENT: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
+    /// This scheduler's balancing window (see the module docs).
+    static BALANCE: Balance = const { Balance::new() };
+}
+
+/// Polls per balancing window while this scheduler's polls are light.
+pub const BALANCE_WINDOW: u32 = 16;
+/// Polls per window once a window was heavy: a loaded scheduler looks
+/// again soon (its polls are long, so the clock reads cost nothing).
+pub const HEAVY_WINDOW: u32 = 4;
+/// A process that moved runs this many polls where it landed before it can
+/// move again.
+pub const SETTLE_POLLS: u8 = 2;
+/// A window whose polls average this long is heavy.
+pub const HEAVY_POLL: std::time::Duration = std::time::Duration::from_micros(20);
+
+/// The calling thread's CPU time (zero where the clock is missing).
+fn thread_cpu_time() -> std::time::Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: a valid clock id and a valid out pointer.
+    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } != 0 {
+        return std::time::Duration::ZERO;
+    }
+    std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// One scheduler thread's balancing state.
+struct Balance {
+    polls: Cell<u32>,
+    window_start: Cell<Option<std::time::Instant>>,
+    /// This thread's CPU time at the end of the last window, read only when
+    /// that window looked heavy by the wall clock (`None` otherwise).
+    cpu_at: Cell<Option<std::time::Duration>>,
+    /// Windows in a row confirmed heavy by the CPU time.
+    heavy: Cell<u8>,
+    /// The scheduler to export to during this window (`usize::MAX`: none).
+    export_to: Cell<usize>,
+    /// Alternates while exporting: every other settled process moves.
+    flip: Cell<bool>,
+    /// The other schedulers' park counters at the last look.
+    seen: std::cell::RefCell<Vec<u64>>,
+}
+
+impl Balance {
+    const fn new() -> Self {
+        Self {
+            polls: Cell::new(0),
+            window_start: Cell::new(None),
+            cpu_at: Cell::new(None),
+            heavy: Cell::new(0),
+            export_to: Cell::new(usize::MAX),
+            flip: Cell::new(false),
+            seen: std::cell::RefCell::new(Vec::new()),
+        }
+    }
+
+    /// The thread woke from a park: what ran before says nothing now.
+    fn reset(&self) {
+        self.polls.set(0);
+        self.window_start.set(None);
+        self.cpu_at.set(None);
+        self.heavy.set(0);
+        self.export_to.set(usize::MAX);
+    }
 }
 
 /// A fixed set of scheduler threads. Dropping the pool stops them; the
@@ -63,10 +142,15 @@ thread_local! {
 /// node, and so its pool: shut the node down (`Node::shutdown`) to end them.
 pub struct SchedulerPool {
     handles: Vec<Handle>,
+    /// Per scheduler, parks and unparks counted by its hooks: odd while it
+    /// is parked (idle); a change means it was idle at some point.
+    parks: Arc<[AtomicU64]>,
     next: AtomicUsize,
     runtimes: Vec<Runtime>,
     /// Identifies the pool to its threads (see `CURRENT`).
     id: usize,
+    /// Processes move between schedulers (see [`SchedulerPool::migrating`]).
+    migrate: bool,
 }
 
 impl std::fmt::Debug for SchedulerPool {
@@ -78,25 +162,53 @@ impl std::fmt::Debug for SchedulerPool {
 impl SchedulerPool {
     /// Starts `schedulers` schedulers (1..=[`schedulers_max`]), each a tokio
     /// runtime with one worker thread, time and I/O enabled. (Its blocking
-    /// threads, if any, count as that scheduler for placement.)
+    /// threads, if any, count as that scheduler for placement.) Processes
+    /// stay where they were placed: see [`SchedulerPool::migrating`].
     pub fn new(schedulers: usize) -> Result<Arc<Self>, PoolError> {
+        Self::start(schedulers, false)
+    }
+
+    /// A pool whose schedulers move processes from a loaded scheduler to an
+    /// idle one (see the module docs). The cost, measured by `foundation
+    /// bench` on the project's machine: each process's body is boxed
+    /// (`process.idle_bytes` 466 → 596 B) and a spawn allocates once more.
+    pub fn migrating(schedulers: usize) -> Result<Arc<Self>, PoolError> {
+        Self::start(schedulers, true)
+    }
+
+    /// Whether processes spawned on this pool can move (see
+    /// [`SchedulerPool::migrating`]).
+    pub fn migrates(&self) -> bool {
+        self.migrate
+    }
+
+    fn start(schedulers: usize, migrate: bool) -> Result<Arc<Self>, PoolError> {
         let max = schedulers_max();
         if schedulers == 0 || schedulers > max {
             return Err(PoolError::Schedulers { asked: schedulers, max });
         }
         let id = POOL_IDS.fetch_add(1, Ordering::Relaxed);
+        let parks: Arc<[AtomicU64]> = (0..schedulers).map(|_| AtomicU64::new(0)).collect();
         let runtimes = (0..schedulers)
             .map(|index| {
+                let (on_park, on_unpark) = (parks.clone(), parks.clone());
                 Builder::new_multi_thread()
                     .worker_threads(1)
                     .thread_name(format!("foundation-sched-{index}"))
                     .on_thread_start(move || CURRENT.with(|c| c.set((id, index))))
+                    .on_thread_park(move || {
+                        on_park[index].fetch_add(1, Ordering::Relaxed);
+                    })
+                    .on_thread_unpark(move || {
+                        on_unpark[index].fetch_add(1, Ordering::Relaxed);
+                        BALANCE.with(Balance::reset);
+                    })
                     .enable_all()
                     .build()
             })
             .collect::<io::Result<Vec<_>>>()?;
         let handles = runtimes.iter().map(|rt| rt.handle().clone()).collect();
-        Ok(Arc::new(Self { handles, next: AtomicUsize::new(0), runtimes, id }))
+        Ok(Arc::new(Self { handles, parks, next: AtomicUsize::new(0), runtimes, id, migrate }))
     }
 
     /// The schedulers' runtime handles, in order.
@@ -113,6 +225,68 @@ impl SchedulerPool {
     pub fn current(&self) -> Option<usize> {
         let (address, index) = CURRENT.with(Cell::get);
         (address == self.id).then_some(index)
+    }
+
+    /// Called by a process's task before each poll on this pool: the
+    /// scheduler to move the process to first, if this one is exporting
+    /// (see the module docs).
+    /// `settled`: whether the process has run here long enough since it
+    /// last moved to be moved again (no bouncing).
+    pub(crate) fn export_target(&self, settled: bool) -> Option<usize> {
+        let (pool, me) = CURRENT.with(Cell::get);
+        if pool != self.id {
+            return None;
+        }
+        BALANCE.with(|b| {
+            let polls = b.polls.get() + 1;
+            let window = if b.cpu_at.get().is_some() { HEAVY_WINDOW } else { BALANCE_WINDOW };
+            if polls < window {
+                b.polls.set(polls);
+            } else {
+                b.polls.set(0);
+                let now = std::time::Instant::now();
+                let long = b.window_start.get().is_some_and(|start| now - start >= HEAVY_POLL * window);
+                b.window_start.set(Some(now));
+                // The wall clock also counts time the thread was preempted:
+                // a window that looks heavy is confirmed by the thread's CPU
+                // time (a system call, so only then) over the next one.
+                let (cpu_at, heavy) = if long {
+                    let cpu = thread_cpu_time();
+                    (Some(cpu), b.cpu_at.get().is_some_and(|before| cpu.saturating_sub(before) >= HEAVY_POLL * window))
+                } else {
+                    (None, false)
+                };
+                b.cpu_at.set(cpu_at);
+                // Two in a row: one slow page fault or burst is not a load.
+                let streak = if heavy { b.heavy.get().saturating_add(1) } else { 0 };
+                b.heavy.set(streak);
+                let to = if streak >= 2 { self.idle_sibling(me, &b.seen) } else { None };
+                b.export_to.set(to.unwrap_or(usize::MAX));
+            }
+            let to = b.export_to.get();
+            if to == usize::MAX || !settled {
+                return None;
+            }
+            let flip = !b.flip.get();
+            b.flip.set(flip);
+            flip.then_some(to)
+        })
+    }
+
+    /// Another scheduler that is parked now or was since the last look
+    /// (its park counter moved): it has room for work.
+    fn idle_sibling(&self, me: usize, seen: &std::cell::RefCell<Vec<u64>>) -> Option<usize> {
+        let mut seen = seen.borrow_mut();
+        seen.resize(self.parks.len(), 0);
+        let mut found = None;
+        for (i, (parks, last)) in self.parks.iter().zip(seen.iter_mut()).enumerate() {
+            let now = parks.load(Ordering::Relaxed);
+            if i != me && found.is_none() && (now % 2 == 1 || now != *last) {
+                found = Some(i);
+            }
+            *last = now;
+        }
+        found
     }
 
     /// Spawns on the calling scheduler, or round-robin from elsewhere.
