@@ -16,6 +16,7 @@ pub mod process;
 mod remote;
 mod scheduler;
 mod storage;
+mod user;
 
 use std::time::Duration;
 
@@ -166,7 +167,8 @@ where
 }
 
 fn all_benches() -> Vec<Bench> {
-    let mut all = ecosystem::benches();
+    let mut all = user::benches();
+    all.extend(ecosystem::benches());
     all.extend(process::benches());
     all.extend(messages::benches());
     all.extend(scheduler::benches());
