@@ -18,36 +18,37 @@ use super::{Bench, Harness, Sizes, ns_per};
 
 const T: Duration = Duration::from_secs(5);
 
+/// Each row once per kind of node: `user.default.NAME`, then
+/// `user.pool.NAME`.
 macro_rules! rows {
-    ($($kind:ident: $($name:literal, $unit:literal, $target:literal, $work:ident);+);+) => {
-        vec![$($(
-            Bench {
-                name: concat!("user.", stringify!($kind), ".", $name),
+    ($($name:literal, $unit:literal, $target:literal, $work:ident);+) => {
+        vec![
+            $(Bench {
+                name: concat!("user.default.", $name),
                 unit: $unit,
                 target: $target,
-                run: |sizes: &Sizes, _h: &Harness| user(sizes, Kind::$kind, $work),
+                run: |sizes: &Sizes, _h: &Harness| user(sizes, Kind::default, $work),
                 warmup: true,
-            },
-        )+)+]
+            },)+
+            $(Bench {
+                name: concat!("user.pool.", $name),
+                unit: $unit,
+                target: $target,
+                run: |sizes: &Sizes, _h: &Harness| user(sizes, Kind::pool, $work),
+                warmup: true,
+            },)+
+        ]
     };
 }
 
 pub fn benches() -> Vec<Bench> {
     rows! {
-        default:
-            "spawn_idle", "ns", "<= 500", spawn_idle;
-            "call_rtt", "ns", "<= 300", call_rtt;
-            "ping_pong_rtt", "ns", "<= 250", ping_pong_rtt;
-            "one_to_one", "msg/s", ">= 20M", one_to_one;
-            "ecosystem_spawn_1000", "ms", "<= 1", ecosystem_spawn;
-            "ecosystem_request_ack_10k", "ms", "<= 2", ecosystem_request_ack;
-        pool:
-            "spawn_idle", "ns", "<= 500", spawn_idle;
-            "call_rtt", "ns", "<= 300", call_rtt;
-            "ping_pong_rtt", "ns", "<= 250", ping_pong_rtt;
-            "one_to_one", "msg/s", ">= 20M", one_to_one;
-            "ecosystem_spawn_1000", "ms", "<= 1", ecosystem_spawn;
-            "ecosystem_request_ack_10k", "ms", "<= 2", ecosystem_request_ack
+        "spawn_idle", "ns", "<= 500", spawn_idle;
+        "call_rtt", "ns", "<= 300", call_rtt;
+        "ping_pong_rtt", "ns", "<= 250", ping_pong_rtt;
+        "one_to_one", "msg/s", ">= 20M", one_to_one;
+        "ecosystem_spawn_1000", "ms", "<= 1", ecosystem_spawn;
+        "ecosystem_request_ack_10k", "ms", "<= 2", ecosystem_request_ack
     }
 }
 
