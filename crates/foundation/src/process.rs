@@ -6,8 +6,10 @@
 //! `Arc<dyn AnyProcess>`, the untyped view the rest of the runtime uses.
 //!
 //! # Invariants
-//! - Exactly one call to [`finish`] runs per process, from its own task:
-//!   when the body returns, panics, or is dropped (killed). It marks the
+//! - Exactly one call to [`finish`] runs per process, from its own task
+//!   (on a migrating pool, the last of the tasks it ran in: a move ends a
+//!   task without `finish`): when the body returns, panics, or is dropped
+//!   (killed). It marks the
 //!   process exited under the lock, so every later link, monitor,
 //!   registration or send sees a dead process and fails cleanly.
 //! - A process is killed by recording the reason and aborting its task; the
@@ -511,7 +513,7 @@ where
     }
 }
 
-/// A process's task on a scheduler pool: its [`Runner`] with the body boxed,
+/// A process's task on a migrating scheduler pool: its [`Runner`] with the body boxed,
 /// so that an exporting scheduler can move the process: this task ends
 /// (without `finish`) and a new one continues the same `Runner` on the
 /// other scheduler (see `rt/sched.rs`).
