@@ -191,20 +191,26 @@ impl SchedulerPool {
         let parks: Arc<[AtomicU64]> = (0..schedulers).map(|_| AtomicU64::new(0)).collect();
         let runtimes = (0..schedulers)
             .map(|index| {
-                let (on_park, on_unpark) = (parks.clone(), parks.clone());
-                Builder::new_multi_thread()
+                let mut builder = Builder::new_multi_thread();
+                builder
                     .worker_threads(1)
                     .thread_name(format!("foundation-sched-{index}"))
                     .on_thread_start(move || CURRENT.with(|c| c.set((id, index))))
-                    .on_thread_park(move || {
-                        on_park[index].fetch_add(1, Ordering::Relaxed);
-                    })
-                    .on_thread_unpark(move || {
-                        on_unpark[index].fetch_add(1, Ordering::Relaxed);
-                        BALANCE.with(Balance::reset);
-                    })
-                    .enable_all()
-                    .build()
+                    .enable_all();
+                // Only a migrating pool looks at parks: a fixed one pays
+                // nothing per park.
+                if migrate {
+                    let (on_park, on_unpark) = (parks.clone(), parks.clone());
+                    builder
+                        .on_thread_park(move || {
+                            on_park[index].fetch_add(1, Ordering::Relaxed);
+                        })
+                        .on_thread_unpark(move || {
+                            on_unpark[index].fetch_add(1, Ordering::Relaxed);
+                            BALANCE.with(Balance::reset);
+                        });
+                }
+                builder.build()
             })
             .collect::<io::Result<Vec<_>>>()?;
         let handles = runtimes.iter().map(|rt| rt.handle().clone()).collect();
