@@ -212,7 +212,9 @@ pub(super) fn serve(cluster: &Cluster, inner: &Arc<Inner>) {
     });
     let weak = Arc::downgrade(inner);
     let data_dir = match &inner.config.storage {
-        store::Storage::Dir(d) => Some(d.as_path()),
+        store::Storage::Dir(d) => {
+            Some((d.as_path(), store::StoreIdentity { cluster_id: inner.config.cluster_id.clone(), id: inner.config.id }))
+        }
         _ => None,
     };
     let receiver = Arc::new(SnapshotReceiver::new(data_dir, inner.health.clone()));

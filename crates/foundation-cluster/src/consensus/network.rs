@@ -9,7 +9,11 @@
 //! - a snapshot goes in chunks of [`snapshot_chunk_bytes`], each one
 //!   acknowledged before the next is sent (backpressure); the receiver
 //!   (`SnapshotReceiver`) accepts them only in order, for one transfer
-//!   at a time, and installs the snapshot when the last one arrives.
+//!   at a time, and installs the snapshot when the last one arrives. A
+//!   member with a data directory writes the rows into a new state
+//!   database as the chunks arrive, so a chunk is answered when its disk
+//!   has room for it: a chunk's deadline is [`SNAPSHOT_CHUNK_TTL`], not a
+//!   heartbeat's.
 
 use std::future::Future;
 
@@ -24,8 +28,8 @@ use openraft::EntryPayload;
 use openraft::entry::RaftEntry;
 use serde::Deserialize;
 
-use super::store::snapshot::{SnapshotDir, SnapshotFile};
-use super::store::{SnapshotData, StorageHealth};
+use super::store::snapshot::SnapshotDir;
+use super::store::{SnapshotData, Staging, StorageHealth, StoreIdentity};
 use super::types::{Member, NodeId, TypeConfig};
 use crate::mesh::WeakCluster;
 use crate::rpc::RpcError;
@@ -66,10 +70,16 @@ pub fn snapshot_chunk_bytes(frame_limit: usize) -> usize {
     (frame_limit / 4).clamp(1024, 4 << 20)
 }
 
+/// How long a leader waits for the answer to a snapshot's chunk: a
+/// follower answers once its disk has taken the chunk's rows, which a disk
+/// under writeback can delay for seconds. With the RPC's usual 150 ms, a
+/// slow disk made the leader start the transfer again, and again.
+pub const SNAPSHOT_CHUNK_TTL: std::time::Duration = std::time::Duration::from_secs(30);
 /// How long a leader waits for the answer to a snapshot's last chunk: the
-/// follower installs the whole snapshot before it answers (a second or so
-/// per GiB). With the RPC's usual 150 ms, a large install timed out and the
-/// leader sent the snapshot again from its start while it was installing.
+/// follower makes the snapshot durable and installs it before it answers
+/// (seconds per GiB). With the RPC's usual 150 ms, a large install timed
+/// out and the leader sent the snapshot again from its start while it was
+/// installing.
 pub const SNAPSHOT_INSTALL_TTL: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// Largest snapshot a member receives into memory (storage without a
@@ -129,8 +139,38 @@ pub(crate) type Received = (VoteOf<TypeConfig>, openraft::alias::SnapshotOf<Type
 
 /// Where a snapshot being received goes.
 enum Spool {
-    Memory(Vec<u8>),
-    File(std::fs::File, std::path::PathBuf),
+    /// Held whole (no data directory).
+    Memory(Held),
+    /// Written into a new state database as it arrives (its reader checks
+    /// the hash).
+    Stage(Staging),
+}
+
+/// A snapshot held in memory as it arrives, with the hash of its bytes
+/// before its own hash (its last 32), and those last bytes: checked before
+/// it installs.
+#[derive(Default)]
+struct Held {
+    bytes: Vec<u8>,
+    hash: blake3::Hasher,
+    tail: Vec<u8>,
+}
+
+const HASH_BYTES: usize = 32;
+
+impl Held {
+    fn take(&mut self, data: &[u8]) {
+        self.bytes.extend_from_slice(data);
+        self.tail.extend_from_slice(data);
+        let body = self.tail.len().saturating_sub(HASH_BYTES);
+        self.hash.update(&self.tail[..body]);
+        self.tail.drain(..body);
+    }
+
+    /// The snapshot, if its hash checks.
+    fn checked(self) -> Option<Vec<u8>> {
+        (self.tail == self.hash.finalize().as_bytes()).then_some(self.bytes)
+    }
 }
 
 /// A snapshot being received.
@@ -138,46 +178,31 @@ struct Incoming {
     vote: VoteOf<TypeConfig>,
     meta: openraft::alias::SnapshotMetaOf<TypeConfig>,
     received: u64,
-    /// The hash of the bytes before the snapshot's own hash (its last 32),
-    /// and those last bytes as they arrive: checked before it installs.
-    hash: blake3::Hasher,
-    tail: Vec<u8>,
     spool: Spool,
-}
-
-const HASH_BYTES: usize = 32;
-
-impl Incoming {
-    /// Hashes all but the last 32 bytes seen so far, which it keeps.
-    fn take(&mut self, data: &[u8]) {
-        self.tail.extend_from_slice(data);
-        let body = self.tail.len().saturating_sub(HASH_BYTES);
-        self.hash.update(&self.tail[..body]);
-        self.tail.drain(..body);
-        self.received += data.len() as u64;
-    }
 }
 
 /// The receiving side of snapshot transfers: one at a time, chunks in
 /// order. A chunk that does not continue the transfer in progress (out of
 /// order, repeated, from another leader or of another snapshot) is refused
 /// and ends that transfer: the leader starts again from offset 0. With a
-/// data directory, chunks are written to a file in its `snapshots/` as they
-/// arrive (nothing is held whole in memory); a snapshot whose hash does not
-/// check is refused. A write that fails (no space) is logged and reported
-/// to the member's storage health.
+/// data directory, the rows are written into a new state database under
+/// its `snapshots/` as they arrive (nothing is held whole in memory); a
+/// snapshot whose hash does not check is refused. A write that fails (no
+/// space) is logged and reported to the member's storage health.
 pub(crate) struct SnapshotReceiver {
     incoming: tokio::sync::Mutex<Option<Incoming>>,
-    dir: Option<std::sync::Arc<SnapshotDir>>,
+    /// The data directory's snapshots, and whose state they become.
+    dir: Option<(SnapshotDir, StoreIdentity)>,
     health: StorageHealth,
     /// Largest snapshot taken into memory.
     memory_max: u64,
 }
 
 impl SnapshotReceiver {
-    /// Receives into memory, or into files under `data` (a data directory).
-    pub(crate) fn new(data: Option<&std::path::Path>, health: StorageHealth) -> Self {
-        let dir = data.map(|d| std::sync::Arc::new(SnapshotDir::at(d)));
+    /// Receives into memory, or into a new state database under `data` (a
+    /// data directory, and whose it is).
+    pub(crate) fn new(data: Option<(&std::path::Path, StoreIdentity)>, health: StorageHealth) -> Self {
+        let dir = data.map(|(d, identity)| (SnapshotDir::at(d), identity));
         Self { incoming: tokio::sync::Mutex::new(None), dir, health, memory_max: SNAPSHOT_BYTES_MAX }
     }
 
@@ -188,13 +213,10 @@ impl SnapshotReceiver {
         if offset == 0 {
             // A new transfer replaces any other.
             let spool = match &self.dir {
-                None => Spool::Memory(Vec::new()),
-                Some(dir) => {
-                    let (file, path) = dir.temp("receive").map_err(|e| self.failed(&e))?;
-                    Spool::File(file, path)
-                }
+                None => Spool::Memory(Held::default()),
+                Some((dir, identity)) => Spool::Stage(Staging::start(dir, identity.clone()).map_err(|e| self.failed(&e))?),
             };
-            *slot = Some(Incoming { vote, meta, received: 0, hash: blake3::Hasher::new(), tail: Vec::new(), spool });
+            *slot = Some(Incoming { vote, meta, received: 0, spool });
         } else {
             let continues = slot.as_ref().is_some_and(|i| i.vote == vote && i.meta == meta && i.received == offset);
             if !continues {
@@ -209,38 +231,39 @@ impl SnapshotReceiver {
         if self.dir.is_none() && incoming.received + data.len() as u64 > self.memory_max {
             return Err(format!("a snapshot over the limit of {} bytes held in memory: start again", self.memory_max));
         }
-        incoming.take(&data);
-        let incoming = match incoming.spool {
-            Spool::Memory(ref mut m) => {
-                m.extend_from_slice(&data);
-                incoming
-            }
-            Spool::File(..) => foundation::rt::spawn_blocking(move || {
-                use std::io::Write;
-                if let Spool::File(f, _) = &mut incoming.spool {
-                    f.write_all(&data)?;
-                    if last {
-                        f.sync_all()?;
-                    }
-                }
-                Ok::<_, std::io::Error>(incoming)
-            })
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| self.failed(&e))?,
-        };
+        incoming.received += data.len() as u64;
+        match &mut incoming.spool {
+            Spool::Memory(held) => held.take(&data),
+            Spool::Stage(staging) => staging.push(data).await.map_err(|e| self.refused(&e))?,
+        }
         if !last {
             *slot = Some(incoming);
             return Ok(None);
         }
-        if incoming.tail != incoming.hash.finalize().as_bytes() {
-            return Err("the snapshot received does not match its hash: start again".into());
-        }
         let snapshot = match incoming.spool {
-            Spool::Memory(m) => SnapshotData::Bytes(std::sync::Arc::new(m)),
-            Spool::File(file, path) => SnapshotData::File(std::sync::Arc::new(SnapshotFile { file, path })),
+            Spool::Memory(held) => {
+                let bytes = held.checked().ok_or("the snapshot received does not match its hash: start again")?;
+                SnapshotData::Bytes(std::sync::Arc::new(bytes))
+            }
+            Spool::Stage(staging) => {
+                let staged = staging.finish().await.map_err(|e| self.refused(&e))?;
+                if staged.meta != incoming.meta {
+                    return Err("the snapshot's header does not match the transfer's metadata: start again".into());
+                }
+                SnapshotData::Staged(std::sync::Arc::new(staged))
+            }
         };
         Ok(Some((incoming.vote, openraft::Snapshot { meta: incoming.meta, snapshot }, incoming.received)))
+    }
+
+    /// A staged transfer that failed: a snapshot that does not check is
+    /// refused; a write that failed is the member's storage failing.
+    fn refused(&self, e: &std::io::Error) -> String {
+        if e.kind() == std::io::ErrorKind::InvalidData {
+            format!("the snapshot received is refused ({e}): start again")
+        } else {
+            self.failed(e)
+        }
     }
 
     fn failed(&self, e: &std::io::Error) -> String {
@@ -331,7 +354,7 @@ impl RaftNetworkV2<TypeConfig> for Client {
                 let part = SnapshotChunk { vote, meta: snapshot.meta.clone(), offset, last, data };
                 // The last chunk is answered once the snapshot is installed,
                 // which takes as long as the state is large.
-                let ttl = if last { option.soft_ttl().max(SNAPSHOT_INSTALL_TTL) } else { option.soft_ttl() };
+                let ttl = option.soft_ttl().max(if last { SNAPSHOT_INSTALL_TTL } else { SNAPSHOT_CHUNK_TTL });
                 let installed: Option<SnapshotResponse<TypeConfig>> =
                     self.call(openraft::RPCTypes::InstallSnapshot, "raft.snapshot_chunk", part, ttl).await?;
                 offset += len;
@@ -393,19 +416,24 @@ mod tests {
         super::super::store::snapshot::encode_state(&meta(index), &state).unwrap()
     }
 
-    /// Both receivers: into memory, and into files under a fresh directory.
+    fn me() -> StoreIdentity {
+        StoreIdentity { cluster_id: "c".into(), id: 2 }
+    }
+
+    /// Both receivers: into memory, and into a new database under a fresh
+    /// directory.
     fn receivers(tag: &str) -> Vec<(SnapshotReceiver, Option<std::path::PathBuf>)> {
         let dir = std::env::temp_dir().join(format!("foundation-receiver-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("snapshots")).unwrap();
         vec![
             (SnapshotReceiver::new(None, StorageHealth::default()), None),
-            (SnapshotReceiver::new(Some(&dir), StorageHealth::default()), Some(dir)),
+            (SnapshotReceiver::new(Some((&dir, me())), StorageHealth::default()), Some(dir)),
         ]
     }
 
     #[tokio::test]
-    async fn chunks_in_order_make_the_snapshot_in_memory_or_in_a_file() {
+    async fn chunks_in_order_make_the_snapshot_in_memory_or_in_a_new_database() {
         let bytes = snapshot_bytes(10);
         for (r, dir) in receivers("order") {
             assert!(r.take(chunk(2, 10, 0, false, &bytes[..7])).await.unwrap().is_none());
@@ -414,7 +442,7 @@ mod tests {
             let mut got = Vec::new();
             std::io::Read::read_to_end(&mut snap.snapshot.reader(), &mut got).unwrap();
             assert_eq!(got, bytes);
-            assert_eq!(matches!(snap.snapshot, SnapshotData::File(_)), dir.is_some());
+            assert_eq!(matches!(snap.snapshot, SnapshotData::Staged(_)), dir.is_some());
             if let Some(d) = dir {
                 std::fs::remove_dir_all(d).unwrap();
             }
@@ -448,7 +476,11 @@ mod tests {
                 b
             }] {
                 r.take(chunk(2, 10, 0, false, head)).await.unwrap();
-                assert!(r.take(chunk(2, 10, 3, true, &bad)).await.unwrap_err().contains("hash"));
+                let err = r.take(chunk(2, 10, 3, true, &bad)).await.unwrap_err();
+                // In memory the hash is checked at the end; a staged
+                // snapshot's reader refuses it where it stops making sense.
+                assert!(if dir.is_none() { err.contains("hash") } else { err.contains("is refused") }, "{err}");
+                assert!(r.health.failure().is_none(), "a bad snapshot is not a storage failure: {err}");
             }
             if dir.is_none() {
                 // Over the size limit held in memory.
@@ -461,6 +493,16 @@ mod tests {
             r.take(chunk(2, 10, 0, false, head)).await.unwrap();
             assert!(r.take(chunk(2, 10, 3, true, rest)).await.unwrap().is_some());
             if let Some(d) = dir {
+                // Nothing of the refused transfers is left (their threads
+                // remove their files as they stop), nor of the staged one,
+                // dropped uninstalled.
+                let spool = d.join("snapshots");
+                foundation_testutil::assert_eventually(
+                    "the refused transfers' files are removed",
+                    || std::fs::read_dir(&spool).unwrap().next().is_none(),
+                    std::time::Duration::from_secs(10),
+                )
+                .await;
                 std::fs::remove_dir_all(d).unwrap();
             }
         }
@@ -481,9 +523,11 @@ mod tests {
             return;
         }
         let health = StorageHealth::default();
-        let r = SnapshotReceiver::new(Some(&dir), health.clone());
-        let big = vec![7; 2 << 20];
-        let err = r.take(chunk(2, 10, 0, false, &big)).await.unwrap_err();
+        let r = SnapshotReceiver::new(Some((&dir, me())), health.clone());
+        let mut state = super::super::types::State::default();
+        state.kv.insert("big".into(), vec![7; 2 << 20]);
+        let big = super::super::store::snapshot::encode_state(&meta(10), &state).unwrap();
+        let err = r.take(chunk(2, 10, 0, true, &big)).await.unwrap_err();
         let _ = std::process::Command::new("umount").arg("-l").arg(&spool).status();
         let _ = std::fs::remove_dir_all(&dir);
         assert!(err.contains("receiving a snapshot failed") && err.to_lowercase().contains("space"), "{err}");

@@ -45,6 +45,7 @@ use log_disk::{Disk, Done, Loaded, Msg, Op, Request, commit};
 pub use memory::MemoryDisk;
 use snapshot::Meta as SnapshotMeta;
 pub use snapshot::SnapshotData;
+pub(crate) use state_db::Staging;
 use state_db::StateDb;
 use state_machine::{Backend, SmInner};
 pub use state_machine::{CHANGES_BUFFER, StateMachine};

@@ -1,5 +1,6 @@
 //! Snapshots as a stream of rows: how one is written, read back, kept (in
-//! memory or as a file in the data directory) and received in chunks.
+//! memory, as a read transaction of the state database, or as a database
+//! received from a leader) and streamed in chunks.
 //!
 //! # Format
 //! `FNDSNAP1`, then `[u32 len][postcard SnapshotMeta]`, then the rows, each
@@ -177,9 +178,9 @@ pub(crate) fn decode_state(bytes: &[u8]) -> io::Result<(Meta, State)> {
     Ok((meta, state))
 }
 
-/// A snapshot's bytes: in memory, a file received from a leader, or a read
-/// transaction of the state database (encoded as it is sent). Cheap to
-/// clone.
+/// A snapshot's bytes: in memory, a file (an install of an older kind cut
+/// short), a read transaction of the state database (encoded as it is
+/// sent), or a database received from a leader. Cheap to clone.
 #[derive(Clone)]
 pub enum SnapshotData {
     /// Held in memory (storage without a data directory).
@@ -188,6 +189,9 @@ pub enum SnapshotData {
     File(Arc<SnapshotFile>),
     /// The state database as of one read transaction.
     Db(Arc<super::state_db::DbSnapshot>),
+    /// Received from a leader into a database of its own, which installing
+    /// makes the state's.
+    Staged(Arc<super::state_db::Staged>),
 }
 
 /// An open snapshot file.
@@ -202,6 +206,7 @@ impl std::fmt::Debug for SnapshotData {
             Self::Bytes(b) => write!(f, "SnapshotData::Bytes({} bytes)", b.len()),
             Self::File(s) => write!(f, "SnapshotData::File({})", s.path.display()),
             Self::Db(_) => f.write_str("SnapshotData::Db"),
+            Self::Staged(s) => write!(f, "SnapshotData::Staged({})", s.path.display()),
         }
     }
 }
@@ -294,25 +299,32 @@ impl SnapshotData {
                 let db = db.clone();
                 produce(Box::new(move |sink| db.write_to(sink)))
             }
+            Self::Staged(staged) => {
+                let staged = staged.clone();
+                produce(Box::new(move |sink| staged.open()?.write_to(sink)))
+            }
         }
     }
 
     /// A reader of the whole snapshot from its start (a file's reads are
     /// positioned: readers do not share an offset). A database snapshot is
-    /// encoded on the calling thread as it is read.
+    /// encoded whole, on the calling thread, into memory.
     pub(crate) fn reader(&self) -> Box<dyn Read + Send> {
         match self {
             Self::Bytes(b) => Box::new(io::Cursor::new(Shared(b.clone()))),
             Self::File(s) => Box::new(BufReader::with_capacity(1 << 20, FileAt { file: s.clone(), pos: 0 })),
-            Self::Db(db) => {
-                let mut bytes = Vec::new();
-                let encoded = db.write_to(&mut bytes);
-                match encoded {
-                    Ok(()) => Box::new(io::Cursor::new(bytes)),
-                    Err(e) => Box::new(Failed(Some(e))),
-                }
-            }
+            Self::Db(db) => encoded(|bytes| db.write_to(bytes)),
+            Self::Staged(staged) => encoded(|bytes| staged.open()?.write_to(bytes)),
         }
+    }
+}
+
+/// A database snapshot encoded whole, as a reader (its error, if it failed).
+fn encoded(encode: impl FnOnce(&mut Vec<u8>) -> io::Result<()>) -> Box<dyn Read + Send> {
+    let mut bytes = Vec::new();
+    match encode(&mut bytes) {
+        Ok(()) => Box::new(io::Cursor::new(bytes)),
+        Err(e) => Box::new(Failed(Some(e))),
     }
 }
 
@@ -345,10 +357,11 @@ impl Read for FileAt {
     }
 }
 
-/// Where a data directory keeps snapshot files: those being received
-/// (`receive-….part`, removed at open), and the one being installed
-/// (`installing.snap`, kept until the state database holds it, so an
-/// install cut short is done again at the next start).
+/// Where a data directory keeps snapshot files: the databases being
+/// received (`receive-….part`, removed at open), and a snapshot file being
+/// installed by an older version (`installing.snap`, kept until the state
+/// database holds it, so an install cut short is done again at the next
+/// start).
 pub(crate) struct SnapshotDir {
     dir: PathBuf,
 }

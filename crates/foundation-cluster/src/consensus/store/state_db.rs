@@ -18,11 +18,11 @@
 //! go.
 //! A snapshot is not a copy: it is a read transaction (redb's MVCC), which
 //! applying does not disturb, encoded row by row only when a follower needs
-//! it. A snapshot received from the leader is written to a file, then
-//! replaces the tables in several transactions under an `installing` mark;
-//! the file is kept until the last one commits. A crash meanwhile leaves a
-//! state that says it holds nothing, and Raft installs the file again at
-//! start.
+//! it. A snapshot received from the leader is written into a new database
+//! as it arrives ([`Staging`]); installing it renames that database over
+//! `state.redb`. (An install of an older kind, a file replacing the tables
+//! under an `installing` mark, is redone at start if it was cut short.)
+//! Values larger than a 64 KiB page are stored in chunks (`tables.rs`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 use openraft::EntryPayload;
 use openraft::alias::{LogIdOf, StoredMembershipOf};
 use redb::{ReadableTable, TableDefinition};
+
 use tokio::sync::{mpsc, oneshot};
 
 use super::snapshot::{Meta, Row, SnapshotData, SnapshotDir, SnapshotReader, SnapshotWriter};
@@ -41,16 +42,16 @@ use crate::consensus::disk_faults::DiskFaults;
 use crate::consensus::types::{Answer, Applied, LockState, Query, State, StateRead, StateWrite, TypeConfig, apply_to, query_from};
 
 mod layers;
+mod stage;
+mod tables;
 pub use layers::FLUSH_BYTES;
 use layers::{Changes, Layers, Which, unusable};
+pub(crate) use stage::{Staged, Staging};
+use tables::{ReadTables, WriteTables, read_tables};
 
-type Table<'t> = redb::Table<'t, &'static str, &'static [u8]>;
 type LogId = LogIdOf<TypeConfig>;
 type Membership = StoredMembershipOf<TypeConfig>;
 
-const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
-const LOCKS: TableDefinition<&str, &[u8]> = TableDefinition::new("locks");
-const BARRIERS: TableDefinition<&str, &[u8]> = TableDefinition::new("barriers");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const APPLIED: &str = "applied";
 const MEMBERSHIP: &str = "membership";
@@ -66,57 +67,15 @@ const INSTALL_TXN_BYTES: usize = 64 << 20;
 /// Requests waiting for the state thread.
 const QUEUE: usize = 64;
 
-/// The state's tables in one transaction.
-struct Tables<T> {
-    kv: T,
-    locks: T,
-    barriers: T,
-}
-
-fn get<T: ReadableTable<&'static str, &'static [u8]>>(t: &T, key: &str) -> io::Result<Option<Vec<u8>>> {
-    Ok(t.get(key).map_err(io_err)?.map(|v| v.value().to_vec()))
-}
-
-impl Tables<Table<'_>> {
-    fn open(txn: &redb::WriteTransaction) -> io::Result<Tables<Table<'_>>> {
-        Ok(Tables {
-            kv: txn.open_table(KV).map_err(io_err)?,
-            locks: txn.open_table(LOCKS).map_err(io_err)?,
-            barriers: txn.open_table(BARRIERS).map_err(io_err)?,
-        })
-    }
-
-    fn insert(&mut self, row: Row) -> io::Result<usize> {
-        let (table, key, value) = match row {
-            Row::Kv(k, v) => (&mut self.kv, k, v),
-            Row::Lock(k, l) => (&mut self.locks, k, encode(&l)?),
-            Row::Barrier(k, b) => (&mut self.barriers, k, encode(&b)?),
-        };
-        table.insert(key.as_str(), value.as_slice()).map_err(io_err)?;
-        Ok(key.len() + value.len())
-    }
-}
-
-type ReadTables = Tables<redb::ReadOnlyTable<&'static str, &'static [u8]>>;
-
-/// The tables as of `txn`; `None` before anything was applied.
-fn read_tables(txn: &redb::ReadTransaction) -> io::Result<Option<ReadTables>> {
-    let open = |def| match txn.open_table(def) {
-        Ok(t) => Ok(Some(t)),
-        Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
-        Err(e) => Err(io_err(e)),
-    };
-    Ok(match (open(KV)?, open(LOCKS)?, open(BARRIERS)?) {
-        (Some(kv), Some(locks), Some(barriers)) => Some(Tables { kv, locks, barriers }),
-        _ => None,
-    })
-}
-
 /// What the state database says at open.
 pub(super) struct Opened {
     pub identity: Option<StoreIdentity>,
     pub applied: Option<LogId>,
     pub membership: Membership,
+}
+
+fn get(t: &impl ReadableTable<&'static str, &'static [u8]>, key: &str) -> io::Result<Option<Vec<u8>>> {
+    Ok(t.get(key).map_err(io_err)?.map(|v| v.value().to_vec()))
 }
 
 fn read_meta(txn: &redb::ReadTransaction) -> io::Result<Opened> {
@@ -191,10 +150,18 @@ impl StateDb {
                 ),
             ));
         }
-        if opened.identity.is_none() {
-            let txn = db.begin_write().map_err(io_err)?;
-            txn.open_table(META).map_err(io_err)?.insert(IDENTITY, encode(identity)?.as_slice()).map_err(io_err)?;
-            txn.commit().map_err(io_err)?;
+        // The identity, and every table (a database written before values
+        // were stored in chunks gains those tables here).
+        if opened.identity.is_none() || read_tables(&db.begin_read().map_err(io_err)?)?.is_none() {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let txn = db.begin_write().map_err(io_err)?;
+                WriteTables::open(&txn)?;
+                if opened.identity.is_none() {
+                    txn.open_table(META).map_err(io_err)?.insert(IDENTITY, encode(identity)?.as_slice()).map_err(io_err)?;
+                }
+                txn.commit().map_err(io_err)
+            }))
+            .unwrap_or_else(|_| Err(corrupt("the database panicked while writing".into())))?;
         }
         let snapshots = Arc::new(SnapshotDir::open(dir)?);
         let mut layers = Layers {
@@ -212,6 +179,7 @@ impl StateDb {
         let (tx, rx) = mpsc::channel(QUEUE);
         let worker = Worker {
             db,
+            file: file.clone(),
             snapshots: snapshots.clone(),
             faults,
             health,
@@ -284,7 +252,7 @@ impl StateDb {
         let (tx, rx) = oneshot::channel();
         self.flush(Some(tx)).await?;
         let (txn, meta) = rx.await.map_err(|_| io_err("the state database stopped"))??;
-        Ok((meta.clone(), SnapshotData::Db(Arc::new(DbSnapshot { txn, meta }))))
+        Ok((meta.clone(), SnapshotData::Db(Arc::new(DbSnapshot { txn, meta, _db: None }))))
     }
 
     /// Replaces the state with `data`'s.
@@ -322,10 +290,17 @@ impl StateDb {
     pub fn dump(&self) -> io::Result<State> {
         let l = self.layers.lock();
         l.read.as_ref().ok_or_else(unusable)?;
-        let mut state = match &l.tables {
-            Some(t) => dump_tables(t)?,
-            None => State::default(),
-        };
+        let mut state = State::default();
+        if let Some(t) = &l.tables {
+            t.rows(|row| {
+                match row {
+                    Row::Kv(k, v) => drop(state.kv.insert(k, v)),
+                    Row::Lock(k, v) => drop(state.locks.insert(k, v)),
+                    Row::Barrier(k, v) => drop(state.barriers.insert(k, v)),
+                }
+                Ok(())
+            })?;
+        }
         for changes in l.flushing.iter().map(|f| &**f).chain([&l.active]) {
             for (which, key, value) in changes.iter() {
                 match (which, value) {
@@ -352,29 +327,13 @@ impl StateDb {
     }
 }
 
-/// Every row of `t`.
-fn dump_tables<T: ReadableTable<&'static str, &'static [u8]>>(t: &Tables<T>) -> io::Result<State> {
-    let mut state = State::default();
-    for row in t.kv.iter().map_err(io_err)? {
-        let (k, v) = row.map_err(io_err)?;
-        state.kv.insert(k.value().to_owned(), v.value().to_vec());
-    }
-    for row in t.locks.iter().map_err(io_err)? {
-        let (k, v) = row.map_err(io_err)?;
-        state.locks.insert(k.value().to_owned(), decode(v.value())?);
-    }
-    for row in t.barriers.iter().map_err(io_err)? {
-        let (k, v) = row.map_err(io_err)?;
-        state.barriers.insert(k.value().to_owned(), decode(v.value())?);
-    }
-    Ok(state)
-}
-
 /// The state as of one read transaction (redb keeps what it sees until it
 /// is dropped).
 pub struct DbSnapshot {
     txn: redb::ReadTransaction,
     meta: Meta,
+    /// The database, when the snapshot opened it (a staged one).
+    _db: Option<redb::Database>,
 }
 
 impl DbSnapshot {
@@ -382,18 +341,7 @@ impl DbSnapshot {
     pub(crate) fn write_to<W: std::io::Write>(&self, out: W) -> io::Result<()> {
         let mut w = SnapshotWriter::new(out, &self.meta)?;
         if let Some(tables) = read_tables(&self.txn)? {
-            for row in tables.kv.iter().map_err(io_err)? {
-                let (k, v) = row.map_err(io_err)?;
-                w.row(&Row::Kv(k.value().to_owned(), v.value().to_vec()))?;
-            }
-            for row in tables.locks.iter().map_err(io_err)? {
-                let (k, v) = row.map_err(io_err)?;
-                w.row(&Row::Lock(k.value().to_owned(), decode(v.value())?))?;
-            }
-            for row in tables.barriers.iter().map_err(io_err)? {
-                let (k, v) = row.map_err(io_err)?;
-                w.row(&Row::Barrier(k.value().to_owned(), decode(v.value())?))?;
-            }
+            tables.rows(|row| w.row(&row))?;
         }
         w.finish().map(drop)
     }
@@ -402,6 +350,8 @@ impl DbSnapshot {
 /// The state thread.
 struct Worker {
     db: redb::Database,
+    /// `state.redb`.
+    file: std::path::PathBuf,
     snapshots: Arc<SnapshotDir>,
     faults: DiskFaults,
     health: StorageHealth,
@@ -488,18 +438,9 @@ impl Worker {
     fn write(&mut self, changes: &Changes, applied: Option<LogId>, membership: &Membership, durable: bool) -> io::Result<()> {
         let txn = self.begin(durable)?;
         {
-            let mut tables = Tables::open(&txn)?;
+            let mut tables = WriteTables::open(&txn)?;
             for (which, key, value) in changes.iter() {
-                let table = match which {
-                    Which::Kv => &mut tables.kv,
-                    Which::Lock => &mut tables.locks,
-                    Which::Barrier => &mut tables.barriers,
-                };
-                match value {
-                    Some(v) => table.insert(key.as_str(), v.as_slice()).map(drop),
-                    None => table.remove(key.as_str()).map(drop),
-                }
-                .map_err(io_err)?;
+                tables.set(which, key, value.as_deref())?;
             }
             let mut meta = txn.open_table(META).map_err(io_err)?;
             if applied.is_some() {
@@ -511,6 +452,9 @@ impl Worker {
     }
 
     fn install(&mut self, meta: &Meta, data: &SnapshotData) -> io::Result<()> {
+        if let SnapshotData::Staged(staged) = data {
+            return self.swap(meta, staged);
+        }
         // The file is kept until the state holds it: if the install stops
         // halfway, the `installing` mark makes Raft install it again.
         if let SnapshotData::File(f) = data {
@@ -522,40 +466,39 @@ impl Worker {
             m.insert(INSTALLING, [].as_slice()).map_err(io_err)?;
             m.remove(APPLIED).map_err(io_err)?;
         }
-        for def in [KV, LOCKS, BARRIERS] {
-            txn.delete_table(def).map_err(io_err)?;
-        }
+        WriteTables::delete(&txn)?;
         txn.commit().map_err(io_err)?;
         let (found, mut rows) = SnapshotReader::open(data.reader())?;
         if found != *meta {
             return Err(io::Error::new(io::ErrorKind::InvalidData, "the snapshot's header does not match its metadata"));
         }
-        let mut more = true;
-        while more {
-            let txn = self.begin(false)?;
-            {
-                let mut tables = Tables::open(&txn)?;
-                let mut bytes = 0;
-                while bytes < INSTALL_TXN_BYTES {
-                    match rows.next_row()? {
-                        Some(row) => bytes += tables.insert(row)?,
-                        None => {
-                            more = false;
-                            break;
-                        }
-                    }
-                }
-            }
-            txn.commit().map_err(io_err)?;
-        }
+        stage::insert_rows(&self.db, &mut rows)?;
         let txn = self.begin(true)?;
         {
+            WriteTables::open(&txn)?;
             let mut m = txn.open_table(META).map_err(io_err)?;
             m.remove(INSTALLING).map_err(io_err)?;
             m.insert(APPLIED, encode(&meta.last_log_id)?.as_slice()).map_err(io_err)?;
             m.insert(MEMBERSHIP, encode(&meta.last_membership)?.as_slice()).map_err(io_err)?;
         }
         txn.commit().map_err(io_err)?;
+        self.snapshots.installed()
+    }
+
+    /// Installs a staged snapshot: its database (durable, this member's
+    /// identity in it) is renamed over `state.redb` and opened in place of
+    /// the old one. Reads of the old one finish on its open file.
+    fn swap(&mut self, meta: &Meta, staged: &Staged) -> io::Result<()> {
+        if staged.meta != *meta {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "the snapshot's header does not match its metadata"));
+        }
+        std::fs::rename(&staged.path, &self.file)?;
+        for dir in [self.file.parent(), staged.path.parent()].into_iter().flatten() {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        self.db = redb::Builder::new().set_cache_size(STATE_CACHE_BYTES).create(&self.file).map_err(io_err)?;
+        self.last_durable = Instant::now();
+        // An install of an older kind cut short is moot now.
         self.snapshots.installed()
     }
 }
@@ -565,7 +508,7 @@ mod tests {
     use super::*;
     use crate::consensus::types::Command;
 
-    fn log_id(index: u64) -> LogId {
+    pub(super) fn log_id(index: u64) -> LogId {
         openraft::LogId {
             leader_id: <openraft::alias::LeaderIdOf<TypeConfig> as openraft::vote::RaftLeaderIdExt>::new_committed(1, 1),
             index,

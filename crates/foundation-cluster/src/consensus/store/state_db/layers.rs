@@ -62,14 +62,7 @@ impl Layers {
         }
         self.read.as_ref().ok_or_else(unusable)?;
         let Some(t) = &self.tables else { return Ok(None) };
-        get(
-            match which {
-                Which::Kv => &t.kv,
-                Which::Lock => &t.locks,
-                Which::Barrier => &t.barriers,
-            },
-            key,
-        )
+        t.get(which, key)
     }
 
     /// Reads see `read` from now on.
