@@ -69,7 +69,7 @@ impl<W: Write> SnapshotWriter<W> {
         self.put(bytes)
     }
 
-    pub(crate) fn row(&mut self, row: &Row) -> io::Result<()> {
+    pub(crate) fn row(&mut self, row: &RowRef<'_>) -> io::Result<()> {
         self.record(&postcard::to_stdvec(row).map_err(invalid)?)
     }
 
@@ -83,24 +83,49 @@ impl<W: Write> SnapshotWriter<W> {
     }
 }
 
+/// One row read in place: its key and value borrow the reader's buffer
+/// (the same encoding as [`Row`]).
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum RowRef<'a> {
+    Kv(&'a str, #[serde(serialize_with = "bytes_ref")] &'a [u8]),
+    Lock(&'a str, LockState),
+    Barrier(&'a str, BTreeSet<String>),
+}
+
+fn bytes_ref<S: serde::Serializer>(v: &&[u8], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_bytes(v)
+}
+
+impl RowRef<'_> {
+    pub(crate) fn into_row(self) -> Row {
+        match self {
+            Self::Kv(k, v) => Row::Kv(k.to_owned(), v.to_vec()),
+            Self::Lock(k, l) => Row::Lock(k.to_owned(), l),
+            Self::Barrier(k, b) => Row::Barrier(k.to_owned(), b),
+        }
+    }
+}
+
 /// Reads a snapshot, one row at a time; checks its hash at the end.
 pub(crate) struct SnapshotReader<R: Read> {
     inp: R,
     hash: blake3::Hasher,
     done: bool,
+    /// The last record read (it only grows: rows are read into it).
+    buf: Vec<u8>,
 }
 
 impl<R: Read> SnapshotReader<R> {
     /// Reads the header; the rows follow.
     pub(crate) fn open(inp: R) -> io::Result<(Meta, Self)> {
-        let mut r = Self { inp, hash: blake3::Hasher::new(), done: false };
+        let mut r = Self { inp, hash: blake3::Hasher::new(), done: false, buf: Vec::new() };
         let mut magic = [0; 8];
         r.take(&mut magic)?;
         if &magic != MAGIC {
             return Err(invalid("not a snapshot (wrong magic)"));
         }
-        let meta = r.record()?.ok_or_else(|| invalid("no header"))?;
-        let meta = postcard::from_bytes(&meta).map_err(invalid)?;
+        let len = r.record()?.ok_or_else(|| invalid("no header"))?;
+        let meta = postcard::from_bytes(&r.buf[..len]).map_err(invalid)?;
         Ok((meta, r))
     }
 
@@ -110,7 +135,8 @@ impl<R: Read> SnapshotReader<R> {
         Ok(())
     }
 
-    fn record(&mut self) -> io::Result<Option<Vec<u8>>> {
+    /// Reads the next record into `buf`; its length (`None`: the end).
+    fn record(&mut self) -> io::Result<Option<usize>> {
         let mut len = [0; 4];
         self.take(&mut len)?;
         let len = u32::from_le_bytes(len) as usize;
@@ -120,18 +146,28 @@ impl<R: Read> SnapshotReader<R> {
         if len > RECORD_BYTES_MAX {
             return Err(invalid(format!("a row of {len} bytes is over the limit of {RECORD_BYTES_MAX}")));
         }
-        let mut buf = vec![0; len];
-        self.take(&mut buf)?;
-        Ok(Some(buf))
+        if self.buf.len() < len {
+            self.buf.resize(len, 0);
+        }
+        let mut buf = std::mem::take(&mut self.buf);
+        let read = self.take(&mut buf[..len]);
+        self.buf = buf;
+        read.map(|()| Some(len))
     }
 
     /// The next row; `None` at the end, once the hash checked.
     pub(crate) fn next_row(&mut self) -> io::Result<Option<Row>> {
+        Ok(self.next_row_ref()?.map(RowRef::into_row))
+    }
+
+    /// The next row, read in place (no copy of its key or value); `None`
+    /// at the end, once the hash checked.
+    pub(crate) fn next_row_ref(&mut self) -> io::Result<Option<RowRef<'_>>> {
         if self.done {
             return Ok(None);
         }
         match self.record()? {
-            Some(bytes) => postcard::from_bytes(&bytes).map(Some).map_err(invalid),
+            Some(len) => postcard::from_bytes(&self.buf[..len]).map(Some).map_err(invalid),
             None => {
                 self.done = true;
                 let mut hash = [0; HASH_BYTES];
@@ -153,13 +189,13 @@ impl<R: Read> SnapshotReader<R> {
 pub(crate) fn encode_state(meta: &Meta, state: &State) -> io::Result<Vec<u8>> {
     let mut w = SnapshotWriter::new(Vec::new(), meta)?;
     for (k, v) in &state.kv {
-        w.row(&Row::Kv(k.clone(), v.clone()))?;
+        w.row(&RowRef::Kv(k, v))?;
     }
     for (k, l) in &state.locks {
-        w.row(&Row::Lock(k.clone(), l.clone()))?;
+        w.row(&RowRef::Lock(k, l.clone()))?;
     }
     for (k, b) in &state.barriers {
-        w.row(&Row::Barrier(k.clone(), b.clone()))?;
+        w.row(&RowRef::Barrier(k, b.clone()))?;
     }
     w.finish()
 }

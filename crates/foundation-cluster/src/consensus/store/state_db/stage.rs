@@ -120,7 +120,19 @@ impl Read for Chunks {
 fn stage(path: &Path, identity: &StoreIdentity, rx: mpsc::Receiver<Vec<u8>>) -> io::Result<Meta> {
     let db = redb::Builder::new().set_cache_size(STATE_CACHE_BYTES).create(path).map_err(io_err)?;
     let (meta, mut rows) = SnapshotReader::open(Chunks { rx, chunk: Vec::new(), pos: 0 })?;
-    insert_rows(&db, &mut rows)?;
+    // What is written is sent to the disk as it comes (the page cache
+    // would hold it all, and the last commit's fsync would then wait for
+    // every byte of it).
+    let file = std::fs::OpenOptions::new().write(true).open(path)?;
+    let mut unsent = 0;
+    insert_rows(&db, &mut rows, || {
+        unsent += INSTALL_TXN_BYTES;
+        if unsent >= WRITEBACK_BYTES {
+            unsent = 0;
+            write_back(&file)?;
+        }
+        Ok(())
+    })?;
     let txn = db.begin_write().map_err(io_err)?;
     {
         WriteTables::open(&txn)?;
@@ -133,10 +145,27 @@ fn stage(path: &Path, identity: &StoreIdentity, rx: mpsc::Receiver<Vec<u8>>) -> 
     Ok(meta)
 }
 
+/// Bytes written between two requests to the kernel to start writing
+/// the staged file back.
+const WRITEBACK_BYTES: usize = 32 << 20;
+
+/// Starts writing `file`'s dirty pages to the disk, without waiting for it.
+fn write_back(file: &std::fs::File) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: the descriptor is open for as long as `file` is borrowed;
+    // the call only reads its arguments.
+    let r = unsafe { libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
+    if r == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
 /// Inserts every row of `rows` into `db`, in transactions of
 /// [`INSTALL_TXN_BYTES`] without fsync (the caller's last commit is
-/// durable).
-pub(super) fn insert_rows<R: Read>(db: &redb::Database, rows: &mut SnapshotReader<R>) -> io::Result<()> {
+/// durable), calling `committed` after each.
+pub(super) fn insert_rows<R: Read>(
+    db: &redb::Database,
+    rows: &mut SnapshotReader<R>,
+    mut committed: impl FnMut() -> io::Result<()>,
+) -> io::Result<()> {
     let mut more = true;
     while more {
         let mut txn = db.begin_write().map_err(io_err)?;
@@ -145,7 +174,7 @@ pub(super) fn insert_rows<R: Read>(db: &redb::Database, rows: &mut SnapshotReade
             let mut tables = WriteTables::open(&txn)?;
             let mut bytes = 0;
             while bytes < INSTALL_TXN_BYTES {
-                match rows.next_row()? {
+                match rows.next_row_ref()? {
                     Some(row) => bytes += tables.insert(row)?,
                     None => {
                         more = false;
@@ -155,6 +184,7 @@ pub(super) fn insert_rows<R: Read>(db: &redb::Database, rows: &mut SnapshotReade
             }
         }
         txn.commit().map_err(io_err)?;
+        committed()?;
     }
     Ok(())
 }

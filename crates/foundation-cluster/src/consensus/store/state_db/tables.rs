@@ -12,6 +12,7 @@ use redb::{ReadableTable, TableDefinition};
 
 #[allow(clippy::wildcard_imports)] // the state database's private pieces
 use super::*;
+use crate::consensus::store::snapshot::RowRef;
 
 pub(super) const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
 pub(super) const LOCKS: TableDefinition<&str, &[u8]> = TableDefinition::new("locks");
@@ -107,14 +108,17 @@ impl WriteTables<'_> {
     }
 
     /// Inserts a snapshot's row; its bytes.
-    pub(super) fn insert(&mut self, row: Row) -> io::Result<usize> {
-        let (which, key, value) = match row {
-            Row::Kv(k, v) => (Which::Kv, k, v),
-            Row::Lock(k, l) => (Which::Lock, k, encode(&l)?),
-            Row::Barrier(k, b) => (Which::Barrier, k, encode(&b)?),
+    pub(super) fn insert(&mut self, row: RowRef<'_>) -> io::Result<usize> {
+        let (which, key, encoded) = match row {
+            RowRef::Kv(k, v) => {
+                self.set(Which::Kv, k, Some(v))?;
+                return Ok(k.len() + v.len());
+            }
+            RowRef::Lock(k, l) => (Which::Lock, k, encode(&l)?),
+            RowRef::Barrier(k, b) => (Which::Barrier, k, encode(&b)?),
         };
-        self.set(which, &key, Some(&value))?;
-        Ok(key.len() + value.len())
+        self.set(which, key, Some(&encoded))?;
+        Ok(key.len() + encoded.len())
     }
 }
 
@@ -172,23 +176,23 @@ where
     }
 
     /// Every row, table by table (values stored in chunks after the others).
-    pub(super) fn rows(&self, mut each: impl FnMut(Row) -> io::Result<()>) -> io::Result<()> {
+    pub(super) fn rows(&self, mut each: impl FnMut(RowRef<'_>) -> io::Result<()>) -> io::Result<()> {
         for row in self.kv.iter().map_err(io_err)? {
             let (k, v) = row.map_err(io_err)?;
-            each(Row::Kv(k.value().to_owned(), v.value().to_vec()))?;
+            each(RowRef::Kv(k.value(), v.value()))?;
         }
         for row in self.big.iter().map_err(io_err)? {
             let key = row.map_err(io_err)?.0.value().to_owned();
             let value = self.value(&key)?.ok_or_else(|| io_err("a value stored in chunks vanished"))?;
-            each(Row::Kv(key, value))?;
+            each(RowRef::Kv(&key, &value))?;
         }
         for row in self.locks.iter().map_err(io_err)? {
             let (k, v) = row.map_err(io_err)?;
-            each(Row::Lock(k.value().to_owned(), decode(v.value())?))?;
+            each(RowRef::Lock(k.value(), decode(v.value())?))?;
         }
         for row in self.barriers.iter().map_err(io_err)? {
             let (k, v) = row.map_err(io_err)?;
-            each(Row::Barrier(k.value().to_owned(), decode(v.value())?))?;
+            each(RowRef::Barrier(k.value(), decode(v.value())?))?;
         }
         Ok(())
     }
