@@ -140,7 +140,7 @@ pub(crate) type Received = (VoteOf<TypeConfig>, openraft::alias::SnapshotOf<Type
 /// Where a snapshot being received goes.
 enum Spool {
     /// Held whole (no data directory).
-    Memory(Held),
+    Memory(Box<Held>),
     /// Written into a new state database as it arrives (its reader checks
     /// the hash).
     Stage(Staging),
@@ -213,7 +213,7 @@ impl SnapshotReceiver {
         if offset == 0 {
             // A new transfer replaces any other.
             let spool = match &self.dir {
-                None => Spool::Memory(Held::default()),
+                None => Spool::Memory(Box::default()),
                 Some((dir, identity)) => Spool::Stage(Staging::start(dir, identity.clone()).map_err(|e| self.failed(&e))?),
             };
             *slot = Some(Incoming { vote, meta, received: 0, spool });
