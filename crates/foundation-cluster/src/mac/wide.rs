@@ -31,6 +31,9 @@ pub(super) struct Keys {
     engine: Engine,
 }
 
+// `Keys` is boxed, once per connection and direction: the Wide variant's
+// 512 bytes are not moved around.
+#[allow(clippy::large_enum_variant)]
 enum Engine {
     /// Vector `v` holds `[H^(32-4v), H^(31-4v), H^(30-4v), H^(29-4v)]`
     /// (lane 0 lowest), so the last `m` vectors hold `H^(4m)..H^1` for a
