@@ -78,6 +78,20 @@ pub(super) struct Opened {
     pub membership: Membership,
 }
 
+/// Opens (or creates) a state database at `path` with the state's cache.
+fn open_db(path: &Path) -> Result<redb::Database, redb::DatabaseError> {
+    redb::Builder::new().set_cache_size(STATE_CACHE_BYTES).create(path)
+}
+
+/// Records, in `txn`, that the state is `meta`'s: what it holds up to and
+/// the membership.
+fn write_position(txn: &redb::WriteTransaction, meta: &Meta) -> io::Result<()> {
+    let mut m = txn.open_table(META).map_err(io_err)?;
+    m.insert(APPLIED, encode(&meta.last_log_id)?.as_slice()).map_err(io_err)?;
+    m.insert(MEMBERSHIP, encode(&meta.last_membership)?.as_slice()).map_err(io_err)?;
+    Ok(())
+}
+
 fn get(t: &impl ReadableTable<&'static str, &'static [u8]>, key: &str) -> io::Result<Option<Vec<u8>>> {
     Ok(t.get(key).map_err(io_err)?.map(|v| v.value().to_vec()))
 }
@@ -132,7 +146,7 @@ impl StateDb {
         let file = dir.join("state.redb");
         let corrupt = |why: String| io::Error::new(io::ErrorKind::InvalidData, format!("{} is corrupt: {why}", file.display()));
         let (db, opened) = std::panic::catch_unwind(|| {
-            let db = redb::Builder::new().set_cache_size(STATE_CACHE_BYTES).create(&file).map_err(|e| corrupt(e.to_string()))?;
+            let db = open_db(&file).map_err(|e| corrupt(e.to_string()))?;
             let opened = db.begin_read().map_err(io_err).and_then(|t| read_meta(&t)).map_err(|e| corrupt(e.to_string()))?;
             Ok::<_, io::Error>((db, opened))
         })
@@ -482,9 +496,8 @@ impl Worker {
             WriteTables::open(&txn)?;
             let mut m = txn.open_table(META).map_err(io_err)?;
             m.remove(INSTALLING).map_err(io_err)?;
-            m.insert(APPLIED, encode(&meta.last_log_id)?.as_slice()).map_err(io_err)?;
-            m.insert(MEMBERSHIP, encode(&meta.last_membership)?.as_slice()).map_err(io_err)?;
         }
+        write_position(&txn, meta)?;
         txn.commit().map_err(io_err)?;
         self.snapshots.installed()
     }
@@ -500,7 +513,7 @@ impl Worker {
         for dir in [self.file.parent(), staged.path.parent()].into_iter().flatten() {
             std::fs::File::open(dir)?.sync_all()?;
         }
-        self.db = redb::Builder::new().set_cache_size(STATE_CACHE_BYTES).create(&self.file).map_err(io_err)?;
+        self.db = open_db(&self.file).map_err(io_err)?;
         self.last_durable = Instant::now();
         // An install of an older kind cut short is moot now.
         self.snapshots.installed()

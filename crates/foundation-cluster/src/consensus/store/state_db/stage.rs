@@ -41,6 +41,7 @@ impl Drop for Staged {
 impl Staged {
     /// The staged state as a snapshot that can be read (or sent on).
     pub(crate) fn open(&self) -> io::Result<DbSnapshot> {
+        // Opened, never created: a staged file that is gone is an error.
         let db = redb::Builder::new().set_cache_size(STATE_CACHE_BYTES).open(&self.path).map_err(io_err)?;
         let txn = db.begin_read().map_err(io_err)?;
         Ok(DbSnapshot { txn, meta: self.meta.clone(), _db: Some(db) })
@@ -118,7 +119,7 @@ impl Read for Chunks {
 /// rows in transactions without fsync, then what it holds up to, its
 /// membership and `identity` in a durable one. Its metadata.
 fn stage(path: &Path, identity: &StoreIdentity, rx: mpsc::Receiver<Vec<u8>>) -> io::Result<Meta> {
-    let db = redb::Builder::new().set_cache_size(STATE_CACHE_BYTES).create(path).map_err(io_err)?;
+    let db = open_db(path).map_err(io_err)?;
     let (meta, mut rows) = SnapshotReader::open(Chunks { rx, chunk: Vec::new(), pos: 0 })?;
     // What is written is sent to the disk as it comes (the page cache
     // would hold it all, and the last commit's fsync would then wait for
@@ -136,11 +137,9 @@ fn stage(path: &Path, identity: &StoreIdentity, rx: mpsc::Receiver<Vec<u8>>) -> 
     let txn = db.begin_write().map_err(io_err)?;
     {
         WriteTables::open(&txn)?;
-        let mut m = txn.open_table(META).map_err(io_err)?;
-        m.insert(IDENTITY, encode(identity)?.as_slice()).map_err(io_err)?;
-        m.insert(APPLIED, encode(&meta.last_log_id)?.as_slice()).map_err(io_err)?;
-        m.insert(MEMBERSHIP, encode(&meta.last_membership)?.as_slice()).map_err(io_err)?;
+        txn.open_table(META).map_err(io_err)?.insert(IDENTITY, encode(identity)?.as_slice()).map_err(io_err)?;
     }
+    write_position(&txn, &meta)?;
     txn.commit().map_err(io_err)?;
     Ok(meta)
 }
