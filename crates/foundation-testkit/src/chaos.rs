@@ -28,6 +28,7 @@
 //! | `disk_error` | the same with EIO on fsync (sim, inprocess) | yes |
 //! | `slow_disk` | a node's store takes 20–200 ms more per write batch, and the node is killed halfway through the hold (in simulation half a batch is written before the wait: a torn tail); it restarts and must catch up (sim, inprocess) | yes |
 //! | `lost_disk` | a node is killed, its data directory emptied, and it is restarted after the hold: its start must be refused (it would vote again under its old id) and it stays down; acts only while no node is down | no: a refused node stays down for the run (replacing it is an operator's job), which would starve the rest of the mix of its majority |
+//! | `slow_link` | a node's links capped at 4 MiB/s each way, the other nodes killed down to a bare majority (so every commit crosses them), values of a sixteenth of a frame written for the hold: each must commit within 20 times its time on the link (inprocess, processes) | no: left out so that every seed's schedule stays as it was |
 //! | `lost_tail` | a node is killed, its log loses its last 1–20 entries (a disk that lost acknowledged writes), and it is restarted after the hold: its start must be refused and it stays down (sim) | no: as `lost_disk` |
 //!
 //! The nemeses whose row says "must catch up" or "must keep applying"
@@ -104,11 +105,13 @@ pub enum Nemesis {
     LostDisk,
     /// A node's last log entries lost while it is down.
     LostTail,
+    /// A node's links capped at a few MiB/s while every commit crosses them.
+    SlowLink,
 }
 
 impl Nemesis {
     /// Every nemesis.
-    pub const ALL: [Nemesis; 20] = [
+    pub const ALL: [Nemesis; 21] = [
         Self::KillProcess,
         Self::Partition,
         Self::MemoryPressure,
@@ -129,6 +132,7 @@ impl Nemesis {
         Self::SlowDisk,
         Self::LostDisk,
         Self::LostTail,
+        Self::SlowLink,
     ];
 
     /// The default mix (`foundation chaos`, the chaos tier): every nemesis
@@ -180,6 +184,7 @@ impl Nemesis {
             Self::SlowDisk => "slow_disk",
             Self::LostDisk => "lost_disk",
             Self::LostTail => "lost_tail",
+            Self::SlowLink => "slow_link",
         }
     }
 
@@ -189,6 +194,9 @@ impl Nemesis {
         let seam = matches!(self, Self::DiskFull | Self::DiskError | Self::SlowDisk);
         if seam && backend == Backend::Processes {
             return Some(format!("{self} needs the storage fault seam, which the processes backend has not (use sim or inprocess)"));
+        }
+        if self == Self::SlowLink && backend == Backend::Simulated {
+            return Some(format!("{self} needs a bandwidth cap, which turmoil has not (use inprocess or processes)"));
         }
         if self == Self::LostTail && backend != Backend::Simulated {
             return Some(format!("{self} needs the simulated disk (redb commits whole transactions): use sim"));
@@ -202,7 +210,7 @@ impl Nemesis {
         let needs = match self {
             Self::MajoritiesRing => 4,
             // A majority must stay up while one node is down.
-            Self::Bridge | Self::BigState | Self::LostDisk | Self::LostTail => 3,
+            Self::Bridge | Self::BigState | Self::LostDisk | Self::LostTail | Self::SlowLink => 3,
             Self::Partition | Self::SwizzleClog | Self::OnewayPartition | Self::LinkFaults | Self::SlowConsumer => 2,
             _ => 1,
         };

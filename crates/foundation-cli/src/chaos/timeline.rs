@@ -32,12 +32,12 @@ const TIME_TICKS: f64 = 10.0;
 const OPS_COLOUR: &str = "#1f77b4";
 const LATENCY_COLOUR: &str = "#d62728";
 
-/// Each nemesis's colour. All twenty are far apart: CIEDE2000 ≥ 15 as
+/// Each nemesis's colour. All twenty-one are far apart: CIEDE2000 ≥ 15 as
 /// drawn in their rows, ≥ 7.5 as shaded over the plot, and ≥ 12 from the
 /// two lines' colours (the tests below hold all three). The twelve of
 /// today's default mix were picked first, to be furthest apart (≥ 21 and
 /// ≥ 9); the five storage nemeses' last, greedily, each furthest from the
-/// rest.
+/// rest; `slow_link` last of all, the same way.
 pub fn colour(n: Nemesis) -> &'static str {
     match n {
         Nemesis::KillProcess => "#800000",
@@ -60,6 +60,7 @@ pub fn colour(n: Nemesis) -> &'static str {
         Nemesis::SlowDisk => "#5577ff",
         Nemesis::LostDisk => "#220022",
         Nemesis::LostTail => "#00ffdd",
+        Nemesis::SlowLink => "#ff11ff",
     }
 }
 

@@ -65,6 +65,19 @@ pub fn append_bytes_max(frame_limit: usize) -> usize {
     frame_limit / 2
 }
 
+/// The slowest link an append is given time for, in bytes a second.
+pub const APPEND_RATE_FLOOR: u64 = 1 << 20;
+
+/// How long a leader waits for an append's answer: openraft's `soft_ttl`
+/// (three quarters of a heartbeat) plus the append's bytes at
+/// [`APPEND_RATE_FLOOR`] (1 MiB/s: 8 s for the largest). With `soft_ttl` alone (30 ms by default), an
+/// append of a MiB on a link of 4 MiB/s timed out and was sent again, for
+/// ever: values that large never committed (the `slow_link` nemesis).
+/// Heartbeats and small appends keep the heartbeat's timeout.
+pub fn append_ttl(soft_ttl: std::time::Duration, bytes: usize) -> std::time::Duration {
+    soft_ttl + std::time::Duration::from_secs_f64(bytes as f64 / APPEND_RATE_FLOOR as f64)
+}
+
 /// Bytes of snapshot in one chunk: a quarter of a frame, at most 4 MiB.
 pub fn snapshot_chunk_bytes(frame_limit: usize) -> usize {
     (frame_limit / 4).clamp(1024, 4 << 20)
@@ -312,8 +325,8 @@ impl RaftNetworkV2<TypeConfig> for Client {
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
         let mut rpc = rpc;
         let cut = cap_entries(&mut rpc, append_bytes_max(self.frame_limit));
-        let resp: AppendEntriesResponse<TypeConfig> =
-            self.call(openraft::RPCTypes::AppendEntries, "raft.append", rpc, option.soft_ttl()).await?;
+        let ttl = append_ttl(option.soft_ttl(), rpc.entries.iter().map(entry_bytes).sum());
+        let resp: AppendEntriesResponse<TypeConfig> = self.call(openraft::RPCTypes::AppendEntries, "raft.append", rpc, ttl).await?;
         Ok(match (resp, cut) {
             // The rest goes in the next append.
             (AppendEntriesResponse::Success, Some(last)) => AppendEntriesResponse::PartialSuccess(Some(last)),

@@ -12,6 +12,8 @@ use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
 
 use super::{Nemesis, bridge, majorities_ring, uniform};
+
+mod slow_link;
 use crate::agent::{FLOOD_MAX, FLOOD_TARGET, SLOW_MAILBOX};
 use crate::cluster::{Backend, DiskError, Fault, FaultError, TestCluster};
 
@@ -160,6 +162,7 @@ pub(super) async fn inject(
         }
         Nemesis::BigState => big_state(cluster, target, hold, big_state_frames).await,
         Nemesis::SlowConsumer => slow_consumer(cluster, target, hold).await,
+        Nemesis::SlowLink => slow_link::slow_link(cluster, target, hold).await,
         Nemesis::RestartStorm => restart_storm(cluster, target, hold, rng).await,
         Nemesis::DiskFull => disk_fails(cluster, target, hold, DiskError::NoSpace).await,
         Nemesis::DiskError => disk_fails(cluster, target, hold, DiskError::Io).await,

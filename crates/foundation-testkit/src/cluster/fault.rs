@@ -85,6 +85,18 @@ pub enum Fault {
         /// Probability in [0, 1] that a transfer breaks its connection.
         loss: f64,
     },
+    /// Caps the bandwidth between two nodes, each direction, at
+    /// `bytes_per_sec` (0: no cap), paced write by write: a link of a
+    /// few MiB/s, where a large append takes longer than a heartbeat. Not
+    /// in simulation (turmoil models latency and loss, not bandwidth).
+    Throttle {
+        /// One end.
+        a: usize,
+        /// The other.
+        b: usize,
+        /// Bytes a second each way (0: no cap).
+        bytes_per_sec: u64,
+    },
     /// Every write batch of a node's consensus store fails with `error`
     /// from now on (`None`: writes succeed again). Through
     /// [`ClusterSpec::disk_faults`](super::ClusterSpec::disk_faults): simulated and in-process backends.
@@ -137,7 +149,7 @@ impl Fault {
             | Self::DiskLatency { node, .. }
             | Self::WipeDisk { node }
             | Self::TruncateLog { node, .. } => vec![*node],
-            Self::Clog { a, b } | Self::Unclog { a, b } | Self::SetLink { a, b, .. } => vec![*a, *b],
+            Self::Clog { a, b } | Self::Unclog { a, b } | Self::SetLink { a, b, .. } | Self::Throttle { a, b, .. } => vec![*a, *b],
         }
     }
 }

@@ -10,7 +10,10 @@
 //! wait, as segments a partition drops would never arrive), and flows again
 //! when the table changes. A dial across a partition is refused. Latency
 //! delays each write; loss breaks a connection (a write fails with
-//! `ConnectionReset`), as on turmoil, whose TCP does not retransmit.
+//! `ConnectionReset`), as on turmoil, whose TCP does not retransmit. A
+//! throttle paces each direction: a read or write moves at most 20 ms of
+//! the link's bytes, and the next waits until the link could have carried
+//! them.
 //!
 //! Accepted streams are not wrapped: in one process, the dialer's wrapper
 //! already governs both directions of the connection.
@@ -48,6 +51,8 @@ struct Table {
     paused: BTreeSet<usize>,
     /// Undirected: added latency per write and chance a write breaks.
     links: BTreeMap<(usize, usize), (Duration, f64)>,
+    /// Undirected: bytes a second each way.
+    throttled: BTreeMap<(usize, usize), u64>,
     /// Tasks waiting for the table to change.
     wakers: Vec<Waker>,
     rng: Option<SmallRng>,
@@ -88,6 +93,9 @@ pub struct FaultTable {
     pub paused: Vec<usize>,
     /// Links: `((a, b), (latency_ms, loss))`.
     pub links: Vec<((usize, usize), (u64, f64))>,
+    /// Throttled pairs: `((a, b), bytes_per_sec)`.
+    #[serde(default)]
+    pub throttled: Vec<((usize, usize), u64)>,
 }
 
 impl std::fmt::Debug for Faults {
@@ -155,12 +163,24 @@ impl Faults {
         });
     }
 
-    /// Repairs partitions, clogs and links (pauses stay).
+    /// Caps the bandwidth between `a` and `b` (0: no cap).
+    pub fn throttle(&self, a: usize, b: usize, bytes_per_sec: u64) {
+        self.change(|t| {
+            if bytes_per_sec == 0 {
+                t.throttled.remove(&pair(a, b));
+            } else {
+                t.throttled.insert(pair(a, b), bytes_per_sec);
+            }
+        });
+    }
+
+    /// Repairs partitions, clogs, links and throttles (pauses stay).
     pub fn heal(&self) {
         self.change(|t| {
             t.blocked.clear();
             t.clogged.clear();
             t.links.clear();
+            t.throttled.clear();
         });
     }
 
@@ -172,6 +192,7 @@ impl Faults {
             clogged: t.clogged.iter().copied().collect(),
             paused: t.paused.iter().copied().collect(),
             links: t.links.iter().map(|(k, (l, p))| (*k, (l.as_millis() as u64, *p))).collect(),
+            throttled: t.throttled.iter().map(|(k, r)| (*k, *r)).collect(),
         }
     }
 
@@ -182,6 +203,7 @@ impl Faults {
             t.clogged = table.clogged.iter().map(|(a, b)| pair(*a, *b)).collect();
             t.paused = table.paused.iter().copied().collect();
             t.links = table.links.iter().map(|((a, b), (l, p))| (pair(*a, *b), (Duration::from_millis(*l), *p))).collect();
+            t.throttled = table.throttled.iter().filter(|(_, r)| *r > 0).map(|((a, b), r)| (pair(*a, *b), *r)).collect();
         });
     }
 
@@ -213,6 +235,7 @@ impl Faults {
             Fault::Clog { a, b } => self.clog(*a, *b),
             Fault::Unclog { a, b } => self.unclog(*a, *b),
             Fault::SetLink { a, b, latency_ms, loss } => self.set_link(*a, *b, Duration::from_millis(*latency_ms), *loss),
+            Fault::Throttle { a, b, bytes_per_sec } => self.throttle(*a, *b, *bytes_per_sec),
             Fault::Kill { .. }
             | Fault::Restart { .. }
             | Fault::Pause { .. }
@@ -264,7 +287,8 @@ impl Network for FaultyNetwork {
                 return Err(io::Error::new(io::ErrorKind::ConnectionRefused, format!("{addr}: partitioned (test fault)")));
             }
             let inner = TokioNetwork.connect(addr).await?;
-            Ok(Box::new(FaultyStream { inner, me: self.me, peer: to, faults: self.faults.clone(), delay: None }) as BoxStream)
+            Ok(Box::new(FaultyStream { inner, me: self.me, peer: to, faults: self.faults.clone(), delay: None, paced: [None, None] })
+                as BoxStream)
         })
     }
 }
@@ -276,7 +300,12 @@ struct FaultyStream {
     faults: Arc<Faults>,
     /// The latency of the write in progress.
     delay: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Under a throttle, when reads (`[0]`) and writes (`[1]`) may go on.
+    paced: [Option<Pin<Box<tokio::time::Sleep>>>; 2],
 }
+
+/// The share of a throttled link's second that one read or write moves.
+const PACE_SLICE: u64 = 50;
 
 impl FaultyStream {
     /// Whether `from → to` is stalled now; if so, wakes `cx` at the next change.
@@ -289,6 +318,36 @@ impl FaultyStream {
             t.wakers.push(cx.waker().clone());
         }
         true
+    }
+
+    /// Under a throttle, how many of `want` bytes direction `dir` may move
+    /// now (`None`: it must wait, and `cx` is woken when it may).
+    fn pace(&mut self, dir: usize, want: usize, cx: &mut Context<'_>) -> Option<usize> {
+        if let Some(wait) = self.paced[dir].as_mut() {
+            if wait.as_mut().poll(cx).is_pending() {
+                return None;
+            }
+            self.paced[dir] = None;
+        }
+        match self.rate() {
+            Some(rate) => Some(want.min((rate / PACE_SLICE).max(1024) as usize)),
+            None => Some(want),
+        }
+    }
+
+    /// After `dir` moved `n` bytes under a throttle: the next waits until
+    /// the link could have carried them.
+    fn paced(&mut self, dir: usize, n: usize) {
+        if let Some(rate) = self.rate().filter(|_| n > 0) {
+            let wait = Duration::from_secs_f64(n as f64 / rate as f64);
+            self.paced[dir] = Some(Box::pin(tokio::time::sleep(wait)));
+        }
+    }
+
+    /// The link's cap in bytes a second, if it is throttled.
+    fn rate(&self) -> Option<u64> {
+        let (Some(a), Some(b)) = (self.me, self.peer) else { return None };
+        self.faults.table.lock().throttled.get(&pair(a, b)).copied()
     }
 
     /// The link's latency, and whether this write breaks the connection.
@@ -306,7 +365,24 @@ impl AsyncRead for FaultyStream {
         if self.stalled(self.peer, self.me, cx) {
             return Poll::Pending;
         }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let Some(allowed) = self.pace(0, buf.remaining(), cx) else { return Poll::Pending };
+        if allowed < buf.remaining() {
+            let mut part = vec![0; allowed];
+            let mut part = ReadBuf::new(&mut part);
+            let read = Pin::new(&mut self.inner).poll_read(cx, &mut part);
+            buf.put_slice(part.filled());
+            if matches!(read, Poll::Ready(Ok(()))) {
+                let n = part.filled().len();
+                self.paced(0, n);
+            }
+            return read;
+        }
+        let before = buf.filled().len();
+        let read = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(read, Poll::Ready(Ok(()))) {
+            self.paced(0, buf.filled().len() - before);
+        }
+        read
     }
 }
 
@@ -315,6 +391,26 @@ impl AsyncWrite for FaultyStream {
         if self.stalled(self.me, self.peer, cx) {
             return Poll::Pending;
         }
+        let Some(allowed) = self.pace(1, data.len(), cx) else { return Poll::Pending };
+        let written = self.write_after_latency(cx, &data[..allowed]);
+        if let Poll::Ready(Ok(n)) = written {
+            self.paced(1, n);
+        }
+        written
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+impl FaultyStream {
+    /// A write, after the link's latency.
+    fn write_after_latency(&mut self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         if self.delay.is_none() {
             let (latency, broken) = self.link();
             if broken {
@@ -333,14 +429,6 @@ impl AsyncWrite for FaultyStream {
             self.delay = None;
         }
         written
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

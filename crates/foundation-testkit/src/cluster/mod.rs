@@ -369,6 +369,13 @@ impl TestCluster {
                     why: "the storage fault seam is in the node's process (use the simulated or in-process backend)",
                 });
             }
+            Fault::Throttle { .. } if self.inner.spec.backend == Backend::Simulated => {
+                return Err(FaultError::Unsupported {
+                    fault: "a bandwidth cap",
+                    backend: Backend::Simulated,
+                    why: "turmoil models latency and loss, not bandwidth (use the in-process or processes backend)",
+                });
+            }
             Fault::ClockSkew { node, .. } if self.inner.killed.lock().contains(node) => {
                 return Err(FaultError::State { node: *node, why: "killed (a restart starts with a right clock)" });
             }
@@ -473,6 +480,11 @@ impl TestCluster {
     /// Sets a link's latency and loss.
     pub async fn set_link(&self, a: usize, b: usize, latency: Duration, loss: f64) -> Result<(), FaultError> {
         self.apply(Fault::SetLink { a, b, latency_ms: latency.as_millis() as u64, loss }).await
+    }
+
+    /// Caps the bandwidth between `a` and `b` ([`Fault::Throttle`]; 0: no cap).
+    pub async fn throttle(&self, a: usize, b: usize, bytes_per_sec: u64) -> Result<(), FaultError> {
+        self.apply(Fault::Throttle { a, b, bytes_per_sec }).await
     }
 
     /// Skews a node's clock by `offset_ms` (negative: behind), through its

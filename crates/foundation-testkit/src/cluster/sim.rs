@@ -200,6 +200,7 @@ impl Control for SimControl {
                     self.disks[*node].drop_log_tail(*entries);
                 }
                 Fault::DiskError { .. } | Fault::DiskLatency { .. } => unreachable!("set on the node's DiskFaults by TestCluster::apply"),
+                Fault::Throttle { .. } => unreachable!("refused in simulation by TestCluster::apply"),
                 Fault::SetLink { a, b, latency_ms, loss } => {
                     let cmd = SimCmd::Link {
                         a: name(*a).to_owned(),
