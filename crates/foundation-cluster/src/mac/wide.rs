@@ -1,29 +1,46 @@
-//! POLYVAL with AVX-512 and VPCLMULQDQ: 32 blocks (512 bytes) a round,
-//! four blocks per carry-less multiply, one reduction per round.
+//! POLYVAL with carry-less multiply, several blocks per reduction: with
+//! AVX-512 and VPCLMULQDQ, 32 blocks (512 bytes) a round, four blocks per
+//! multiply; with PCLMULQDQ alone (every x86-64 of the last decade), 8
+//! blocks (128 bytes) a round, one block per multiply. The `polyval`
+//! crate reduces after every block, and each block waits for the one
+//! before: on this project's 2-core machine (no AVX-512), it was 15 % of
+//! the CPU of a snapshot transfer.
 //!
 //! POLYVAL's product is `a ⊙ b = a·b·x⁻¹²⁸` in GF(2¹²⁸) modulo
 //! `x¹²⁸ + x¹²⁷ + x¹²⁶ + x¹²¹ + 1`, and the hash of blocks `X₁..Xₙ` is
-//! `Σ Xⱼ ⊙ Hⁿ⁻ʲ⁺¹` (powers under `⊙`). So a round multiplies its 32 blocks
-//! by `H³²..H¹` without reducing, adds the 256-bit products, and reduces
+//! `Σ Xⱼ ⊙ Hⁿ⁻ʲ⁺¹` (powers under `⊙`). So a round multiplies its blocks
+//! by `Hᵐ..H¹` without reducing, adds the 256-bit products, and reduces
 //! once; the running value is added to the round's first block.
 //!
 //! Every operation is constant-time (no branch or address depends on the
-//! key or the data). The portable engine checks this one in `mac.rs`.
+//! key or the data). The portable engine checks both in `mac.rs`.
 
 use std::arch::x86_64::*;
 
-/// Blocks per round.
+/// Blocks per round (AVX-512).
 const ROUND_BLOCKS: usize = 32;
 /// Blocks per 512-bit register.
 const LANES: usize = 4;
 const VECTORS: usize = ROUND_BLOCKS / LANES;
+/// Blocks per round (PCLMULQDQ alone).
+const NARROW_BLOCKS: usize = 8;
 
-/// `H` and its powers, laid out for a round: vector `v` holds
-/// `[H^(32-4v), H^(31-4v), H^(30-4v), H^(29-4v)]` (lane 0 lowest), so the
-/// last `m` vectors hold `H^(4m)..H^1` for a shorter round.
+/// `H` and its powers, laid out for a round of the engine this CPU runs.
 pub(super) struct Keys {
     h: __m128i,
-    powers: [__m512i; VECTORS],
+    engine: Engine,
+}
+
+// `Keys` is boxed, once per connection and direction: the Wide variant's
+// 512 bytes are not moved around.
+#[allow(clippy::large_enum_variant)]
+enum Engine {
+    /// Vector `v` holds `[H^(32-4v), H^(31-4v), H^(30-4v), H^(29-4v)]`
+    /// (lane 0 lowest), so the last `m` vectors hold `H^(4m)..H^1` for a
+    /// shorter round.
+    Wide([__m512i; VECTORS]),
+    /// `H^8..H^1`: the last `m` hold `H^m..H^1`.
+    Narrow([__m128i; NARROW_BLOCKS]),
 }
 
 fn supported() -> bool {
@@ -34,18 +51,30 @@ fn supported() -> bool {
 }
 
 impl Keys {
-    /// `None` when this CPU lacks the instructions.
+    /// The widest engine this CPU runs; `None` when it lacks PCLMULQDQ.
     pub(super) fn new(h: &[u8; 16]) -> Option<Keys> {
         // SAFETY: the features these functions enable were just detected.
-        supported().then(|| unsafe { expand(h) })
+        if supported() { Some(unsafe { expand(h) }) } else { Keys::narrow(h) }
+    }
+
+    /// The PCLMULQDQ engine (also where AVX-512 is there: the tests
+    /// compare it with the others).
+    pub(super) fn narrow(h: &[u8; 16]) -> Option<Keys> {
+        // SAFETY: as above.
+        is_x86_feature_detected!("pclmulqdq").then(|| unsafe { expand_narrow(h) })
     }
 
     /// Hashes whole blocks (`data.len()` a multiple of 16) onto `acc`.
     pub(super) fn blocks(&self, acc: u128, data: &[u8]) -> u128 {
         debug_assert_eq!(data.len() % 16, 0);
-        // SAFETY: `Keys` exists only where `supported()` held; every load
-        // below stays inside `data`.
-        unsafe { from_m128(blocks(self, to_m128(acc), data)) }
+        // SAFETY: each engine exists only where its features were
+        // detected; every load below stays inside `data`.
+        unsafe {
+            from_m128(match &self.engine {
+                Engine::Wide(powers) => blocks(self.h, powers, to_m128(acc), data),
+                Engine::Narrow(powers) => narrow_blocks(powers, to_m128(acc), data),
+            })
+        }
     }
 }
 
@@ -99,7 +128,59 @@ unsafe fn expand(h: &[u8; 16]) -> Keys {
         let lanes = [pow[top], pow[top - 1], pow[top - 2], pow[top - 3]];
         *p = unsafe { _mm512_loadu_si512(lanes.as_ptr().cast()) };
     }
-    Keys { h, powers }
+    Keys { h, engine: Engine::Wide(powers) }
+}
+
+#[target_feature(enable = "pclmulqdq")]
+unsafe fn expand_narrow(h: &[u8; 16]) -> Keys {
+    // SAFETY: `h` is 16 bytes.
+    let h = unsafe { _mm_loadu_si128(h.as_ptr().cast()) };
+    let mut powers = [h; NARROW_BLOCKS];
+    // powers[i] = H^(8-i): the last is H¹.
+    for i in (0..NARROW_BLOCKS - 1).rev() {
+        powers[i] = mul(powers[i + 1], h);
+    }
+    Keys { h, engine: Engine::Narrow(powers) }
+}
+
+/// One round over `n` blocks at `p` (at most [`NARROW_BLOCKS`]): the
+/// blocks times `H^n..H^1`, plus `acc` times the first power, reduced.
+///
+/// # Safety
+/// `p` points at `16 · n` readable bytes; the CPU has PCLMULQDQ.
+#[target_feature(enable = "pclmulqdq")]
+unsafe fn narrow_round(powers: &[__m128i; NARROW_BLOCKS], acc: __m128i, p: *const u8, n: usize) -> __m128i {
+    let first = NARROW_BLOCKS - n;
+    let mut lo = _mm_setzero_si128();
+    let mut hi = _mm_setzero_si128();
+    let mut mid = _mm_setzero_si128();
+    for j in 0..n {
+        // SAFETY: `j < n`, so the 16 bytes are inside the caller's range.
+        let mut x = unsafe { _mm_loadu_si128(p.add(16 * j).cast()) };
+        if j == 0 {
+            x = _mm_xor_si128(x, acc);
+        }
+        let h = powers[first + j];
+        lo = _mm_xor_si128(lo, _mm_clmulepi64_si128(x, h, 0x00));
+        hi = _mm_xor_si128(hi, _mm_clmulepi64_si128(x, h, 0x11));
+        mid = _mm_xor_si128(mid, _mm_xor_si128(_mm_clmulepi64_si128(x, h, 0x01), _mm_clmulepi64_si128(x, h, 0x10)));
+    }
+    reduce(_mm_xor_si128(lo, _mm_slli_si128(mid, 8)), _mm_xor_si128(hi, _mm_srli_si128(mid, 8)))
+}
+
+#[target_feature(enable = "pclmulqdq")]
+unsafe fn narrow_blocks(powers: &[__m128i; NARROW_BLOCKS], mut acc: __m128i, data: &[u8]) -> __m128i {
+    let mut rounds = data.chunks_exact(NARROW_BLOCKS * 16);
+    for r in &mut rounds {
+        // SAFETY: `r` is a whole round's bytes.
+        acc = unsafe { narrow_round(powers, acc, r.as_ptr(), NARROW_BLOCKS) };
+    }
+    let rest = rounds.remainder();
+    if !rest.is_empty() {
+        // SAFETY: `rest` holds `rest.len() / 16` whole blocks.
+        acc = unsafe { narrow_round(powers, acc, rest.as_ptr(), rest.len() / 16) };
+    }
+    acc
 }
 
 /// The four 128-bit lanes of `v` added together.
@@ -116,7 +197,7 @@ fn fold(v: __m512i) -> __m128i {
 /// # Safety
 /// `p` points at `64 · vectors` readable bytes; the CPU has the features.
 #[target_feature(enable = "pclmulqdq,avx512f,avx512bw,vpclmulqdq")]
-unsafe fn round(keys: &Keys, acc: __m128i, p: *const u8, vectors: usize) -> __m128i {
+unsafe fn round(powers: &[__m512i; VECTORS], acc: __m128i, p: *const u8, vectors: usize) -> __m128i {
     let first = VECTORS - vectors;
     let mut lo = _mm512_setzero_si512();
     let mut hi = _mm512_setzero_si512();
@@ -127,7 +208,7 @@ unsafe fn round(keys: &Keys, acc: __m128i, p: *const u8, vectors: usize) -> __m1
         if v == 0 {
             x = _mm512_xor_si512(x, _mm512_zextsi128_si512(acc));
         }
-        let h = keys.powers[first + v];
+        let h = powers[first + v];
         lo = _mm512_xor_si512(lo, _mm512_clmulepi64_epi128(x, h, 0x00));
         hi = _mm512_xor_si512(hi, _mm512_clmulepi64_epi128(x, h, 0x11));
         // 0x96: a ^ b ^ c.
@@ -139,22 +220,22 @@ unsafe fn round(keys: &Keys, acc: __m128i, p: *const u8, vectors: usize) -> __m1
 }
 
 #[target_feature(enable = "pclmulqdq,avx512f,avx512bw,vpclmulqdq")]
-unsafe fn blocks(keys: &Keys, mut acc: __m128i, data: &[u8]) -> __m128i {
+unsafe fn blocks(h: __m128i, powers: &[__m512i; VECTORS], mut acc: __m128i, data: &[u8]) -> __m128i {
     let mut rounds = data.chunks_exact(ROUND_BLOCKS * 16);
     for r in &mut rounds {
         // SAFETY: `r` is a whole round's bytes.
-        acc = unsafe { round(keys, acc, r.as_ptr(), VECTORS) };
+        acc = unsafe { round(powers, acc, r.as_ptr(), VECTORS) };
     }
     let rest = rounds.remainder();
     let vectors = rest.len() / 64;
     if vectors > 0 {
         // SAFETY: `rest` holds `vectors` whole vectors.
-        acc = unsafe { round(keys, acc, rest.as_ptr(), vectors) };
+        acc = unsafe { round(powers, acc, rest.as_ptr(), vectors) };
     }
     for b in rest[vectors * 64..].chunks_exact(16) {
         // SAFETY: `b` is 16 bytes.
         let x = unsafe { _mm_loadu_si128(b.as_ptr().cast()) };
-        acc = mul(_mm_xor_si128(acc, x), keys.h);
+        acc = mul(_mm_xor_si128(acc, x), h);
     }
     acc
 }
