@@ -346,6 +346,7 @@ impl Server {
             Some(dir) => claim(dir, &Identity { cluster_id: config.cluster_id.clone(), id: config.id, name: config.name.clone() })?,
             None => true,
         };
+        let telemetry = wants(Service::Telemetry).then(Telemetry::new);
         let consensus = if wants(Service::Consensus) {
             let mut cc = ConsensusConfig::new(config.id);
             cc.disk_faults = config.disk_faults.clone();
@@ -362,6 +363,7 @@ impl Server {
             if let Some(kept) = config.snapshots.logs_kept {
                 cc.logs_kept = kept;
             }
+            cc.telemetry = telemetry.clone();
             if let Some(dir) = &config.data_dir {
                 cc = cc.durable(dir.join("raft"));
             } else if let Some(disk) = &config.disk {
@@ -376,7 +378,7 @@ impl Server {
             cluster: cluster.clone(),
             coordination: wants(Service::Coordination),
             events: wants(Service::Events).then(|| Arc::new(EventStore::new(EVENTS_DEFAULT))),
-            telemetry: wants(Service::Telemetry).then(Telemetry::new),
+            telemetry,
             config: consensus.clone().filter(|_| wants(Service::Config)).map(ConfigService::new),
             registry: consensus.clone().filter(|_| wants(Service::Registry)).map(|c| Registry::new(c, cluster.node().clone())),
             consensus,
@@ -428,8 +430,8 @@ impl Server {
                 }
             });
         }
-        if let Some(events) = self.inner.events.clone() {
-            self.record_mesh_events(events);
+        if self.inner.events.is_some() || self.inner.telemetry.is_some() {
+            self.record_mesh_events(self.inner.events.clone(), self.inner.telemetry.clone());
         }
         let lowest = config.peers.iter().all(|p| p.id > config.id);
         if let Some(consensus) = self.inner.consensus.clone().filter(|_| fresh && lowest) {
@@ -445,8 +447,9 @@ impl Server {
         }
     }
 
-    /// Mesh up/down events into the event store.
-    fn record_mesh_events(&self, events: Arc<EventStore>) {
+    /// Mesh up/down events into the event store (`node.up`, `node.down`)
+    /// and telemetry (`foundation.node.up`, `foundation.node.down`).
+    fn record_mesh_events(&self, events: Option<Arc<EventStore>>, telemetry: Option<Telemetry>) {
         let mut mesh = self.inner.cluster.subscribe();
         let node = self.inner.cluster.node().clone();
         node.rt().clone().spawn(async move {
@@ -461,7 +464,12 @@ impl Server {
                 if !reason.is_empty() {
                     data.insert("reason".into(), reason);
                 }
-                events.store(now_ms(&node), kind, None, data);
+                if let Some(t) = &telemetry {
+                    t.emit(&format!("foundation.{kind}"), &BTreeMap::new(), &data);
+                }
+                if let Some(events) = &events {
+                    events.store(now_ms(&node), kind, None, data);
+                }
             }
         });
     }

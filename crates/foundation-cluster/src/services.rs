@@ -326,6 +326,12 @@ struct TelemetryInner {
     recorder: PrometheusRecorder,
 }
 
+impl std::fmt::Debug for Telemetry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Telemetry").field("handlers", &self.inner.handlers.read().len()).finish()
+    }
+}
+
 impl Default for Telemetry {
     fn default() -> Self {
         Self::new()

@@ -175,3 +175,43 @@ async fn start_distributed_cluster_runs_the_requested_services_only() {
     .await;
     assert!(matches!(refused, Err(foundation_cluster::server::ServerError::Config(_))));
 }
+
+/// What a telemetry handler saw: the event, its measurements, its metadata.
+type Seen = Arc<parking_lot::Mutex<Vec<(String, BTreeMap<String, f64>, BTreeMap<String, String>)>>>;
+
+fn capture(server: &Server) -> Seen {
+    let seen: Seen = Arc::default();
+    let sink = seen.clone();
+    server.telemetry().expect("telemetry runs").attach("foundation.", move |event, m, meta| {
+        sink.lock().push((event.to_owned(), m.clone(), meta.clone()));
+    });
+    seen
+}
+
+/// The framework's own events reach the Telemetry service: when the
+/// leader's node stops, the others see it go down (with the reason) and a
+/// new leader in a later term.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_framework_reports_nodes_going_down_and_leaders_through_telemetry() {
+    let servers = three_servers().await;
+    let seen: Vec<Seen> = servers.iter().map(capture).collect();
+    let leader_term = |s: &Seen| -> Option<(String, f64)> {
+        let seen = s.lock();
+        let (_, m, meta) =
+            seen.iter().rev().find(|(e, _, meta)| e == "foundation.consensus.leader" && meta.get("leader").is_some_and(|l| l != "none"))?;
+        Some((meta["leader"].clone(), *m.get("term")?))
+    };
+    let status = servers[0].consensus().expect("consensus runs").status();
+    let (old, term) = (status.leader.expect("a leader"), status.term as f64);
+    let li = servers.iter().position(|s| s.cluster().name() == old).expect("the leader is one of the three");
+    servers[li].shutdown().await;
+    for (_, s) in seen.iter().enumerate().filter(|(i, _)| *i != li) {
+        until("the others see the leader's node go down, with a reason", || {
+            s.lock().iter().any(|(e, _, meta)| {
+                e == "foundation.node.down" && meta.get("node") == Some(&old) && meta.get("reason").is_some_and(|r| !r.is_empty())
+            })
+        })
+        .await;
+        until("and a new leader in a later term", || leader_term(s).is_some_and(|(l, t)| l != old && t > term)).await;
+    }
+}

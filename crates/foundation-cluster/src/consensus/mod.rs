@@ -88,6 +88,9 @@ pub struct ConsensusConfig {
     /// so): an empty Raft database is then refused, as a member that lost
     /// its data must never vote again under its old id.
     pub existing: bool,
+    /// Where the member reports its leaders and terms, snapshots and
+    /// followers' lag (the node's Telemetry service; none by default).
+    pub telemetry: Option<crate::services::Telemetry>,
 }
 
 /// Log entries kept behind a snapshot, by default.
@@ -115,6 +118,7 @@ impl ConsensusConfig {
             logs_kept: LOGS_KEPT,
             cluster_id: "foundation".into(),
             existing: false,
+            telemetry: None,
         }
     }
 

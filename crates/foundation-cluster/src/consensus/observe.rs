@@ -3,6 +3,12 @@
 //! error (a storage read that failed, for one), and, on the leader, a
 //! follower that cannot catch up.
 //!
+//! With a Telemetry service ([`super::ConsensusConfig::telemetry`]), the
+//! same goes out as events (see the README's table of the framework's
+//! events): `foundation.consensus.leader`, `.snapshot`, `.follower`, and,
+//! on the leader, each follower's `.replication_lag` at most once a
+//! [`REVIEW_EVERY`].
+//!
 //! A follower cannot catch up when it is more than
 //! [`FOLLOWER_LAG_ENTRIES_MAX`] entries behind the leader's log, or behind
 //! at all with its matched index unmoved for [`FOLLOWER_STALL`] (it is
@@ -25,6 +31,7 @@ use openraft::ServerState;
 use super::Inner;
 use super::types::{NodeId, TypeConfig};
 use crate::log_limit::LogLimit;
+use crate::services::Telemetry;
 
 /// A follower further behind than this many entries cannot catch up.
 pub const FOLLOWER_LAG_ENTRIES_MAX: u64 = 10_000;
@@ -43,7 +50,7 @@ const REVIEW_EVERY: Duration = Duration::from_secs(1);
 pub(super) fn observe(inner: &Arc<Inner>) {
     let weak = Arc::downgrade(inner);
     inner.rt.spawn(async move {
-        let mut seen = Seen::default();
+        let mut seen = Seen { telemetry: weak.upgrade().and_then(|inner| inner.config.telemetry.clone()), ..Seen::default() };
         // One receiver for as long as its Raft lives: a fresh clone each
         // round would see the current value as new and wake at once, and
         // the loop would spin (it hung every simulated run).
@@ -85,6 +92,16 @@ struct Seen {
     fatal: bool,
     followers: BTreeMap<NodeId, Progress>,
     limit: LogLimit,
+    telemetry: Option<Telemetry>,
+}
+
+/// Emits `event` with measurements and metadata, when there is telemetry.
+fn emit(telemetry: &Option<Telemetry>, event: &str, measurements: &[(&str, f64)], metadata: &[(&str, &str)]) {
+    if let Some(t) = telemetry {
+        let m = measurements.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect();
+        let meta = metadata.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        t.emit(event, &m, &meta);
+    }
 }
 
 impl Default for Seen {
@@ -97,6 +114,7 @@ impl Default for Seen {
             fatal: false,
             followers: BTreeMap::new(),
             limit: LogLimit::new(4, Duration::from_secs(60)),
+            telemetry: None,
         }
     }
 }
@@ -106,6 +124,8 @@ struct Progress {
     matched: Option<u64>,
     since: Instant,
     lagging: bool,
+    /// When its lag was last reported to telemetry.
+    reported: Option<Instant>,
 }
 
 /// A member's name in the membership, else its id.
@@ -120,11 +140,19 @@ impl Seen {
             let what = if leader != self.leader { "leader changed" } else { "term changed" };
             let name = leader.map_or_else(|| "none".to_owned(), |id| name_of(m, id));
             tracing::info!(member = %me, leader = %name, term = m.current_term, state = ?m.state, "{what}");
+            let state = format!("{:?}", m.state);
+            emit(
+                &self.telemetry,
+                "foundation.consensus.leader",
+                &[("term", m.current_term as f64)],
+                &[("member", me), ("leader", &name), ("state", &state)],
+            );
         }
         (self.leader, self.term) = (leader, m.current_term);
         let snapshot = m.snapshot.as_ref().map(|l| l.index);
         if snapshot != self.snapshot && !self.first {
             tracing::info!(member = %me, index = snapshot, "snapshot: this member's state machine has a new snapshot (taken or installed)");
+            emit(&self.telemetry, "foundation.consensus.snapshot", &[("index", snapshot.unwrap_or(0) as f64)], &[("member", me)]);
         }
         self.snapshot = snapshot;
         if let (Err(fatal), false) = (&m.running_state, self.fatal) {
@@ -145,12 +173,22 @@ impl Seen {
         self.followers.retain(|id, _| replication.contains_key(id));
         for (id, matched) in replication.iter().filter(|(id, _)| **id != m.id) {
             let matched = matched.as_ref().map(|l| l.index);
-            let p = self.followers.entry(*id).or_insert(Progress { matched, since: now, lagging: false });
+            let p = self.followers.entry(*id).or_insert(Progress { matched, since: now, lagging: false, reported: None });
             if p.matched != matched {
                 (p.matched, p.since) = (matched, now);
             }
             let behind = last.saturating_sub(matched.unwrap_or(0));
             let stalled = behind > 0 && now.saturating_duration_since(p.since) >= FOLLOWER_STALL;
+            if self.telemetry.is_some() && p.reported.is_none_or(|r| now.saturating_duration_since(r) >= REVIEW_EVERY) {
+                p.reported = Some(now);
+                let follower = name_of(m, *id);
+                emit(
+                    &self.telemetry,
+                    "foundation.consensus.replication_lag",
+                    &[("entries", behind as f64)],
+                    &[("member", me), ("follower", &follower)],
+                );
+            }
             let lagging =
                 if p.lagging { stalled || behind > FOLLOWER_CAUGHT_UP_ENTRIES } else { behind > FOLLOWER_LAG_ENTRIES_MAX || stalled };
             if lagging == p.lagging {
@@ -158,6 +196,13 @@ impl Seen {
             }
             p.lagging = lagging;
             let follower = name_of(m, *id);
+            let state = if lagging { "lagging" } else { "caught_up" };
+            emit(
+                &self.telemetry,
+                "foundation.consensus.follower",
+                &[("behind", behind as f64)],
+                &[("member", me), ("follower", &follower), ("state", state)],
+            );
             let Some(left_out) = self.limit.check(&follower, now) else { continue };
             if lagging {
                 let reason = if stalled {

@@ -65,5 +65,9 @@ pub(super) async fn slow_link(cluster: &TestCluster, target: usize, hold: Durati
             chunk as f64 / RATE as f64
         )
     });
-    Ok(Injected { detail: format!("{name}'s links at {rate}/s, {names:?} down, {written} values of {}", mib(chunk)), effective: true, finding })
+    Ok(Injected {
+        detail: format!("{name}'s links at {rate}/s, {names:?} down, {written} values of {}", mib(chunk)),
+        effective: true,
+        finding,
+    })
 }
