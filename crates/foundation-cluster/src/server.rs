@@ -433,6 +433,9 @@ impl Server {
         if self.inner.events.is_some() || self.inner.telemetry.is_some() {
             self.record_mesh_events(self.inner.events.clone(), self.inner.telemetry.clone());
         }
+        if let Some(telemetry) = self.inner.telemetry.clone() {
+            self.inner.cluster.node().observe(move |event| report(&telemetry, event));
+        }
         let lowest = config.peers.iter().all(|p| p.id > config.id);
         if let Some(consensus) = self.inner.consensus.clone().filter(|_| fresh && lowest) {
             let mut members: BTreeMap<NodeId, Member> =
@@ -543,5 +546,28 @@ impl Server {
         }
         self.inner.cluster.shutdown();
         lifecycle::stopped(self.inner.cluster.name());
+    }
+}
+
+/// A node's rare framework event as telemetry: `foundation.supervisor.restart`
+/// (measurement `restarts`; metadata `supervisor`, `child`, `reason`, the
+/// reason's kind) and `foundation.supervisor.intensity` (`intensity`,
+/// `period_ms`; `supervisor`).
+fn report(telemetry: &Telemetry, event: &foundation::Observed) {
+    match event {
+        foundation::Observed::Restart { supervisor, child, reason, restarts } => {
+            let kind = foundation::stats::EXIT_KINDS[foundation::stats::reason_kind(reason)];
+            let meta = BTreeMap::from([
+                ("supervisor".to_owned(), supervisor.to_string()),
+                ("child".to_owned(), child.clone()),
+                ("reason".to_owned(), kind.to_owned()),
+            ]);
+            telemetry.emit("foundation.supervisor.restart", &BTreeMap::from([("restarts".to_owned(), f64::from(*restarts))]), &meta);
+        }
+        foundation::Observed::IntensityReached { supervisor, intensity, period } => {
+            let m = BTreeMap::from([("intensity".to_owned(), f64::from(*intensity)), ("period_ms".to_owned(), period.as_millis() as f64)]);
+            telemetry.emit("foundation.supervisor.intensity", &m, &BTreeMap::from([("supervisor".to_owned(), supervisor.to_string())]));
+        }
+        _ => {}
     }
 }

@@ -335,3 +335,36 @@ async fn the_data_directory_token_is_private_created_once_and_required() {
     assert!(matches!(&refused, Err(ServerError::Config(m)) if m.contains("token")), "{:?}", refused.err());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A supervisor's restart on a node reaches its Telemetry as an event, and
+/// `/metrics` counts the node's spawns, exits by reason and restarts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_supervisor_restart_is_an_event_and_the_processes_are_in_metrics() {
+    use foundation::supervisor::{ChildSpec, Strategy, Supervisor, SupervisorSpec};
+    let (server, addr) = node(AdminConfig::default()).await;
+    let seen = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    server.telemetry().expect("telemetry runs").attach("foundation.supervisor.", move |event, m, meta| {
+        sink.lock().push((event.to_owned(), m.get("restarts").copied(), meta.get("child").cloned(), meta.get("reason").cloned()));
+    });
+    let node = server.cluster().node().clone();
+    let worker = ChildSpec::new("worker", |mut ctx: foundation::Ctx<()>| async move {
+        loop {
+            ctx.recv().await;
+        }
+    });
+    let spec = SupervisorSpec { strategy: Strategy::OneForOne, intensity: 5, period: Duration::from_secs(10), children: vec![worker] };
+    let sup = Supervisor::start(&node, spec).await.expect("starts");
+    let first = sup.which_children().await.expect("answers")[0].pid.expect("running");
+    node.exit(first, foundation::ExitReason::Kill);
+    let want = ("foundation.supervisor.restart".to_owned(), Some(1.0), Some("worker".to_owned()), Some("killed".to_owned()));
+    assert_eventually("the restart is reported", || seen.lock().contains(&want), Duration::from_secs(5)).await;
+    let (code, metrics) = client::request(&addr, Some(&token()), "GET", "/metrics", b"").await.expect("metrics");
+    assert_eq!(code, 200);
+    for line in ["foundation_supervisor_restarts_total 1", r#"foundation_processes_exited_total{reason="killed"} 1"#] {
+        assert!(metrics.lines().any(|l| l == line), "no {line:?} in\n{metrics}");
+    }
+    let spawned = metrics.lines().find_map(|l| l.strip_prefix("foundation_processes_spawned_total ")).expect("spawns counted");
+    assert!(spawned.parse::<u64>().expect("a count") >= 3, "the supervisor and its worker twice: {spawned}");
+    server.shutdown().await;
+}

@@ -55,6 +55,7 @@ mod process;
 mod reply;
 pub mod rt;
 pub mod schedulers;
+pub mod stats;
 pub mod supervisor;
 mod table;
 
@@ -67,3 +68,4 @@ pub use node::{NAME_BYTES_MAX, Node, NodeConfig, RegistryError, SpawnError, Spaw
 pub use pid::{NodeId, Pid};
 pub use process::{ProcessInfo, SIGNAL_QUEUE_MAX};
 pub use reply::{Answer, Reply, reply_channel};
+pub use stats::{NodeStats, Observed};

@@ -128,6 +128,8 @@ pub(crate) struct NodeShared {
     pub table: Table,
     next_ref: AtomicU64,
     live: AtomicUsize,
+    /// Exits by reason, supervisor restarts, observers (`stats.rs`).
+    pub counters: crate::stats::Counters,
     all_exited: Notify,
     default_mailbox: Arc<MailboxConfig>,
     registry: Mutex<HashMap<String, Pid>>,
@@ -168,6 +170,7 @@ impl Node {
             table: Table::new(),
             next_ref: AtomicU64::new(1),
             live: AtomicUsize::new(0),
+            counters: crate::stats::Counters::default(),
             all_exited: Notify::new(),
             default_mailbox: Arc::new(config.mailbox),
             registry: Mutex::new(HashMap::new()),
@@ -283,6 +286,19 @@ impl Node {
             proc.exit_signal(other, ExitReason::NoProc, SignalKind::Explicit);
         }
         Ok(Addr::from_process(proc))
+    }
+
+    /// What this node has counted: spawns, live processes, exits by the
+    /// kind of their reason, supervisor restarts and give-ups.
+    pub fn stats(&self) -> crate::NodeStats {
+        self.shared.counters.stats(self.shared.table.inserted(), self.live_processes() as u64)
+    }
+
+    /// Calls `observer` with every rare framework event of this node (a
+    /// supervisor's restart, a supervisor giving up), on the thread that
+    /// saw it: it must be quick and must not block.
+    pub fn observe(&self, observer: impl Fn(&crate::Observed) + Send + Sync + 'static) {
+        self.shared.counters.observe(std::sync::Arc::new(observer));
     }
 
     /// Number of live processes on this node.

@@ -452,6 +452,7 @@ fn finish<M: Message>(node: &NodeShared, proc: &Process<M>, body_reason: Option<
     drop(task);
     waiters.into_iter().for_each(Waker::wake);
     node.table.remove(proc.pid());
+    node.counters.exited(&reason);
     // Counted out before anyone is told, so a watcher that wakes sees it gone.
     node.process_exited();
     if let Some(extra) = extra {

@@ -47,6 +47,11 @@ impl Table {
         Self { shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(), next_shard: AtomicUsize::new(0) }
     }
 
+    /// Processes inserted since the table was made (spawns).
+    pub fn inserted(&self) -> u64 {
+        self.next_shard.load(Ordering::Relaxed) as u64
+    }
+
     /// Takes a slot, builds the process for its id with `make`, and stores it.
     /// Panics if a shard would pass 2^32 / SHARDS slots (67 million live
     /// processes on one shard): ids could no longer be formed.

@@ -264,3 +264,52 @@ async fn a_supervisor_stops_when_its_parent_exits_even_normally() {
     assert_eq!(sup_exit.await, ExitReason::Normal);
     assert_eventually("the tree is gone", || node.live_processes() == 0, WAIT).await;
 }
+
+/// A node counts its spawns, its exits by the kind of reason, and its
+/// supervisors' restarts and give-ups, and tells its observers of each
+/// restart (with the child and why it exited) and give-up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarts_and_giving_up_are_counted_and_observed() {
+    use foundation::Observed;
+    let node = Node::new("t");
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    node.observe(move |e| sink.lock().push(e.clone()));
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let spec = SupervisorSpec {
+        strategy: Strategy::OneForOne,
+        intensity: 2,
+        period: Duration::from_secs(60),
+        children: vec![logged("a", log.clone()), logged("b", log)],
+    };
+    let sup = Supervisor::start(&node, spec).await.expect("starts");
+    let sup_exit = node.watch(sup.pid());
+    for _ in 0..2 {
+        let a = pids(&sup).await[0].unwrap();
+        kill_and_wait_restart(&node, &sup, a).await;
+    }
+    let a = pids(&sup).await[0].unwrap();
+    node.exit(a, ExitReason::Kill);
+    assert_eq!(sup_exit.await, ExitReason::RestartIntensity);
+    assert_eventually("everything stopped", || node.live_processes() == 0, WAIT).await;
+    let stats = node.stats();
+    // The supervisor, a and b, and a twice more.
+    assert_eq!((stats.spawned, stats.live, stats.restarts, stats.intensity_reached), (5, 0, 2, 1), "{stats:?}");
+    let exited: Vec<(&str, u64)> = stats.exited.iter().map(|(k, n)| (*k, *n)).collect();
+    assert_eq!(exited, [("killed", 3), ("restart_intensity", 1), ("shutdown", 1)], "{stats:?}");
+    let seen = seen.lock().clone();
+    let restarts: Vec<(String, ExitReason, u32)> = seen
+        .iter()
+        .filter_map(|e| match e {
+            Observed::Restart { supervisor, child, reason, restarts } if *supervisor == sup.pid() => {
+                Some((child.clone(), reason.clone(), *restarts))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(restarts, [("a".to_owned(), ExitReason::Killed, 1), ("a".to_owned(), ExitReason::Killed, 2)]);
+    assert!(
+        matches!(seen.last(), Some(Observed::IntensityReached { supervisor, intensity: 2, .. }) if *supervisor == sup.pid()),
+        "{seen:?}"
+    );
+}

@@ -328,6 +328,14 @@ async fn metrics(State(server): State<Server>) -> Response {
             metrics::gauge!("foundation_cluster_operational").set(if status.operational { 1.0 } else { 0.0 });
         }
         metrics::gauge!("foundation_cluster_peers").set(server.cluster().peers().len() as f64);
+        let stats = server.cluster().node().stats();
+        metrics::counter!("foundation_processes_spawned_total").absolute(stats.spawned);
+        metrics::gauge!("foundation_processes_live").set(stats.live as f64);
+        for (reason, n) in &stats.exited {
+            metrics::counter!("foundation_processes_exited_total", "reason" => *reason).absolute(*n);
+        }
+        metrics::counter!("foundation_supervisor_restarts_total").absolute(stats.restarts);
+        metrics::counter!("foundation_supervisor_intensity_reached_total").absolute(stats.intensity_reached);
         if let Some(events) = server.events() {
             metrics::gauge!("foundation_events_stored").set(events.len() as f64);
         }

@@ -3,6 +3,7 @@
 
 #[allow(clippy::wildcard_imports)] // the parent's types and imports
 use super::*;
+use crate::Observed;
 
 struct Child {
     spec: ChildSpec,
@@ -203,7 +204,7 @@ impl State {
             Strategy::RestForOne => i,
         };
         self.stop_range_except(from, i).await;
-        self.restart_range(from).await
+        self.restart_range(from, &reason).await
     }
 
     /// Stops the siblings a restart takes down (reverse order). Temporary
@@ -226,9 +227,13 @@ impl State {
 
     /// Restarts children `from..` (each counted toward intensity), giving up
     /// with `RestartIntensity` when the limit is passed.
-    async fn restart_range(&mut self, from: usize) -> Option<ExitReason> {
+    async fn restart_range(&mut self, from: usize, reason: &ExitReason) -> Option<ExitReason> {
+        let node = self.ctx.node().clone();
+        let counters = &node.shared.counters;
         loop {
             if !self.record_restart() {
+                let (intensity, period) = (self.intensity, self.period);
+                counters.observed(Observed::IntensityReached { supervisor: self.ctx.pid(), intensity, period });
                 self.stop_range(0).await;
                 return Some(ExitReason::RestartIntensity);
             }
@@ -243,6 +248,9 @@ impl State {
                     failed = true;
                     break;
                 }
+                let (child, restarts) = (self.children[j].spec.id.clone(), self.children[j].restarts);
+                let supervisor = self.ctx.pid();
+                counters.observed(Observed::Restart { supervisor, child, reason: reason.clone(), restarts });
             }
             if !failed {
                 return None;
