@@ -319,6 +319,11 @@ pub struct StatusArgs {
     /// by then is printed as it is.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=3600))]
     wait: u64,
+    /// Ask again every SECS seconds and print the table each time (on a
+    /// terminal, in place), until interrupted; a node that does not
+    /// answer is one line, and the next round asks again.
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600), conflicts_with = "json")]
+    watch: Option<u64>,
 }
 
 /// `HOST:PORT` with a numeric port.
@@ -382,6 +387,9 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
     // The token from --admin-token-file, else from --data-dir's admin.token.
     let token_file = args.admin_token_file.clone().or_else(|| args.data_dir.as_ref().map(|d| d.join(TOKEN_FILE)));
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
+    if let Some(every) = args.watch {
+        return runtime.block_on(watch(&args.http, token_file.as_deref(), Duration::from_secs(every)));
+    }
     let wait = Duration::from_secs(args.wait);
     let (code, body) = runtime.block_on(poll_status(&args.http, token_file.as_deref(), wait))?.map_err(|e| {
         anyhow::anyhow!(
@@ -407,6 +415,49 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
     }
     let s: serde_json::Value = serde_json::from_str(&body)
         .with_context(|| format!("{} answered something that is not JSON; check that --http is a node's admin address", args.http))?;
+    print_table(&s);
+    Ok(())
+}
+
+/// `status --watch`: the table every `every`, until interrupted.
+async fn watch(http: &str, token_file: Option<&Path>, every: Duration) -> anyhow::Result<()> {
+    use std::io::{IsTerminal, Write};
+    let terminal = std::io::stdout().is_terminal();
+    loop {
+        let answer = poll_status(http, token_file, Duration::ZERO).await?;
+        if terminal {
+            // Home and clear: the table is redrawn in place.
+            print!("\x1b[H\x1b[2J");
+        }
+        let at = time_of_day();
+        match answer {
+            Ok((200, body)) => match serde_json::from_str::<serde_json::Value>(&body) {
+                Ok(s) => {
+                    println!("{at}");
+                    print_table(&s);
+                }
+                Err(_) => println!("{at}  {http} answered something that is not JSON"),
+            },
+            Ok((code, body)) => println!("{at}  {http} answered {code}: {}", body.trim()),
+            Err(e) => println!("{at}  no answer from {http}: {e}"),
+        }
+        if !terminal {
+            println!();
+        }
+        std::io::stdout().flush().context("writing to stdout")?;
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// The time of day (UTC) as `HH:MM:SS`, without a date library.
+#[allow(clippy::disallowed_methods)] // a CLI's wall clock, not a node's: nothing here is simulated
+fn time_of_day() -> String {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    format!("{:02}:{:02}:{:02} UTC", secs / 3600 % 24, secs / 60 % 60, secs % 60)
+}
+
+/// The status table: the node's line, then each member's.
+fn print_table(s: &serde_json::Value) {
     let leader = s["leader"].as_str().unwrap_or("-");
     println!(
         "node {}  operational {}  quorum {}  leader {}  term {}",
@@ -422,5 +473,4 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
         let role = if m == leader { "leader" } else { "follower" };
         println!("{:<20} {:<10} {:<8}", m, if reachable.contains(&m) { "yes" } else { "no" }, role);
     }
-    Ok(())
 }

@@ -215,9 +215,26 @@ fn three_node_processes_serve_the_admin_api() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(table.contains("operational true") && table.contains("leader") && table.contains("n3"), "{table}");
+    // `foundation status --watch 1` prints the table every second.
+    let out = nodes.dir.join("watch.out");
+    let mut watching = Command::new(env!("CARGO_BIN_EXE_foundation"))
+        .args(["status", "--watch", "1", "--http", &nodes.http(0), "--data-dir"])
+        .arg(nodes.data(0))
+        .stdout(std::fs::File::create(&out).expect("watch.out"))
+        .spawn()
+        .expect("status --watch");
+    // Member n3's row: reachable or not.
+    let n3_seen = |reachable: &str| {
+        let printed = std::fs::read_to_string(&out).unwrap_or_default();
+        printed.lines().any(|l| l.split_whitespace().take(2).eq(["n3", reachable]))
+    };
+    wait_until("the watch printed n3 reachable", || n3_seen("yes"));
     // SIGKILL a node, write meanwhile, restart it from its data directory.
     nodes.kill(2);
     wait_until("the survivors are operational", || nodes.call(&rt, 0, "GET", "/status", b"").1["operational"] == true);
+    wait_until("the watch shows n3 unreachable", || n3_seen("no"));
+    let _ = watching.kill();
+    let _ = watching.wait();
     let (code, _) = nodes.call(&rt, 0, "PUT", "/kv/while", b"down");
     assert_eq!(code, 200);
     nodes.spawn(2);
