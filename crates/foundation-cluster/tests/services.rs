@@ -214,4 +214,12 @@ async fn the_framework_reports_nodes_going_down_and_leaders_through_telemetry() 
         .await;
         until("and a new leader in a later term", || leader_term(s).is_some_and(|(l, t)| l != old && t > term)).await;
     }
+    // Commits are timed: a histogram in the node's Prometheus text.
+    let survivor = servers.iter().position(|s| s.cluster().name() != old).expect("a survivor");
+    let consensus = servers[survivor].consensus().expect("consensus runs");
+    let put = foundation_cluster::consensus::Command::Put { key: "timed".into(), value: b"x".to_vec() };
+    consensus.reach_consensus(put, T).await.expect("commits with two of three");
+    let text = servers[survivor].telemetry().expect("telemetry runs").prometheus().render();
+    let count = text.lines().find_map(|l| l.strip_prefix(r#"foundation_consensus_commit_seconds_count{outcome="committed"} "#));
+    assert!(count.is_some_and(|n| n.parse::<u64>().is_ok_and(|n| n >= 1)), "{text}");
 }

@@ -368,8 +368,25 @@ impl Consensus {
         wait.metrics(|m| m.snapshot.map(|s| s.index) >= applied, "a snapshot of what was applied").await.map(drop).map_err(raft_err)
     }
 
-    /// Commits `command`, waiting at most `timeout`.
+    /// Commits `command`, waiting at most `timeout`. With telemetry
+    /// ([`ConsensusConfig::telemetry`]), the time it took goes into the
+    /// histogram `foundation_consensus_commit_seconds{outcome}` (`committed`,
+    /// `unknown`: it may still commit, `refused`).
     pub async fn reach_consensus(&self, command: Command, timeout: Duration) -> Result<Decision, ConsensusError> {
+        let Some(telemetry) = &self.inner.config.telemetry else { return self.commit(command, timeout).await };
+        let start = foundation::rt::Instant::now();
+        let result = self.commit(command, timeout).await;
+        let outcome = match &result {
+            Ok(_) => "committed",
+            Err(ConsensusError::Unknown(_)) => "unknown",
+            Err(_) => "refused",
+        };
+        let secs = start.elapsed().as_secs_f64();
+        telemetry.record(|| metrics::histogram!("foundation_consensus_commit_seconds", "outcome" => outcome).record(secs));
+        result
+    }
+
+    async fn commit(&self, command: Command, timeout: Duration) -> Result<Decision, ConsensusError> {
         let limit = self.inner.config.max_proposal_bytes;
         if command.size() > limit {
             return Err(ConsensusError::TooLarge { len: command.size(), limit });
