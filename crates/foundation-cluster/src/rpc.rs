@@ -183,12 +183,45 @@ pub(crate) struct Rpcs {
     pending: Mutex<BTreeMap<u64, Pending>>,
     next_id: AtomicU64,
     serving: AtomicUsize,
+    /// Where calls are timed ([`Cluster::set_telemetry`]).
+    telemetry: std::sync::OnceLock<crate::services::Telemetry>,
+    /// The names calls were timed under (at most [`RPC_NAMES_TIMED`]).
+    timed: Mutex<std::collections::BTreeSet<String>>,
+}
+
+/// Distinct call names timed under their own label; calls of further
+/// names share the label `other`, so the metric's label set stays bounded
+/// whatever names code calls.
+pub const RPC_NAMES_TIMED: usize = 64;
+
+impl RpcError {
+    /// The error's kind, as a metric's label.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Timeout { .. } => "timeout",
+            Self::Panic { .. } => "panic",
+            Self::UnknownHandler { .. } => "unknown_handler",
+            Self::NoConnection { .. } => "no_connection",
+            Self::Lost { .. } => "lost",
+            Self::BadRequest { .. } => "bad_request",
+            Self::BadResponse(_) => "bad_response",
+            Self::Busy { .. } => "busy",
+            Self::Send(_) => "send",
+        }
+    }
 }
 
 impl Rpcs {
     /// Call ids from `first` on (wrapping).
     pub fn starting_at(first: u64) -> Self {
-        Self { handlers: RwLock::default(), pending: Mutex::default(), next_id: AtomicU64::new(first), serving: AtomicUsize::new(0) }
+        Self {
+            handlers: RwLock::default(),
+            pending: Mutex::default(),
+            next_id: AtomicU64::new(first),
+            serving: AtomicUsize::new(0),
+            telemetry: std::sync::OnceLock::new(),
+            timed: Mutex::default(),
+        }
     }
 
     /// Fails the calls waiting on a peer that went down.
@@ -403,9 +436,40 @@ impl Cluster {
         self.inner().rpc.handlers.write().remove(name).is_some()
     }
 
+    /// Times this node's calls from now on: the histogram
+    /// `foundation_rpc_seconds{name, outcome}` (`ok` or the error's
+    /// [`RpcError::kind`]) in `telemetry`'s recorder. Once: `false` if the
+    /// calls are timed already.
+    pub fn set_telemetry(&self, telemetry: crate::services::Telemetry) -> bool {
+        self.inner().rpc.telemetry.set(telemetry).is_ok()
+    }
+
     /// Calls the handler `name` on `node` with `request`, waiting at most
     /// `timeout` for the reply.
     pub async fn rpc<Req, Resp>(&self, node: &str, name: &str, request: Req, timeout: Duration) -> Result<Resp, RpcError>
+    where
+        Req: Serialize + 'static,
+        Resp: DeserializeOwned + 'static,
+    {
+        let rpcs = &self.inner().rpc;
+        let Some(telemetry) = rpcs.telemetry.get() else { return self.call(node, name, request, timeout).await };
+        let start = foundation::rt::Instant::now();
+        let result = self.call(node, name, request, timeout).await;
+        let secs = start.elapsed().as_secs_f64();
+        let label = {
+            let mut timed = rpcs.timed.lock();
+            if timed.contains(name) || (timed.len() < RPC_NAMES_TIMED && timed.insert(name.to_owned())) {
+                name.to_owned()
+            } else {
+                "other".to_owned()
+            }
+        };
+        let outcome = result.as_ref().map_or_else(RpcError::kind, |_| "ok");
+        telemetry.record(|| metrics::histogram!("foundation_rpc_seconds", "name" => label, "outcome" => outcome).record(secs));
+        result
+    }
+
+    async fn call<Req, Resp>(&self, node: &str, name: &str, request: Req, timeout: Duration) -> Result<Resp, RpcError>
     where
         Req: Serialize + 'static,
         Resp: DeserializeOwned + 'static,

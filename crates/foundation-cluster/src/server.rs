@@ -434,6 +434,7 @@ impl Server {
             self.record_mesh_events(self.inner.events.clone(), self.inner.telemetry.clone());
         }
         if let Some(telemetry) = self.inner.telemetry.clone() {
+            self.inner.cluster.set_telemetry(telemetry.clone());
             self.inner.cluster.node().observe(move |event| report(&telemetry, event));
         }
         let lowest = config.peers.iter().all(|p| p.id > config.id);

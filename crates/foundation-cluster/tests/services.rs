@@ -222,4 +222,16 @@ async fn the_framework_reports_nodes_going_down_and_leaders_through_telemetry() 
     let text = servers[survivor].telemetry().expect("telemetry runs").prometheus().render();
     let count = text.lines().find_map(|l| l.strip_prefix(r#"foundation_consensus_commit_seconds_count{outcome="committed"} "#));
     assert!(count.is_some_and(|n| n.parse::<u64>().is_ok_and(|n| n >= 1)), "{text}");
+    // So are RPCs, by name and outcome; names past the bound share `other`.
+    let cluster = servers[survivor].cluster();
+    let down: Result<(), _> = cluster.rpc::<(), ()>(&old, "raft.vote", (), T).await;
+    assert!(down.is_err(), "the stopped node answered");
+    for i in 0..foundation_cluster::rpc::RPC_NAMES_TIMED + 8 {
+        let _ = cluster.rpc::<(), ()>(cluster.name(), &format!("no-such-{i}"), (), T).await;
+    }
+    let text = servers[survivor].telemetry().expect("telemetry runs").prometheus().render();
+    let rpc_series: Vec<&str> = text.lines().filter(|l| l.starts_with("foundation_rpc_seconds_count{")).collect();
+    assert!(rpc_series.iter().any(|l| l.contains(r#"name="raft.vote""#) && l.contains(r#"outcome="no_connection""#)), "{text}");
+    assert!(rpc_series.iter().any(|l| l.contains(r#"name="other""#) && l.contains(r#"outcome="unknown_handler""#)), "{text}");
+    assert!(rpc_series.len() <= foundation_cluster::rpc::RPC_NAMES_TIMED * 9 + 9, "{} series", rpc_series.len());
 }
