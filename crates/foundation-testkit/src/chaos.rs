@@ -389,6 +389,16 @@ impl ChaosMonkey {
                 Ok(done) => {
                     tracing::info!(at_us, %nemesis, detail = %done.detail, effective = done.effective, "chaos");
                     let held_us = micros(cluster.elapsed()) - at_us;
+                    let mut meta = BTreeMap::from([
+                        ("nemesis".to_owned(), nemesis.name().to_owned()),
+                        ("detail".to_owned(), done.detail.clone()),
+                        ("effective".to_owned(), done.effective.to_string()),
+                    ]);
+                    if let Some(f) = &done.finding {
+                        meta.insert("finding".to_owned(), f.clone());
+                    }
+                    let m = BTreeMap::from([("at_us".to_owned(), at_us as f64), ("held_us".to_owned(), held_us as f64)]);
+                    cluster.telemetry().emit("foundation.chaos.injection", &m, &meta);
                     report.injections.push(Injection { at_us, held_us, nemesis, detail: done.detail, effective: done.effective });
                     if let Some(f) = done.finding {
                         report.findings.push(format!("{nemesis} at {:.1} s: {f}", at_us as f64 / 1e6));

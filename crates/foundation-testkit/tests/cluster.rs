@@ -6,17 +6,30 @@ use foundation_testkit::chaos::Nemesis;
 use foundation_testkit::cluster::{Backend, ClusterSpec, run};
 use foundation_testkit::linearizability::Verdict;
 use foundation_testkit::scenario::{ChaosRun, run_chaos};
+use foundation_testkit::telemetry::capture_telemetry;
 use foundation_testkit::workload::KvWorkload;
 
 fn short_chaos(backend: Backend, seed: u64) {
     let spec = ClusterSpec::new(backend, foundation_testkit::cluster::cluster_size(), seed);
     let outcome = run(&spec, |cluster| async move {
+        let capture = capture_telemetry(cluster.telemetry(), "foundation.chaos.");
         let mut chaos = ChaosRun::new(Duration::from_secs(6));
         chaos.faults = vec![Nemesis::Partition, Nemesis::CrashRestart, Nemesis::KillProcess, Nemesis::MessageFlood];
-        run_chaos(&cluster, &chaos).await
+        let o = run_chaos(&cluster, &chaos).await?;
+        anyhow::Ok((o, capture.events(), cluster.faults()))
     })
     .expect("the run completes");
-    let o = &outcome.value;
+    let (o, events, faults) = &outcome.value;
+    // The run's telemetry saw every fault and every injection, as logged.
+    let injected: Vec<(String, f64)> = events
+        .iter()
+        .filter(|e| e.event == "foundation.chaos.injection")
+        .map(|e| (e.metadata["nemesis"].clone(), e.measurements["at_us"]))
+        .collect();
+    let reported: Vec<(String, f64)> = o.chaos.injections.iter().map(|i| (i.nemesis.name().to_owned(), i.at_us as f64)).collect();
+    assert_eq!(injected, reported);
+    let applied: Vec<f64> = events.iter().filter(|e| e.event == "foundation.chaos.fault").map(|e| e.measurements["at_us"]).collect();
+    assert_eq!(applied, faults.iter().map(|f| f.at_us as f64).collect::<Vec<_>>());
     eprintln!(
         "{backend} seed {seed}: {} ops ({} ok, {} failed, {} unknown), {} faults, {:?}, converged {:?}, wall {:?}, cluster {:?}",
         o.workload.total(),

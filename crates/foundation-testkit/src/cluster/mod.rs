@@ -214,6 +214,8 @@ struct Shared {
     /// restart stays down (an operator would have to replace it).
     lost: Mutex<BTreeSet<usize>>,
     steps: Steps,
+    /// Where the run's faults and injections are reported.
+    telemetry: foundation_cluster::services::Telemetry,
 }
 
 /// What a run is doing, by slot (`phase`, `monkey`, ...), with when it
@@ -264,8 +266,18 @@ impl TestCluster {
                 disk_faulty: Mutex::default(),
                 lost: Mutex::default(),
                 steps,
+                telemetry: foundation_cluster::services::Telemetry::new(),
             }),
         }
+    }
+
+    /// The run's telemetry: every fault applied (`foundation.chaos.fault`:
+    /// measurement `at_us`, metadata `fault`, its kind, and `detail`) and
+    /// every nemesis injection (`foundation.chaos.injection`, from
+    /// [`crate::chaos::ChaosMonkey`]: `at_us`, `held_us`; `nemesis`,
+    /// `detail`, `effective`, and `finding` when its probe found one).
+    pub fn telemetry(&self) -> &foundation_cluster::services::Telemetry {
+        &self.inner.telemetry
     }
 
     /// How many nodes.
@@ -423,6 +435,10 @@ impl TestCluster {
         }
         let at_us = u64::try_from(self.elapsed().as_micros()).unwrap_or(u64::MAX);
         tracing::info!(at_us, fault = ?fault, "fault injected");
+        let detail = format!("{fault:?}");
+        let kind = detail.split([' ', '{']).next().unwrap_or_default().to_owned();
+        let meta = BTreeMap::from([("fault".to_owned(), kind), ("detail".to_owned(), detail)]);
+        self.inner.telemetry.emit("foundation.chaos.fault", &BTreeMap::from([("at_us".to_owned(), at_us as f64)]), &meta);
         self.inner.log.lock().push(FaultRecord { at_us, fault });
         Ok(())
     }
