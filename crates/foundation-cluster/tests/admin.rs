@@ -361,7 +361,11 @@ async fn a_supervisor_restart_is_an_event_and_the_processes_are_in_metrics() {
     assert_eventually("the restart is reported", || seen.lock().contains(&want), Duration::from_secs(5)).await;
     let (code, metrics) = client::request(&addr, Some(&token()), "GET", "/metrics", b"").await.expect("metrics");
     assert_eq!(code, 200);
-    for line in ["foundation_supervisor_restarts_total 1", r#"foundation_processes_exited_total{reason="killed"} 1"#] {
+    for line in [
+        "foundation_supervisor_restarts_total 1",
+        r#"foundation_processes_exited_total{reason="killed"} 1"#,
+        "foundation_mailbox_dropped_total 0",
+    ] {
         assert!(metrics.lines().any(|l| l == line), "no {line:?} in\n{metrics}");
     }
     let spawned = metrics.lines().find_map(|l| l.strip_prefix("foundation_processes_spawned_total ")).expect("spawns counted");

@@ -78,7 +78,7 @@ impl<M: Message> Addr<M> {
             return Err(SendError::NoProc(Some(envelope.msg)));
         }
         let offer = st.queue.offer(&self.proc.config, &self.proc.progress, envelope);
-        st.count_drops(&offer);
+        st.count_drops(&offer, &self.proc.node.shared.counters);
         drop(st);
         self.settle(offer)
     }
@@ -100,7 +100,10 @@ impl<M: Message> Addr<M> {
                 drop(evicted);
                 Ok(())
             }
-            Offer::Full(m) | Offer::NoBudget(m) => Err(SendError::Full(m.msg)),
+            Offer::Full(m) | Offer::NoBudget(m) => {
+                self.proc.node.shared.counters.full();
+                Err(SendError::Full(m.msg))
+            }
             Offer::Dropped(m, evicted) => {
                 drop(evicted);
                 Err(SendError::Dropped(m.msg))
@@ -135,18 +138,19 @@ impl<M: Message> Addr<M> {
             }
             refused @ (Offer::Full(_) | Offer::NoBudget(_)) => match self.register_and_retry(&mut st, cx, refused) {
                 Ok(offer) => {
-                    st.count_drops(&offer);
+                    st.count_drops(&offer, &self.proc.node.shared.counters);
                     drop(st);
                     coop.made_progress();
                     Poll::Ready(self.settle(offer))
                 }
                 Err(m) => {
+                    self.proc.node.shared.counters.full();
                     *slot = Some(m);
                     Poll::Pending
                 }
             },
             offer => {
-                st.count_drops(&offer);
+                st.count_drops(&offer, &self.proc.node.shared.counters);
                 drop(st);
                 coop.made_progress();
                 Poll::Ready(self.settle(offer))

@@ -164,10 +164,11 @@ impl<M> State<M> {
     }
 
     /// Counts what an offer's overflow policy dropped.
-    pub fn count_drops(&mut self, offer: &crate::mailbox::Offer<Envelope<M>>) {
+    pub fn count_drops(&mut self, offer: &crate::mailbox::Offer<Envelope<M>>, counters: &crate::stats::Counters) {
         let n = offer.dropped();
         if n > 0 {
             self.extra().dropped += n;
+            counters.dropped(n);
         }
     }
 }

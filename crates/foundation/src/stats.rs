@@ -2,10 +2,11 @@
 //! events it tells observers of (the cluster's Telemetry service turns
 //! both into metrics and events).
 //!
-//! Nothing here touches a message's path. A spawn is counted by the
-//! process table's own insert counter; an exit adds one relaxed increment
-//! to its reason's counter, beside the table removal it already does;
-//! supervisor restarts are rare.
+//! Nothing here touches the path of a message that finds room. A spawn is
+//! counted by the process table's own insert counter; an exit adds one
+//! relaxed increment to its reason's counter, beside the table removal it
+//! already does; a send refused or made to wait, and a message a drop
+//! policy drops, one more; supervisor restarts are rare.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -50,6 +51,12 @@ pub struct NodeStats {
     pub restarts: u64,
     /// Supervisors that passed their restart intensity and stopped.
     pub intensity_reached: u64,
+    /// Times a send found a mailbox full: a `try_send` refused, or a
+    /// `send` that had to wait (each time it looked and found no room).
+    pub mailbox_full: u64,
+    /// Messages dropped by mailboxes' drop policies (the new message, or
+    /// the old ones evicted).
+    pub mailbox_dropped: u64,
 }
 
 /// A rare event of the framework, for the node's observers
@@ -90,12 +97,24 @@ pub(crate) struct Counters {
     exited: [AtomicU64; EXIT_KINDS.len()],
     restarts: AtomicU64,
     intensity_reached: AtomicU64,
+    full: AtomicU64,
+    dropped: AtomicU64,
     observers: RwLock<Vec<Observer>>,
 }
 
 impl Counters {
     pub fn exited(&self, reason: &ExitReason) {
         self.exited[reason_kind(reason)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A send found a mailbox full (off the path of a send that has room).
+    pub fn full(&self) {
+        self.full.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A mailbox's policy dropped `n` messages.
+    pub fn dropped(&self, n: u64) {
+        self.dropped.fetch_add(n, Ordering::Relaxed);
     }
 
     /// Counts `event` and tells the observers.
@@ -122,6 +141,8 @@ impl Counters {
             exited,
             restarts: self.restarts.load(Ordering::Relaxed),
             intensity_reached: self.intensity_reached.load(Ordering::Relaxed),
+            mailbox_full: self.full.load(Ordering::Relaxed),
+            mailbox_dropped: self.dropped.load(Ordering::Relaxed),
         }
     }
 }

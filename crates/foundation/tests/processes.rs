@@ -126,6 +126,29 @@ async fn drop_newest_and_drop_oldest_follow_their_policy() {
         }
         assert_eq!(got, expect, "{policy:?}");
     }
+    assert_eq!(node.stats().mailbox_dropped, 14, "the node counts every drop too");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_counts_the_sends_that_found_a_mailbox_full() {
+    let node = Node::new("t");
+    let (gate_tx, gate_rx) = oneshot::channel();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let p = gated(&node, MailboxConfig::bounded(2), gate_rx, tx);
+    let full = (0..5u64).filter(|i| matches!(p.try_send(*i), Err(SendError::Full(_)))).count();
+    assert_eq!(full, 3);
+    // A send that waits for room is counted when it finds none.
+    let waiting = {
+        let p = p.clone();
+        foundation::rt::spawn(async move { p.send(9).await })
+    };
+    assert_eventually("the waiting send is counted", || node.stats().mailbox_full == 4, Duration::from_secs(5)).await;
+    gate_tx.send(()).expect("gate");
+    for want in [0, 1, 9] {
+        assert_eq!(rx.recv().await, Some(want));
+    }
+    waiting.await.expect("joined").expect("sent");
+    assert_eq!(node.stats().mailbox_dropped, 0);
 }
 
 struct Blob(Vec<u8>);

@@ -336,6 +336,8 @@ async fn metrics(State(server): State<Server>) -> Response {
         }
         metrics::counter!("foundation_supervisor_restarts_total").absolute(stats.restarts);
         metrics::counter!("foundation_supervisor_intensity_reached_total").absolute(stats.intensity_reached);
+        metrics::counter!("foundation_mailbox_full_total").absolute(stats.mailbox_full);
+        metrics::counter!("foundation_mailbox_dropped_total").absolute(stats.mailbox_dropped);
         if let Some(events) = server.events() {
             metrics::gauge!("foundation_events_stored").set(events.len() as f64);
         }
