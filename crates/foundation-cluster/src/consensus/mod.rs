@@ -344,10 +344,11 @@ impl Consensus {
         self.inner.changes.subscribe()
     }
 
-    /// A key's value as applied here (not linearizable; for watchers).
+    /// A key's value as applied here (not linearizable; for watchers;
+    /// `None` too while this member's state cannot be read).
     pub async fn local_get(&self, key: &str) -> Option<Vec<u8>> {
         match self.sm().query(&Query::Get(key.to_owned())).await {
-            Answer::Value(v) => v,
+            Ok(Answer::Value(v)) => v,
             _ => None,
         }
     }
@@ -503,7 +504,7 @@ impl Consensus {
         #[cfg(feature = "bug-stale-reads")]
         return {
             let _ = timeout;
-            Ok(self.sm().query(&query).await)
+            self.sm().query(&query).await.map_err(|e| ConsensusError::Storage(e.to_string()))
         };
         #[allow(unreachable_code)]
         let deadline = tokio::time::Instant::now() + timeout;
@@ -543,7 +544,7 @@ impl Consensus {
     async fn read_here(&self, query: &Query, timeout: Duration) -> Result<Answer, ConsensusError> {
         match tokio::time::timeout(timeout, self.raft().ensure_linearizable(ReadPolicy::ReadIndex)).await {
             Err(_) => Err(ConsensusError::NoLeader(timeout)),
-            Ok(Ok(_)) => Ok(self.sm().query(query).await),
+            Ok(Ok(_)) => self.sm().query(query).await.map_err(|e| ConsensusError::Storage(e.to_string())),
             Ok(Err(e)) if e.forward_to_leader().is_some() => Err(ConsensusError::NotLeader),
             Ok(Err(e)) => Err(raft_err(e)),
         }

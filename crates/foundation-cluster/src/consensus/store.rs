@@ -567,6 +567,25 @@ mod tests {
         assert_eq!(left.len(), 10);
     }
 
+    /// A read of a closed state machine is an error, not an empty state:
+    /// a member being shut down (a node killed) answered a linearizable
+    /// read with "no value" (`big_state`, in process, about one run in
+    /// three: "a read of null, but every write of null was overwritten").
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_closed_state_machine_refuses_reads() {
+        let dir = std::env::temp_dir().join(format!("foundation-closed-reads-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        for storage in [Storage::Memory, Storage::Dir(dir.clone())] {
+            let (_log, sm, _) = open(&storage, &options()).unwrap();
+            let get = Query::Get("k".into());
+            assert_eq!(sm.query(&get).await.unwrap(), Answer::Value(None), "{storage:?}: open, nothing written");
+            sm.close().await;
+            let refused = sm.query(&get).await;
+            assert!(refused.is_err(), "{storage:?}: a closed state machine answered {refused:?}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     /// redb's `retain_in` over the purged range took the file from 9.6 MB
     /// to 234 MB for 20,000 entries of 250 bytes (the 1.3 GB per node the
     /// storage issue measured); removed one at a time, it stays as it was.

@@ -60,21 +60,21 @@ impl StateMachine {
     }
 
     /// Answers a read here (no linearizability by itself: see `Consensus::query`).
-    /// A state database that cannot be read answers as empty and reports
-    /// the failure to the member's storage health.
-    pub async fn query(&self, q: &Query) -> Answer {
+    ///
+    /// A state that cannot be read (closed: the member is stopping or
+    /// reopening its storage; a read that failed) is an error, never an
+    /// empty answer: a member being shut down answered a linearizable read
+    /// with "no value" (the `big_state` nemesis, in process).
+    pub async fn query(&self, q: &Query) -> io::Result<Answer> {
         let inner = self.inner.lock().await;
         match &inner.backend {
-            Backend::Memory { data, .. } => data.query(q),
+            Backend::Memory { data, .. } => Ok(data.query(q)),
             Backend::Db { db, .. } => {
                 let db = db.clone();
                 drop(inner);
-                db.query(q).unwrap_or_else(|e| {
-                    tracing::error!(error = %e, "reading the state failed");
-                    State::default().query(q)
-                })
+                db.query(q).inspect_err(|e| tracing::error!(error = %e, "reading the state failed"))
             }
-            Backend::Closed => State::default().query(q),
+            Backend::Closed => Err(closed()),
         }
     }
 
