@@ -369,6 +369,9 @@ impl Server {
             } else if let Some(disk) = &config.disk {
                 cc.storage = Storage::Disk(disk.clone());
             }
+            // An empty store is refused if a peer knows this id ran before
+            // (a data directory lost): the member dials them first.
+            cc.peers = config.peers.iter().map(|p| (p.name.clone(), p.addr.clone())).collect();
             Some(Consensus::start(&cluster, cc).await?)
         } else {
             None

@@ -36,18 +36,22 @@ pub enum KeySpace {
     Config,
     /// Registered names ([`Registry`]).
     Registry,
+    /// The group's records of its voters (consensus's own,
+    /// [`crate::consensus::MEMBERS_PREFIX`]).
+    Members,
 }
 
 impl KeySpace {
     /// Every key space (the match in [`KeySpace::prefix`] makes a new
     /// variant name its prefix; a test checks it is listed here).
-    pub const ALL: [KeySpace; 2] = [Self::Config, Self::Registry];
+    pub const ALL: [KeySpace; 3] = [Self::Config, Self::Registry, Self::Members];
 
     /// Its key prefix.
     pub const fn prefix(self) -> &'static str {
         match self {
             Self::Config => "config/",
             Self::Registry => "registry/",
+            Self::Members => crate::consensus::MEMBERS_PREFIX,
         }
     }
 }
@@ -403,9 +407,9 @@ mod tests {
     #[test]
     fn every_key_space_is_refused_on_raw_kv() {
         let listed = |k: KeySpace| match k {
-            KeySpace::Config | KeySpace::Registry => KeySpace::ALL.contains(&k),
+            KeySpace::Config | KeySpace::Registry | KeySpace::Members => KeySpace::ALL.contains(&k),
         };
-        for k in [KeySpace::Config, KeySpace::Registry] {
+        for k in [KeySpace::Config, KeySpace::Registry, KeySpace::Members] {
             assert!(listed(k), "{k:?} is missing from KeySpace::ALL");
             assert_eq!(internal_prefix(&format!("{}x", k.prefix())), Some(k.prefix()));
         }

@@ -206,6 +206,23 @@ fn lost_disk_alone_passes() {
     assert!(refused(&passes_alone(foundation_testkit::chaos::Nemesis::LostDisk, 1)));
 }
 
+/// `lost_disk` whoever leads: seeds 0, 1, 7 and 9 failed ("lost_disk: n1
+/// started again with its data directory emptied"): only the leader of
+/// the moment could refuse an emptied member (by its matched index), so a
+/// member wiped while it led (seed 9, at 0.13 s), or after a leader change,
+/// started empty under its old id; and the server asked its peers before
+/// it had dialed them. Now every member records durably whose Raft answers
+/// and requests it took before they count, the group records each voter in
+/// its state, and an emptied node dials its peers before it starts its
+/// member: seeds 0 to 19 are refused (seed 9, wiped at 0.0 s, was accepted
+/// until the requests were recorded too).
+#[test]
+fn an_emptied_member_is_refused_whoever_leads() {
+    for seed in [0, 9] {
+        assert!(refused(&passes_alone(foundation_testkit::chaos::Nemesis::LostDisk, seed)), "seed {seed}");
+    }
+}
+
 /// `lost_tail`: failed, seed 1: "healing the cluster: n1 refused to
 /// start: consensus: raft: when Read LogIndex(48): Failed to get log
 /// entries, expected index: [0, 49), got [Some(0), Some(30))": openraft's

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use openraft::Raft;
 use openraft::async_runtime::WatchReceiver;
+use openraft::vote::RaftLeaderId;
 
 use super::network::{Network, SnapshotChunk, SnapshotReceiver};
 use super::store::{self, OpenOptions, StateMachine, StorageHealth};
@@ -27,30 +28,114 @@ use super::types::{Command, Query, TypeConfig};
 use super::{CLIENT_LOCAL_STATE, CLIENT_QUERY, CLIENT_SUBMIT, Consensus, ConsensusConfig, ConsensusError, Inner, raft_err, runtime};
 use crate::mesh::Cluster;
 
-/// The RPC that says what a member's leader has replicated to a member id:
-/// `NodeId -> Option<u64>` (the matched index, if this member leads and
-/// knows one).
+/// The RPC that asks a member whether a member id has run in the group
+/// before: `NodeId -> Option<String>` (why this member knows it did).
 pub const REPLICATED_RPC: &str = "consensus.replicated";
 
-/// A member with an empty store whose id the group's leader has already
-/// replicated entries to has lost its data (its data directory emptied):
-/// it must not vote again under that id. Asks the peers it is connected
-/// to; one that leads and has a matched index for `id` refuses the start.
-/// (A leader elected while the member was down has no such index: that
-/// case is not caught here.)
-async fn refuse_if_replicated_before(cluster: &Cluster, id: super::NodeId) -> Result<(), ConsensusError> {
+/// How long a member with an empty store waits for each configured peer's
+/// connection before it asks the connected ones (see [`refuse_if_ran_before`]).
+pub const FRESH_PEER_WAIT: Duration = Duration::from_secs(1);
+
+/// The key under which the group records that a member id has been a
+/// voter that knew a leader ([`mark_member`]). The state machine keeps it
+/// like any key, so every member that applied it knows, durably, whoever
+/// leads.
+pub fn member_key(id: super::NodeId) -> String {
+    format!("{}{id}", super::MEMBERS_PREFIX)
+}
+
+/// A member with an empty store whose id has already run in the group has
+/// lost its data (its data directory emptied): it must not vote again
+/// under that id. Asks every connected peer; one that knows the id ran
+/// refuses the start. A peer knows when it has taken the id's Raft answers
+/// (recorded durably before the first one counted: `store::Participants`),
+/// voted for it, leads and has replicated to it, or its state records the
+/// id's [`member_key`]. (A member started while no peer that knows is
+/// reachable is not caught: nobody can tell it.)
+async fn refuse_if_ran_before(cluster: &Cluster, id: super::NodeId) -> Result<(), ConsensusError> {
     for peer in cluster.peers() {
-        let answer: Result<Option<u64>, _> = cluster.rpc(&peer, REPLICATED_RPC, id, Duration::from_secs(1)).await;
-        if let Ok(Some(index)) = answer {
+        let answer: Result<Option<String>, _> = cluster.rpc(&peer, REPLICATED_RPC, id, Duration::from_secs(1)).await;
+        if let Ok(Some(why)) = answer {
             return Err(ConsensusError::Storage(format!(
-                "this member's Raft storage is empty, but the leader {peer} had replicated entries up to {index} to member {id}: \
-                 it lost its data and must not vote again under id {id}; to rejoin, start it with an empty --data-dir and a new --id, \
-                 and add that id to the group"
+                "this member's Raft storage is empty, but {peer} {why}: it lost its data and must not vote again under id {id}; \
+                 to rejoin, start it with an empty --data-dir and a new --id, and add that id to the group"
             )));
         }
     }
     Ok(())
 }
+
+/// Dials every peer not connected yet once, together, each for at most
+/// [`FRESH_PEER_WAIT`] (one that is not up is skipped: the server keeps
+/// dialing it).
+async fn dial_once(cluster: &Cluster, peers: &[(String, String)]) {
+    let connected = cluster.peers();
+    let dials = peers.iter().filter(|(name, _)| !connected.contains(name)).map(|(name, addr)| async move {
+        if let Ok(Err(e)) = tokio::time::timeout(FRESH_PEER_WAIT, cluster.connect_to(name, addr)).await {
+            tracing::debug!(peer = %name, error = %e, "peer not reachable before the start");
+        }
+    });
+    futures_util::future::join_all(dials).await;
+}
+
+/// What this member knows of `id` having run in the group: a leader's
+/// matched index for it, or its record in the state.
+async fn ran_before(inner: &Inner, id: super::NodeId) -> Option<String> {
+    let metrics = inner.current.read().raft.metrics().borrow_watched().clone();
+    if let Some(index) = metrics.replication.and_then(|r| r.get(&id).copied().flatten()).map(|l| l.index) {
+        return Some(format!("leads and had replicated entries up to {index} to member {id}"));
+    }
+    if inner.current.read().participants.contains(id) {
+        return Some(format!("has taken Raft answers from member {id}"));
+    }
+    // Its vote (durable) went to `id` as a candidate or a leader.
+    let voted = metrics.vote.leader_id();
+    if *voted.node_id() == id {
+        return Some(format!("voted for member {id} in term {}", voted.term()));
+    }
+    let sm = inner.current.read().sm.clone();
+    match sm.query(&Query::Get(member_key(id))).await {
+        Ok(super::Answer::Value(Some(_))) => Some(format!("has applied the record that member {id} voted in the group")),
+        _ => None,
+    }
+}
+
+/// Records, once per store, that this member is a voter of the group that
+/// knows a leader ([`member_key`]): from then on an empty store under this
+/// id is refused by any member that applied the record, not only by the
+/// leader of the moment. Retries until it is there; ends with the member.
+pub(super) fn mark_member(inner: &Arc<Inner>) {
+    let weak = Arc::downgrade(inner);
+    let id = inner.config.id;
+    inner.rt.spawn(async move {
+        let mut first = true;
+        loop {
+            if !std::mem::take(&mut first) {
+                foundation::rt::sleep(MARK_EVERY).await;
+            }
+            let Some(inner) = weak.upgrade() else { return };
+            if inner.stopping.load(Ordering::Acquire) {
+                return;
+            }
+            let me = Consensus { inner };
+            if me.local_get(&member_key(id)).await.is_some() {
+                return;
+            }
+            let metrics = me.raft().metrics().borrow_watched().clone();
+            let voter = metrics.membership_config.membership().voter_ids().any(|v| v == id);
+            if !voter || metrics.current_leader.is_none() {
+                continue;
+            }
+            let cmd = Command::Put { key: member_key(id), value: me.inner.config.cluster_id.clone().into_bytes() };
+            if let Err(e) = me.reach_consensus(cmd, MARK_EVERY * 40).await {
+                tracing::debug!(error = %e, "the record of this member's vote is not committed yet");
+            }
+        }
+    });
+}
+
+/// How often [`mark_member`] looks.
+const MARK_EVERY: Duration = Duration::from_millis(50);
 
 /// Pause between attempts to reopen a failed storage.
 pub const REOPEN_EVERY: Duration = Duration::from_secs(1);
@@ -60,6 +145,8 @@ pub const REOPEN_EVERY: Duration = Duration::from_secs(1);
 pub(super) struct Incarnation {
     pub raft: Raft<TypeConfig, StateMachine>,
     pub sm: StateMachine,
+    /// Whose answers this member took.
+    pub participants: store::Participants,
 }
 
 /// Opens the storage and starts a Raft member on it.
@@ -90,7 +177,8 @@ pub(super) async fn open(
     };
     let (log, sm, fresh) = opened.map_err(|e| ConsensusError::Storage(e.to_string()))?;
     if fresh {
-        refuse_if_replicated_before(cluster, config.id).await?;
+        dial_once(cluster, &config.peers).await;
+        refuse_if_ran_before(cluster, config.id).await?;
     }
     let raft_config = openraft::Config {
         cluster_name: "foundation".into(),
@@ -115,11 +203,13 @@ pub(super) async fn open(
     }
     .validate()
     .map_err(raft_err)?;
-    let network = Network { cluster: cluster.downgrade(), me: config.id, frame_limit: cluster.frame_limit() };
+    let participants = log.participants();
+    let network =
+        Network { cluster: cluster.downgrade(), me: config.id, frame_limit: cluster.frame_limit(), participants: participants.clone() };
     // openraft's timers draw from the node's seeded RNG (see `runtime`).
     let seed = cluster.node().rt().with_rng(rand::Rng::random::<u64>) ^ config.id;
     let raft = runtime::scope(seed, Raft::new(config.id, Arc::new(raft_config), network, log, sm.clone())).await.map_err(raft_err)?;
-    Ok(Incarnation { raft, sm })
+    Ok(Incarnation { raft, sm, participants })
 }
 
 /// Watches the storage's health: on a failure, stops the member and
@@ -197,22 +287,38 @@ pub(super) fn serve(cluster: &Cluster, inner: &Arc<Inner>) {
     // Raft's RPCs go to the member as it is when they arrive (it changes
     // when the storage is reopened); while the storage has failed they are
     // refused: the member neither votes nor acknowledges.
-    let current = |weak: &Weak<Inner>| -> Result<Raft<TypeConfig, StateMachine>, String> {
+    fn member(weak: &Weak<Inner>) -> Result<Incarnation, String> {
         let inner = weak.upgrade().ok_or("this member stopped")?;
         if let Some(why) = inner.health.failure() {
             return Err(format!("this member's storage failed: {why}"));
         }
-        Ok(inner.current.read().raft.clone())
-    };
+        Ok(inner.current.read().clone())
+    }
+    let current = |weak: &Weak<Inner>| -> Result<Raft<TypeConfig, StateMachine>, String> { Ok(member(weak)?.raft) };
+    // A leader's appends and a candidate's vote request: the sender has run
+    // (its own entries and vote count with what this member answers), so
+    // it is recorded before the answer (see `store::Participants`).
     let weak = Arc::downgrade(inner);
-    cluster.register_rpc("raft.append", move |req| {
-        let raft = current(&weak);
-        async move { raft?.append_entries(req).await.map_err(|e| e.to_string()) }
+    cluster.register_rpc("raft.append", move |req: openraft::raft::AppendEntriesRequest<TypeConfig>| {
+        let member = member(&weak);
+        async move {
+            let member = member?;
+            member.participants.record(*req.vote.leader_id().node_id()).await.map_err(|e| format!("could not record the leader: {e}"))?;
+            member.raft.append_entries(req).await.map_err(|e| e.to_string())
+        }
     });
     let weak = Arc::downgrade(inner);
-    cluster.register_rpc("raft.vote", move |req| {
-        let raft = current(&weak);
-        async move { raft?.vote(req).await.map_err(|e| e.to_string()) }
+    cluster.register_rpc("raft.vote", move |req: openraft::raft::VoteRequest<TypeConfig>| {
+        let member = member(&weak);
+        async move {
+            let member = member?;
+            member
+                .participants
+                .record(*req.vote.leader_id().node_id())
+                .await
+                .map_err(|e| format!("could not record the candidate: {e}"))?;
+            member.raft.vote(req).await.map_err(|e| e.to_string())
+        }
     });
     let weak = Arc::downgrade(inner);
     cluster.register_rpc("raft.pre_vote", move |req| {
@@ -248,11 +354,13 @@ pub(super) fn serve(cluster: &Cluster, inner: &Arc<Inner>) {
     });
     let weak = Arc::downgrade(inner);
     cluster.register_rpc(REPLICATED_RPC, move |id: super::NodeId| {
-        let matched = weak.upgrade().and_then(|inner| {
-            let metrics = inner.current.read().raft.metrics().borrow_watched().clone();
-            metrics.replication.and_then(|r| r.get(&id).copied().flatten()).map(|l| l.index)
-        });
-        async move { matched }
+        let inner = weak.upgrade();
+        async move {
+            match inner {
+                Some(inner) => ran_before(&inner, id).await,
+                None => None,
+            }
+        }
     });
     let weak = Arc::downgrade(inner);
     cluster.register_rpc("consensus.write", move |(command, timeout): (Command, Duration)| {

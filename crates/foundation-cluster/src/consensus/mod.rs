@@ -42,6 +42,7 @@ use serde::{Deserialize, Serialize};
 
 pub use self::disk_faults::{DiskError, DiskFaults};
 use self::incarnation::Incarnation;
+pub use self::incarnation::{FRESH_PEER_WAIT, member_key};
 pub use self::store::{MemoryDisk, Storage};
 use self::store::{StateMachine, StorageHealth};
 pub use self::types::{Answer, Applied, Command, LockState, Member, NodeId, Query, State, TypeConfig};
@@ -88,6 +89,10 @@ pub struct ConsensusConfig {
     /// so): an empty Raft database is then refused, as a member that lost
     /// its data must never vote again under its old id.
     pub existing: bool,
+    /// The group's other nodes (name, mesh address), dialed before a
+    /// member whose store is empty asks whether its id ran before: a node
+    /// whose data directory was emptied must find somebody to refuse it.
+    pub peers: Vec<(String, String)>,
     /// Where the member reports its leaders and terms, snapshots and
     /// followers' lag (the node's Telemetry service; none by default).
     pub telemetry: Option<crate::services::Telemetry>,
@@ -97,6 +102,11 @@ pub struct ConsensusConfig {
 pub const LOGS_KEPT: u64 = 1000;
 /// Bytes of applied entries between snapshots, by default.
 pub const SNAPSHOT_LOG_BYTES: u64 = 64 << 20;
+/// The key prefix of the group's records of its voters (one key per
+/// member id that has voted with a leader known; see
+/// [`incarnation::member_key`]): a member whose store was emptied is
+/// refused by any member that applied its record.
+pub const MEMBERS_PREFIX: &str = "consensus.members/";
 
 impl ConsensusConfig {
     /// Defaults: election timeout 100–200 ms, heartbeat 40 ms, in memory.
@@ -118,6 +128,7 @@ impl ConsensusConfig {
             logs_kept: LOGS_KEPT,
             cluster_id: "foundation".into(),
             existing: false,
+            peers: Vec::new(),
             telemetry: None,
         }
     }
@@ -300,6 +311,7 @@ impl Consensus {
         incarnation::serve(cluster, &inner);
         incarnation::snapshot_by_bytes(&inner);
         incarnation::watch_storage(&inner);
+        incarnation::mark_member(&inner);
         observe::observe(&inner);
         Ok(Self { inner })
     }

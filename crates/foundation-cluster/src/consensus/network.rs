@@ -40,6 +40,8 @@ pub struct Network {
     pub(crate) me: NodeId,
     /// The mesh's frame limit.
     pub(crate) frame_limit: usize,
+    /// Whose answers were taken (recorded before each first one counts).
+    pub(crate) participants: super::store::Participants,
 }
 
 /// Sends one member's RPCs.
@@ -49,13 +51,21 @@ pub struct Client {
     target: NodeId,
     member: Member,
     frame_limit: usize,
+    participants: super::store::Participants,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Client;
 
     async fn new_client(&mut self, target: NodeId, node: &Member) -> Client {
-        Client { cluster: self.cluster.clone(), me: self.me, target, member: node.clone(), frame_limit: self.frame_limit }
+        Client {
+            cluster: self.cluster.clone(),
+            me: self.me,
+            target,
+            member: node.clone(),
+            frame_limit: self.frame_limit,
+            participants: self.participants.clone(),
+        }
     }
 }
 
@@ -304,7 +314,17 @@ impl Client {
         };
         let reply = cluster.rpc::<Req, Result<Resp, String>>(&self.member.name, name, req, ttl).await;
         match reply {
-            Ok(Ok(resp)) => Ok(resp),
+            Ok(Ok(resp)) => {
+                // The target answered on its store: from now on an empty
+                // store under its id is refused (see `Participants`).
+                self.participants.record(self.target).await.map_err(|e| {
+                    RPCError::Unreachable(Unreachable::from_string(format!(
+                        "the answer of {} could not be recorded: {e}",
+                        self.member.name
+                    )))
+                })?;
+                Ok(resp)
+            }
             Ok(Err(remote)) => Err(RPCError::Network(NetworkError::from_string(format!("{}: {remote}", self.member.name)))),
             Err(RpcError::Timeout { .. }) => Err(RPCError::Timeout(Timeout { action, id: self.me, target: self.target, timeout: ttl })),
             Err(e @ (RpcError::NoConnection { .. } | RpcError::Lost { .. } | RpcError::UnknownHandler { .. })) => {

@@ -17,7 +17,7 @@
 //! are files in `snapshots/`. Without a data directory, the log and the
 //! state are in memory (on a [`MemoryDisk`] in simulation).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 use std::io;
 use std::ops::RangeBounds;
@@ -62,6 +62,8 @@ const SNAPSHOT: &str = "snapshot";
 /// Whose database this is: the cluster and the member id, written with
 /// the first write, next to the vote and the log.
 const IDENTITY: &str = "identity";
+/// The peers whose answers this member has taken ([`Participants`]).
+const PARTICIPANTS: &str = "participants";
 /// Requests waiting for the writer thread.
 const DISK_QUEUE: usize = 4096;
 /// Durable log entries kept in memory (the newest), besides those not yet
@@ -106,6 +108,51 @@ struct LogInner {
 #[derive(Clone)]
 pub struct LogStore {
     inner: Arc<Mutex<LogInner>>,
+    participants: Participants,
+}
+
+/// The member ids whose Raft answers (votes, acknowledgements, refusals)
+/// this member has taken, each recorded durably before its first answer
+/// counts: a member whose data is lost is then refused by any peer that
+/// ever counted it (`consensus.replicated`). Cheap to clone.
+#[derive(Clone)]
+pub struct Participants {
+    ids: Arc<parking_lot::RwLock<BTreeSet<u64>>>,
+    /// Serializes the (rare) writes.
+    writing: Arc<Mutex<()>>,
+    disk: Option<Disk>,
+}
+
+impl LogStore {
+    /// Whose answers this member has taken.
+    pub fn participants(&self) -> Participants {
+        self.participants.clone()
+    }
+}
+
+impl Participants {
+    /// Whether `id`'s answers were taken here.
+    pub fn contains(&self, id: u64) -> bool {
+        self.ids.read().contains(&id)
+    }
+
+    /// Records `id` (durably, the first time) before its answer is used.
+    pub async fn record(&self, id: u64) -> io::Result<()> {
+        if self.contains(id) {
+            return Ok(());
+        }
+        let _one = self.writing.lock().await;
+        if self.contains(id) {
+            return Ok(());
+        }
+        let mut next = self.ids.read().clone();
+        next.insert(id);
+        if let Some(d) = &self.disk {
+            d.write(vec![Op::Meta(PARTICIPANTS, encode(&next)?)]).await?;
+        }
+        *self.ids.write() = next;
+        Ok(())
+    }
 }
 
 /// A snapshot as kept (and persisted): its metadata and the encoded state.
@@ -276,7 +323,12 @@ pub fn open(storage: &Storage, opts: &OpenOptions) -> io::Result<(LogStore, Stat
     log.recount();
     let (snapshot_due, _) = tokio::sync::watch::channel(0);
     let sm = StateMachine { inner: Arc::new(Mutex::new(sm)), changes, snapshot_due: Arc::new(snapshot_due) };
-    Ok((LogStore { inner: Arc::new(Mutex::new(log)) }, sm, fresh))
+    let participants = Participants {
+        ids: Arc::new(parking_lot::RwLock::new(std::mem::take(&mut loaded.participants))),
+        writing: Arc::new(Mutex::new(())),
+        disk: log.disk.clone(),
+    };
+    Ok((LogStore { inner: Arc::new(Mutex::new(log)), participants }, sm, fresh))
 }
 
 /// Whose store this is.

@@ -22,8 +22,9 @@
 //!
 //! Configuration keys under [`CONFIG_PREFIX`] take integers, and its
 //! validator refuses negative ones. The registry's processes live as long
-//! as the node: a name is never removed behind the workload's back (a
-//! registered process that exits has its name removed by its node).
+//! as the node; a name still goes behind the workload's back when the
+//! leader stops reaching their node (the registry's sweep), which the
+//! service workload models (see `workload::services`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

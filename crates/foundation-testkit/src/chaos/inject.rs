@@ -239,6 +239,14 @@ async fn lost_data(cluster: &TestCluster, nemesis: Nemesis, target: usize, hold:
         // (the run's recovery tries again).
         return Ok(Injected { detail: format!("{name}: {what}; the restart was refused: {e}"), effective: true, finding: None });
     }
+    if nemesis == Nemesis::LostDisk {
+        // It has run for a while (it was up when the nemesis began): it may
+        // have voted and acknowledged entries. Starting again under its id
+        // is what it must never do.
+        let finding =
+            format!("lost_disk: {name} started again with {what}: a member that lost its vote and log must not vote again under its id");
+        return Ok(Injected { detail: format!("{name}: {what}; the restart was accepted"), effective: true, finding: Some(finding) });
+    }
     let others = live_except(cluster, target);
     let finding = keeps_up(cluster, target, &others, CATCH_UP, &format!("it restarted with {what}")).await;
     Ok(Injected { detail: format!("{name}: {what}"), effective: true, finding })

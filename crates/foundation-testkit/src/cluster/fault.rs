@@ -154,6 +154,29 @@ impl Fault {
     }
 }
 
+impl Fault {
+    /// The nodes (of `n`) this fault may leave out of a leader's reach: a
+    /// leader's registry releases the names held by a voter it has not
+    /// reached for a while, so a name can go once its node is cut off,
+    /// stopped or slowed. Repairs, clock skews and disk losses (which
+    /// follow a kill) cut nobody off.
+    pub fn cut_off(&self, n: usize) -> Vec<usize> {
+        match self {
+            Self::Partition { .. } => (0..n).collect(),
+            Self::Cut { .. }
+            | Self::PartitionOneway { .. }
+            | Self::Kill { .. }
+            | Self::Pause { .. }
+            | Self::Clog { .. }
+            | Self::SetLink { .. }
+            | Self::Throttle { .. }
+            | Self::DiskError { error: Some(_), .. } => self.nodes(),
+            Self::DiskLatency { latency_ms, .. } if *latency_ms > 0 => self.nodes(),
+            _ => Vec::new(),
+        }
+    }
+}
+
 /// Why a fault could not be applied.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum FaultError {

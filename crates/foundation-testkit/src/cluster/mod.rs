@@ -272,7 +272,9 @@ impl TestCluster {
     }
 
     /// The run's telemetry: every fault applied (`foundation.chaos.fault`:
-    /// measurement `at_us`, metadata `fault`, its kind, and `detail`) and
+    /// measurement `at_us`, metadata `fault`, its kind, `detail`, and
+    /// `cut_off`, the names of the nodes it may put out of a leader's
+    /// reach, comma-separated, see [`Fault::cut_off`]) and
     /// every nemesis injection (`foundation.chaos.injection`, from
     /// [`crate::chaos::ChaosMonkey`]: `at_us`, `held_us`; `nemesis`,
     /// `detail`, `effective`, and `finding` when its probe found one).
@@ -437,7 +439,8 @@ impl TestCluster {
         tracing::info!(at_us, fault = ?fault, "fault injected");
         let detail = format!("{fault:?}");
         let kind = detail.split([' ', '{']).next().unwrap_or_default().to_owned();
-        let meta = BTreeMap::from([("fault".to_owned(), kind), ("detail".to_owned(), detail)]);
+        let cut_off = fault.cut_off(self.size()).iter().map(|i| self.names()[*i].clone()).collect::<Vec<_>>().join(",");
+        let meta = BTreeMap::from([("fault".to_owned(), kind), ("detail".to_owned(), detail), ("cut_off".to_owned(), cut_off)]);
         self.inner.telemetry.emit("foundation.chaos.fault", &BTreeMap::from([("at_us".to_owned(), at_us as f64)]), &meta);
         self.inner.log.lock().push(FaultRecord { at_us, fault });
         Ok(())

@@ -10,8 +10,16 @@
 //! - A registry name `chaos.rN` is a register of pids (history key
 //!   `registry/chaos.rN`, a pid written as a 52-bit hash): `whereis` reads
 //!   it, `register` is a compare-and-set from nothing, `unregister` one to
-//!   nothing. The pids are the agents' long-lived processes, so no name is
-//!   removed behind the workload's back.
+//!   nothing. The pids are the agents' long-lived processes, but the
+//!   registry also releases a name on its own: when its process dies with
+//!   its node, and when the leader has not reached the node for
+//!   `REGISTRY_DOWN_GRACE` (a partition, a pause, a slow link). So each
+//!   fault that may cut a node off (`foundation.chaos.fault`'s `cut_off`,
+//!   see [`Fault::cut_off`](crate::cluster::Fault::cut_off)) records, for
+//!   every name the workload registered to a process of that node since
+//!   the last such fault, an unregister of unknown outcome from that
+//!   moment (processes from [`SERVICE_SWEEP_PROCESS_BASE`]): the check
+//!   lets the name go then, or never, and nowhere else.
 //!
 //! After the heal, [`ServiceWorkload::final_reads`] reads every key and name
 //! once, and [`ServiceWorkload::check_subscriptions`] checks that every
@@ -35,6 +43,8 @@ use crate::recorder::{EventType, Func, Recorder};
 pub const SERVICE_PROCESS_BASE: u64 = 2_000_000;
 /// The process id of [`ServiceWorkload::final_reads`].
 pub const SERVICE_FINAL_READ_PROCESS: u64 = 1_000_001;
+/// Process ids of the unregisters a fault may cause start here.
+pub const SERVICE_SWEEP_PROCESS_BASE: u64 = 3_000_000;
 /// The registry names the workload uses.
 pub const REGISTRY_NAMES: [&str; 2] = ["chaos.r0", "chaos.r1"];
 
@@ -81,6 +91,33 @@ fn kind<T>(reply: &Result<ServiceReply<T>, RpcError>, read: bool) -> (EventType,
     }
 }
 
+/// (name, pid) pairs registered since a fault last cut the pid's node off.
+type Registered = std::sync::Arc<parking_lot::Mutex<std::collections::BTreeSet<(String, Pid)>>>;
+
+/// On each fault that may cut nodes off, records an unregister of unknown
+/// outcome for every name registered to a process of theirs (see the
+/// module's docs). Returns the handler, to detach.
+fn release_on_faults(cluster: &TestCluster, history: &Recorder, registered: &Registered) -> foundation_cluster::services::HandlerId {
+    let (history, registered) = (history.clone(), registered.clone());
+    let next = std::sync::atomic::AtomicU64::new(SERVICE_SWEEP_PROCESS_BASE);
+    cluster.telemetry().attach("foundation.chaos.fault", move |_, _, meta| {
+        let cut_off: Vec<u32> = meta
+            .get("cut_off")
+            .map(|names| names.split(',').filter(|n| !n.is_empty()).map(|n| foundation::NodeId::new(n, 0).name_hash).collect())
+            .unwrap_or_default();
+        let mut registered = registered.lock();
+        let released: Vec<(String, Pid)> = registered.iter().filter(|(_, pid)| cut_off.contains(&pid.node().name_hash)).cloned().collect();
+        for (name, pid) in released {
+            registered.remove(&(name.clone(), pid));
+            let process = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let (key, cas) = (registry_key(&name), json!([pid_code(pid), null]));
+            if history.record(process, EventType::Invoke, Func::Cas, &key, cas.clone()) {
+                history.record(process, EventType::Info, Func::Cas, &key, cas);
+            }
+        }
+    })
+}
+
 /// One client's view: where it talks, under which process id.
 struct Client<'a> {
     cluster: &'a TestCluster,
@@ -91,6 +128,9 @@ struct Client<'a> {
     pool: Vec<Pid>,
     /// The pid each name was last seen registered to.
     seen: std::collections::BTreeMap<String, Pid>,
+    /// Names registered (or tried) to a pid since a fault last cut its
+    /// node off.
+    registered: Registered,
     violations: Vec<String>,
 }
 
@@ -177,6 +217,9 @@ impl Client<'_> {
             return Some(Sample { at_us: start, latency_us: 0, outcome: Outcome::Failed });
         };
         let code = pid_code(pid);
+        if register {
+            self.registered.lock().insert((name.to_owned(), pid));
+        }
         let (cas, rpc) =
             if register { (json!([null, code]), "chaos.registry.register") } else { (json!([code, null]), "chaos.registry.unregister") };
         if !self.history.record(self.process, EventType::Invoke, Func::Cas, &hkey, cas.clone()) {
@@ -217,10 +260,12 @@ impl ServiceWorkload {
     /// `history` (the KV workload's); returns their samples and the
     /// violations they saw (an invalid value accepted).
     pub async fn run_recording(&self, cluster: &TestCluster, history: Recorder) -> (WorkloadReport, Vec<String>) {
+        let registered = Registered::default();
+        let handler = release_on_faults(cluster, &history, &registered);
         let tasks: Vec<_> = (0..self.clients)
             .map(|c| {
-                let (w, cluster, history) = (self.clone(), cluster.clone(), history.clone());
-                foundation::rt::spawn(async move { w.client(c, &cluster, &history).await })
+                let (w, cluster, history, registered) = (self.clone(), cluster.clone(), history.clone(), registered.clone());
+                foundation::rt::spawn(async move { w.client(c, &cluster, &history, registered).await })
             })
             .collect();
         let mut report = WorkloadReport { history, ..WorkloadReport::default() };
@@ -231,10 +276,11 @@ impl ServiceWorkload {
             violations.extend(v);
         }
         report.samples.sort_by_key(|s| s.at_us);
+        cluster.telemetry().detach(handler);
         (report, violations)
     }
 
-    async fn client(&self, c: usize, cluster: &TestCluster, history: &Recorder) -> (Vec<Sample>, Vec<String>) {
+    async fn client(&self, c: usize, cluster: &TestCluster, history: &Recorder, registered: Registered) -> (Vec<Sample>, Vec<String>) {
         let mut rng = SmallRng::seed_from_u64(self.seed ^ (c as u64 + 1).wrapping_mul(0xbb67_ae85_84ca_a73b));
         let mut me = Client {
             cluster,
@@ -244,6 +290,7 @@ impl ServiceWorkload {
             node: c % cluster.size(),
             pool: Vec::new(),
             seen: Default::default(),
+            registered,
             violations: Vec::new(),
         };
         let mut samples = Vec::new();
@@ -285,6 +332,7 @@ impl ServiceWorkload {
             node: 0,
             pool: Vec::new(),
             seen: Default::default(),
+            registered: Registered::default(),
             violations: Vec::new(),
         };
         let mut rng = SmallRng::seed_from_u64(self.seed);

@@ -178,6 +178,7 @@ pub(super) struct Loaded {
     pub(super) committed: Option<LogId>,
     pub(super) purged: Option<LogId>,
     pub(super) snapshot: Option<StoredSnapshot>,
+    pub(super) participants: BTreeSet<u64>,
 }
 
 pub(super) fn load(db: &redb::Database) -> io::Result<Loaded> {
@@ -199,6 +200,7 @@ pub(super) fn load(db: &redb::Database) -> io::Result<Loaded> {
             loaded.vote = get(VOTE)?.map(|b| decode(&b)).transpose()?;
             loaded.committed = get(COMMITTED)?.map(|b| decode(&b)).transpose()?;
             loaded.purged = get(PURGED)?.map(|b| decode(&b)).transpose()?;
+            loaded.participants = get(PARTICIPANTS)?.map(|b| decode(&b)).transpose()?.unwrap_or_default();
         }
         Err(redb::TableError::TableDoesNotExist(_)) => {}
         Err(e) => return Err(io_err(e)),

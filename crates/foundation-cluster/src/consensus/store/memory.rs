@@ -74,6 +74,7 @@ impl MemoryDisk {
             committed: meta(&t, COMMITTED)?,
             purged: meta(&t, PURGED)?,
             snapshot: meta(&t, SNAPSHOT)?,
+            participants: meta(&t, PARTICIPANTS)?.unwrap_or_default(),
             ..Loaded::default()
         })
     }
