@@ -70,6 +70,8 @@ pub fn internal_prefix(key: &str) -> Option<&'static str> {
 /// How long a voter that holds names must stay unreachable from the
 /// leader before its names are removed (a crashed node never releases them).
 pub const REGISTRY_DOWN_GRACE: Duration = Duration::from_secs(3);
+/// How soon a subscription reads again a state it could not read.
+const SUBSCRIPTION_RETRY: Duration = Duration::from_millis(100);
 /// How often the leader looks for names to remove.
 pub const REGISTRY_SWEEP: Duration = Duration::from_millis(500);
 
@@ -167,7 +169,18 @@ impl ConfigService {
                     Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                     Err(_) => return,
                 }
-                if tx.send(read(consensus.local_get(&full).await)).is_err() {
+                // A member whose storage is being reopened cannot be read:
+                // its value is unknown, not absent. Retried until it reads.
+                let value = loop {
+                    match consensus.local_read(&full).await {
+                        Ok(v) => break v,
+                        Err(_) => tokio::select! {
+                            () = foundation::rt::sleep(SUBSCRIPTION_RETRY) => {}
+                            () = tx.closed() => return,
+                        },
+                    }
+                };
+                if tx.send(read(value)).is_err() {
                     return; // no subscriber left
                 }
             }

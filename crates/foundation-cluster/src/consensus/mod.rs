@@ -359,9 +359,16 @@ impl Consensus {
     /// A key's value as applied here (not linearizable; for watchers;
     /// `None` too while this member's state cannot be read).
     pub async fn local_get(&self, key: &str) -> Option<Vec<u8>> {
+        self.local_read(key).await.ok().flatten()
+    }
+
+    /// A key's value as applied here, or why this member's state cannot
+    /// be read now (closed while its storage is reopened, a read error).
+    pub async fn local_read(&self, key: &str) -> Result<Option<Vec<u8>>, ConsensusError> {
         match self.sm().query(&Query::Get(key.to_owned())).await {
-            Ok(Answer::Value(v)) => v,
-            _ => None,
+            Ok(Answer::Value(v)) => Ok(v),
+            Ok(other) => Err(ConsensusError::Storage(format!("unexpected answer to a read: {other:?}"))),
+            Err(e) => Err(ConsensusError::Storage(e.to_string())),
         }
     }
 
