@@ -283,7 +283,7 @@ async fn two_holders_never_hold_a_lock_under_the_same_token() {
     }
     let grants = grants.lock().clone();
     assert!(grants.len() >= 5, "some grants: {}", grants.len());
-    // One holder per token (a holder may renew under its own token).
+    // One holder per token (every grant, a renewal too, has its own).
     let mut by_token: BTreeMap<u64, String> = BTreeMap::new();
     for (token, holder, _) in &grants {
         let first = by_token.entry(*token).or_insert_with(|| holder.clone());

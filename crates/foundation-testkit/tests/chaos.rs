@@ -85,7 +85,23 @@ fn layer4_in_process() {
     let seed = env_u64("CHAOS_SEED_START", 0);
     let (o, _, wall) = layer4(Backend::InProcess, seed, Duration::from_secs(30));
     eprintln!("in-process seed {seed}: wall {wall:?}: {}", summary(&o));
+    if !o.checks().all() {
+        dump(&o);
+    }
     assert!(o.checks().all(), "{:?}: {}", o.checks(), summary(&o));
+}
+
+/// A failed real-time run cannot be replayed: its faults (in cluster
+/// time) and its lock calls (in workload time, `workload_start_us` later)
+/// go to stderr.
+fn dump(o: &ChaosOutcome) {
+    eprintln!("workload started at {:.3} s of cluster time", o.workload_start_us as f64 / 1e6);
+    for i in &o.chaos.injections {
+        eprintln!("  {:>8.3} s +{:.3} s {} {}", i.at_us as f64 / 1e6, i.held_us as f64 / 1e6, i.nemesis, i.detail);
+    }
+    for e in &o.locks.events {
+        eprintln!("  lock {}", serde_json::to_string(e).unwrap_or_default());
+    }
 }
 
 /// What a simulated run did, as text: the history, the faults and the

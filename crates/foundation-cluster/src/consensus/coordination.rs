@@ -3,13 +3,15 @@
 //!
 //! # Locks
 //! [`Consensus::acquire_lock`] takes a named lock for a holder until its
-//! lease ends; the same holder renews it. Every new holding gets a fencing
-//! token, the index of its entry in the log, so tokens only grow: two
-//! holders never hold a lock under the same token, and a resource that
-//! remembers the largest token it has seen refuses a holder whose lease ran
-//! out unnoticed (its token is smaller). Lease ends are judged with the
-//! proposer's clock (`Rt::system_time`): leases assume clocks agree to well
-//! within a lease; the fencing token does not.
+//! lease ends; the same holder renews it. Every grant, a renewal too, gets
+//! a fencing token, the index of its entry in the log, so tokens only grow:
+//! two holders never hold a lock under the same token, a release sent
+//! before a renewal (its outcome unknown to the holder) does not end the
+//! renewed lease, and a resource that remembers the largest token it has
+//! seen refuses a holder whose lease ran out unnoticed (its token is
+//! smaller). Lease ends are judged with the proposer's clock
+//! (`Rt::system_time`): leases assume clocks agree to well within a lease;
+//! the fencing token does not.
 //!
 //! # Barriers
 //! [`Consensus::barrier`] records an arrival and waits until `count`

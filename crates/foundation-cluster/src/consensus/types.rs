@@ -36,8 +36,8 @@ pub enum Command {
     },
     /// Takes (or renews) the lease on `lock` for `holder` until
     /// `now_ms + lease_ms` (milliseconds since the Unix epoch, from the
-    /// proposer's clock). A new holder gets a new fencing token: the index
-    /// of this entry in the log.
+    /// proposer's clock). Every grant, a renewal too, gets a new fencing
+    /// token: the index of this entry in the log.
     Acquire {
         /// The lock.
         lock: String,
@@ -262,14 +262,16 @@ pub(crate) fn apply_to<S: StateWrite>(state: &mut S, index: u64, cmd: Command, a
         }
         Command::Acquire { lock, holder, lease_ms, now_ms } => {
             let expires_ms = now_ms.saturating_add(lease_ms);
-            let granted = match state.lock(&lock)? {
-                Some(l) if l.expires_ms > now_ms && l.holder != holder => {
-                    return Ok(Applied { ok: false, lock: Some(l), ..Applied::default() });
-                }
-                // The same holder renews under its token.
-                Some(l) if l.expires_ms > now_ms => LockState { holder, token: l.token, expires_ms },
-                _ => LockState { holder, token: index, expires_ms },
-            };
+            if let Some(l) = state.lock(&lock)?
+                && l.expires_ms > now_ms
+                && l.holder != holder
+            {
+                return Ok(Applied { ok: false, lock: Some(l), ..Applied::default() });
+            }
+            // A renewal gets a new token too: a release its holder sent
+            // before renewing (and never learned the outcome of) carries
+            // the old token, and must not end the renewed lease.
+            let granted = LockState { holder, token: index, expires_ms };
             state.set_lock(lock, granted.clone())?;
             Applied { ok: true, lock: Some(granted), ..Applied::default() }
         }
@@ -405,9 +407,9 @@ mod tests {
         let b = s.apply(11, acquire("b", 1050));
         assert!(!b.ok);
         assert_eq!(b.lock.map(|l| l.holder), Some("a".into()));
-        // The holder renews under the same token.
+        // The holder renews, under a new token.
         let renewed = s.apply(12, acquire("a", 1090));
-        assert_eq!(renewed.lock.map(|l| (l.token, l.expires_ms)), Some((10, 1190)));
+        assert_eq!(renewed.lock.map(|l| (l.token, l.expires_ms)), Some((12, 1190)));
         // After the lease ends, another holder gets a larger token; the old
         // holder's release no longer matches.
         let b = s.apply(13, acquire("b", 1200));
@@ -415,5 +417,29 @@ mod tests {
         assert!(!s.apply(14, Command::Release { lock: "l".into(), holder: "a".into(), token: 10 }).ok);
         assert!(s.apply(15, Command::Release { lock: "l".into(), holder: "b".into(), token: 13 }).ok);
         assert_eq!(s.query(&Query::Lock("l".into())), Answer::Lock(None));
+    }
+
+    /// A holder gives the lock back, does not learn the outcome (its call
+    /// timed out), and takes it again while the release is still on its
+    /// way. The release, applied after the renewal, must not end the
+    /// lease the renewal granted: another holder would be granted the lock
+    /// while the first rightly believes it holds it. Found in the chaos
+    /// tier in process, 5 nodes: "l0: c2.1 (token 3720) held it
+    /// 15.594-16.042 s while c0.3 (token 3772) held it 15.943-16.350 s".
+    #[test]
+    fn a_release_sent_before_a_renewal_does_not_end_it() {
+        let mut s = State::default();
+        let first = s.apply(10, acquire("a", 1000)).lock.expect("granted");
+        // The release is sent (token 10) but not yet applied; `a` renews.
+        let renewed = s.apply(12, acquire("a", 1050));
+        assert!(renewed.ok);
+        let renewed = renewed.lock.expect("renewed");
+        // The release arrives now.
+        let late = s.apply(13, Command::Release { lock: "l".into(), holder: "a".into(), token: first.token });
+        assert!(!late.ok, "a release sent before the renewal ended it: {late:?}");
+        let b = s.apply(14, acquire("b", 1100));
+        assert!(!b.ok, "b was granted the lock while a's renewed lease runs to {}: {b:?}", renewed.expires_ms);
+        // The renewal's own token gives it back.
+        assert!(s.apply(15, Command::Release { lock: "l".into(), holder: "a".into(), token: renewed.token }).ok);
     }
 }
