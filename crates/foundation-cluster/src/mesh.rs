@@ -237,6 +237,13 @@ impl Cluster {
         self.inner.peers.lock().iter().filter(|(_, p)| p.conn.is_some()).map(|(n, _)| n.clone()).collect()
     }
 
+    /// How long each connected peer has been silent (nothing heard, not even
+    /// a heartbeat, which comes every `tick`): more than a tick or two is a
+    /// link in trouble before the watchdog calls the peer down.
+    pub fn silences(&self) -> BTreeMap<String, Duration> {
+        self.inner.peers.lock().iter().filter_map(|(n, p)| p.conn.as_ref().map(|c| (n.clone(), c.heard.silence()))).collect()
+    }
+
     /// Subscribes to node up/down events from now on.
     #[must_use = "events are delivered only to a receiver that is kept"]
     pub fn subscribe(&self) -> broadcast::Receiver<NodeEvent> {

@@ -416,6 +416,7 @@ impl Server {
     /// Background work: dial the peers, record mesh events, and initialize
     /// the group on a fresh first node.
     fn begin(&self, config: &ServerConfig, fresh: bool) {
+        crate::admin::observer::register_view_rpc(&self.inner);
         for peer in config.peers.clone() {
             let cluster = self.inner.cluster.clone();
             let mut stop = self.inner.stop.subscribe();

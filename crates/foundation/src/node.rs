@@ -272,6 +272,9 @@ impl Node {
             self.join(group, proc.pid())?;
         }
         let link_failed = opts.link.is_some_and(|other| !shared.link_new(&proc, other));
+        if let (false, Some(parent)) = (link_failed, opts.link) {
+            proc.state.lock().extra().parent = Some(parent);
+        }
         let fut = body(Ctx::new(proc.clone()));
         let task = match shared.rt.pool() {
             // On a migrating pool the body is boxed, so the pool can move

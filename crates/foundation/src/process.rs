@@ -144,6 +144,9 @@ pub(crate) struct Extra {
     pub watchers: Vec<(MonitorRef, Watcher)>,
     pub names: Vec<String>,
     pub groups: Vec<String>,
+    /// The process it was spawned linked to (`SpawnOpts::link`): a
+    /// supervised child's supervisor.
+    pub parent: Option<Pid>,
 }
 
 pub(crate) struct Process<M> {
@@ -156,6 +159,24 @@ pub(crate) struct Process<M> {
     pub config: Arc<MailboxConfig>,
     pub progress: Progress,
     pub state: Mutex<State<M>>,
+}
+
+impl Extra {
+    /// Bytes it holds (its own and its collections' slots, names' text).
+    fn bytes(&self) -> usize {
+        use std::mem::size_of;
+        size_of::<Self>()
+            + self.send_waiters.capacity() * size_of::<Waker>()
+            + self.signals.capacity() * size_of::<Signal>()
+            + match &self.links {
+                PidSet::Few(v) => v.capacity() * size_of::<Pid>(),
+                // A B-tree's nodes hold their keys with some slack.
+                PidSet::Many(s) => s.len() * 2 * size_of::<Pid>(),
+            }
+            + self.monitors.capacity() * size_of::<(MonitorRef, Pid)>()
+            + self.watchers.capacity() * size_of::<(MonitorRef, Watcher)>()
+            + self.names.iter().chain(&self.groups).map(|n| size_of::<String>() + n.capacity()).sum::<usize>()
+    }
 }
 
 impl<M> State<M> {
@@ -292,6 +313,15 @@ pub struct ProcessInfo {
     pub names: Vec<String>,
     /// How many times its supervisor restarted the child this process is.
     pub restarts: u32,
+    /// The process it was spawned linked to (`SpawnOpts::link`): for a
+    /// supervised child, its supervisor. Its place in a supervision tree.
+    pub parent: Option<Pid>,
+    /// Messages it has received (taken from its mailbox) so far.
+    pub received: u64,
+    /// Bytes held for it: the process itself, its mailbox's slots and the
+    /// messages waiting in them, and its relations (not its task's own
+    /// state, which only the task knows).
+    pub memory_bytes: usize,
 }
 
 impl<M: Message> AnyProcess for Process<M> {
@@ -428,6 +458,12 @@ impl<M: Message> AnyProcess for Process<M> {
             monitors: extra.map(|e| e.monitors.iter().map(|(_, p)| *p).collect()).unwrap_or_default(),
             names: extra.map(|e| e.names.clone()).unwrap_or_default(),
             restarts: st.restarts,
+            parent: extra.and_then(|e| e.parent),
+            received: st.queue.received(&self.progress),
+            memory_bytes: std::mem::size_of::<Self>()
+                + st.queue.items.capacity() * std::mem::size_of::<Envelope<M>>()
+                + st.queue.outstanding_bytes(&self.progress)
+                + extra.map_or(0, Extra::bytes),
         })
     }
 }

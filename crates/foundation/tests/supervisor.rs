@@ -313,3 +313,37 @@ async fn restarts_and_giving_up_are_counted_and_observed() {
         "{seen:?}"
     );
 }
+
+/// What an observer draws a supervision tree and its load from: each child
+/// names its supervisor as its parent (a restarted one too), and a process
+/// counts the messages it has taken from its mailbox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn process_info_places_children_under_their_supervisor_and_counts_messages() {
+    let (node, _log, sup, before) = start_abc(Strategy::OneForOne).await;
+    let parent = |pid: Pid| node.process_info(pid).expect("alive").parent;
+    for child in before.iter().flatten() {
+        assert_eq!(parent(*child), Some(sup.pid()), "{child} is under its supervisor");
+    }
+    assert_eq!(parent(sup.pid()), None, "started from outside any process");
+    let victim = before[1].expect("b runs");
+    kill_and_wait_restart(&node, &sup, victim).await;
+    let restarted = pids(&sup).await[1].expect("b runs again");
+    assert_eq!(parent(restarted), Some(sup.pid()));
+    assert_eq!(node.process_info(restarted).expect("alive").restarts, 1);
+
+    // A process that takes 3 messages, then stops taking them.
+    let (go, wait) = tokio::sync::oneshot::channel::<()>();
+    let worker = node.spawn(move |mut ctx: Ctx<u64>| async move {
+        for _ in 0..3 {
+            ctx.recv().await;
+        }
+        let _ = wait.await;
+    });
+    for i in 0..5 {
+        worker.send(i).await.expect("room");
+    }
+    let info = || node.process_info(worker.pid()).expect("alive");
+    assert_eventually("3 taken, 2 waiting", || info().received == 3 && info().mailbox_len == 2, WAIT).await;
+    assert!(info().memory_bytes >= info().mailbox_bytes + std::mem::size_of::<u64>(), "{:?}", info());
+    drop(go);
+}

@@ -75,7 +75,30 @@ impl Guard {
     fn open(&self, method: &Method, path: &str) -> bool {
         self.open_reads && method == Method::GET && OPEN_READS.contains(&path)
     }
+
+    /// The observer's session cookie, which admits its page and stream only
+    /// (`GET`: a cookie a browser sends by itself never changes anything).
+    fn session_ok(&self, method: &Method, path: &str, headers: &HeaderMap) -> bool {
+        method == Method::GET
+            && SESSION_PATHS.contains(&path)
+            && headers.get_all(header::COOKIE).iter().filter_map(|h| h.to_str().ok()).flat_map(|h| h.split(';')).any(|c| {
+                c.trim()
+                    .strip_prefix(SESSION_COOKIE)
+                    .and_then(|v| v.strip_prefix('='))
+                    .is_some_and(|v| self.token.session_matches(v.as_bytes()))
+            })
+    }
+
+    /// The token, for the observer's login.
+    pub(crate) fn token(&self) -> &AdminToken {
+        &self.token
+    }
 }
+
+/// The observer's session cookie.
+pub const SESSION_COOKIE: &str = "foundation_session";
+/// What the session cookie admits (`GET` only).
+pub const SESSION_PATHS: [&str; 2] = ["/ui", "/ui/events"];
 
 /// 421 for a foreign `Host` (DNS rebinding), then 401 without the token.
 pub(crate) async fn guard(State(guard): State<Arc<Guard>>, req: Request, next: Next) -> Response {
@@ -86,7 +109,15 @@ pub(crate) async fn guard(State(guard): State<Arc<Guard>>, req: Request, next: N
             format!("the Host header is not this node's admin address; use {} or start the node with --http-host NAME", guard.bound),
         );
     }
-    if guard.open(req.method(), req.uri().path()) || guard.token_ok(req.headers()) {
+    let (method, path) = (req.method(), req.uri().path());
+    if guard.open(method, path) || guard.token_ok(req.headers()) || guard.session_ok(method, path, req.headers()) {
+        return next.run(req).await;
+    }
+    // The observer's login: its form, and the token it posts (checked there).
+    if path == "/ui" && method == Method::GET {
+        return super::observer::login_page(StatusCode::UNAUTHORIZED, "");
+    }
+    if path == "/ui/login" && method == Method::POST {
         return next.run(req).await;
     }
     let mut resp = error(

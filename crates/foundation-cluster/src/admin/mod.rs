@@ -8,13 +8,18 @@
 //! | `DELETE /kv/{key}` | deletes through consensus (404 if absent) |
 //! | `GET /metrics` | Prometheus text |
 //! | `GET /events` | the event store; filters `correlation_id`, `kind`, `since_ms`, `until_ms`, `limit` |
+//! | `GET /processes`, `GET /processes/{id}` | this node's processes ([`observer`]) |
+//! | `POST /processes/{id}/kill` | ends a process with reason `kill` |
+//! | `GET /ui`, `POST /ui/login`, `GET /ui/events` | the live observer ([`observer`]) |
 //!
 //! # Who may call it
 //! Every request carries `Authorization: Bearer TOKEN` ([`token`]: the
 //! node's `--admin-token-file`, or `admin.token` in its data directory),
 //! else 401 `unauthorized` with `WWW-Authenticate: Bearer`. With
 //! [`AdminConfig::open_reads`], `GET /status` and `GET /metrics` need no
-//! token. A `Host` header that is not the bound address (or `localhost:PORT`
+//! token. The observer's page and stream (`GET /ui`, `GET /ui/events`)
+//! also take the session cookie `POST /ui/login` sets once the browser
+//! has posted the token ([`observer`]). A `Host` header that is not the bound address (or `localhost:PORT`
 //! on loopback) or a configured name gets 421 `misdirected`, token or not
 //! (DNS rebinding). Keys under the cluster services' prefixes
 //! ([`crate::services::KeySpace`]) get 403 `forbidden_prefix` on
@@ -37,10 +42,11 @@
 
 pub mod client;
 mod guard;
+pub mod observer;
 pub(crate) mod serve;
 pub mod token;
 
-pub use guard::{AdminConfig, OPEN_READS};
+pub use guard::{AdminConfig, OPEN_READS, SESSION_COOKIE, SESSION_PATHS};
 pub use serve::{ADMIN_CONNECTIONS_MAX, ADMIN_REQUESTS_MAX, HEADER_BYTES_MAX, HEADER_READ_TIMEOUT, HTTP_REQUEST_TIMEOUT};
 pub use token::{AdminToken, TOKEN_FILE, TokenError};
 
@@ -55,10 +61,11 @@ use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{MatchedPath, Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use foundation::events::EventFilter;
 use serde::Deserialize;
 use serde_json::json;
+use tokio::sync::Semaphore;
 
 use crate::consensus::{Command, ConsensusError, PROPOSAL_BYTES_DEFAULT};
 use crate::server::{Server, ServerError, Service, now_ms};
@@ -167,12 +174,25 @@ fn bad_key(key: &str) -> Option<Response> {
 
 /// The admin routes over a running node, behind `guard`.
 pub(crate) fn router(server: Server, guard: Arc<Guard>) -> Router {
+    let ui =
+        observer::Observer { server: server.clone(), guard: guard.clone(), streams: Arc::new(Semaphore::new(observer::UI_STREAMS_MAX)) };
+    let observed = Router::new()
+        .route("/ui", get(observer::page))
+        .route("/ui/login", post(observer::login))
+        .route("/ui/events", get(observer::events))
+        .route("/processes", get(observer::list))
+        .route("/processes/{id}", get(observer::one))
+        .route("/processes/{id}/kill", post(observer::kill))
+        .with_state(ui);
     Router::new()
         .route("/status", get(status))
         .route("/kv/{key}", get(kv_get).put(kv_put).delete(kv_delete))
         .route("/metrics", get(metrics))
         .route("/events", get(events))
-        .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such endpoint: see GET /status, /kv/{key}, /metrics, /events") })
+        .merge(observed)
+        .fallback(|| async {
+            error(StatusCode::NOT_FOUND, "not_found", "no such endpoint: see GET /status, /kv/{key}, /metrics, /events, /processes, /ui")
+        })
         .method_not_allowed_fallback(|| async {
             error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this endpoint")
         })

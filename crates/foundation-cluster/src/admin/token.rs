@@ -23,6 +23,8 @@ pub const TOKEN_FILE: &str = "admin.token";
 pub const TOKEN_BYTES_MIN: usize = 32;
 /// Longest token accepted, in bytes (a header line stays small).
 pub const TOKEN_BYTES_MAX: usize = 1024;
+/// What the observer's session value is an HMAC of, under the token.
+const SESSION_CONTEXT: &[u8] = b"foundation observer session v1";
 /// Random bytes in a created token (256 bits; 64 hex characters).
 const TOKEN_RANDOM_BYTES: usize = 32;
 
@@ -70,6 +72,9 @@ struct Inner {
     /// token is compared by its HMAC, in constant time and whatever its length.
     key: [u8; 32],
     tag: Vec<u8>,
+    /// The observer's session ([`AdminToken::session`]) and its HMAC.
+    session: String,
+    session_tag: Vec<u8>,
 }
 
 impl fmt::Debug for AdminToken {
@@ -92,7 +97,16 @@ impl AdminToken {
         let mut key = [0u8; 32];
         getrandom::fill(&mut key).map_err(|e| TokenError::Random(e.to_string()))?;
         let tag = mac(&key).chain_update(text.as_bytes()).finalize().into_bytes().to_vec();
-        Ok(Self(Arc::new(Inner { text: text.to_owned(), key, tag })))
+        let session = Hmac::<Sha256>::new_from_slice(text.as_bytes())
+            .expect("HMAC takes any key length")
+            .chain_update(SESSION_CONTEXT)
+            .finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>();
+        let session_tag = mac(&key).chain_update(session.as_bytes()).finalize().into_bytes().to_vec();
+        Ok(Self(Arc::new(Inner { text: text.to_owned(), key, tag, session, session_tag })))
     }
 
     /// A new random token (256 bits from the OS CSPRNG, as hex).
@@ -106,6 +120,18 @@ impl AdminToken {
     /// Whether `presented` is this token (constant time).
     pub fn matches(&self, presented: &[u8]) -> bool {
         mac(&self.0.key).chain_update(presented).verify_slice(&self.0.tag).is_ok()
+    }
+
+    /// The observer's session value (its cookie, set once the browser has
+    /// presented the token): an HMAC of the token, so the cookie never
+    /// carries the token itself, and a new token ends every session.
+    pub fn session(&self) -> &str {
+        &self.0.session
+    }
+
+    /// Whether `presented` is this token's session (constant time).
+    pub fn session_matches(&self, presented: &[u8]) -> bool {
+        mac(&self.0.key).chain_update(presented).verify_slice(&self.0.session_tag).is_ok()
     }
 
     /// The `Authorization` header value that carries it. For clients: never
@@ -153,6 +179,12 @@ mod tests {
         assert!(!t.matches("a".repeat(39).as_bytes()) && !t.matches(b"") && !t.matches("b".repeat(40).as_bytes()));
         assert!(!format!("{t:?}").contains("aaaa"));
         assert!(matches!(AdminToken::new("short", "test"), Err(TokenError::BadLength { len: 5, .. })));
+        let session = t.session().to_owned();
+        assert_eq!(session.len(), 64);
+        assert!(!session.contains("aaaa") && t.session_matches(session.as_bytes()) && !t.session_matches(b"aaaa"));
+        assert!(!t.matches(session.as_bytes()), "a session is not the token");
+        assert_eq!(AdminToken::new(&"a".repeat(40), "again").expect("ok").session(), session, "sessions outlive a restart");
+        assert_ne!(AdminToken::new(&"b".repeat(40), "other").expect("ok").session(), session, "a new token ends them");
         let g = AdminToken::generate().expect("random");
         assert_eq!(g.bearer().len(), "Bearer ".len() + 64);
     }

@@ -234,9 +234,25 @@ pub struct ClusterStatus {
     /// The voters this member reaches (itself included).
     pub reachable: Vec<String>,
     /// Why this member's storage failed, while it has not reopened it (it
-    /// is then not operational).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// is then not operational). Always serialized: a status travels over
+    /// the mesh in postcard, where a field left out misreads the rest.
     pub storage_error: Option<String>,
+}
+
+/// Where a member's log stands ([`Consensus::progress`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogProgress {
+    /// Its last log entry's index.
+    pub last_log: Option<u64>,
+    /// The last entry it knows committed.
+    pub committed: Option<u64>,
+    /// The last entry it applied.
+    pub applied: Option<u64>,
+    /// The last entry in its snapshot.
+    pub snapshot: Option<u64>,
+    /// On the leader: each member's matched index (`None`: nothing yet).
+    /// Empty elsewhere.
+    pub matched: BTreeMap<String, Option<u64>>,
 }
 
 /// A member of the Raft group. Cheap to clone.
@@ -624,6 +640,22 @@ impl Consensus {
             term: metrics.current_term,
             members: voters.values().map(|m| m.name.clone()).collect(),
             reachable,
+        }
+    }
+
+    /// Where this member's log stands (from Raft's metrics): its last
+    /// entry, what it knows committed and has applied, its snapshot, and,
+    /// on the leader, the index each member has matched.
+    pub fn progress(&self) -> LogProgress {
+        let m = self.raft().metrics().borrow_watched().clone();
+        let membership = m.membership_config.membership();
+        let name = |id: &NodeId| membership.get_node(id).map_or_else(|| id.to_string(), |n| n.name.clone());
+        LogProgress {
+            last_log: m.last_log_index,
+            committed: m.local_committed.map(|l| l.index),
+            applied: m.last_applied.map(|l| l.index),
+            snapshot: m.snapshot.map(|l| l.index),
+            matched: m.replication.iter().flatten().map(|(id, l)| (name(id), l.map(|l| l.index))).collect(),
         }
     }
 

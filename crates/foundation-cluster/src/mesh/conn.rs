@@ -21,6 +21,30 @@ use crate::seal::{COPY_TAIL_BYTES_MAX, SessionKeys};
 /// closes once it has installed the replacing connection too.
 pub const HANDOVER_MAX: Duration = Duration::from_secs(2);
 
+/// When a connection last heard from its peer (any record, heartbeats
+/// included): what the connection's watchdog judges, and what
+/// [`super::Cluster::silences`] reports.
+pub(super) struct Heard {
+    base: tokio::time::Instant,
+    /// Milliseconds since `base`.
+    ms: AtomicU64,
+}
+
+impl Heard {
+    pub(super) fn new() -> Self {
+        Self { base: tokio::time::Instant::now(), ms: AtomicU64::new(0) }
+    }
+
+    fn hear(&self) {
+        self.ms.store(self.base.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// How long the peer has been silent.
+    pub(super) fn silence(&self) -> Duration {
+        self.base.elapsed().saturating_sub(Duration::from_millis(self.ms.load(Ordering::Relaxed)))
+    }
+}
+
 /// How a connection's task starts and ends.
 pub(super) struct Lifecycle {
     /// Fires (or drops) when the connection must end.
@@ -29,6 +53,8 @@ pub(super) struct Lifecycle {
     pub(super) previous: Option<tokio::sync::oneshot::Receiver<()>>,
     /// Held while the task runs.
     pub(super) _ended: tokio::sync::oneshot::Sender<()>,
+    /// When the peer was last heard (shared with the peer table's entry).
+    pub(super) heard: Arc<Heard>,
 }
 
 pub(super) async fn run_conn(
@@ -40,16 +66,13 @@ pub(super) async fn run_conn(
     mut out: Lanes,
     lifecycle: Lifecycle,
 ) {
-    let Lifecycle { stop, previous, _ended } = lifecycle;
+    let Lifecycle { stop, previous, _ended, heard } = lifecycle;
     let tick = inner.config.tick;
     let limit = inner.config.frame_limit;
     let silent_max = tick * inner.config.ticks_to_down;
-    // Milliseconds since `base` when the peer was last heard. The reader
-    // never waits on local processes (a full mailbox parks or drops the
-    // message, remote.rs), so silence is the peer's alone.
-    let base = tokio::time::Instant::now();
-    let heard = AtomicU64::new(0);
-    let hear = || heard.store(base.elapsed().as_millis() as u64, Ordering::Relaxed);
+    // The reader never waits on local processes (a full mailbox parks or
+    // drops the message, remote.rs), so silence is the peer's alone.
+    let hear = || heard.hear();
     // Set when a replacing connection took over (see `Conn::stop`).
     let handing_over = std::sync::atomic::AtomicBool::new(false);
     let writer = async {
@@ -149,8 +172,7 @@ pub(super) async fn run_conn(
         let mut handover_since = None;
         loop {
             foundation::rt::sleep(tick.min(HANDOVER_MAX)).await;
-            let silent = base.elapsed().saturating_sub(Duration::from_millis(heard.load(Ordering::Relaxed)));
-            if silent > silent_max {
+            if heard.silence() > silent_max {
                 return format!("silent for {silent_max:?}");
             }
             if handing_over.load(Ordering::Relaxed) {

@@ -36,7 +36,7 @@ use std::sync::Arc;
 use foundation::NodeId;
 use foundation::rt::BoxStream;
 
-use super::conn::{Lifecycle, run_conn};
+use super::conn::{Heard, Lifecycle, run_conn};
 use super::{ClusterError, Inner, NodeEvent, Wire, emit, hash_taken, known_peers};
 use crate::handshake;
 use crate::outbox::Outbox;
@@ -62,6 +62,8 @@ pub(super) struct Conn {
     /// Resolves when the connection's task has ended (its sender is held by
     /// the task): a replacing connection delivers nothing before that.
     pub(super) ended: Option<tokio::sync::oneshot::Receiver<()>>,
+    /// When the peer was last heard on this connection.
+    pub(super) heard: Arc<Heard>,
 }
 
 /// Installs an authenticated connection, unless the pair already has one
@@ -87,6 +89,7 @@ pub(super) fn established(
     let (outbox, lanes);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
     let (ended_tx, ended_rx) = tokio::sync::oneshot::channel::<()>();
+    let heard = Arc::new(Heard::new());
     let previous;
     let newly_up = {
         let mut peers = inner.peers.lock();
@@ -108,7 +111,14 @@ pub(super) fn established(
         // its session: replies to calls made on the old one still count.
         let session = entry.conn.as_ref().filter(|c| c.incarnation == incarnation).map_or(id, |c| c.outbox.session());
         (outbox, lanes) = Outbox::new(inner.config.frame_limit, session);
-        let old = entry.conn.replace(Conn { id, incarnation, outbox: outbox.clone(), stop: stop_tx, ended: Some(ended_rx) });
+        let old = entry.conn.replace(Conn {
+            id,
+            incarnation,
+            outbox: outbox.clone(),
+            stop: stop_tx,
+            ended: Some(ended_rx),
+            heard: heard.clone(),
+        });
         let was_up = old.is_some();
         // The old connection is handed over: it sends what it has queued,
         // closes its side, and delivers what the peer sent on it until the
@@ -129,7 +139,7 @@ pub(super) fn established(
         crate::remote::reset_windows(inner, NodeId::new(&peer, 0).name_hash);
     }
     let (read, write) = tokio::io::split(stream);
-    let lifecycle = Lifecycle { stop: stop_rx, previous, _ended: ended_tx };
+    let lifecycle = Lifecycle { stop: stop_rx, previous, _ended: ended_tx, heard };
     inner.node.rt().spawn(run_conn(inner.clone(), peer.clone(), (id, outbox.session()), keys, (read, write), lanes, lifecycle));
     // Tell the peer where we listen and whom we know, so it can complete the mesh.
     let _ = outbox.try_push_control(&Wire::Peers { me: inner.addr.clone(), known: known_peers(inner) });
