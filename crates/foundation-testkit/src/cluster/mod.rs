@@ -115,6 +115,10 @@ pub struct ClusterSpec {
     /// from these PEM files (`foundation node --tls-cert --tls-key
     /// --tls-ca`); `None`: none. The other backends refuse it.
     pub tls: Option<TlsFiles>,
+    /// Process backend: every node serves its admin API on a free loopback
+    /// port, with the token it keeps in its data directory (see
+    /// [`TestCluster::admin`]). The other backends refuse it.
+    pub http: bool,
 }
 
 /// The nodes' [`DiskFaults`], by node index, made on first use.
@@ -150,6 +154,7 @@ impl ClusterSpec {
             wall_limit: None,
             disk_faults: DiskFaultTable::default(),
             tls: None,
+            http: false,
         }
     }
 
@@ -186,6 +191,10 @@ pub(crate) trait Control: Send + Sync {
     fn stop(&self) -> BoxFuture<'_, ()>;
     /// Node `i`'s mesh address, where the backend knows one.
     fn addr(&self, _i: usize) -> Option<String> {
+        None
+    }
+    /// Node `i`'s admin API: its address and its token file.
+    fn admin(&self, _i: usize) -> Option<(String, std::path::PathBuf)> {
         None
     }
 }
@@ -310,6 +319,13 @@ impl TestCluster {
     /// Node `i`'s mesh address (process backend; `None` for the others).
     pub fn addr(&self, i: usize) -> Option<String> {
         self.inner.control.addr(i)
+    }
+
+    /// Node `i`'s admin API (process backend with [`ClusterSpec::http`]):
+    /// its address, and the token file in its data directory (read it with
+    /// `AdminToken::from_file`; never print it).
+    pub fn admin(&self, i: usize) -> Option<(String, std::path::PathBuf)> {
+        self.inner.control.admin(i)
     }
 
     /// Time since the cluster started (virtual under simulation).

@@ -105,6 +105,8 @@ struct ProcControl {
     faults: Faults,
     client: Cluster,
     addrs: Vec<String>,
+    /// The nodes' admin API addresses (with `ClusterSpec::http`).
+    http: Vec<String>,
 }
 
 fn signal(child: &Child, sig: libc::c_int) -> Result<(), FaultError> {
@@ -219,6 +221,11 @@ impl Control for ProcControl {
         self.addrs.get(i).cloned()
     }
 
+    fn admin(&self, i: usize) -> Option<(String, PathBuf)> {
+        let addr = self.http.get(i)?.clone();
+        Some((addr, self.scratch.join(&self.names[i]).join(foundation_cluster::admin::TOKEN_FILE)))
+    }
+
     fn stop(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             let mut procs = self.procs.lock().await;
@@ -239,7 +246,7 @@ impl Control for ProcControl {
     }
 }
 
-fn node_args(spec: &ClusterSpec, i: usize, addrs: &[String], scratch: &Path) -> Vec<String> {
+fn node_args(spec: &ClusterSpec, i: usize, addrs: &[String], http: &[String], scratch: &Path) -> Vec<String> {
     let services: Vec<&str> = spec.services.iter().map(|s| s.name()).collect();
     let mut args = vec![
         "node".to_owned(),
@@ -259,6 +266,9 @@ fn node_args(spec: &ClusterSpec, i: usize, addrs: &[String], scratch: &Path) -> 
     ];
     if let Some(tls) = &spec.tls {
         args.extend(tls.args());
+    }
+    if let Some(addr) = http.get(i) {
+        args.extend(["--http".to_owned(), addr.clone()]);
     }
     for (j, addr) in addrs.iter().enumerate().filter(|(j, _)| *j != i) {
         args.push("--peer".into());
@@ -280,6 +290,8 @@ where
     runtime.block_on(async move {
         let scratch = scratch_dir()?;
         let addrs: Vec<String> = free_ports(spec.nodes)?.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let http: Vec<String> =
+            if spec.http { free_ports(spec.nodes)?.iter().map(|p| format!("127.0.0.1:{p}")).collect() } else { Vec::new() };
         let node = Node::with_config(NodeConfig { name: "client".into(), rt: RtConfig::default(), ..NodeConfig::default() })
             .map_err(|e| RunError::Start(e.to_string()))?;
         let mut config = ClusterConfig::new("client", "127.0.0.1:0", secret());
@@ -293,9 +305,10 @@ where
             faults: Faults::new(spec.seed),
             client: client.clone(),
             addrs: addrs.clone(),
+            http: http.clone(),
         };
         for i in 0..spec.nodes {
-            let args = node_args(&spec, i, &addrs, &scratch);
+            let args = node_args(&spec, i, &addrs, &http, &scratch);
             match control.spawn(i, &args) {
                 Ok(child) => control.procs.lock().await.push(Proc { args, child: Some(child) }),
                 Err(e) => {

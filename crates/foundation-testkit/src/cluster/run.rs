@@ -66,6 +66,9 @@ where
     if spec.backend != Backend::Processes && spec.tls.is_some() {
         return Err(RunError::Spec("TLS is an option of the process backend: leave tls unset".into()));
     }
+    if spec.backend != Backend::Processes && spec.http {
+        return Err(RunError::Spec("the admin API is an option of the process backend: leave http unset".into()));
+    }
     if spec.frame_limit.is_some_and(|l| l < MIN_FRAME_LIMIT) {
         return Err(RunError::Spec(format!("a frame limit under {MIN_FRAME_LIMIT} bytes cannot carry the cluster's own frames")));
     }
