@@ -3,17 +3,17 @@
 //! read timeout, idle connections, internal key prefixes (403), and the
 //! token file.
 
-use std::collections::BTreeSet;
+mod common;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use foundation::rt::{BoxStream, Network, RtConfig, TokioNetwork};
+use foundation::rt::{BoxStream, Network, TokioNetwork};
 use foundation_cluster::admin::{AdminConfig, AdminToken, HEADER_READ_TIMEOUT, TOKEN_FILE, TokenError, client};
-use foundation_cluster::secret::ClusterSecret;
-use foundation_cluster::server::{Server, ServerConfig, ServerError, Service};
+use foundation_cluster::server::{Server, ServerConfig, ServerError};
 use foundation_testutil::wait::assert_eventually;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -24,25 +24,7 @@ fn token() -> AdminToken {
 }
 
 fn config(admin: AdminConfig, data_dir: Option<PathBuf>) -> ServerConfig {
-    ServerConfig {
-        id: 1,
-        name: "a".into(),
-        listen: "127.0.0.1:0".into(),
-        http: Some("127.0.0.1:0".into()),
-        admin,
-        peers: Vec::new(),
-        data_dir,
-        secret: ClusterSecret::new("admin-test-secret-0123456789abcdef", "test").expect("secret"),
-        cluster_id: "admin".into(),
-        lan: true,
-        services: Service::ALL.into_iter().collect::<BTreeSet<_>>(),
-        rt: RtConfig::default(),
-        disk: None,
-        frame_limit: None,
-        disk_faults: Default::default(),
-        tls: None,
-        snapshots: Default::default(),
-    }
+    common::one_node(admin, data_dir)
 }
 
 /// A one-node cluster serving the API with [`token`] and `admin`'s other

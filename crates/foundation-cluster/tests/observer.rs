@@ -4,15 +4,15 @@
 //! dropped). The page itself is driven in a real browser by the test kit's
 //! `observer_in_a_browser` (the browser tier).
 
-use std::collections::BTreeSet;
+mod common;
+
 use std::time::Duration;
 
-use foundation::rt::{Network, RtConfig, TokioNetwork};
+use foundation::rt::{Network, TokioNetwork};
 use foundation::supervisor::{ChildSpec, Strategy, Supervisor, SupervisorSpec};
 use foundation_cluster::admin::observer::{MemberView, UI_STREAMS_MAX, VIEW_RPC};
 use foundation_cluster::admin::{AdminConfig, AdminToken, SESSION_COOKIE, client};
-use foundation_cluster::secret::ClusterSecret;
-use foundation_cluster::server::{Server, ServerConfig, Service};
+use foundation_cluster::server::{Server, ServerConfig};
 use foundation_testutil::wait::assert_eventually;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -24,25 +24,7 @@ fn token() -> AdminToken {
 }
 
 fn config() -> ServerConfig {
-    ServerConfig {
-        id: 1,
-        name: "a".into(),
-        listen: "127.0.0.1:0".into(),
-        http: Some("127.0.0.1:0".into()),
-        admin: AdminConfig { token: Some(token()), ..AdminConfig::default() },
-        peers: Vec::new(),
-        data_dir: None,
-        secret: ClusterSecret::new("observer-test-secret-0123456789abcdef", "test").expect("secret"),
-        cluster_id: "observer".into(),
-        lan: true,
-        services: Service::ALL.into_iter().collect::<BTreeSet<_>>(),
-        rt: RtConfig::default(),
-        disk: None,
-        frame_limit: None,
-        disk_faults: Default::default(),
-        tls: None,
-        snapshots: Default::default(),
-    }
+    common::one_node(AdminConfig { token: Some(token()), ..AdminConfig::default() }, None)
 }
 
 async fn node() -> (Server, String) {

@@ -2,11 +2,16 @@
 //! fast, and waits with explicit timeouts.
 #![allow(dead_code)]
 
+use std::collections::BTreeSet;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use foundation::Node;
+use foundation::rt::RtConfig;
+use foundation_cluster::admin::AdminConfig;
 use foundation_cluster::mesh::{Cluster, ClusterConfig, NodeEvent};
 use foundation_cluster::secret::ClusterSecret;
+use foundation_cluster::server::{ServerConfig, Service};
 use tokio::sync::broadcast;
 
 pub const WAIT: Duration = Duration::from_secs(5);
@@ -18,6 +23,30 @@ pub fn free_ports(n: usize) -> Vec<u16> {
 
 pub fn secret() -> ClusterSecret {
     ClusterSecret::new("mesh-test-secret-0123456789-0123456789", "test").expect("valid")
+}
+
+/// A one-node cluster `a` running every service, with its admin API on a
+/// free loopback port under `admin`.
+pub fn one_node(admin: AdminConfig, data_dir: Option<PathBuf>) -> ServerConfig {
+    ServerConfig {
+        id: 1,
+        name: "a".into(),
+        listen: "127.0.0.1:0".into(),
+        http: Some("127.0.0.1:0".into()),
+        admin,
+        peers: Vec::new(),
+        data_dir,
+        secret: secret(),
+        cluster_id: "admin".into(),
+        lan: true,
+        services: Service::ALL.into_iter().collect::<BTreeSet<_>>(),
+        rt: RtConfig::default(),
+        disk: None,
+        frame_limit: None,
+        disk_faults: Default::default(),
+        tls: None,
+        snapshots: Default::default(),
+    }
 }
 
 /// A node with 100 ms heartbeats, down after 30 silent ticks (3 s: tests
