@@ -205,8 +205,6 @@ impl<M: Message> Ctx<M> {
         let cfg = &self.proc.config;
         let mut st = self.proc.state.lock();
         let q = &mut st.queue;
-        // The batch before was received whole (the private batch is empty).
-        q.received_before += u64::from(q.taken);
         q.taken = 0;
         q.seen = 0;
         q.taken_bytes = 0;

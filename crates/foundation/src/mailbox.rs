@@ -329,8 +329,6 @@ pub(crate) struct Queue<M> {
     /// senders count room without reading the receiver's counter on every
     /// send when the mailbox is nearly full. Reset with `taken`.
     pub seen: u32,
-    /// Messages of the batches before the current one (all received).
-    pub received_before: u64,
 }
 
 /// Written by the receiver without the lock: how much of its batch it has
@@ -375,12 +373,7 @@ impl<M> Offer<M> {
 
 impl<M: Message> Queue<M> {
     pub fn new() -> Self {
-        Self { items: VecDeque::new(), bytes: 0, taken: 0, taken_bytes: 0, rx_waker: None, seen: 0, received_before: 0 }
-    }
-
-    /// Messages received so far (exact).
-    pub fn received(&self, progress: &Progress) -> u64 {
-        self.received_before + u64::from(progress.consumed.load(Ordering::Acquire).min(self.taken))
+        Self { items: VecDeque::new(), bytes: 0, taken: 0, taken_bytes: 0, rx_waker: None, seen: 0 }
     }
 
     /// Messages accepted and not yet received (exact).

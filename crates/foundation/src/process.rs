@@ -316,8 +316,6 @@ pub struct ProcessInfo {
     /// The process it was spawned linked to (`SpawnOpts::link`): for a
     /// supervised child, its supervisor. Its place in a supervision tree.
     pub parent: Option<Pid>,
-    /// Messages it has received (taken from its mailbox) so far.
-    pub received: u64,
     /// Bytes held for it: the process itself, its mailbox's slots and the
     /// messages waiting in them, and its relations (not its task's own
     /// state, which only the task knows).
@@ -459,7 +457,6 @@ impl<M: Message> AnyProcess for Process<M> {
             names: extra.map(|e| e.names.clone()).unwrap_or_default(),
             restarts: st.restarts,
             parent: extra.and_then(|e| e.parent),
-            received: st.queue.received(&self.progress),
             memory_bytes: std::mem::size_of::<Self>()
                 + st.queue.items.capacity() * std::mem::size_of::<Envelope<M>>()
                 + st.queue.outstanding_bytes(&self.progress)

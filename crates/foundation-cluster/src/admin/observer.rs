@@ -25,7 +25,7 @@
 //!   calls the peer down (2 s).
 //! - This node's processes ([`processes`]): each one's parent (a supervised
 //!   child's supervisor: the tree), names, message type, mailbox depth and
-//!   bytes, messages received, memory, restarts, links and monitors.
+//!   bytes, memory, restarts, links and monitors.
 //!
 //! # Bounds
 //! - The session cookie ([`super::guard::SESSION_COOKIE`]) is an HMAC of the
@@ -156,7 +156,6 @@ fn process_json(info: &ProcessInfo) -> serde_json::Value {
         "message_type": short,
         "mailbox_len": info.mailbox_len,
         "mailbox_bytes": info.mailbox_bytes,
-        "received": info.received,
         "memory_bytes": info.memory_bytes,
         "restarts": info.restarts,
         "trap_exit": info.trap_exit,
