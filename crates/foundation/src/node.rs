@@ -272,9 +272,6 @@ impl Node {
             self.join(group, proc.pid())?;
         }
         let link_failed = opts.link.is_some_and(|other| !shared.link_new(&proc, other));
-        if let (false, Some(parent)) = (link_failed, opts.link) {
-            proc.state.lock().extra().parent = Some(parent);
-        }
         let fut = body(Ctx::new(proc.clone()));
         let task = match shared.rt.pool() {
             // On a migrating pool the body is boxed, so the pool can move
@@ -502,12 +499,22 @@ impl NodeShared {
 
     /// Links a process that is not running yet to `other`. Our end first:
     /// if `other` exits in between, its signal finds the link and arrives.
+    /// Links a process being spawned to `other`, its parent (what
+    /// `ProcessInfo::parent` reports), under one lock of the new process.
     fn link_new<M: Message>(&self, proc: &Process<M>, other: Pid) -> bool {
-        proc.add_link(other);
+        {
+            let mut st = proc.state.lock();
+            let extra = st.extra();
+            extra.links.insert(other);
+            extra.parent = Some(other);
+        }
         if self.get(other).is_some_and(|o| o.add_link(proc.pid())) {
             return true;
         }
         proc.remove_link(other);
+        if let Some(extra) = proc.state.lock().extra.as_mut() {
+            extra.parent = None;
+        }
         false
     }
 

@@ -37,12 +37,14 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 
 mod log_disk;
 mod memory;
+mod participants;
 pub(crate) mod snapshot;
 mod state_db;
 mod state_machine;
 
 use log_disk::{Disk, Done, Loaded, Msg, Op, Request, commit};
 pub use memory::MemoryDisk;
+pub use participants::Participants;
 use snapshot::Meta as SnapshotMeta;
 pub use snapshot::SnapshotData;
 pub(crate) use state_db::Staging;
@@ -111,47 +113,10 @@ pub struct LogStore {
     participants: Participants,
 }
 
-/// The member ids whose Raft answers (votes, acknowledgements, refusals)
-/// this member has taken, each recorded durably before its first answer
-/// counts: a member whose data is lost is then refused by any peer that
-/// ever counted it (`consensus.replicated`). Cheap to clone.
-#[derive(Clone)]
-pub struct Participants {
-    ids: Arc<parking_lot::RwLock<BTreeSet<u64>>>,
-    /// Serializes the (rare) writes.
-    writing: Arc<Mutex<()>>,
-    disk: Option<Disk>,
-}
-
 impl LogStore {
     /// Whose answers this member has taken.
     pub fn participants(&self) -> Participants {
         self.participants.clone()
-    }
-}
-
-impl Participants {
-    /// Whether `id`'s answers were taken here.
-    pub fn contains(&self, id: u64) -> bool {
-        self.ids.read().contains(&id)
-    }
-
-    /// Records `id` (durably, the first time) before its answer is used.
-    pub async fn record(&self, id: u64) -> io::Result<()> {
-        if self.contains(id) {
-            return Ok(());
-        }
-        let _one = self.writing.lock().await;
-        if self.contains(id) {
-            return Ok(());
-        }
-        let mut next = self.ids.read().clone();
-        next.insert(id);
-        if let Some(d) = &self.disk {
-            d.write(vec![Op::Meta(PARTICIPANTS, encode(&next)?)]).await?;
-        }
-        *self.ids.write() = next;
-        Ok(())
     }
 }
 
@@ -323,11 +288,7 @@ pub fn open(storage: &Storage, opts: &OpenOptions) -> io::Result<(LogStore, Stat
     log.recount();
     let (snapshot_due, _) = tokio::sync::watch::channel(0);
     let sm = StateMachine { inner: Arc::new(Mutex::new(sm)), changes, snapshot_due: Arc::new(snapshot_due) };
-    let participants = Participants {
-        ids: Arc::new(parking_lot::RwLock::new(std::mem::take(&mut loaded.participants))),
-        writing: Arc::new(Mutex::new(())),
-        disk: log.disk.clone(),
-    };
+    let participants = Participants::new(std::mem::take(&mut loaded.participants), log.disk.clone());
     Ok((LogStore { inner: Arc::new(Mutex::new(log)), participants }, sm, fresh))
 }
 
