@@ -61,6 +61,12 @@ async fn open_stream(addr: &str) -> (u16, foundation::rt::BoxStream) {
     let mut s = TokioNetwork.connect(addr).await.expect("connects");
     let req = format!("GET /ui/events HTTP/1.1\r\nHost: {addr}\r\nAuthorization: {}\r\n\r\n", token().bearer());
     s.write_all(req.as_bytes()).await.expect("writes");
+    (read_status(&mut s).await, s)
+}
+
+/// Reads a response head byte by byte (nothing of the body) and returns
+/// its status code, 0 if the connection closed first.
+async fn read_status<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> u16 {
     let mut head = Vec::new();
     while !head.ends_with(b"\r\n\r\n") {
         let mut b = [0u8; 1];
@@ -70,7 +76,7 @@ async fn open_stream(addr: &str) -> (u16, foundation::rt::BoxStream) {
         head.push(b[0]);
     }
     let text = String::from_utf8_lossy(&head);
-    (text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0), s)
+    text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
 }
 
 /// The next `view` event's data from a stream.
@@ -246,6 +252,8 @@ async fn stalled_streams_are_dropped_and_free_their_places() {
         let mut s = socket.connect(addr.parse().expect("an address")).await.expect("connects");
         let req = format!("GET /ui/events HTTP/1.1\r\nHost: {addr}\r\nAuthorization: {}\r\n\r\n", token().bearer());
         s.write_all(req.as_bytes()).await.expect("writes");
+        // The head says the place is taken; the stream is never read again.
+        assert_eq!(read_status(&mut s).await, 200);
         stalled.push(s);
     }
     assert_eq!(open_stream(&addr).await.0, 503, "every place is taken");
