@@ -235,6 +235,7 @@ pub fn run(args: NodeArgs) -> anyhow::Result<()> {
         faults
     });
     let mut config = ServerConfig {
+        traces: None,
         id: args.id,
         name: args.name.clone(),
         listen: args.listen.clone(),

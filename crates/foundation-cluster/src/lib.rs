@@ -52,6 +52,7 @@ pub mod secret;
 pub mod server;
 pub mod services;
 pub mod tls;
+pub mod traces;
 
 pub use mesh::{Cluster, ClusterConfig, ClusterError, NodeEvent, WeakCluster};
 pub use outbox::PushError;

@@ -86,6 +86,8 @@ pub struct ClusterConfig {
     pub redial_attempts: u32,
     /// TLS on every connection (both ways), if set.
     pub tls: Option<crate::tls::TlsConfig>,
+    /// Where this node's spans go ([`crate::traces`]); `None`: no spans.
+    pub traces: Option<crate::traces::Tracer>,
 }
 
 impl ClusterConfig {
@@ -103,6 +105,7 @@ impl ClusterConfig {
             backoff_max: Duration::from_secs(5),
             redial_attempts: 60,
             tls: None,
+            traces: None,
         }
     }
 }
@@ -302,6 +305,16 @@ impl Cluster {
 
     pub(crate) fn inner(&self) -> &Arc<Inner> {
         &self.inner
+    }
+
+    /// Where this node's spans go, if anywhere ([`ClusterConfig::traces`]).
+    pub fn traces(&self) -> Option<&crate::traces::Tracer> {
+        self.inner.config.traces.as_ref()
+    }
+
+    /// A span of this node in the current trace (see [`crate::traces`]).
+    pub(crate) fn span(&self, name: impl FnOnce() -> String, kind: opentelemetry::trace::SpanKind) -> Option<crate::traces::Span> {
+        crate::traces::current(&self.inner, name, kind)
     }
 
     /// A handle that does not keep this membership alive: what a handler the

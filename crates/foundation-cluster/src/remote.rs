@@ -154,6 +154,16 @@ pub(crate) fn wire_context() -> WireContext {
     foundation::context::current().map(|c| c.to_headers().to_vec())
 }
 
+/// The context a remote send carries: with spans recorded, a `send` span's
+/// (ended as the frame is made: the send is asynchronous).
+fn send_context<M>(inner: &Inner) -> WireContext {
+    let current = foundation::context::current()?;
+    let name = || format!("send {}", crate::admin::observer::short_type(std::any::type_name::<M>()));
+    let ctx =
+        crate::traces::under(inner, &current, name, opentelemetry::trace::SpanKind::Producer).map_or(current, |s| s.context().clone());
+    Some(ctx.to_headers().to_vec())
+}
+
 /// A context from a frame (a bad one is logged and dropped).
 pub(crate) fn read_context(inner: &Inner, peer: &str, ctx: WireContext) -> Option<Context> {
     let headers = ctx?;
@@ -461,8 +471,17 @@ fn deliver(inner: &Arc<Inner>, peer: &str, to: Pid, tag: u64, ctx: WireContext, 
     let try_now = !inner.procs.lanes.parked.lock().by_pid.contains_key(&to);
     // The message is queued inside its context, so it travels on with it.
     let delivered = match read_context(inner, peer, ctx) {
-        Some(ctx) => with_global_context_sync(ctx.clone(), || decoder(&inner.node, to, payload, try_now))
-            .map(|w| w.map(|w| Box::pin(with_global_context(ctx, w)) as Waiting)),
+        Some(ctx) => {
+            let ctx = match crate::traces::under(inner, &ctx, || "receive".to_owned(), opentelemetry::trace::SpanKind::Consumer) {
+                Some(mut received) => {
+                    received.set("messaging.source", peer.to_owned());
+                    received.context().clone()
+                }
+                None => ctx,
+            };
+            with_global_context_sync(ctx.clone(), || decoder(&inner.node, to, payload, try_now))
+                .map(|w| w.map(|w| Box::pin(with_global_context(ctx, w)) as Waiting))
+        }
         None => decoder(&inner.node, to, payload, try_now),
     };
     match delivered {
@@ -515,7 +534,7 @@ impl Cluster {
             return inner.node.try_send(to, msg).map_err(|e| RemoteSendError::Local(e.to_string()));
         }
         let outbox = inner.route(to.node().name_hash).ok_or(RemoteSendError::NoConnection(to))?;
-        let out = frame_for(&outbox, &Wire::Proc(ProcWire::Send { to, tag: type_tag::<M>(), ctx: wire_context() }), &msg)
+        let out = frame_for(&outbox, &Wire::Proc(ProcWire::Send { to, tag: type_tag::<M>(), ctx: send_context::<M>(inner) }), &msg)
             .map_err(|e| RemoteSendError::from_push(e, to))?;
         let len = out.payload_len() as u64;
         if inner.procs.lanes.take_window(to, len).is_err() {
@@ -536,7 +555,7 @@ impl Cluster {
             return inner.node.send(to, msg).await.map_err(|e| RemoteSendError::Local(e.to_string()));
         }
         let outbox = inner.route(to.node().name_hash).ok_or(RemoteSendError::NoConnection(to))?;
-        let out = frame_for(&outbox, &Wire::Proc(ProcWire::Send { to, tag: type_tag::<M>(), ctx: wire_context() }), &msg)
+        let out = frame_for(&outbox, &Wire::Proc(ProcWire::Send { to, tag: type_tag::<M>(), ctx: send_context::<M>(inner) }), &msg)
             .map_err(|e| RemoteSendError::from_push(e, to))?;
         let len = out.payload_len() as u64;
         self.wait_window(to, len).await;
@@ -581,7 +600,7 @@ impl Cluster {
             return inner.node.send(to, msg).await.map_err(|e| RemoteSendError::Local(e.to_string()));
         }
         let outbox = inner.route_to(node).ok_or_else(|| RemoteSendError::NoNode(node.to_owned()))?;
-        let header = Wire::Proc(ProcWire::SendNamed { name: name.to_owned(), tag: type_tag::<M>(), ctx: wire_context() });
+        let header = Wire::Proc(ProcWire::SendNamed { name: name.to_owned(), tag: type_tag::<M>(), ctx: send_context::<M>(inner) });
         let push_err = |e| match e {
             PushError::Closed => RemoteSendError::NoNode(node.to_owned()),
             PushError::Full => RemoteSendError::Full,

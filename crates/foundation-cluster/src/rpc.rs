@@ -39,6 +39,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use foundation::NodeId;
 use foundation::context::with_global_context;
+use opentelemetry::trace::SpanKind;
 use parking_lot::{Mutex, RwLock};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -348,8 +349,18 @@ pub(crate) fn on_frame(inner: &Arc<Inner>, peer: &str, session: u64, wire: RpcWi
                 // The handler runs in the caller's context, inside its span.
                 let (outcome, resp) = match ctx {
                     Some(ctx) => {
+                        let mut served = crate::traces::under(&inner, &ctx, || format!("rpc {name}"), SpanKind::Server);
+                        let ctx = served.as_ref().map_or(ctx, |s| s.context().clone());
                         let span = ctx.span("rpc");
-                        with_global_context(ctx, serve_admitted(&inner, &name, payload)).instrument(span).await
+                        let answer = with_global_context(ctx, serve_admitted(&inner, &name, payload)).instrument(span).await;
+                        if let Some(served) = &mut served {
+                            served.set("rpc.method", name.clone());
+                            served.set("client.address", peer.clone());
+                            if !matches!(answer.0, Outcome::Ok) {
+                                served.fail(format!("{:?}", answer.0));
+                            }
+                        }
+                        answer
                     }
                     None => serve_admitted(&inner, &name, payload).await,
                 };
@@ -447,6 +458,21 @@ impl Cluster {
     /// Calls the handler `name` on `node` with `request`, waiting at most
     /// `timeout` for the reply.
     pub async fn rpc<Req, Resp>(&self, node: &str, name: &str, request: Req, timeout: Duration) -> Result<Resp, RpcError>
+    where
+        Req: Serialize + 'static,
+        Resp: DeserializeOwned + 'static,
+    {
+        let Some(mut span) = self.span(|| format!("rpc {name}"), SpanKind::Client) else {
+            return self.rpc_timed(node, name, request, timeout).await;
+        };
+        span.set("rpc.method", name.to_owned());
+        span.set("server.address", node.to_owned());
+        let result = with_global_context(span.context().clone(), self.rpc_timed(node, name, request, timeout)).await;
+        span.outcome(&result);
+        result
+    }
+
+    async fn rpc_timed<Req, Resp>(&self, node: &str, name: &str, request: Req, timeout: Duration) -> Result<Resp, RpcError>
     where
         Req: Serialize + 'static,
         Resp: DeserializeOwned + 'static,

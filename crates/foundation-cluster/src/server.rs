@@ -152,6 +152,9 @@ pub struct ServerConfig {
     pub tls: Option<TlsConfig>,
     /// When snapshots are taken and how much log stays behind them.
     pub snapshots: SnapshotSettings,
+    /// Where this node's spans go (OTLP, [`crate::traces`]); `None`: no
+    /// spans are made.
+    pub traces: Option<crate::traces::Tracer>,
 }
 
 /// When a consensus member takes a snapshot and how much log it keeps
@@ -314,6 +317,7 @@ impl Server {
             mesh.frame_limit = limit;
         }
         mesh.tls = config.tls.clone();
+        mesh.traces = config.traces.clone();
         let cluster = Cluster::start(node, mesh).await?;
         // A peer that is up and refuses our secret means a wrong secret:
         // stop now, before touching any data. (Peers not up yet are dialed

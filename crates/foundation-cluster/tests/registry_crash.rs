@@ -20,6 +20,7 @@ async fn three_servers() -> Vec<Server> {
             .map(|j| PeerSpec { id: j as u64 + 1, name: format!("r{}", j + 1), addr: format!("127.0.0.1:{}", ports[j]) })
             .collect();
         let config = ServerConfig {
+            traces: None,
             id: i as u64 + 1,
             name: format!("r{}", i + 1),
             listen: format!("127.0.0.1:{}", ports[i]),

@@ -26,6 +26,7 @@ async fn three_servers() -> Vec<Server> {
             .map(|j| PeerSpec { id: j as u64 + 1, name: format!("s{}", j + 1), addr: format!("127.0.0.1:{}", ports[j]) })
             .collect();
         let config = ServerConfig {
+            traces: None,
             id: i as u64 + 1,
             name: format!("s{}", i + 1),
             listen: format!("127.0.0.1:{}", ports[i]),

@@ -13,6 +13,7 @@ async fn a_subscription_task_ends_when_its_receiver_drops() {
     let port = free_ports(1)[0];
     // One node: no peers, so no RPC tasks come and go beside the count.
     let config = ServerConfig {
+        traces: None,
         id: 1,
         name: "s1".into(),
         listen: format!("127.0.0.1:{port}"),

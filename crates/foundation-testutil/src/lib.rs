@@ -6,7 +6,9 @@
 //!   sleeps;
 //! - [`memory`]: resident memory of this process;
 //! - [`load`]: CPU load and scheduler lateness;
-//! - [`ports`]: free loopback ports outside the kernel's ephemeral range.
+//! - [`ports`]: free loopback ports outside the kernel's ephemeral range;
+//! - [`otlp`]: an OpenTelemetry collector on loopback that keeps the spans
+//!   it is sent (OTLP/HTTP, protobuf), for tests of span export.
 //!
 //! ```
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
@@ -29,6 +31,7 @@
 
 pub mod load;
 pub mod memory;
+pub mod otlp;
 pub mod ports;
 pub mod wait;
 

@@ -115,6 +115,17 @@ impl Context {
         format!("{:016x}", self.0.span_id)
     }
 
+    /// The current span id as a number.
+    pub fn span_id_u64(&self) -> u64 {
+        self.0.span_id
+    }
+
+    /// Whether the trace is sampled (W3C's `sampled` flag): spans of an
+    /// unsampled trace are carried on but not recorded.
+    pub fn is_sampled(&self) -> bool {
+        self.0.sampled
+    }
+
     /// The user id, if set.
     pub fn user_id(&self) -> Option<&str> {
         self.get(USER_ID)

@@ -197,9 +197,46 @@ pub(crate) fn router(server: Server, guard: Arc<Guard>) -> Router {
             error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this endpoint")
         })
         .layer(axum::extract::DefaultBodyLimit::max(PROPOSAL_BYTES_DEFAULT))
+        .layer(axum::middleware::from_fn_with_state(server.clone(), trace_requests))
         .layer(axum::middleware::from_fn_with_state(guard, guard::guard))
         .layer(axum::middleware::from_fn_with_state(server.clone(), count_requests))
         .with_state(server)
+}
+
+/// With spans recorded ([`crate::traces`]), an admitted request runs in a
+/// server span: a child of the request's `traceparent` (and `baggage`), or
+/// the root of a new trace. Its response carries the span's `traceparent`,
+/// so a client can find the trace.
+async fn trace_requests(State(server): State<Server>, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let Some(tracer) = server.cluster().traces() else { return next.run(req).await };
+    let cluster = server.cluster();
+    let (rt, node) = (cluster.node().rt(), cluster.name());
+    let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |m| m.as_str()).to_owned();
+    let name = format!("{} {route}", req.method());
+    let headers: Vec<(String, String)> = ["traceparent", "baggage"]
+        .into_iter()
+        .filter_map(|h| Some((h.to_owned(), req.headers().get(h)?.to_str().ok()?.to_owned())))
+        .collect();
+    let span = match foundation::context::Context::from_headers(&headers) {
+        Ok(parent) => tracer.child(rt, node, &parent, name, opentelemetry::trace::SpanKind::Server),
+        Err(_) => tracer.root(rt, node, foundation::context::Context::generate(rt), name, opentelemetry::trace::SpanKind::Server),
+    };
+    let Some(mut span) = span else { return next.run(req).await };
+    span.set("http.request.method", req.method().to_string());
+    span.set("http.route", route);
+    let ctx = span.context().clone();
+    let mut resp = foundation::context::with_global_context(ctx.clone(), next.run(req)).await;
+    let status = resp.status();
+    span.set("http.response.status_code", i64::from(status.as_u16()));
+    if status.is_server_error() {
+        span.fail(status);
+    }
+    if let Some((_, v)) = ctx.to_headers().iter().find(|(k, _)| k == "traceparent")
+        && let Ok(v) = axum::http::HeaderValue::from_str(v)
+    {
+        resp.headers_mut().insert("traceparent", v);
+    }
+    resp
 }
 
 /// Counts every request, refused ones too, by bounded labels only: the

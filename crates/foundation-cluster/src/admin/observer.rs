@@ -125,7 +125,7 @@ pub(crate) fn register_view_rpc(inner: &Arc<ServerInner>) {
 
 /// A type's name without its paths: `(bytes::Bytes, foundation::reply::Reply<u8>)`
 /// reads as `(Bytes, Reply<u8>)`.
-fn short_type(name: &str) -> String {
+pub(crate) fn short_type(name: &str) -> String {
     let mut out = String::with_capacity(name.len());
     let mut word = String::new();
     let mut chars = name.chars().peekable();

@@ -35,6 +35,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use foundation::context::with_global_context;
 use openraft::async_runtime::WatchReceiver;
 use openraft::error::ClientWriteError;
 use openraft::vote::RaftLeaderId;
@@ -373,6 +374,22 @@ impl Consensus {
     /// histogram `foundation_consensus_commit_seconds{outcome}` (`committed`,
     /// `unknown`: it may still commit, `refused`).
     pub async fn reach_consensus(&self, command: Command, timeout: Duration) -> Result<Decision, ConsensusError> {
+        let Some(mut span) = self.span("consensus.write", &command) else { return self.commit_timed(command, timeout).await };
+        let result = with_global_context(span.context().clone(), self.commit_timed(command, timeout)).await;
+        decided(&mut span, &result);
+        result
+    }
+
+    /// A span in the current trace for `command` (see [`crate::traces`]).
+    fn span(&self, name: &'static str, command: &Command) -> Option<crate::traces::Span> {
+        // Looked at first: a write in no trace touches nothing else.
+        foundation::context::current()?;
+        let mut span = self.inner.cluster.upgrade()?.span(|| name.to_owned(), opentelemetry::trace::SpanKind::Internal)?;
+        span.set("consensus.command", command.kind());
+        Some(span)
+    }
+
+    async fn commit_timed(&self, command: Command, timeout: Duration) -> Result<Decision, ConsensusError> {
         let Some(telemetry) = &self.inner.config.telemetry else { return self.commit(command, timeout).await };
         let start = foundation::rt::Instant::now();
         let result = self.commit(command, timeout).await;
@@ -464,6 +481,13 @@ impl Consensus {
 
     /// Writes through the local Raft member (the leader, or it says where).
     async fn write_here(&self, command: Command, timeout: Duration) -> Result<Decision, ConsensusError> {
+        let Some(mut span) = self.span("raft.client_write", &command) else { return self.propose(command, timeout).await };
+        let result = self.propose(command, timeout).await;
+        decided(&mut span, &result);
+        result
+    }
+
+    async fn propose(&self, command: Command, timeout: Duration) -> Result<Decision, ConsensusError> {
         #[cfg(feature = "bug-early-ack")]
         {
             let _ = timeout;
@@ -622,3 +646,12 @@ const HANDLERS: [&str; 10] = [
     CLIENT_QUERY,
     CLIENT_LOCAL_STATE,
 ];
+
+/// Puts a write's outcome on its span: the entry, or why it failed.
+fn decided(span: &mut crate::traces::Span, result: &Result<Decision, ConsensusError>) {
+    if let Ok(d) = result {
+        span.set("raft.index", d.index as i64);
+        span.set("raft.term", d.term as i64);
+    }
+    span.outcome(result);
+}

@@ -67,6 +67,19 @@ pub enum Command {
 }
 
 impl Command {
+    /// What kind of command it is (`put`, `delete`, `cas`, `acquire`,
+    /// `release`, `arrive`): a span's attribute, never the keys or values.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Put { .. } => "put",
+            Self::Delete { .. } => "delete",
+            Self::Cas { .. } => "cas",
+            Self::Acquire { .. } => "acquire",
+            Self::Release { .. } => "release",
+            Self::Arrive { .. } => "arrive",
+        }
+    }
+
     /// Bytes of keys and values (for the proposal size limit).
     pub fn size(&self) -> usize {
         match self {

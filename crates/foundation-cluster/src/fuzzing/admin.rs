@@ -51,6 +51,7 @@ fn router() -> Router {
     ROUTER
         .get_or_init(|| {
             let config = ServerConfig {
+                traces: None,
                 id: 1,
                 name: "fuzz".into(),
                 listen: "fuzz:1".into(),

@@ -117,6 +117,7 @@ async fn start_on_free_ports(config: &DistributedConfig) -> Result<DistributedCl
             .map(|j| PeerSpec { id: j as u64 + 1, name: name(j), addr: format!("127.0.0.1:{}", ports[j]) })
             .collect();
         let server = Server::start(ServerConfig {
+            traces: None,
             id: i as u64 + 1,
             name: name(i),
             listen: format!("127.0.0.1:{}", ports[i]),

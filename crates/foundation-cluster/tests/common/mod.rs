@@ -29,6 +29,7 @@ pub fn secret() -> ClusterSecret {
 /// free loopback port under `admin`.
 pub fn one_node(admin: AdminConfig, data_dir: Option<PathBuf>) -> ServerConfig {
     ServerConfig {
+        traces: None,
         id: 1,
         name: "a".into(),
         listen: "127.0.0.1:0".into(),

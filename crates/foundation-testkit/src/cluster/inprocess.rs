@@ -125,6 +125,7 @@ where
         }
         let configs: Vec<ServerConfig> = (0..spec.nodes)
             .map(|i| ServerConfig {
+                traces: None,
                 id: i as u64 + 1,
                 name: node_name(i),
                 listen: addrs[i].clone(),

@@ -239,6 +239,7 @@ fn server_config(spec: &ClusterSpec, i: usize, disk: &MemoryDisk) -> ServerConfi
         .map(|j| PeerSpec { id: j as u64 + 1, name: node_name(j), addr: format!("{}:{PORT}", node_name(j)) })
         .collect();
     ServerConfig {
+        traces: None,
         id: i as u64 + 1,
         name: node_name(i),
         listen: format!("{}:{PORT}", node_name(i)),

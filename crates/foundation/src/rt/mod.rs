@@ -119,6 +119,29 @@ where
     tokio::task::spawn_blocking(work)
 }
 
+/// The runtime a piece of work was set up on, for a thread outside it to
+/// hand it futures: an OpenTelemetry export thread sending over this
+/// runtime's sockets (`foundation_cluster::traces`). Never made under
+/// [`spawn_locally`] (a simulator's host has no runtime of its own).
+#[derive(Clone, Debug)]
+pub struct Remote(tokio::runtime::Handle);
+
+impl Remote {
+    /// The runtime of the calling thread; `None` outside one.
+    pub fn current() -> Option<Self> {
+        tokio::runtime::Handle::try_current().ok().map(Self)
+    }
+
+    /// Spawns `fut` on that runtime, from any thread.
+    pub fn spawn<F>(&self, fut: F) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.0.spawn(fut)
+    }
+}
+
 /// Where wall-clock time comes from.
 #[derive(Clone, Copy, Debug)]
 pub enum Clock {

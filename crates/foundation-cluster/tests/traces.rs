@@ -1,0 +1,289 @@
+//! Spans over OTLP/HTTP from three in-process nodes to a collector this
+//! test runs (`foundation_testutil::otlp`), which decodes the real
+//! protobuf: a request that crosses three nodes arrives as one trace with
+//! its parent links; an API write through a follower is traced to the
+//! leader's log; an unsampled trace records nothing; an unreachable
+//! collector is counted and the node keeps serving.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use foundation::Ctx;
+use foundation::context::{Context, with_global_context};
+use foundation_cluster::admin::{AdminConfig, AdminToken, client};
+use foundation_cluster::server::{PeerSpec, Server, ServerConfig, Service};
+use foundation_cluster::traces::Tracer;
+use foundation_testutil::otlp::{Collector, ReceivedSpan};
+use foundation_testutil::wait::assert_eventually;
+
+const T: Duration = Duration::from_secs(30);
+
+fn token() -> AdminToken {
+    AdminToken::new("the-admin-token-of-the-trace-tests-0123456", "test").expect("a long token")
+}
+
+async fn three(tracer: &Tracer) -> Vec<Server> {
+    let ports = common::free_ports(3);
+    let mut servers = Vec::new();
+    for i in 0..3 {
+        let peers = (0..3)
+            .filter(|j| *j != i)
+            .map(|j| PeerSpec { id: j as u64 + 1, name: format!("s{}", j + 1), addr: format!("127.0.0.1:{}", ports[j]) })
+            .collect();
+        let config = ServerConfig {
+            id: i as u64 + 1,
+            name: format!("s{}", i + 1),
+            listen: format!("127.0.0.1:{}", ports[i]),
+            http: Some("127.0.0.1:0".into()),
+            admin: AdminConfig { token: Some(token()), ..AdminConfig::default() },
+            peers,
+            data_dir: None,
+            secret: common::secret(),
+            cluster_id: "traces".into(),
+            lan: true,
+            services: [Service::Consensus].into_iter().collect(),
+            rt: Default::default(),
+            disk: None,
+            frame_limit: None,
+            disk_faults: Default::default(),
+            tls: None,
+            snapshots: Default::default(),
+            traces: Some(tracer.clone()),
+        };
+        servers.push(Server::start(config).await.expect("starts"));
+    }
+    for s in &servers {
+        let c = s.consensus().expect("runs").clone();
+        assert_eventually("operational", || c.status().operational, T).await;
+    }
+    servers
+}
+
+/// The spans of `trace` once `want` of them have arrived (flushing the
+/// exporter while waiting).
+async fn trace_of(collector: &Collector, tracer: &Tracer, trace: &str, want: usize) -> Vec<ReceivedSpan> {
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        tracer.flush().await;
+        let spans: Vec<_> = collector.spans().into_iter().filter(|s| s.trace_id == trace).collect();
+        if spans.len() >= want {
+            return spans;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} of {want} spans of {trace} arrived ({} requests, {} bad, {} failed exports): {spans:#?}",
+            spans.len(),
+            collector.requests(),
+            collector.bad_requests(),
+            tracer.failures()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The one span named `name` on `node`.
+fn one<'a>(spans: &'a [ReceivedSpan], name: &str, node: &str) -> &'a ReceivedSpan {
+    let found: Vec<_> = spans.iter().filter(|s| s.name == name && s.attr("foundation.node") == Some(node)).collect();
+    assert_eq!(found.len(), 1, "one {name} on {node} in {spans:#?}");
+    found[0]
+}
+
+fn child_of(child: &ReceivedSpan, parent: &ReceivedSpan) {
+    assert_eq!(child.parent_span_id.as_deref(), Some(parent.span_id.as_str()), "{} under {}", child.name, parent.name);
+    assert!(child.start_ns >= parent.start_ns || parent.kind == "producer", "{child:?} starts before {parent:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_across_three_nodes_arrives_as_one_trace_with_its_parent_links() {
+    let collector = Collector::start().await.expect("a collector");
+    let tracer = Tracer::otlp(&collector.endpoint()).expect("an exporter");
+    let servers = three(&tracer).await;
+    let (s1, s2, s3) = (servers[0].cluster().clone(), servers[1].cluster().clone(), servers[2].cluster().clone());
+
+    // A process on s1 that notes the context each message arrives in.
+    s1.register_message::<String>();
+    let seen: Arc<Mutex<Option<Context>>> = Arc::default();
+    let noted = seen.clone();
+    let inbox = s1.node().spawn(move |mut ctx: Ctx<String>| async move {
+        loop {
+            ctx.recv().await;
+            *noted.lock().unwrap() = foundation::context::current();
+        }
+    });
+    let to = inbox.pid();
+    // s2's `hop` calls s3's `last`, which sends to the process on s1.
+    let next = s2.downgrade();
+    s2.register_rpc("hop", move |n: u32| {
+        let next = next.clone();
+        async move {
+            let cluster = next.upgrade().expect("up");
+            cluster.rpc::<u32, u32>("s3", "last", n + 1, T).await.expect("s3 answers") + 1
+        }
+    });
+    let back = s3.downgrade();
+    s3.register_rpc("last", move |n: u32| {
+        let back = back.clone();
+        async move {
+            back.upgrade().expect("up").send(to, format!("hop {n}")).expect("queued");
+            n + 1
+        }
+    });
+
+    let root = Context::new(0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736);
+    let answer = with_global_context(root.clone(), s1.rpc::<u32, u32>("s2", "hop", 1, T)).await.expect("the chain answers");
+    assert_eq!(answer, 4);
+    assert_eventually("the message arrived", || seen.lock().unwrap().is_some(), T).await;
+
+    let spans = trace_of(&collector, &tracer, &root.trace_id(), 6).await;
+    let call = one(&spans, "rpc hop", "s1");
+    let served = one(&spans, "rpc hop", "s2");
+    let onward = one(&spans, "rpc last", "s2");
+    let last = one(&spans, "rpc last", "s3");
+    let sent = one(&spans, "send String", "s3");
+    let received = one(&spans, "receive", "s1");
+    assert_eq!(call.parent_span_id.as_deref(), Some(root.span_id().as_str()), "the caller's span is under its context");
+    child_of(served, call);
+    child_of(onward, served);
+    child_of(last, onward);
+    child_of(sent, last);
+    child_of(received, sent);
+    let kinds: Vec<_> = [call, served, onward, last, sent, received].iter().map(|s| s.kind).collect();
+    assert_eq!(kinds, ["client", "server", "client", "server", "producer", "consumer"]);
+    assert!(spans.iter().all(|s| s.service.as_deref() == Some("foundation") && s.error.is_none()), "{spans:#?}");
+    assert_eq!((call.attr("rpc.method"), call.attr("server.address")), (Some("hop"), Some("s2")));
+    // The process handled the message in the receive span's context.
+    let handled = seen.lock().unwrap().clone().expect("a context");
+    assert_eq!((handled.trace_id(), handled.span_id()), (root.trace_id(), received.span_id.clone()));
+
+    // A failed call is a failed span.
+    let failed = Context::new(0x77);
+    let err = with_global_context(failed.clone(), s1.rpc::<u32, u32>("s3", "no-such-handler", 1, T)).await;
+    assert!(err.is_err());
+    let spans = trace_of(&collector, &tracer, &failed.trace_id(), 2).await;
+    let call = one(&spans, "rpc no-such-handler", "s1");
+    assert!(call.error.as_deref().is_some_and(|e| e.contains("no-such-handler")), "{call:?}");
+    assert!(one(&spans, "rpc no-such-handler", "s3").error.is_some());
+
+    drop(inbox);
+    for s in &servers {
+        s.shutdown().await;
+    }
+    assert_eq!(collector.bad_requests(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_write_through_a_follower_is_traced_to_the_leaders_log() {
+    let collector = Collector::start().await.expect("a collector");
+    let tracer = Tracer::otlp(&collector.endpoint()).expect("an exporter");
+    let servers = three(&tracer).await;
+    let (_, leader) = servers[0].consensus().expect("runs").wait_for_leader(T).await.expect("a leader");
+    let follower = servers.iter().find(|s| s.cluster().name() != leader.name).expect("a follower");
+    let addr = follower.http_addr().expect("serves").to_owned();
+    let (fname, lname) = (follower.cluster().name().to_owned(), leader.name.clone());
+
+    // No traceparent: the API starts a trace and names it in its answer.
+    let head = format!(
+        "PUT /kv/colour HTTP/1.1\r\nHost: {addr}\r\nAuthorization: {}\r\nConnection: close\r\nContent-Length: 4\r\n\r\n",
+        token().bearer()
+    );
+    let answer = raw_head(&addr, &head, b"blue").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let traceparent = answer
+        .lines()
+        .find_map(|l| l.strip_prefix("traceparent: "))
+        .unwrap_or_else(|| panic!("a traceparent in {answer}"))
+        .trim()
+        .to_owned();
+    let trace = traceparent.split('-').nth(1).expect("a trace id").to_owned();
+    let spans = trace_of(&collector, &tracer, &trace, 5).await;
+    let request = one(&spans, "PUT /kv/{key}", &fname);
+    let write = one(&spans, "consensus.write", &fname);
+    let forward = one(&spans, "rpc consensus.write", &fname);
+    let served = one(&spans, "rpc consensus.write", &lname);
+    let proposed = one(&spans, "raft.client_write", &lname);
+    assert_eq!(request.parent_span_id, None, "a new trace's root");
+    assert_eq!(traceparent.split('-').nth(2), Some(request.span_id.as_str()));
+    child_of(write, request);
+    child_of(forward, write);
+    child_of(served, forward);
+    child_of(proposed, served);
+    assert_eq!((request.attr("http.response.status_code"), write.attr("consensus.command")), (Some("200"), Some("put")));
+    assert!(proposed.attr("raft.index").and_then(|i| i.parse::<u64>().ok()).is_some_and(|i| i > 0), "{proposed:?}");
+    assert_eq!(write.attr("raft.index"), proposed.attr("raft.index"));
+
+    // A caller's traceparent is the parent; an unsampled one records nothing.
+    let ours = "0af7651916cd43dd8448eb211c80319c";
+    for (flags, path) in [("01", "/kv/sampled"), ("00", "/kv/unsampled")] {
+        let head = format!(
+            "PUT {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: {}\r\ntraceparent: 00-{ours}-b7ad6b7169203331-{flags}\r\nConnection: close\r\nContent-Length: 1\r\n\r\n",
+            token().bearer()
+        );
+        assert!(raw_head(&addr, &head, b"x").await.starts_with("HTTP/1.1 200"));
+    }
+    let spans = trace_of(&collector, &tracer, ours, 5).await;
+    let request = one(&spans, "PUT /kv/{key}", &fname);
+    assert_eq!(request.parent_span_id.as_deref(), Some("b7ad6b7169203331"));
+    // Everything of the trace is there once the sampled request's spans are,
+    // and no more arrive: the unsampled request left none.
+    tracer.flush().await;
+    let again = collector.spans().into_iter().filter(|s| s.trace_id == ours).count();
+    assert_eq!(again, 5, "{:#?}", collector.spans());
+
+    for s in &servers {
+        s.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_collector_is_counted_and_the_node_keeps_serving() {
+    // A port nothing listens on.
+    let port = common::free_ports(1)[0];
+    let tracer = Tracer::otlp(&format!("http://127.0.0.1:{port}")).expect("an exporter");
+    let server = Server::start(ServerConfig {
+        traces: Some(tracer.clone()),
+        ..common::one_node(AdminConfig { token: Some(token()), ..AdminConfig::default() }, None)
+    })
+    .await
+    .expect("starts");
+    let c = server.consensus().expect("runs").clone();
+    assert_eventually("operational", || c.status().operational, T).await;
+    let addr = server.http_addr().expect("serves").to_owned();
+    for i in 0..20 {
+        let (code, body) = client::request(&addr, Some(&token()), "PUT", &format!("/kv/k{i}"), b"v").await.expect("answers");
+        assert_eq!(code, 200, "{body}");
+    }
+    tracer.flush().await;
+    assert!(tracer.failures() > 0, "the failed export is counted");
+    let (code, body) = client::request(&addr, Some(&token()), "GET", "/kv/k19", b"").await.expect("answers");
+    assert_eq!((code, body.as_str()), (200, r#"{"key":"k19","value":"v"}"#));
+    server.shutdown().await;
+}
+
+/// Sends `head` and `body`; the whole response, head included.
+async fn raw_head(addr: &str, head: &str, body: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = foundation::rt::Network::connect(&foundation::rt::TokioNetwork, addr).await.expect("connects");
+    s.write_all(head.as_bytes()).await.expect("writes");
+    s.write_all(body).await.expect("writes");
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await.expect("reads");
+    String::from_utf8_lossy(&raw).into_owned()
+}
+
+#[test]
+fn an_endpoint_is_checked_before_anything_is_sent() {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let _in = rt.enter();
+    for (bad, shown) in [
+        ("https://collector:4318", "https://collector:4318"),
+        ("collector:4318", "collector:4318"),
+        ("http://u:pw@collector:4318", "http://***@collector:4318"),
+    ] {
+        let e = Tracer::otlp(bad).expect_err(bad).to_string();
+        assert!(e.contains(shown) && !e.contains("pw"), "{e}");
+    }
+    drop(_in);
+    assert!(matches!(Tracer::otlp("http://127.0.0.1:4318"), Err(foundation_cluster::traces::TracesError::NoRuntime)));
+}
