@@ -70,6 +70,11 @@ pub struct ChaosArgs {
     /// history.jsonl (for `foundation check`) here.
     #[arg(long)]
     report: Option<PathBuf>,
+    /// Export spans to this OpenTelemetry collector over OTLP/HTTP
+    /// (http://HOST:PORT): every node's, and the client's, each workload
+    /// operation a trace of its own. Not with --backend sim.
+    #[arg(long, value_name = "URL")]
+    otlp_endpoint: Option<String>,
 }
 
 /// The number of KV clients the run uses.
@@ -88,6 +93,9 @@ fn validate(args: &ChaosArgs) -> Result<(), String> {
     }
     if args.duration == 0 || args.duration > 3600 {
         return Err(format!("--duration {} is out of range: use 1 to 3600 seconds", args.duration));
+    }
+    if args.otlp_endpoint.is_some() && args.backend == BackendArg::Sim {
+        return Err("--otlp-endpoint exports real spans: a simulated run has none (simulated clock and network); use --backend inprocess or processes".into());
     }
     if let Some(n) = args.seeds {
         if args.backend != BackendArg::Sim {
@@ -323,6 +331,7 @@ pub fn run_command(args: &ChaosArgs) -> ExitCode {
     chaos.progress = Some(progress::reporter(duration));
     progress::print_start(args.nodes, backend_name(args.backend), duration, seed, &replay_command(args, seed, &faults));
     spec.wall_limit = Some(chaos.wall_limit());
+    spec.otlp_endpoint = args.otlp_endpoint.clone();
     let interruptible = backend != Backend::Simulated;
     let result = run(&spec, move |cluster| async move {
         if !interruptible {

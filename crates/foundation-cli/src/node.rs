@@ -10,6 +10,7 @@ use foundation::rt::RtConfig;
 use foundation_cluster::admin::{AdminConfig, AdminToken, TOKEN_FILE, TokenError, client};
 use foundation_cluster::secret::{ClusterSecret, SECRET_ENV, SecretError, SecretSource};
 use foundation_cluster::server::{PeerSpec, Server, ServerConfig, ServerError, Service, SnapshotSettings};
+use foundation_cluster::traces::Tracer;
 use foundation_cluster::{ClusterError, TlsConfig, TlsError};
 use foundation_testkit::cluster::faulty::{Faults, FaultyNetwork};
 
@@ -92,6 +93,12 @@ pub struct NodeArgs {
     /// a certificate it signed.
     #[arg(long, value_name = "PATH")]
     tls_ca: Option<PathBuf>,
+    /// Export spans (RPCs, remote sends, consensus writes, API requests) to
+    /// this OpenTelemetry collector over OTLP/HTTP: http://HOST:PORT (4318
+    /// is the collector's usual port). Headers it needs, credentials
+    /// included, go in OTEL_EXPORTER_OTLP_HEADERS, never in the URL.
+    #[arg(long, value_name = "URL")]
+    otlp_endpoint: Option<String>,
 }
 
 /// Whether `--secret` itself is on the command line (clap also fills the
@@ -264,6 +271,11 @@ pub fn run(args: NodeArgs) -> anyhow::Result<()> {
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
         let mut interrupt = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+        let traces = match &args.otlp_endpoint {
+            Some(url) => Some(Tracer::otlp(url).map_err(|e| usage(format!("--otlp-endpoint: {e}")))?),
+            None => None,
+        };
+        config.traces = traces.clone();
         let server = match Server::start(config).await {
             Ok(server) => server,
             Err(e) => anyhow::bail!("node {} could not start: {e}{}", args.name, start_fix(&e)),
@@ -286,6 +298,9 @@ pub fn run(args: NodeArgs) -> anyhow::Result<()> {
             server.cluster().addr(),
             server.http_addr().map(|h| format!(", admin http://{h}")).unwrap_or_default()
         );
+        if let Some(traces) = &traces {
+            tracing::info!(node = %args.name, endpoint = traces.endpoint(), "spans exported over OTLP/HTTP");
+        }
         if let Some(file) = server.admin_token_file() {
             eprintln!("node {}: the admin token is in {}", args.name, file.display());
         }
@@ -295,6 +310,10 @@ pub fn run(args: NodeArgs) -> anyhow::Result<()> {
         }
         tracing::info!(node = %args.name, "stopping on a signal");
         server.shutdown().await;
+        if let Some(traces) = traces {
+            // The spans of the last moments go out before the process ends.
+            traces.shutdown().await;
+        }
         anyhow::Ok(())
     })
 }

@@ -64,6 +64,12 @@ fn a_bad_value_names_the_flag() {
     expect_error(&["chaos", "--nodes", "0"], 2, &["--nodes"]);
     expect_error(&["chaos", "--backend", "cloud"], 2, &["--backend", "sim, inprocess, processes"]);
     expect_error(&["bench", "--runs", "0"], 2, &["--runs"]);
+    let node = ["node", "--name", "a", "--id", "1", "--listen", "127.0.0.1:0", "--secret", "a-long-enough-secret-0123456789-0123456789"];
+    expect_error(&[&node[..], &["--otlp-endpoint", "https://collector:4318"]].concat(), 2, &["--otlp-endpoint", "https is not supported"]);
+    let out = foundation(&[&node[..], &["--otlp-endpoint", "http://u:hunter2@collector:4318"]].concat());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.code() == Some(2) && err.contains("OTEL_EXPORTER_OTLP_HEADERS") && !err.contains("hunter2"), "{err}");
+    expect_error(&["chaos", "--backend", "sim", "--otlp-endpoint", "http://127.0.0.1:4318"], 2, &["--otlp-endpoint", "inprocess"]);
     expect_error(&["bench", "--only", "nope."], 2, &["--only", "nope."]);
     let bad = std::env::temp_dir().join(format!("foundation-errors-bad-{}.jsonl", std::process::id()));
     std::fs::write(&bad, "{\"process\": 1, \"type\": \"invoke\"\n").expect("write");

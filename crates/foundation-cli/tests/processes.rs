@@ -108,3 +108,55 @@ fn a_tls_cluster_of_processes_commits_and_refuses_a_node_without_tls() {
     })
     .expect("a TLS cluster of processes");
 }
+
+/// `foundation node --otlp-endpoint`: three node processes and the test's
+/// client export to a collector the test runs; a write asked of each node
+/// arrives as one trace whose spans come from the client, the node asked
+/// and (for a follower) the leader, every parent link inside the trace.
+#[test]
+fn node_processes_export_each_request_as_one_trace() {
+    let collector_rt = tokio::runtime::Runtime::new().expect("a runtime");
+    let collector = collector_rt.block_on(foundation_testkit::otlp::Collector::start()).expect("a collector");
+    let mut spec = spec(8);
+    spec.otlp_endpoint = Some(collector.endpoint());
+    let spans = std::sync::Arc::new(collector);
+    let seen = spans.clone();
+    run(&spec, move |cluster| async move {
+        cluster.converged(Duration::from_secs(20)).await.map_err(anyhow::Error::msg)?;
+        let wait = Duration::from_secs(5);
+        for (i, name) in cluster.names().iter().enumerate() {
+            let put = Command::Put { key: format!("traced-{i}"), value: b"v".to_vec() };
+            let decided: Result<Decision, ConsensusError> =
+                cluster.traced(cluster.client().rpc(name, CLIENT_SUBMIT, (put, wait), 2 * wait)).await?;
+            decided?;
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            cluster.client().traces().expect("the client exports").flush().await;
+            let all = seen.spans();
+            let mut traces: std::collections::BTreeMap<&str, Vec<_>> = Default::default();
+            for s in &all {
+                traces.entry(s.trace_id.as_str()).or_default().push(s);
+            }
+            // A trace through a follower: client, follower and leader.
+            let across = traces.values().find(|spans| {
+                let nodes: std::collections::BTreeSet<_> = spans.iter().filter_map(|s| s.attr("foundation.node")).collect();
+                nodes.len() == 3 && spans.iter().any(|s| s.name == "raft.client_write")
+            });
+            if let Some(spans) = across {
+                let ids: std::collections::BTreeSet<_> = spans.iter().map(|s| s.span_id.as_str()).collect();
+                let roots: Vec<_> = spans.iter().filter(|s| !s.parent_span_id.as_deref().is_some_and(|p| ids.contains(p))).collect();
+                anyhow::ensure!(
+                    roots.len() == 1 && roots[0].attr("foundation.node") == Some("client"),
+                    "one root, the client's: {spans:#?}"
+                );
+                anyhow::ensure!(spans.iter().all(|s| s.error.is_none()), "{spans:#?}");
+                return Ok(());
+            }
+            anyhow::ensure!(tokio::time::Instant::now() < deadline, "no trace crossed three members: {all:#?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .expect("the run completes");
+    assert_eq!(spans.bad_requests(), 0);
+}

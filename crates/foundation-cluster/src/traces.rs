@@ -287,16 +287,16 @@ fn traces_url(endpoint: &str) -> Result<String, TracesError> {
     match uri.scheme_str() {
         Some("http") => {}
         Some("https") => {
-            return Err(bad("https is not supported: export to a collector on this host or network over http, which forwards over TLS"));
+            return Err(bad("https is not supported: use http:// to a collector on this host or network, which forwards over TLS"));
         }
         _ => return Err(bad("give an http:// URL, e.g. http://127.0.0.1:4318")),
     }
-    let authority = uri.authority().ok_or_else(|| bad("no host"))?;
+    let authority = uri.authority().ok_or_else(|| bad("no host: give http://HOST:PORT"))?;
     if authority.as_str().contains('@') {
         return Err(bad("credentials do not go in the URL (it is logged); set OTEL_EXPORTER_OTLP_HEADERS"));
     }
     if uri.query().is_some() {
-        return Err(bad("a query string is not supported"));
+        return Err(bad("a query string is not supported: give the URL without it"));
     }
     let path = uri.path().trim_end_matches('/');
     let path = if path.is_empty() { "/v1/traces" } else { path };

@@ -262,7 +262,7 @@ async fn read(
         return None;
     }
     let reply: Result<Result<Answer, ConsensusError>, RpcError> =
-        cluster.client().rpc(node, CLIENT_QUERY, (Query::Get(key.to_owned()), timeout), timeout + timeout / 2).await;
+        cluster.traced(cluster.client().rpc(node, CLIENT_QUERY, (Query::Get(key.to_owned()), timeout), timeout + timeout / 2)).await;
     let (kind, value, outcome) = match reply {
         Ok(Ok(Answer::Value(v))) => (EventType::Ok, int(v), Outcome::Ok),
         _ => (EventType::Fail, Value::Null, Outcome::Failed),
@@ -289,7 +289,7 @@ async fn submit(
         return None;
     }
     let reply: Result<Result<Decision, ConsensusError>, RpcError> =
-        cluster.client().rpc(node, CLIENT_SUBMIT, (cmd, timeout), timeout + timeout / 2).await;
+        cluster.traced(cluster.client().rpc(node, CLIENT_SUBMIT, (cmd, timeout), timeout + timeout / 2)).await;
     let (kind, outcome) = match reply {
         Ok(Ok(d)) if d.applied.ok => (EventType::Ok, Outcome::Ok),
         // A compare-and-set whose expectation failed: it changed nothing

@@ -123,9 +123,10 @@ where
         for (i, addr) in addrs.iter().enumerate() {
             faults.register(addr, i);
         }
+        let traces = super::traces(&spec)?;
         let configs: Vec<ServerConfig> = (0..spec.nodes)
             .map(|i| ServerConfig {
-                traces: None,
+                traces: traces.clone(),
                 id: i as u64 + 1,
                 name: node_name(i),
                 listen: addrs[i].clone(),
@@ -170,7 +171,9 @@ where
             RtConfig { seed: node_seed(spec.seed, u64::MAX), network: Arc::new(FaultyNetwork::new(None, faults)), ..RtConfig::default() };
         let node = Node::with_config(NodeConfig { name: "client".into(), rt: client_rt, ..NodeConfig::default() })
             .map_err(|e| RunError::Start(e.to_string()))?;
-        let client = match Cluster::start(node, ClusterConfig::new("client", "127.0.0.1:0", secret())).await {
+        let mut client_config = ClusterConfig::new("client", "127.0.0.1:0", secret());
+        client_config.traces = traces.clone();
+        let client = match Cluster::start(node, client_config).await {
             Ok(c) => c,
             Err(e) => {
                 control.stop().await;
@@ -185,6 +188,9 @@ where
         let result = body_within(&cluster, body(cluster.clone())).await;
         let cluster_time = cluster.elapsed();
         cluster.stop().await;
+        if let Some(traces) = traces {
+            traces.shutdown().await;
+        }
         result.map(|value| Run { value, cluster_time, wall_time: wall.elapsed() })
     })
 }

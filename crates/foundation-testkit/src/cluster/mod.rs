@@ -119,6 +119,13 @@ pub struct ClusterSpec {
     /// port, with the token it keeps in its data directory (see
     /// [`TestCluster::admin`]). The other backends refuse it.
     pub http: bool,
+    /// Spans to this OpenTelemetry collector (OTLP/HTTP, see
+    /// `foundation_cluster::traces`): from every node (in process: one
+    /// exporter they share; processes: each node's `--otlp-endpoint`) and
+    /// from the client, whose workload operations each run in a trace of
+    /// their own ([`TestCluster::traced`]). The simulated backend refuses
+    /// it (its time and network are not the collector's).
+    pub otlp_endpoint: Option<String>,
 }
 
 /// The nodes' [`DiskFaults`], by node index, made on first use.
@@ -155,6 +162,7 @@ impl ClusterSpec {
             disk_faults: DiskFaultTable::default(),
             tls: None,
             http: false,
+            otlp_endpoint: None,
         }
     }
 
@@ -314,6 +322,16 @@ impl TestCluster {
     /// The client: a mesh member without services, connected to every node.
     pub fn client(&self) -> &Cluster {
         &self.inner.client
+    }
+
+    /// Runs `work` in a new trace when the cluster exports spans
+    /// ([`ClusterSpec::otlp_endpoint`]); as it is otherwise.
+    pub async fn traced<F: Future>(&self, work: F) -> F::Output {
+        if self.inner.client.traces().is_none() {
+            return work.await;
+        }
+        let root = foundation::context::Context::generate(self.inner.client.node().rt());
+        foundation::context::with_global_context(root, work).await
     }
 
     /// Node `i`'s mesh address (process backend; `None` for the others).
@@ -614,4 +632,10 @@ impl fmt::Debug for TestCluster {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TestCluster").field("backend", &self.inner.spec.backend).field("nodes", &self.inner.names).finish()
     }
+}
+
+/// The exporter of [`ClusterSpec::otlp_endpoint`], made on the run's
+/// runtime.
+fn traces(spec: &ClusterSpec) -> Result<Option<foundation_cluster::traces::Tracer>, RunError> {
+    spec.otlp_endpoint.as_deref().map(foundation_cluster::traces::Tracer::otlp).transpose().map_err(|e| RunError::Spec(e.to_string()))
 }

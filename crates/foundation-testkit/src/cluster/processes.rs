@@ -270,6 +270,9 @@ fn node_args(spec: &ClusterSpec, i: usize, addrs: &[String], http: &[String], sc
     if let Some(addr) = http.get(i) {
         args.extend(["--http".to_owned(), addr.clone()]);
     }
+    if let Some(url) = &spec.otlp_endpoint {
+        args.extend(["--otlp-endpoint".to_owned(), url.clone()]);
+    }
     for (j, addr) in addrs.iter().enumerate().filter(|(j, _)| *j != i) {
         args.push("--peer".into());
         args.push(format!("{}={}@{addr}", j + 1, node_name(j)));
@@ -296,6 +299,7 @@ where
             .map_err(|e| RunError::Start(e.to_string()))?;
         let mut config = ClusterConfig::new("client", "127.0.0.1:0", secret());
         config.tls = spec.tls.as_ref().map(TlsFiles::load).transpose().map_err(|e| RunError::Start(format!("the client's TLS: {e}")))?;
+        config.traces = super::traces(&spec)?;
         let client = Cluster::start(node, config).await.map_err(|e| RunError::Start(e.to_string()))?;
         let control = ProcControl {
             binary,
@@ -326,6 +330,9 @@ where
         let result = body_within(&cluster, body(cluster.clone())).await;
         let cluster_time = cluster.elapsed();
         cluster.stop().await;
+        if let Some(traces) = cluster.client().traces() {
+            traces.shutdown().await;
+        }
         result.map(|value| Run { value, cluster_time, wall_time: wall.elapsed() })
     })
 }

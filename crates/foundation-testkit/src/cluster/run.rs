@@ -69,6 +69,11 @@ where
     if spec.backend != Backend::Processes && spec.http {
         return Err(RunError::Spec("the admin API is an option of the process backend: leave http unset".into()));
     }
+    if spec.backend == Backend::Simulated && spec.otlp_endpoint.is_some() {
+        return Err(RunError::Spec(
+            "a simulated run exports no spans (its clock and network are simulated): leave otlp_endpoint unset, or run in process".into(),
+        ));
+    }
     if spec.frame_limit.is_some_and(|l| l < MIN_FRAME_LIMIT) {
         return Err(RunError::Spec(format!("a frame limit under {MIN_FRAME_LIMIT} bytes cannot carry the cluster's own frames")));
     }
