@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
@@ -15,6 +16,7 @@ use foundation_testkit::scenario::{ChaosOutcome, ChaosRun, Checks, run_chaos};
 use serde::Serialize;
 
 mod counts;
+mod observe;
 mod progress;
 mod report;
 mod sweep;
@@ -75,6 +77,11 @@ pub struct ChaosArgs {
     /// operation a trace of its own. Not with --backend sim.
     #[arg(long, value_name = "URL")]
     otlp_endpoint: Option<String>,
+    /// Draw the run live in a browser: serve a page on this loopback
+    /// address (127.0.0.1:PORT; port 0 picks one, printed at the start)
+    /// with the timeline as it grows, then the verdict.
+    #[arg(long, value_name = "ADDR")]
+    observe: Option<String>,
 }
 
 /// The number of KV clients the run uses.
@@ -96,6 +103,9 @@ fn validate(args: &ChaosArgs) -> Result<(), String> {
     }
     if args.otlp_endpoint.is_some() && args.backend == BackendArg::Sim {
         return Err("--otlp-endpoint exports real spans: a simulated run has none (simulated clock and network); use --backend inprocess or processes".into());
+    }
+    if args.observe.is_some() && args.seeds.is_some() {
+        return Err("--observe draws one run: drop it from a --seeds sweep, then replay a seed with --observe".into());
     }
     if let Some(n) = args.seeds {
         if args.backend != BackendArg::Sim {
@@ -260,41 +270,51 @@ fn build_report(args: &ChaosArgs, seed: u64, faults: &[Nemesis], o: &ChaosOutcom
 }
 
 fn print_report(r: &Report) {
+    for line in report_lines(r) {
+        println!("{line}");
+    }
+}
+
+/// The report as the lines `foundation chaos` prints (and `--observe`
+/// shows at the end).
+fn report_lines(r: &Report) -> Vec<String> {
+    let mut out = Vec::new();
     let yes = |b: bool| if b { "pass" } else { "FAIL" };
     let nodes = if r.nodes == 1 { "1 node".to_owned() } else { format!("{} nodes", r.nodes) };
-    println!("foundation chaos: {nodes} ({}), {} s, seed {}", r.backend, r.duration_s, r.seed);
-    println!("  operations     {}", counts::line(&r.operations));
-    println!(
+    out.push(format!("foundation chaos: {nodes} ({}), {} s, seed {}", r.backend, r.duration_s, r.seed));
+    out.push(format!("  operations     {}", counts::line(&r.operations)));
+    out.push(format!(
         "  success rate   {:.3} (KV)  {:.3} (messages)   [{}: > 0.8]",
         r.success_rate,
         r.message_success_rate,
         yes(r.checks.success_rate)
-    );
+    ));
     let total: usize = r.faults_injected.values().sum();
     let kinds: Vec<String> = r.faults_injected.iter().map(|(k, v)| format!("{k} {v}")).collect();
     let idle = if r.faults_no_effect > 0 { format!(" ({} more had no effect)", r.faults_no_effect) } else { String::new() };
-    println!(
+    out.push(format!(
         "  faults         {total} injected: {}{idle}   [{}: > {}]",
         kinds.join(", "),
         yes(r.checks.failures_injected),
         r.faults_needed
-    );
-    println!("  latency        p50 {:.2} ms, p99 {:.2} ms", r.latency_ms.p50, r.latency_ms.p99);
+    ));
+    out.push(format!("  latency        p50 {:.2} ms, p99 {:.2} ms", r.latency_ms.p50, r.latency_ms.p99));
     match &r.violation {
-        None => println!("  linearizable   yes, {} operations checked   [pass]", r.operations.checked),
-        Some(v) => println!("  linearizable   NO: {v}   [FAIL]"),
+        None => out.push(format!("  linearizable   yes, {} operations checked   [pass]", r.operations.checked)),
+        Some(v) => out.push(format!("  linearizable   NO: {v}   [FAIL]")),
     }
     match (&r.convergence_ms, &r.convergence_error) {
-        (Some(c), _) => println!("  converged      {c:.1} ms after the heal   [{}]", yes(r.checks.converged)),
-        (None, e) => println!("  converged      no: {}   [FAIL]", e.as_deref().unwrap_or("?")),
+        (Some(c), _) => out.push(format!("  converged      {c:.1} ms after the heal   [{}]", yes(r.checks.converged))),
+        (None, e) => out.push(format!("  converged      no: {}   [FAIL]", e.as_deref().unwrap_or("?"))),
     }
     match r.violations.first() {
-        None => println!("  invariants     locks, services, probes   [pass]"),
-        Some(v) => println!("  invariants     {} violated, first: {v}   [FAIL]", r.violations.len()),
+        None => out.push("  invariants     locks, services, probes   [pass]".to_owned()),
+        Some(v) => out.push(format!("  invariants     {} violated, first: {v}   [FAIL]", r.violations.len())),
     }
-    println!("  verdict        {}", if r.passed { "PASS" } else { "FAIL" });
-    println!("  replay         {}", r.replay);
-    println!("                 ({})", progress::replay_note(r.backend == "sim"));
+    out.push(format!("  verdict        {}", if r.passed { "PASS" } else { "FAIL" }));
+    out.push(format!("  replay         {}", r.replay));
+    out.push(format!("                 ({})", progress::replay_note(r.backend == "sim")));
+    out
 }
 
 /// Runs `foundation chaos`.
@@ -329,7 +349,17 @@ pub fn run_command(args: &ChaosArgs) -> ExitCode {
     chaos.clients = CLIENTS;
     chaos.think = Duration::from_secs_f64(CLIENTS as f64 / f64::from(args.rate));
     chaos.progress = Some(progress::reporter(duration));
+    let observer = match args.observe.as_deref().map(observe::Observer::start).transpose() {
+        Ok(o) => o.map(Arc::new),
+        Err(e) => return usage(e),
+    };
+    if let Some(o) = &observer {
+        chaos.live = Some(o.live());
+    }
     progress::print_start(args.nodes, backend_name(args.backend), duration, seed, &replay_command(args, seed, &faults));
+    if let Some(o) = &observer {
+        eprintln!("  observe: {} (the run drawn live)", o.url());
+    }
     spec.wall_limit = Some(chaos.wall_limit());
     spec.otlp_endpoint = args.otlp_endpoint.clone();
     let interruptible = backend != Backend::Simulated;
@@ -362,6 +392,9 @@ pub fn run_command(args: &ChaosArgs) -> ExitCode {
         println!("{}", serde_json::to_string_pretty(&report).expect("the report serializes"));
     } else {
         print_report(&report);
+    }
+    if let Some(o) = &observer {
+        o.finish(report.passed, &report_lines(&report), timeline::svg(report.duration_s, &outcome));
     }
     if let Some(dir) = &args.report {
         if let Err(e) = report::write(dir, &report, &outcome) {

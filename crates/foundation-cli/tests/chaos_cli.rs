@@ -246,3 +246,57 @@ fn a_seed_sweep_prints_each_failing_seed_with_its_replay() {
     assert_eq!(out.status.code(), Some(2), "a sweep replays seeds in simulation only");
     assert!(String::from_utf8_lossy(&out.stderr).contains("--backend sim"));
 }
+
+/// `--observe`: the page, then a stream of views while the run runs (the
+/// timeline so far as SVG) and its verdict at the end.
+#[test]
+fn a_run_is_drawn_live_then_its_verdict() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let port = foundation_testkit::ports::free_ports(1).expect("a free port")[0];
+    let addr = format!("127.0.0.1:{port}");
+    let child = Command::new(env!("CARGO_BIN_EXE_foundation"))
+        .args(["chaos", "--backend", "inprocess", "--duration", "6", "--seed", "5", "--observe", &addr])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("starts");
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    let seen = runtime.block_on(async {
+        let net = foundation::rt::TokioNetwork;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+        let mut stream = loop {
+            match foundation::rt::Network::connect(&net, &addr).await {
+                Ok(s) => break s,
+                Err(e) => assert!(tokio::time::Instant::now() < deadline, "the page never came up: {e}"),
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        };
+        let (code, page) = foundation_cluster::admin::client::request(&addr, None, "GET", "/", b"").await.expect("the page");
+        assert!(code == 200 && page.contains("EventSource(\"/events\")"), "{code} {page}");
+        stream.write_all(format!("GET /events HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes()).await.expect("asks");
+        let mut text = String::new();
+        while !text.contains("\"state\":\"done\"") {
+            let mut chunk = vec![0u8; 64 * 1024];
+            let n = tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await.expect("the verdict in time").expect("reads");
+            assert!(n > 0, "the stream ended before the verdict: {text}");
+            text.push_str(&String::from_utf8_lossy(&chunk[..n]));
+        }
+        text
+    });
+    let out = child.wait_with_output().expect("ends");
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    let running = seen.matches("\"state\":\"running\"").count();
+    assert!(running >= 2, "{running} live views");
+    assert!(seen.contains("<polyline class=\\\"ops\\\""), "the live views hold the plot");
+    assert!(seen.contains("verdict        PASS") && seen.contains("\"passed\":true"), "the verdict, as printed");
+}
+
+#[test]
+fn the_live_view_is_for_this_host_and_one_run() {
+    let out = chaos(&["--observe", "0.0.0.0:0"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = chaos(&["--backend", "sim", "--seeds", "2", "--observe", "127.0.0.1:0"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--observe"));
+}

@@ -53,6 +53,6 @@ pub mod workload;
 
 pub use foundation_testutil::memory::{MemoryUsage, measure_memory_usage, rss_bytes};
 pub use foundation_testutil::wait::{WaitTimeout, assert_eventually, assert_eventually_eq, assert_eventually_with, wait_for_condition};
-/// Waiting, memory, load and OTLP collector helpers, from the leaf crate `foundation-testutil`.
-pub use foundation_testutil::{load, memory, otlp, wait};
+/// Waiting, memory, load, port and OTLP collector helpers, from the leaf crate `foundation-testutil`.
+pub use foundation_testutil::{load, memory, otlp, ports, wait};
 pub use telemetry::{CapturedEvent, TelemetryCapture, capture_telemetry};

@@ -107,6 +107,13 @@ impl Recorder {
         self.inner.lock().clone()
     }
 
+    /// A copy of the events from the `from`-th on (a reader that follows
+    /// a history as it grows copies each event once).
+    pub fn events_from(&self, from: usize) -> Vec<Event> {
+        let events = self.inner.lock();
+        events.get(from..).map(<[Event]>::to_vec).unwrap_or_default()
+    }
+
     /// Events recorded so far.
     pub fn len(&self) -> usize {
         self.inner.lock().len()

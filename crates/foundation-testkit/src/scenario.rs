@@ -47,6 +47,29 @@ pub struct ChaosRun {
     pub big_state_frames: usize,
     /// Called about twice a second (cluster time) while the workload runs.
     pub progress: Option<Arc<dyn Fn(Progress) + Send + Sync>>,
+    /// Called with the run as it stands, at the same ticks (a live view:
+    /// `foundation chaos --observe`).
+    pub live: Option<Arc<dyn Fn(Live) + Send + Sync>>,
+}
+
+/// A run as it stands, for a live view.
+#[derive(Clone, Debug)]
+pub struct Live {
+    /// Time since the workload started (virtual under simulation).
+    pub elapsed: Duration,
+    /// The run's length.
+    pub duration: Duration,
+    /// The history so far, KV and service operations, its times in µs
+    /// since the workload started (follow it with
+    /// [`Recorder::events_from`]).
+    pub history: Recorder,
+    /// The injections done so far, their times in µs of cluster time
+    /// ([`Live::workload_start_us`] is the workload's start on it).
+    pub injections: Vec<crate::chaos::Injection>,
+    /// When the workload started, in µs of cluster time.
+    pub workload_start_us: u64,
+    /// The nemesis being injected now, and since when (µs of cluster time).
+    pub active: Option<(String, u64)>,
 }
 
 /// How far a run is, for a progress bar.
@@ -95,6 +118,7 @@ impl ChaosRun {
             converge_within: Duration::from_secs(30),
             big_state_frames: 1,
             progress: None,
+            live: None,
         }
     }
 
@@ -238,17 +262,47 @@ pub async fn run_chaos(cluster: &TestCluster, run: &ChaosRun) -> anyhow::Result<
         // The ticker runs whether or not anyone watches: a simulated run
         // must take the same steps with a progress bar and without (a
         // sweep's seed and its replay are one run).
+        // A live view learns of each injection as it ends.
+        let injections: Arc<parking_lot::Mutex<Vec<crate::chaos::Injection>>> = Arc::default();
+        let watching = run.live.as_ref().map(|_| {
+            let injections = injections.clone();
+            cluster.telemetry().attach("foundation.chaos.injection", move |_, m, meta| {
+                let at = |k: &str| m.get(k).copied().unwrap_or(0.0) as u64;
+                let Some(nemesis) = meta.get("nemesis").and_then(|n| n.parse().ok()) else { return };
+                injections.lock().push(crate::chaos::Injection {
+                    at_us: at("at_us"),
+                    held_us: at("held_us"),
+                    nemesis,
+                    detail: meta.get("detail").cloned().unwrap_or_default(),
+                    effective: meta.get("effective").is_some_and(|e| e == "true"),
+                });
+            })
+        });
         let ticker = {
             let report = run.progress.clone();
+            let live = run.live.clone();
             let cluster = cluster.clone();
             let duration = run.duration;
             let recorder = recorder.clone();
+            let injections = injections.clone();
             foundation::rt::spawn(async move {
                 let start = tokio::time::Instant::now();
                 loop {
+                    let elapsed = start.elapsed().min(duration);
                     if let Some(report) = &report {
                         let operations = recorder.len() / 2;
-                        report(Progress { elapsed: start.elapsed().min(duration), duration, operations, faults: cluster.faults().len() });
+                        report(Progress { elapsed, duration, operations, faults: cluster.faults().len() });
+                    }
+                    if let Some(live) = &live {
+                        let active = cluster.step("monkey").map(|(what, at)| (what, u64::try_from(at.as_micros()).unwrap_or(u64::MAX)));
+                        live(Live {
+                            elapsed,
+                            duration,
+                            history: recorder.clone(),
+                            injections: injections.lock().clone(),
+                            workload_start_us,
+                            active,
+                        });
                     }
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
@@ -262,6 +316,9 @@ pub async fn run_chaos(cluster: &TestCluster, run: &ChaosRun) -> anyhow::Result<
             services.run_recording(cluster, recorder),
         );
         ticker.abort();
+        if let Some(id) = watching {
+            cluster.telemetry().detach(id);
+        }
         out
     };
     cluster.set_step("phase", "recovering: heal, resume, restart, clocks right");

@@ -15,7 +15,9 @@
 //! - the members and the leader are shown;
 //! - a process killed through the API leaves the tree, and its restart
 //!   appears under the same supervisor;
-//! - a partition shows in the reachability matrix (its time is printed).
+//! - a partition shows in the reachability matrix (its time is printed);
+//! - `foundation chaos --observe` draws its run live (the plot loads as an
+//!   image as it grows), then shows the verdict.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -358,4 +360,62 @@ fn the_observer_shows_a_live_cluster_in_a_browser() {
     spec.http = true;
     spec.wall_limit = Some(Duration::from_secs(180));
     run(&spec, |cluster| async move { observe(cluster).await }).unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// `foundation chaos --observe`: the run's timeline drawn live in the
+/// browser (the plot is an image the page renders: its SVG must load),
+/// then the report's verdict.
+async fn chaos_page() -> anyhow::Result<()> {
+    let spec = ClusterSpec::new(Backend::Processes, 3, 5);
+    let binary = foundation_testkit::cluster::processes::foundation_binary(&spec).map_err(anyhow::Error::msg)?;
+    let port = free_ports(1).map_err(|e| anyhow::anyhow!("{e}"))?[0];
+    let addr = format!("127.0.0.1:{port}");
+    let mut run = tokio::process::Command::new(binary)
+        .args(["chaos", "--backend", "inprocess", "--duration", "10", "--seed", "5", "--observe", &addr])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let deadline = Instant::now() + WAIT;
+    while client::request(&addr, None, "GET", "/", b"").await.is_err() {
+        anyhow::ensure!(Instant::now() < deadline, "the chaos page did not come up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let browser = Browser::start().await?;
+    let result = async {
+        browser.open(&format!("http://{addr}/")).await?;
+        let live = r#"const s = document.getElementById("status").textContent, p = document.getElementById("plot");
+            return s.startsWith("running") && /injections/.test(s) && p.complete && p.naturalWidth > 0 && s;"#;
+        let (status, _) = browser.until("the run drawn live", live, WAIT).await?;
+        eprintln!("live: {status}");
+        // A few seconds in: some seconds plotted, perhaps a fault band.
+        browser
+            .until(
+                "5 s of the run",
+                r#"const s = document.getElementById("status").textContent; return /running: ([5-9]|1[0-9])\./.test(s);"#,
+                WAIT,
+            )
+            .await?;
+        browser.screenshot("4-chaos-live").await?;
+        let verdict = r#"const v = document.getElementById("verdict").textContent, p = document.getElementById("plot");
+            return v !== "" && p.complete && p.naturalWidth > 0 ? v : null;"#;
+        let (verdict, _) = browser.until("the verdict", verdict, Duration::from_secs(120)).await?;
+        anyhow::ensure!(verdict == "PASS", "the run's verdict: {verdict}");
+        let lines = browser.js(r#"return document.getElementById("lines").textContent;"#, json!([])).await?;
+        anyhow::ensure!(lines.as_str().is_some_and(|l| l.contains("linearizable   yes")), "{lines}");
+        browser.screenshot("5-chaos-verdict").await?;
+        anyhow::Ok(())
+    }
+    .await;
+    browser.close().await;
+    let status = run.wait().await?;
+    result?;
+    anyhow::ensure!(status.success(), "foundation chaos: {status}");
+    Ok(())
+}
+
+#[test]
+#[ignore = "browser tier: needs chromium and chromedriver (see the file's docs)"]
+fn a_chaos_run_is_drawn_live_in_a_browser() {
+    tokio::runtime::Runtime::new().expect("a runtime").block_on(chaos_page()).unwrap_or_else(|e| panic!("{e}"));
 }

@@ -129,12 +129,41 @@ fn escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
-/// The timeline as an SVG document.
+/// A fault interval: when (s since the workload started), for how long,
+/// which nemesis, what it hit.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Band {
+    /// Start, seconds since the workload started.
+    pub start_s: f64,
+    /// How long it was held (s).
+    pub held_s: f64,
+    /// Which nemesis.
+    pub nemesis: Nemesis,
+    /// What it hit.
+    pub detail: String,
+}
+
+/// The timeline of a finished run as an SVG document.
 pub fn svg(duration_s: u64, o: &ChaosOutcome) -> String {
     let ok = o.workload.samples.iter().filter(|s| s.outcome == Outcome::Ok).map(|s| (s.at_us, s.latency_us));
-    let points = seconds(ok, duration_s);
-    let injections: Vec<_> = o.chaos.injections.iter().filter(|i| i.effective).collect();
-    let mut kinds: Vec<Nemesis> = injections.iter().map(|i| i.nemesis).collect();
+    let bands: Vec<Band> = o
+        .chaos
+        .injections
+        .iter()
+        .filter(|i| i.effective)
+        .map(|i| Band {
+            start_s: i.at_us.saturating_sub(o.workload_start_us) as f64 / 1e6,
+            held_s: i.held_us as f64 / 1e6,
+            nemesis: i.nemesis,
+            detail: i.detail.clone(),
+        })
+        .collect();
+    draw(duration_s, &seconds(ok, duration_s), &bands)
+}
+
+/// The plot of `points` with the fault `bands`, over `0..duration_s`.
+pub fn draw(duration_s: u64, points: &[Second], bands: &[Band]) -> String {
+    let mut kinds: Vec<Nemesis> = bands.iter().map(|b| b.nemesis).collect();
     kinds.sort();
     kinds.dedup();
     let height = TOP + PLOT_H + AXIS_H + LANE_H * kinds.len() as f64 + 10.0;
@@ -154,10 +183,8 @@ pub fn svg(duration_s: u64, o: &ChaosOutcome) -> String {
     );
     let _ = write!(s, r#"<rect x="0" y="0" width="{WIDTH}" height="{height}" fill="white"/>"#);
     // Fault intervals over the plot.
-    for inj in &injections {
-        let start = inj.at_us.saturating_sub(o.workload_start_us) as f64 / 1e6;
-        let held = (inj.held_us as f64 / 1e6).max(0.05);
-        let (x0, x1) = (x(start), x(start + held));
+    for inj in bands {
+        let (x0, x1) = (x(inj.start_s), x(inj.start_s + inj.held_s.max(0.05)));
         let _ = write!(
             s,
             r#"<rect x="{x0:.1}" y="{TOP}" width="{:.1}" height="{PLOT_H}" fill="{}" fill-opacity="{SHADE_OPACITY}"><title>{}: {}</title></rect>"#,
@@ -182,9 +209,9 @@ pub fn svg(duration_s: u64, o: &ChaosOutcome) -> String {
     for (row, kind) in kinds.iter().enumerate() {
         let top = lanes_top + row as f64 * LANE_H;
         let _ = write!(s, r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{kind}</text>"#, LEFT - 6.0, top + LANE_H - 5.0);
-        for inj in injections.iter().filter(|i| i.nemesis == *kind) {
-            let start = inj.at_us.saturating_sub(o.workload_start_us) as f64 / 1e6;
-            let (x0, x1) = (x(start), x(start + (inj.held_us as f64 / 1e6).max(0.05)));
+        for inj in bands.iter().filter(|i| i.nemesis == *kind) {
+            let start = inj.start_s;
+            let (x0, x1) = (x(start), x(start + inj.held_s.max(0.05)));
             let _ = write!(
                 s,
                 r#"<rect x="{x0:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="{}"><title>{kind} at {start:.1} s: {}</title></rect>"#,

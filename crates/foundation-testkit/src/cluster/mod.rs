@@ -250,6 +250,10 @@ impl Steps {
     }
 
     /// "phase: workload and chaos (since 1.2 s); monkey: ..." or "start".
+    fn get(&self, slot: &'static str) -> Option<(String, Duration)> {
+        self.0.lock().get(slot).cloned()
+    }
+
     pub(crate) fn describe(&self) -> String {
         let steps = self.0.lock();
         if steps.is_empty() {
@@ -380,6 +384,12 @@ impl TestCluster {
     /// Forgets `slot` (its step is over).
     pub fn clear_step(&self, slot: &'static str) {
         self.inner.steps.clear(slot);
+    }
+
+    /// What slot `slot` is doing, and since when (cluster time): e.g. the
+    /// nemesis the monkey is injecting (`"monkey"`).
+    pub fn step(&self, slot: &'static str) -> Option<(String, Duration)> {
+        self.inner.steps.get(slot)
     }
 
     /// What the run is doing, slot by slot.
