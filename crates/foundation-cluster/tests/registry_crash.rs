@@ -3,11 +3,11 @@
 
 use std::time::Duration;
 
-use foundation_cluster::server::{PeerSpec, Server, ServerConfig, Service};
+use foundation_cluster::server::Server;
 use foundation_cluster::services::{REGISTRY_DOWN_GRACE, REGISTRY_SWEEP};
 
 mod common;
-use common::{free_ports, secret, until};
+use common::{free_ports, until};
 
 const T: Duration = Duration::from_secs(5);
 
@@ -15,30 +15,7 @@ async fn three_servers() -> Vec<Server> {
     let ports = free_ports(3);
     let mut servers = Vec::new();
     for i in 0..3 {
-        let peers = (0..3)
-            .filter(|j| *j != i)
-            .map(|j| PeerSpec { id: j as u64 + 1, name: format!("r{}", j + 1), addr: format!("127.0.0.1:{}", ports[j]) })
-            .collect();
-        let config = ServerConfig {
-            traces: None,
-            id: i as u64 + 1,
-            name: format!("r{}", i + 1),
-            listen: format!("127.0.0.1:{}", ports[i]),
-            http: None,
-            admin: Default::default(),
-            peers,
-            data_dir: None,
-            secret: secret(),
-            cluster_id: "registry-crash".into(),
-            lan: false,
-            services: Service::ALL.into_iter().collect(),
-            rt: Default::default(),
-            disk: None,
-            frame_limit: None,
-            disk_faults: Default::default(),
-            tls: None,
-            snapshots: Default::default(),
-        };
+        let config = common::member("r", i, &ports, "registry-crash");
         servers.push(Server::start(config).await.expect("starts"));
     }
     for s in &servers {

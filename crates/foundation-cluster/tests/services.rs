@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use foundation_cluster::server::{PeerSpec, Server, ServerConfig, Service};
+use foundation_cluster::server::{Server, Service};
 use foundation_cluster::services::{ConfigError, RegistryError};
 use serde_json::json;
 
@@ -21,30 +21,7 @@ async fn three_servers() -> Vec<Server> {
     let ports = free_ports(3);
     let mut servers = Vec::new();
     for i in 0..3 {
-        let peers = (0..3)
-            .filter(|j| *j != i)
-            .map(|j| PeerSpec { id: j as u64 + 1, name: format!("s{}", j + 1), addr: format!("127.0.0.1:{}", ports[j]) })
-            .collect();
-        let config = ServerConfig {
-            traces: None,
-            id: i as u64 + 1,
-            name: format!("s{}", i + 1),
-            listen: format!("127.0.0.1:{}", ports[i]),
-            http: None,
-            admin: Default::default(),
-            peers,
-            data_dir: None,
-            secret: secret(),
-            cluster_id: "services".into(),
-            lan: false,
-            services: Service::ALL.into_iter().collect(),
-            rt: Default::default(),
-            disk: None,
-            frame_limit: None,
-            disk_faults: Default::default(),
-            tls: None,
-            snapshots: Default::default(),
-        };
+        let config = common::member("s", i, &ports, "services");
         servers.push(Server::start(config).await.expect("starts"));
     }
     for s in &servers {

@@ -13,7 +13,7 @@ use std::time::Duration;
 use foundation::Ctx;
 use foundation::context::{Context, with_global_context};
 use foundation_cluster::admin::{AdminConfig, AdminToken, client};
-use foundation_cluster::server::{PeerSpec, Server, ServerConfig, Service};
+use foundation_cluster::server::{Server, ServerConfig, Service};
 use foundation_cluster::traces::Tracer;
 use foundation_testutil::otlp::{Collector, ReceivedSpan};
 use foundation_testutil::wait::assert_eventually;
@@ -28,29 +28,13 @@ async fn three(tracer: &Tracer) -> Vec<Server> {
     let ports = common::free_ports(3);
     let mut servers = Vec::new();
     for i in 0..3 {
-        let peers = (0..3)
-            .filter(|j| *j != i)
-            .map(|j| PeerSpec { id: j as u64 + 1, name: format!("s{}", j + 1), addr: format!("127.0.0.1:{}", ports[j]) })
-            .collect();
         let config = ServerConfig {
-            id: i as u64 + 1,
-            name: format!("s{}", i + 1),
-            listen: format!("127.0.0.1:{}", ports[i]),
             http: Some("127.0.0.1:0".into()),
             admin: AdminConfig { token: Some(token()), ..AdminConfig::default() },
-            peers,
-            data_dir: None,
-            secret: common::secret(),
-            cluster_id: "traces".into(),
             lan: true,
             services: [Service::Consensus].into_iter().collect(),
-            rt: Default::default(),
-            disk: None,
-            frame_limit: None,
-            disk_faults: Default::default(),
-            tls: None,
-            snapshots: Default::default(),
             traces: Some(tracer.clone()),
+            ..common::member("s", i, &ports, "traces")
         };
         servers.push(Server::start(config).await.expect("starts"));
     }

@@ -118,17 +118,7 @@ impl Observer {
     fn draw(&self, live: &Live) {
         let duration_s = live.duration.as_secs().max(1);
         let points = self.follow.lock().unwrap_or_else(|e| e.into_inner()).read(live, duration_s);
-        let mut bands: Vec<Band> = live
-            .injections
-            .iter()
-            .filter(|i| i.effective)
-            .map(|i| Band {
-                start_s: i.at_us.saturating_sub(live.workload_start_us) as f64 / 1e6,
-                held_s: i.held_us as f64 / 1e6,
-                nemesis: i.nemesis,
-                detail: i.detail.clone(),
-            })
-            .collect();
+        let mut bands: Vec<Band> = live.injections.iter().filter(|i| i.effective).map(|i| Band::of(i, live.workload_start_us)).collect();
         let active = live.active.as_ref().and_then(|(name, at_us)| Some((name.parse::<Nemesis>().ok()?, *at_us)));
         if let Some((nemesis, at_us)) = active {
             let start_s = at_us.saturating_sub(live.workload_start_us) as f64 / 1e6;

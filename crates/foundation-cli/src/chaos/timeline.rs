@@ -143,21 +143,23 @@ pub struct Band {
     pub detail: String,
 }
 
-/// The timeline of a finished run as an SVG document.
-pub fn svg(duration_s: u64, o: &ChaosOutcome) -> String {
-    let ok = o.workload.samples.iter().filter(|s| s.outcome == Outcome::Ok).map(|s| (s.at_us, s.latency_us));
-    let bands: Vec<Band> = o
-        .chaos
-        .injections
-        .iter()
-        .filter(|i| i.effective)
-        .map(|i| Band {
-            start_s: i.at_us.saturating_sub(o.workload_start_us) as f64 / 1e6,
+impl Band {
+    /// An injection's band; `workload_start_us` is the workload's start in
+    /// cluster time (the injection's clock).
+    pub fn of(i: &foundation_testkit::chaos::Injection, workload_start_us: u64) -> Self {
+        Self {
+            start_s: i.at_us.saturating_sub(workload_start_us) as f64 / 1e6,
             held_s: i.held_us as f64 / 1e6,
             nemesis: i.nemesis,
             detail: i.detail.clone(),
-        })
-        .collect();
+        }
+    }
+}
+
+/// The timeline of a finished run as an SVG document.
+pub fn svg(duration_s: u64, o: &ChaosOutcome) -> String {
+    let ok = o.workload.samples.iter().filter(|s| s.outcome == Outcome::Ok).map(|s| (s.at_us, s.latency_us));
+    let bands: Vec<Band> = o.chaos.injections.iter().filter(|i| i.effective).map(|i| Band::of(i, o.workload_start_us)).collect();
     draw(duration_s, &seconds(ok, duration_s), &bands)
 }
 

@@ -50,6 +50,40 @@ pub fn one_node(admin: AdminConfig, data_dir: Option<PathBuf>) -> ServerConfig {
     }
 }
 
+/// Member `i` (named `PREFIX{i+1}`, id `i+1`) of a cluster whose members
+/// listen on `ports` of loopback, every other one its peer; every service,
+/// in memory, no admin API.
+pub fn member(prefix: &str, i: usize, ports: &[u16], cluster_id: &str) -> ServerConfig {
+    let peers = (0..ports.len())
+        .filter(|j| *j != i)
+        .map(|j| foundation_cluster::server::PeerSpec {
+            id: j as u64 + 1,
+            name: format!("{prefix}{}", j + 1),
+            addr: format!("127.0.0.1:{}", ports[j]),
+        })
+        .collect();
+    ServerConfig {
+        traces: None,
+        id: i as u64 + 1,
+        name: format!("{prefix}{}", i + 1),
+        listen: format!("127.0.0.1:{}", ports[i]),
+        http: None,
+        admin: AdminConfig::default(),
+        peers,
+        data_dir: None,
+        secret: secret(),
+        cluster_id: cluster_id.into(),
+        lan: false,
+        services: Service::ALL.into_iter().collect::<BTreeSet<_>>(),
+        rt: RtConfig::default(),
+        disk: None,
+        frame_limit: None,
+        disk_faults: Default::default(),
+        tls: None,
+        snapshots: Default::default(),
+    }
+}
+
 /// A node with 100 ms heartbeats, down after 30 silent ticks (3 s: tests
 /// run beside each other on two cores, and a loaded machine can hold a
 /// connection's task for longer than a production-like 4 ticks).
