@@ -8,12 +8,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use foundation_cluster::server::{Server, Service};
+use foundation_cluster::server::{Server, ServerConfig, Service};
 use foundation_cluster::services::{ConfigError, RegistryError};
 use serde_json::json;
 
 mod common;
-use common::{free_ports, secret, until};
+use common::{free_ports, secret, until, until_within};
 
 const T: Duration = Duration::from_secs(5);
 
@@ -212,4 +212,54 @@ async fn the_framework_reports_nodes_going_down_and_leaders_through_telemetry() 
     assert!(rpc_series.iter().any(|l| l.contains(r#"name="raft.vote""#) && l.contains(r#"outcome="no_connection""#)), "{text}");
     assert!(rpc_series.iter().any(|l| l.contains(r#"name="other""#) && l.contains(r#"outcome="unknown_handler""#)), "{text}");
     assert!(rpc_series.len() <= foundation_cluster::rpc::RPC_NAMES_TIMED * 9 + 9, "{} series", rpc_series.len());
+}
+
+/// Snapshots are reported as they are built (on every member), sent (by
+/// the leader, to a member whose log it no longer has) and installed (by
+/// that member): `foundation.consensus.snapshot_build`, `_send`,
+/// `_install`, counted in each node's Prometheus text too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_are_reported_built_sent_and_installed() {
+    let ports = free_ports(3);
+    let config = |i: usize| ServerConfig {
+        snapshots: foundation_cluster::server::SnapshotSettings { log_bytes: None, logs_kept: Some(5) },
+        ..common::member("n", i, &ports, "snapshots")
+    };
+    // Two of three: a quorum, and a third member that is behind from the start.
+    let first = vec![Server::start(config(0)).await.expect("starts"), Server::start(config(1)).await.expect("starts")];
+    let seen: Vec<Seen> = first.iter().map(capture).collect();
+    let consensus = first[0].consensus().expect("consensus runs").clone();
+    let (_, leader) = consensus.wait_for_leader(Duration::from_secs(30)).await.expect("a leader of two");
+    for i in 0..50 {
+        let put = foundation_cluster::consensus::Command::Put { key: format!("k{i}"), value: vec![b'v'; 100] };
+        consensus.reach_consensus(put, T).await.expect("commits with two of three");
+    }
+    let li = first.iter().position(|s| s.cluster().name() == leader.name).expect("the leader is one of the two");
+    first[li].consensus().expect("consensus runs").snapshot().await.expect("a snapshot");
+    until("the leader reports its snapshot built", || {
+        seen[li].lock().iter().any(|(e, m, meta)| {
+            e == "foundation.consensus.snapshot_build" && meta.get("outcome").is_some_and(|o| o == "built") && m["index"] >= 50.0
+        })
+    })
+    .await;
+    let third = Server::start(config(2)).await.expect("starts");
+    until_within("the leader reports the snapshot sent to the third member", Duration::from_secs(30), || {
+        seen[li].lock().iter().any(|(e, m, meta)| {
+            e == "foundation.consensus.snapshot_send"
+                && meta.get("follower").is_some_and(|f| f == "n3")
+                && meta.get("outcome").is_some_and(|o| o == "sent")
+                && m["bytes"] > 0.0
+        })
+    })
+    .await;
+    // The third member's own count (it attached nothing: its Prometheus
+    // text counts every event it emitted).
+    let installed = || {
+        let text = third.telemetry().expect("telemetry runs").prometheus().render();
+        text.lines().any(|l| l.starts_with("foundation_telemetry_events_total{") && l.contains("foundation.consensus.snapshot_install"))
+    };
+    until_within("the third member reports the snapshot installed", Duration::from_secs(30), installed).await;
+    for s in first.iter().chain([&third]) {
+        s.shutdown().await;
+    }
 }

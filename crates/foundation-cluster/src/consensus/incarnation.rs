@@ -163,6 +163,7 @@ pub(super) async fn open(
         snapshot_log_bytes: config.snapshot_log_bytes,
         changes: changes.clone(),
         health: health.clone(),
+        telemetry: config.telemetry.clone().map(|t| (t, cluster.name().to_owned())),
     };
     // A data directory is opened on the blocking pool (redb may repair a
     // file not closed cleanly); in memory there is nothing to wait for.
@@ -204,8 +205,13 @@ pub(super) async fn open(
     .validate()
     .map_err(raft_err)?;
     let participants = log.participants();
-    let network =
-        Network { cluster: cluster.downgrade(), me: config.id, frame_limit: cluster.frame_limit(), participants: participants.clone() };
+    let network = Network {
+        cluster: cluster.downgrade(),
+        me: config.id,
+        frame_limit: cluster.frame_limit(),
+        participants: participants.clone(),
+        telemetry: config.telemetry.clone(),
+    };
     // openraft's timers draw from the node's seeded RNG (see `runtime`).
     let seed = cluster.node().rt().with_rng(rand::Rng::random::<u64>) ^ config.id;
     let raft = runtime::scope(seed, Raft::new(config.id, Arc::new(raft_config), network, log, sm.clone())).await.map_err(raft_err)?;
@@ -333,8 +339,9 @@ pub(super) fn serve(cluster: &Cluster, inner: &Arc<Inner>) {
         _ => None,
     };
     let receiver = Arc::new(SnapshotReceiver::new(data_dir, inner.health.clone()));
+    let report = (inner.config.telemetry.clone(), cluster.name().to_owned());
     cluster.register_rpc("raft.snapshot_chunk", move |chunk: SnapshotChunk| {
-        let (raft, receiver) = (current(&weak), receiver.clone());
+        let (raft, receiver, (telemetry, member)) = (current(&weak), receiver.clone(), report.clone());
         async move {
             let raft = raft?;
             match receiver.take(chunk).await? {
@@ -342,11 +349,18 @@ pub(super) fn serve(cluster: &Cluster, inner: &Arc<Inner>) {
                 Some((vote, snapshot, bytes)) => {
                     let index = snapshot.meta.last_log_id.as_ref().map(|l| l.index);
                     tracing::info!(index, bytes, "installing a snapshot from the leader");
+                    let start = foundation::rt::Instant::now();
                     let installed = raft.install_full_snapshot(vote, snapshot).await.map(Some).map_err(|e| e.to_string());
                     match &installed {
                         Ok(_) => tracing::info!(index, bytes, "installed a snapshot from the leader"),
                         Err(e) => tracing::warn!(index, bytes, error = %e, "a snapshot from the leader was not installed"),
                     }
+                    super::observe::emit(
+                        &telemetry,
+                        "foundation.consensus.snapshot_install",
+                        &[("index", index.unwrap_or(0) as f64), ("bytes", bytes as f64), ("seconds", start.elapsed().as_secs_f64())],
+                        &[("member", &member), ("outcome", if installed.is_ok() { "installed" } else { "failed" })],
+                    );
                     installed
                 }
             }

@@ -42,6 +42,8 @@ pub struct Network {
     pub(crate) frame_limit: usize,
     /// Whose answers were taken (recorded before each first one counts).
     pub(crate) participants: super::store::Participants,
+    /// Where snapshot sends are reported (`foundation.consensus.snapshot_send`).
+    pub(crate) telemetry: Option<crate::services::Telemetry>,
 }
 
 /// Sends one member's RPCs.
@@ -52,6 +54,7 @@ pub struct Client {
     member: Member,
     frame_limit: usize,
     participants: super::store::Participants,
+    telemetry: Option<crate::services::Telemetry>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -65,6 +68,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             member: node.clone(),
             frame_limit: self.frame_limit,
             participants: self.participants.clone(),
+            telemetry: self.telemetry.clone(),
         }
     }
 }
@@ -403,6 +407,7 @@ impl RaftNetworkV2<TypeConfig> for Client {
         };
         let (to, index) = (&self.member.name, snapshot.meta.last_log_id.as_ref().map(|l| l.index));
         tracing::info!(%to, index, "sending a snapshot");
+        let start = foundation::rt::Instant::now();
         let sent = tokio::select! {
             r = send => r.map_err(|e| match e {
                 RPCError::Timeout(t) => StreamingError::Timeout(t),
@@ -412,9 +417,19 @@ impl RaftNetworkV2<TypeConfig> for Client {
             }),
             closed = cancel => Err(StreamingError::Closed(closed)),
         };
+        let bytes = sent_bytes.into_inner();
         match &sent {
-            Ok(_) => tracing::info!(%to, index, bytes = sent_bytes.into_inner(), "sent a snapshot"),
-            Err(e) => tracing::warn!(%to, index, bytes = sent_bytes.into_inner(), error = %e, "sending a snapshot failed"),
+            Ok(_) => tracing::info!(%to, index, bytes, "sent a snapshot"),
+            Err(e) => tracing::warn!(%to, index, bytes, error = %e, "sending a snapshot failed"),
+        }
+        if self.telemetry.is_some() {
+            let me = self.cluster.upgrade().map(|c| c.name().to_owned()).unwrap_or_default();
+            super::observe::emit(
+                &self.telemetry,
+                "foundation.consensus.snapshot_send",
+                &[("index", index.unwrap_or(0) as f64), ("bytes", bytes as f64), ("seconds", start.elapsed().as_secs_f64())],
+                &[("member", &me), ("follower", to), ("outcome", if sent.is_ok() { "sent" } else { "failed" })],
+            );
         }
         sent
     }

@@ -7,7 +7,10 @@
 //! same goes out as events (see the README's table of the framework's
 //! events): `foundation.consensus.leader`, `.snapshot`, `.follower`, and,
 //! on the leader, each follower's `.replication_lag` at most once a
-//! [`REVIEW_EVERY`].
+//! [`REVIEW_EVERY`]. A snapshot's steps are reported where they happen,
+//! through [`emit`]: `.snapshot_build` by the state machine,
+//! `.snapshot_send` by the leader's network client, `.snapshot_install`
+//! by the member's `raft.snapshot_chunk` handler.
 //!
 //! A follower cannot catch up when it is more than
 //! [`FOLLOWER_LAG_ENTRIES_MAX`] entries behind the leader's log, or behind
@@ -96,7 +99,7 @@ struct Seen {
 }
 
 /// Emits `event` with measurements and metadata, when there is telemetry.
-fn emit(telemetry: &Option<Telemetry>, event: &str, measurements: &[(&str, f64)], metadata: &[(&str, &str)]) {
+pub(super) fn emit(telemetry: &Option<Telemetry>, event: &str, measurements: &[(&str, f64)], metadata: &[(&str, &str)]) {
     if let Some(t) = telemetry {
         let m = measurements.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect();
         let meta = metadata.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();

@@ -169,6 +169,9 @@ pub struct OpenOptions {
     pub changes: tokio::sync::broadcast::Sender<String>,
     /// Where a failed write is reported.
     pub health: StorageHealth,
+    /// Where snapshot builds are reported
+    /// (`foundation.consensus.snapshot_build`), as this member.
+    pub telemetry: Option<(crate::services::Telemetry, String)>,
 }
 
 /// Whether a store's writes fail: the first failure's reason, kept until
@@ -210,7 +213,7 @@ impl StorageHealth {
 
 /// Opens the log and the state machine on `storage` (see [`OpenOptions`]). A corrupt directory is an error, and nothing in it is changed.
 pub fn open(storage: &Storage, opts: &OpenOptions) -> io::Result<(LogStore, StateMachine, bool)> {
-    let OpenOptions { faults, snapshot_log_bytes, changes, health, identity, existing } = opts.clone();
+    let OpenOptions { faults, snapshot_log_bytes, changes, health, identity, existing, telemetry } = opts.clone();
     let identity_op = || -> io::Result<Vec<Op>> { Ok(vec![Op::Meta(IDENTITY, encode(&identity)?)]) };
     let mut sm = SmInner {
         bytes_since_snapshot: 0,
@@ -287,7 +290,7 @@ pub fn open(storage: &Storage, opts: &OpenOptions) -> io::Result<(LogStore, Stat
     };
     log.recount();
     let (snapshot_due, _) = tokio::sync::watch::channel(0);
-    let sm = StateMachine { inner: Arc::new(Mutex::new(sm)), changes, snapshot_due: Arc::new(snapshot_due) };
+    let sm = StateMachine { inner: Arc::new(Mutex::new(sm)), changes, snapshot_due: Arc::new(snapshot_due), telemetry };
     let participants = Participants::new(std::mem::take(&mut loaded.participants), log.disk.clone());
     Ok((LogStore { inner: Arc::new(Mutex::new(log)), participants }, sm, fresh))
 }
@@ -554,6 +557,7 @@ mod tests {
             snapshot_log_bytes: u64::MAX,
             changes,
             health: StorageHealth::default(),
+            telemetry: None,
         }
     }
 

@@ -45,6 +45,8 @@ pub struct StateMachine {
     /// Bumped when the entries applied since the last snapshot pass the
     /// byte threshold: a snapshot is due.
     pub(super) snapshot_due: Arc<tokio::sync::watch::Sender<u64>>,
+    /// Where snapshot builds are reported, and as which member.
+    pub(super) telemetry: Option<(crate::services::Telemetry, String)>,
 }
 
 fn closed() -> io::Error {
@@ -270,6 +272,24 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     type SnapshotData = SnapshotData;
 
     async fn build_snapshot(&mut self) -> Result<SnapshotOf<TypeConfig, SnapshotData>, io::Error> {
+        let start = foundation::rt::Instant::now();
+        let built = self.build().await;
+        if let Some((telemetry, member)) = &self.telemetry {
+            let index = built.as_ref().ok().and_then(|s| s.meta.last_log_id.as_ref()).map_or(0, |l| l.index);
+            let outcome = if built.is_ok() { "built" } else { "failed" };
+            super::super::observe::emit(
+                &Some(telemetry.clone()),
+                "foundation.consensus.snapshot_build",
+                &[("index", index as f64), ("seconds", start.elapsed().as_secs_f64())],
+                &[("member", member), ("outcome", outcome)],
+            );
+        }
+        built
+    }
+}
+
+impl StateMachine {
+    async fn build(&mut self) -> Result<SnapshotOf<TypeConfig, SnapshotData>, io::Error> {
         let mut inner = self.inner.lock().await;
         inner.bytes_since_snapshot = 0;
         let meta = SnapshotMeta { last_log_id: inner.last_applied, last_membership: inner.membership.clone() };
