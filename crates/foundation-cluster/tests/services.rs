@@ -226,7 +226,7 @@ async fn snapshots_are_reported_built_sent_and_installed() {
         ..common::member("n", i, &ports, "snapshots")
     };
     // Two of three: a quorum, and a third member that is behind from the start.
-    let first = vec![Server::start(config(0)).await.expect("starts"), Server::start(config(1)).await.expect("starts")];
+    let first = [Server::start(config(0)).await.expect("starts"), Server::start(config(1)).await.expect("starts")];
     let seen: Vec<Seen> = first.iter().map(capture).collect();
     let consensus = first[0].consensus().expect("consensus runs").clone();
     let (_, leader) = consensus.wait_for_leader(Duration::from_secs(30)).await.expect("a leader of two");
