@@ -14,6 +14,7 @@ mod ecosystem;
 mod messages;
 pub mod process;
 mod remote;
+mod scaling;
 mod scheduler;
 mod storage;
 mod user;
@@ -56,6 +57,12 @@ pub struct BenchArgs {
     /// Foundation's scheduler pool.
     #[arg(long)]
     tokio: bool,
+    /// Instead of the benches: how cost grows (spawn time against the
+    /// number of processes, message throughput against process pairs,
+    /// commits against clients and against group size), as a table and as
+    /// SVG plots written to this directory.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["only", "json"])]
+    scaling: Option<std::path::PathBuf>,
 }
 
 /// One reported figure.
@@ -183,6 +190,9 @@ fn all_benches() -> Vec<Bench> {
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let workers = args.workers.map_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()), usize::from);
     let sizes = Sizes { quick: args.quick, workers, tokio: args.tokio };
+    if let Some(dir) = &args.scaling {
+        return scaling::run(&sizes, args.runs, dir);
+    }
     let selected: Vec<Bench> = all_benches().into_iter().filter(|b| args.only.as_deref().is_none_or(|p| b.name.starts_with(p))).collect();
     if selected.is_empty() {
         let mut groups: Vec<&str> = all_benches().iter().map(|b| b.name.split('.').next().unwrap_or(b.name)).collect();

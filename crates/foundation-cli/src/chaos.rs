@@ -20,7 +20,7 @@ mod observe;
 mod progress;
 mod report;
 mod sweep;
-mod timeline;
+pub(crate) mod timeline;
 
 /// Where the nodes run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -130,12 +130,17 @@ fn put(client: usize, i: usize) -> Command {
 /// `ops` writes by 64 closed-loop clients through the leader: elapsed time
 /// and each write's latency.
 async fn load(h: &Harness, g: &Group, ops: usize) -> anyhow::Result<(Duration, Vec<Duration>)> {
+    load_by(h, g, ops, CLIENTS).await
+}
+
+/// [`load`] with `clients` closed-loop clients.
+pub(super) async fn load_by(h: &Harness, g: &Group, ops: usize, clients_n: usize) -> anyhow::Result<(Duration, Vec<Duration>)> {
     let leader = g.members[g.leader()?].clone();
     h.on_scheduler(0, async move {
-        let per_client = ops / CLIENTS;
+        let per_client = ops.div_ceil(clients_n);
         let start = Instant::now();
         let mut clients = tokio::task::JoinSet::new();
-        for c in 0..CLIENTS {
+        for c in 0..clients_n {
             let leader = leader.clone();
             clients.spawn(async move {
                 let mut latencies = Vec::with_capacity(per_client);

@@ -26,7 +26,7 @@ async fn idle(mut ctx: Ctx<()>) {
 
 /// Spawns `n` idle processes from the root process; returns the spawn
 /// loop's duration.
-async fn spawn_many(node: &Node, n: usize) -> anyhow::Result<Duration> {
+pub(super) async fn spawn_many(node: &Node, n: usize) -> anyhow::Result<Duration> {
     in_root(node, move |ctx: Ctx<()>| async move {
         let start = Instant::now();
         for _ in 0..n {
