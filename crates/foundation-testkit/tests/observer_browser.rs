@@ -114,7 +114,12 @@ impl Browser {
             anyhow::ensure!(Instant::now() < deadline, "chromedriver is not ready within {WAIT:?}");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let profile = std::env::temp_dir().join(format!("foundation-observer-browser-{}", std::process::id()));
+        // A profile of its own: two browsers on one profile clash (the
+        // second removed the first's directory under it, and its renderer
+        // went away: "target frame detached").
+        static BROWSERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = BROWSERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let profile = std::env::temp_dir().join(format!("foundation-observer-browser-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&profile);
         let args = [
             "--headless",
@@ -353,9 +358,15 @@ async fn check(cluster: &TestCluster, browser: &Browser, addr: &str, token: &Adm
     Ok(())
 }
 
+/// The tier's tests run one at a time: each runs a cluster or a chaos run
+/// in real time beside a browser, and two at once on two cores starve
+/// each other.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 #[ignore = "browser tier: needs chromium and chromedriver (see the file's docs)"]
 fn the_observer_shows_a_live_cluster_in_a_browser() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let mut spec = ClusterSpec::new(Backend::Processes, 3, 1);
     spec.http = true;
     spec.wall_limit = Some(Duration::from_secs(180));
@@ -417,5 +428,6 @@ async fn chaos_page() -> anyhow::Result<()> {
 #[test]
 #[ignore = "browser tier: needs chromium and chromedriver (see the file's docs)"]
 fn a_chaos_run_is_drawn_live_in_a_browser() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     tokio::runtime::Runtime::new().expect("a runtime").block_on(chaos_page()).unwrap_or_else(|e| panic!("{e}"));
 }
