@@ -23,7 +23,10 @@ mod inprocess;
 pub mod processes;
 mod run;
 mod sim;
+mod steps;
 mod support;
+
+pub(crate) use steps::Steps;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -233,36 +236,6 @@ struct Shared {
     steps: Steps,
     /// Where the run's faults and injections are reported.
     telemetry: foundation_cluster::services::Telemetry,
-}
-
-/// What a run is doing, by slot (`phase`, `monkey`, ...), with when it
-/// started: what a wall-clock limit names when it fires. Cheap to clone.
-#[derive(Clone, Default)]
-pub(crate) struct Steps(Arc<Mutex<BTreeMap<&'static str, (String, Duration)>>>);
-
-impl Steps {
-    fn set(&self, slot: &'static str, what: String, at: Duration) {
-        self.0.lock().insert(slot, (what, at));
-    }
-
-    fn clear(&self, slot: &'static str) {
-        self.0.lock().remove(slot);
-    }
-
-    /// "phase: workload and chaos (since 1.2 s); monkey: ..." or "start".
-    fn get(&self, slot: &'static str) -> Option<(String, Duration)> {
-        self.0.lock().get(slot).cloned()
-    }
-
-    pub(crate) fn describe(&self) -> String {
-        let steps = self.0.lock();
-        if steps.is_empty() {
-            return "the start (no step was recorded)".into();
-        }
-        let parts: Vec<String> =
-            steps.iter().map(|(slot, (what, at))| format!("{slot}: {what} (since {:.1} s)", at.as_secs_f64())).collect();
-        parts.join("; ")
-    }
 }
 
 /// A node's name from its index.
