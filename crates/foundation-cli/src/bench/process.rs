@@ -82,20 +82,27 @@ pub fn idle_bytes_probe(n: usize, workers: usize, tokio: bool) -> anyhow::Result
     })
 }
 
+/// A process that receives `n` numbers (summing them, so the work is not
+/// optimised away), then says when it took the last.
+pub(super) fn sink(node: &Node, n: u64) -> (Addr<u64>, oneshot::Receiver<Instant>) {
+    let (done_tx, done_rx) = oneshot::channel::<Instant>();
+    let receiver = node.spawn(move |mut ctx: Ctx<u64>| async move {
+        let mut sum = 0u64;
+        for _ in 0..n {
+            sum = sum.wrapping_add(ctx.recv().await);
+        }
+        std::hint::black_box(sum);
+        let _ = done_tx.send(Instant::now());
+    });
+    (receiver, done_rx)
+}
+
 fn one_to_one(sizes: &Sizes, h: &Harness) -> anyhow::Result<f64> {
     let n = sizes.pick(10_000_000, 1_000_000);
     h.driver.block_on(async {
         let node = h.node();
         let elapsed = in_root(&node, move |ctx: Ctx<()>| async move {
-            let (done_tx, done_rx) = oneshot::channel::<Instant>();
-            let receiver: Addr<u64> = ctx.node().spawn(move |mut ctx: Ctx<u64>| async move {
-                let mut sum = 0u64;
-                for _ in 0..n {
-                    sum = sum.wrapping_add(ctx.recv().await);
-                }
-                std::hint::black_box(sum);
-                let _ = done_tx.send(Instant::now());
-            });
+            let (receiver, done_rx) = sink(ctx.node(), n as u64);
             let (start_tx, start_rx) = oneshot::channel::<Instant>();
             ctx.node().spawn(move |_ctx: Ctx<()>| async move {
                 let start = Instant::now();

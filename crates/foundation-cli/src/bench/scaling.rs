@@ -18,13 +18,12 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, ensure};
-use foundation::{Addr, Ctx};
+use foundation::Ctx;
 use foundation_cluster::consensus::ConsensusConfig;
 use serde::Serialize;
-use tokio::sync::oneshot;
 
 use super::consensus::{group_of, load_by};
-use super::process::spawn_many;
+use super::process::{sink, spawn_many};
 use super::{Harness, Sizes, in_root, median};
 
 /// One curve: what varies, what is measured, and the points.
@@ -131,15 +130,7 @@ fn pairs_point(sizes: &Sizes, h: &Harness, pairs: u64) -> anyhow::Result<f64> {
             let mut done = Vec::new();
             let mut receivers = Vec::new();
             for _ in 0..pairs {
-                let (tx, rx) = oneshot::channel::<Instant>();
-                let receiver: Addr<u64> = ctx.node().spawn(move |mut ctx: Ctx<u64>| async move {
-                    let mut sum = 0u64;
-                    for _ in 0..each {
-                        sum = sum.wrapping_add(ctx.recv().await);
-                    }
-                    std::hint::black_box(sum);
-                    let _ = tx.send(Instant::now());
-                });
+                let (receiver, rx) = sink(ctx.node(), each);
                 receivers.push(receiver);
                 done.push(rx);
             }

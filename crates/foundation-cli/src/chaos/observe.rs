@@ -74,8 +74,9 @@ struct Follow {
     read: usize,
     /// Invoke times (µs) of operations in flight, by client process.
     invoked: HashMap<u64, u64>,
-    /// Latencies (µs) of the successful operations, by second of invoke.
-    seconds: Vec<Vec<u64>>,
+    /// The successful operations: invoke time and latency (µs), what
+    /// [`timeline::seconds`] reads.
+    ok: Vec<(u64, u64)>,
 }
 
 impl Observer {
@@ -117,7 +118,7 @@ impl Observer {
 
     fn draw(&self, live: &Live) {
         let duration_s = live.duration.as_secs().max(1);
-        let points = self.follow.lock().unwrap_or_else(|e| e.into_inner()).read(live, duration_s);
+        let points = self.follow.lock().unwrap_or_else(|e| e.into_inner()).read(live);
         let mut bands: Vec<Band> = live.injections.iter().filter(|i| i.effective).map(|i| Band::of(i, live.workload_start_us)).collect();
         let active = live.active.as_ref().and_then(|(name, at_us)| Some((name.parse::<Nemesis>().ok()?, *at_us)));
         if let Some((nemesis, at_us)) = active {
@@ -158,20 +159,17 @@ impl Observer {
 impl Follow {
     /// Reads what the history gained since the last tick; the seconds so
     /// far (`0..elapsed`).
-    fn read(&mut self, live: &Live, duration_s: u64) -> Vec<Second> {
+    fn read(&mut self, live: &Live) -> Vec<Second> {
         let new = live.history.events_from(self.read);
         self.read += new.len();
-        self.seconds.resize(duration_s as usize, Vec::new());
         for e in new {
             match e.kind {
                 EventType::Invoke => {
                     self.invoked.insert(e.process, e.time);
                 }
                 EventType::Ok => {
-                    if let Some(at) = self.invoked.remove(&e.process)
-                        && let Some(second) = self.seconds.get_mut((at / 1_000_000) as usize)
-                    {
-                        second.push(e.time.saturating_sub(at));
+                    if let Some(at) = self.invoked.remove(&e.process) {
+                        self.ok.push((at, e.time.saturating_sub(at)));
                     }
                 }
                 EventType::Fail | EventType::Info => {
@@ -179,17 +177,8 @@ impl Follow {
                 }
             }
         }
-        let done = (live.elapsed.as_secs() as usize).min(self.seconds.len());
-        self.seconds[..done]
-            .iter()
-            .enumerate()
-            .map(|(at, l)| {
-                let mut l = l.clone();
-                l.sort_unstable();
-                let p99_ms = (!l.is_empty()).then(|| l[((l.len() - 1) as f64 * 0.99).round() as usize] as f64 / 1e3);
-                Second { at: at as u64, ok: l.len(), p99_ms }
-            })
-            .collect()
+        // The whole seconds so far.
+        timeline::seconds(self.ok.iter().copied(), live.elapsed.as_secs())
     }
 }
 
