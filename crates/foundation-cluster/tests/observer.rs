@@ -164,6 +164,12 @@ async fn processes_are_listed_as_a_tree_killed_and_seen_restarted_through_the_ap
     let sup = Supervisor::start(&node, spec).await.expect("starts");
     let first = sup.which_children().await.expect("answers")[0].pid.expect("running");
     node.register("observed-worker", first).expect("a free name");
+    let addr_of_first = node.addr::<u32>(first).expect("a u32 process");
+    for i in 0..3 {
+        addr_of_first.try_send(i).expect("room");
+    }
+    let received = || node.process_info(first).is_some_and(|i| i.received == 3);
+    foundation_testutil::assert_eventually("three received", received, Duration::from_secs(5)).await;
     let find = |list: &Value, id: u64| list["processes"].as_array().expect("a list").iter().find(|p| p["id"] == id).cloned();
     let (code, listed) = json(&addr, "GET", "/processes").await;
     assert_eq!(code, 200, "{listed}");
@@ -172,6 +178,8 @@ async fn processes_are_listed_as_a_tree_killed_and_seen_restarted_through_the_ap
     assert_eq!(w["names"], serde_json::json!(["observed-worker"]));
     assert_eq!(w["links"], serde_json::json!([sup.pid().id()]));
     assert!(w["memory_bytes"].as_u64().expect("a size") > 0 && w["message_type"] == "u32", "{w}");
+    assert_eq!(w["received"], 3, "{w}");
+    assert!(w["polls"].as_u64().expect("a count") >= 2, "it ran to start and to receive: {w}");
     assert_eq!(listed["total"].as_u64(), Some(node.live_processes() as u64), "{listed}");
     assert_eq!(json(&addr, "GET", &format!("/processes/{}", first.id())).await.1["id"], first.id());
 

@@ -323,8 +323,11 @@ async fn check(cluster: &TestCluster, browser: &Browser, addr: &str, token: &Adm
         .await?;
     browser
         .until(
-            "its links in the detail panel",
-            &format!(r##"return document.getElementById("detail").textContent.includes("#{parent}");"##),
+            "its links, message and poll counts in the detail panel",
+            &format!(
+                r##"const t = document.getElementById("detail").textContent;
+                   return t.includes("#{parent}") && /received\d+ messages/.test(t) && /polls[1-9]\d*/.test(t);"##
+            ),
             WAIT,
         )
         .await?;

@@ -65,7 +65,7 @@ impl<M: Message> Addr<M> {
 
     /// Whether the process is alive.
     pub fn is_alive(&self) -> bool {
-        !self.proc.state.lock().exited
+        !self.proc.state.lock().life.exited()
     }
 
     /// Sends without waiting: `Err(Full)` under backpressure, never blocks.
@@ -74,7 +74,7 @@ impl<M: Message> Addr<M> {
         // critical section.
         let envelope = Envelope::new(msg);
         let mut st = self.proc.state.lock();
-        if st.exited {
+        if st.life.exited() {
             return Err(SendError::NoProc(Some(envelope.msg)));
         }
         let offer = st.queue.offer(&self.proc.config, &self.proc.progress, envelope);
@@ -124,7 +124,7 @@ impl<M: Message> Addr<M> {
         let coop = ready!(tokio::task::coop::poll_proceed(cx));
         let msg = slot.take().expect("send polled after completion");
         let mut st = self.proc.state.lock();
-        if st.exited {
+        if st.life.exited() {
             return Poll::Ready(Err(SendError::NoProc(Some(msg.msg))));
         }
         match st.queue.offer(&self.proc.config, &self.proc.progress, msg) {

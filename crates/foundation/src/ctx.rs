@@ -182,9 +182,10 @@ impl<M: Message> Ctx<M> {
         }
         let bytes = m.total_bytes();
         // Only this process writes its progress counters, so load-add-store
-        // needs no read-modify-write.
+        // needs no read-modify-write. (An accepted message's bytes fit the
+        // 32-bit batch counter: see `MAILBOX_BYTES_MAX`.)
         let progress = &self.proc.progress;
-        progress.consumed_bytes.store(progress.consumed_bytes.load(Ordering::Relaxed) + bytes, Ordering::Release);
+        progress.consumed_bytes.store(progress.consumed_bytes.load(Ordering::Relaxed) + bytes as u32, Ordering::Release);
         progress.consumed.store(progress.consumed.load(Ordering::Relaxed) + 1, Ordering::Release);
         if let Some(budget) = &self.proc.config.shared_budget {
             budget.release(bytes);
@@ -204,6 +205,9 @@ impl<M: Message> Ctx<M> {
         debug_assert!(self.batch.is_empty());
         let cfg = &self.proc.config;
         let mut st = self.proc.state.lock();
+        // The batch is used up: what it held is now received.
+        let received = self.proc.progress.consumed.load(Ordering::Relaxed).min(st.queue.taken);
+        st.life.add_received(received);
         let q = &mut st.queue;
         q.taken = 0;
         q.seen = 0;
@@ -232,7 +236,7 @@ impl<M: Message> Ctx<M> {
         } else if cfg.overflow == crate::Overflow::DropOldest {
             // One at a time, so the oldest unreceived message stays droppable.
             let m = q.items.pop_front().expect("non-empty");
-            let bytes = m.total_bytes();
+            let bytes = m.total_bytes() as u32;
             q.bytes -= bytes;
             q.taken = 1;
             q.taken_bytes = bytes;
@@ -250,7 +254,7 @@ impl<M: Message> Ctx<M> {
     /// Turns exit signals into [`Event::Exit`] messages (`true`) or back into
     /// exits (`false`). Returns the previous setting.
     pub fn trap_exit(&mut self, on: bool) -> bool {
-        std::mem::replace(&mut self.proc.state.lock().trap_exit, on)
+        self.proc.state.lock().life.set_trap_exit(on)
     }
 
     /// Links this process and `other`: when either exits, the other gets an

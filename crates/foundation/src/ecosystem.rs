@@ -183,9 +183,6 @@ impl<C: Message, W: Message> EcosystemConfig<C, W> {
                 "set memory_strategy: SharedHeap instead; the ecosystem makes the budget",
             ));
         }
-        if self.memory_strategy == Some(MemoryStrategy::SharedHeap) && self.mailbox.max_bytes == usize::MAX {
-            return Err(ConfigError::new("memory_strategy", "shared_heap needs a finite mailbox.max_bytes to share"));
-        }
         if self.gc_strategy.is_some() && self.mailbox.shrink_to.is_some() {
             return Err(ConfigError::new("gc_strategy", "conflicts with mailbox.shrink_to; set one of them"));
         }

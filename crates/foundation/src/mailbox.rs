@@ -57,6 +57,9 @@ pub const MAILBOX_CAPACITY_DEFAULT: usize = 1024;
 pub const MAILBOX_CAPACITY_MAX: usize = u32::MAX as usize;
 /// Default bound on bytes in one mailbox (64 MiB).
 pub const MAILBOX_BYTES_DEFAULT: usize = 64 << 20;
+/// Largest byte bound a mailbox can have, just under 4 GiB (its byte counters
+/// are 32-bit, which keeps an idle process within its allocator class).
+pub const MAILBOX_BYTES_MAX: usize = u32::MAX as usize;
 /// Default bound on one message (16 MiB).
 pub const MESSAGE_BYTES_MAX_DEFAULT: usize = 16 << 20;
 
@@ -111,11 +114,11 @@ impl MailboxConfig {
         Self { capacity, ..Self::default() }
     }
 
-    /// No byte bound and the largest message bound ([`MAILBOX_CAPACITY_MAX`]);
-    /// only the per-message size limit remains. Use only where the sender is
-    /// known to be slower than the receiver.
+    /// The largest bounds: [`MAILBOX_CAPACITY_MAX`] messages and
+    /// [`MAILBOX_BYTES_MAX`] bytes, with the default per-message limit. Use
+    /// only where the sender is known to be slower than the receiver.
     pub fn unbounded() -> Self {
-        Self { capacity: MAILBOX_CAPACITY_MAX, max_bytes: usize::MAX, ..Self::default() }
+        Self { capacity: MAILBOX_CAPACITY_MAX, max_bytes: MAILBOX_BYTES_MAX, ..Self::default() }
     }
 
     /// The same config with another overflow policy.
@@ -132,7 +135,10 @@ impl MailboxConfig {
         if self.max_message_bytes == 0 {
             return Err(ConfigError::new("mailbox.max_message_bytes", "must be at least 1"));
         }
-        if self.max_bytes < self.max_message_bytes && self.max_bytes != usize::MAX {
+        if self.max_bytes > MAILBOX_BYTES_MAX {
+            return Err(ConfigError::new("mailbox.max_bytes", format!("{} is over the limit of {MAILBOX_BYTES_MAX}", self.max_bytes)));
+        }
+        if self.max_bytes < self.max_message_bytes {
             return Err(ConfigError::new(
                 "mailbox.max_bytes",
                 format!(
@@ -316,13 +322,13 @@ impl<M: Message> Message for Envelope<M> {
 pub(crate) struct Queue<M> {
     /// Messages not yet taken by the receiver.
     pub items: VecDeque<M>,
-    /// Bytes of `items`.
-    pub bytes: usize,
+    /// Bytes of `items` (at most `max_bytes`, so at most `MAILBOX_BYTES_MAX`).
+    pub bytes: u32,
     /// Size of the batch the receiver took at its last swap (a batch is at
     /// most `capacity`, which is at most `u32::MAX`).
     pub taken: u32,
     /// Bytes of that batch.
-    pub taken_bytes: usize,
+    pub taken_bytes: u32,
     /// The receiver, when it waits for a message.
     pub rx_waker: Option<Waker>,
     /// How much of the batch a sender last saw consumed (`<= taken`): lets
@@ -336,7 +342,7 @@ pub(crate) struct Queue<M> {
 #[derive(Default)]
 pub(crate) struct Progress {
     pub consumed: AtomicU32,
-    pub consumed_bytes: AtomicUsize,
+    pub consumed_bytes: AtomicU32,
     pub senders_waiting: AtomicBool,
     /// Set when the process's signal queue is non-empty, so the receiver
     /// can skip the lock (kept here, in padding, to keep processes small).
@@ -383,7 +389,8 @@ impl<M: Message> Queue<M> {
 
     /// Bytes accepted and not yet received (exact).
     pub fn outstanding_bytes(&self, progress: &Progress) -> usize {
-        self.bytes + self.taken_bytes - progress.consumed_bytes.load(Ordering::Acquire).min(self.taken_bytes)
+        // Summed in `usize`: the batch and the queue can each be near the 32-bit limit.
+        self.bytes as usize + (self.taken_bytes - progress.consumed_bytes.load(Ordering::Acquire).min(self.taken_bytes)) as usize
     }
 
     /// Room for `bytes` more. Counts with what senders last saw consumed and
@@ -391,8 +398,8 @@ impl<M: Message> Queue<M> {
     /// the receiver writes on every message).
     #[inline(always)]
     fn has_room(&mut self, cfg: &MailboxConfig, progress: &Progress, bytes: usize) -> bool {
-        let quick =
-            self.items.len() + ((self.taken - self.seen) as usize) < cfg.capacity && self.bytes + self.taken_bytes + bytes <= cfg.max_bytes;
+        let quick = self.items.len() + ((self.taken - self.seen) as usize) < cfg.capacity
+            && self.bytes as usize + self.taken_bytes as usize + bytes <= cfg.max_bytes;
         if quick {
             return true;
         }
@@ -411,7 +418,8 @@ impl<M: Message> Queue<M> {
         if cfg.shared_budget.is_none() {
             if self.has_room(cfg, progress, bytes) {
                 self.items.push_back(msg);
-                self.bytes += bytes;
+                // Within `max_bytes`, which fits 32 bits (`MAILBOX_BYTES_MAX`).
+                self.bytes += bytes as u32;
                 return Offer::Accepted(self.rx_waker.take());
             }
             if cfg.overflow == Overflow::Backpressure {
@@ -439,7 +447,7 @@ impl<M: Message> Queue<M> {
                 Overflow::DropOldest => match self.items.pop_front() {
                     Some(old) => {
                         let old_bytes = old.total_bytes();
-                        self.bytes -= old_bytes;
+                        self.bytes -= old_bytes as u32;
                         if let Some(budget) = &cfg.shared_budget {
                             budget.release(old_bytes);
                         }
@@ -454,7 +462,7 @@ impl<M: Message> Queue<M> {
             }
         }
         self.items.push_back(msg);
-        self.bytes += bytes;
+        self.bytes += bytes as u32;
         if evicted.is_empty() { Offer::Accepted(self.rx_waker.take()) } else { Offer::AcceptedEvicting(self.rx_waker.take(), evicted) }
     }
 
@@ -462,7 +470,7 @@ impl<M: Message> Queue<M> {
     /// the caller can drop them outside the lock.
     pub fn close(&mut self, cfg: &MailboxConfig) -> VecDeque<M> {
         if let Some(budget) = &cfg.shared_budget {
-            budget.release(self.bytes);
+            budget.release(self.bytes as usize);
         }
         self.bytes = 0;
         self.rx_waker = None;

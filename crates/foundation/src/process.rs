@@ -24,7 +24,7 @@ use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll, Waker};
 
 use parking_lot::Mutex;
@@ -112,13 +112,58 @@ impl IntoIterator for PidSet {
 /// A process's state: mailbox plus control, one lock.
 pub(crate) struct State<M> {
     pub queue: Queue<Envelope<M>>,
-    pub exited: bool,
-    pub trap_exit: bool,
-    /// Restart count given at spawn (reported in `ProcessInfo`).
-    pub restarts: u32,
+    /// Exited, traps exits, and the messages received before the current batch.
+    pub life: Life,
     pub task: Option<JoinHandle<()>>,
     /// Rarely used relations, allocated on first use to keep idle processes small.
     pub extra: Option<Box<Extra>>,
+}
+
+/// Whether a process has exited, whether it traps exits, and how many
+/// messages it received in the batches before its current one: one word, so
+/// that a process block stays within its allocator class (see
+/// `process_block_stays_small`).
+#[derive(Clone, Copy)]
+pub(crate) struct Life(u64);
+
+impl Life {
+    const EXITED: u64 = 1 << 63;
+    const TRAP_EXIT: u64 = 1 << 62;
+    /// The count's 62 bits: at a billion messages a second, 146 years.
+    const RECEIVED: u64 = Self::TRAP_EXIT - 1;
+
+    pub fn new(trap_exit: bool) -> Self {
+        Self(if trap_exit { Self::TRAP_EXIT } else { 0 })
+    }
+
+    pub fn exited(self) -> bool {
+        self.0 & Self::EXITED != 0
+    }
+
+    pub fn set_exited(&mut self) {
+        self.0 |= Self::EXITED;
+    }
+
+    pub fn trap_exit(self) -> bool {
+        self.0 & Self::TRAP_EXIT != 0
+    }
+
+    /// Sets trapping on or off; returns the previous setting.
+    pub fn set_trap_exit(&mut self, on: bool) -> bool {
+        let was = self.trap_exit();
+        self.0 = if on { self.0 | Self::TRAP_EXIT } else { self.0 & !Self::TRAP_EXIT };
+        was
+    }
+
+    pub fn received(self) -> u64 {
+        self.0 & Self::RECEIVED
+    }
+
+    /// Counts a used-up batch (saturating at the count's 62 bits).
+    pub fn add_received(&mut self, n: u32) {
+        let count = (self.received() + u64::from(n)).min(Self::RECEIVED);
+        self.0 = (self.0 & !Self::RECEIVED) | count;
+    }
 }
 
 /// Who is told when a monitored process ends.
@@ -129,6 +174,9 @@ pub(crate) enum Watcher {
 
 #[derive(Default)]
 pub(crate) struct Extra {
+    /// How many times its supervisor restarted the child this process is
+    /// (given at spawn; here because it is zero for most processes).
+    pub restarts: u32,
     /// Messages dropped by the mailbox's overflow policy.
     pub dropped: u64,
     /// The exit reason recorded by whoever decided the process must end.
@@ -157,6 +205,9 @@ pub(crate) struct Process<M> {
     /// process is in the node's table, i.e. alive.
     pub node: crate::Node,
     pub config: Arc<MailboxConfig>,
+    /// Times its task was polled (written only by the task, so without a
+    /// read-modify-write).
+    pub polls: AtomicU64,
     pub progress: Progress,
     pub state: Mutex<State<M>>,
 }
@@ -205,12 +256,16 @@ impl<M> Process<M> {
 impl<M: Message> Process<M> {
     pub fn new(node: crate::Node, pid: Pid, config: Arc<MailboxConfig>, trap_exit: bool, restarts: u32) -> Self {
         debug_assert_eq!(pid.node(), node.id());
+        // Restarted children keep their count with their other rare fields
+        // (a supervised child has its parent there anyway).
+        let extra = (restarts > 0).then(|| Box::new(Extra { restarts, ..Extra::default() }));
         Self {
             id: pid.id(),
             node,
             config,
+            polls: AtomicU64::new(0),
             progress: Progress::default(),
-            state: Mutex::new(State { queue: Queue::new(), exited: false, trap_exit, restarts, task: None, extra: None }),
+            state: Mutex::new(State { queue: Queue::new(), life: Life::new(trap_exit), task: None, extra }),
         }
     }
 
@@ -228,7 +283,7 @@ impl<M: Message> Process<M> {
 /// Records `reason` as the process's end and aborts its task.
 /// Caller holds the lock; returns true if this call decided the end.
 fn kill_locked<M>(st: &mut State<M>, reason: ExitReason) -> bool {
-    if st.exited || st.extra.as_ref().is_some_and(|e| e.kill_reason.is_some()) {
+    if st.life.exited() || st.extra.as_ref().is_some_and(|e| e.kill_reason.is_some()) {
         return false;
     }
     st.extra().kill_reason = Some(reason);
@@ -298,6 +353,10 @@ pub struct ProcessInfo {
     pub mailbox_allocated: usize,
     /// Messages dropped by the overflow policy.
     pub dropped: u64,
+    /// Messages it has received (taken from its mailbox) since it started.
+    pub received: u64,
+    /// Times its task has been polled (each time it ran) since it started.
+    pub polls: u64,
     /// System messages (exit, down) waiting.
     pub signals_pending: usize,
     /// Signals that found the queue at [`SIGNAL_QUEUE_MAX`] (the first one
@@ -337,7 +396,7 @@ impl<M: Message> AnyProcess for Process<M> {
 
     fn exit_signal(&self, from: Pid, reason: ExitReason, kind: SignalKind) {
         let mut st = self.state.lock();
-        if st.exited {
+        if st.life.exited() {
             return;
         }
         // A link's signal counts only while the link stands; taking it down
@@ -348,7 +407,7 @@ impl<M: Message> AnyProcess for Process<M> {
         let waker = if kind == SignalKind::Explicit && reason == ExitReason::Kill {
             kill_locked(&mut st, ExitReason::Killed);
             None
-        } else if st.trap_exit {
+        } else if st.life.trap_exit() {
             push_signal_locked(&mut st, &self.progress.has_signals, Signal::Exit { from, reason })
         } else if reason == ExitReason::Normal {
             None
@@ -366,7 +425,7 @@ impl<M: Message> AnyProcess for Process<M> {
 
     fn down(&self, monitor: MonitorRef, pid: Pid, reason: ExitReason) {
         let mut st = self.state.lock();
-        if st.exited {
+        if st.life.exited() {
             return;
         }
         // Delivered only while the monitor is held, and the monitor ends with
@@ -384,7 +443,7 @@ impl<M: Message> AnyProcess for Process<M> {
 
     fn add_link(&self, other: Pid) -> bool {
         let mut st = self.state.lock();
-        if st.exited {
+        if st.life.exited() {
             return false;
         }
         st.extra().links.insert(other);
@@ -399,7 +458,7 @@ impl<M: Message> AnyProcess for Process<M> {
 
     fn add_watcher(&self, monitor: MonitorRef, watcher: Watcher) -> Result<(), Watcher> {
         let mut st = self.state.lock();
-        if st.exited {
+        if st.life.exited() {
             return Err(watcher);
         }
         st.extra().watchers.push((monitor, watcher));
@@ -414,7 +473,7 @@ impl<M: Message> AnyProcess for Process<M> {
 
     fn note_membership(&self, name: Option<&str>, group: Option<&str>) -> bool {
         let mut st = self.state.lock();
-        if st.exited {
+        if st.life.exited() {
             return false;
         }
         let extra = st.extra();
@@ -438,7 +497,7 @@ impl<M: Message> AnyProcess for Process<M> {
 
     fn info(&self) -> Option<ProcessInfo> {
         let st = self.state.lock();
-        if st.exited {
+        if st.life.exited() {
             return None;
         }
         let extra = st.extra.as_deref();
@@ -449,13 +508,15 @@ impl<M: Message> AnyProcess for Process<M> {
             mailbox_bytes: st.queue.outstanding_bytes(&self.progress),
             mailbox_allocated: st.queue.items.capacity(),
             dropped: extra.map_or(0, |e| e.dropped),
+            received: st.life.received() + u64::from(self.progress.consumed.load(Ordering::Acquire).min(st.queue.taken)),
+            polls: self.polls.load(Ordering::Relaxed),
             signals_pending: extra.map_or(0, |e| e.signals.len()),
             signals_dropped: extra.map_or(0, |e| e.signals_dropped),
-            trap_exit: st.trap_exit,
+            trap_exit: st.life.trap_exit(),
             links: extra.map(|e| e.links.to_vec()).unwrap_or_default(),
             monitors: extra.map(|e| e.monitors.iter().map(|(_, p)| *p).collect()).unwrap_or_default(),
             names: extra.map(|e| e.names.clone()).unwrap_or_default(),
-            restarts: st.restarts,
+            restarts: extra.map_or(0, |e| e.restarts),
             parent: extra.and_then(|e| e.parent),
             memory_bytes: std::mem::size_of::<Self>()
                 + st.queue.items.capacity() * std::mem::size_of::<Envelope<M>>()
@@ -485,6 +546,23 @@ mod tests {
         assert!(size <= 160, "Process block grew to {size} B");
     }
 
+    /// The flags and the count share a word without touching each other.
+    #[test]
+    fn life_keeps_its_flags_and_count_apart() {
+        let mut life = Life::new(true);
+        life.add_received(u32::MAX);
+        life.add_received(5);
+        assert!(life.trap_exit() && !life.exited());
+        assert_eq!(life.received(), u64::from(u32::MAX) + 5);
+        assert!(life.set_trap_exit(false));
+        life.set_exited();
+        assert!(life.exited() && !life.trap_exit());
+        assert_eq!(life.received(), u64::from(u32::MAX) + 5);
+        let mut full = Life(Life::RECEIVED - 1);
+        full.add_received(10);
+        assert_eq!((full.received(), full.exited(), full.trap_exit()), (Life::RECEIVED, false, false), "saturates in its bits");
+    }
+
     /// A tokio task is its future plus about 112 bytes, rounded up to 128:
     /// a minimal process's `Runner` must stay within 136 bytes for its task
     /// to fit 256 (the other half of the `process.idle_bytes` budget).
@@ -498,6 +576,6 @@ mod tests {
         let runner = Runner::new(proc.clone(), idle(crate::Ctx::new(proc)));
         let size = std::mem::size_of_val(&runner);
         assert!(size <= 136, "minimal Runner grew to {size} B");
-        runner.proc.state.lock().exited = true; // not spawned: skip finish
+        runner.proc.state.lock().life.set_exited(); // not spawned: skip finish
     }
 }

@@ -46,8 +46,12 @@ fn ecosystem_config_validation() {
     assert_eq!(field(c), "mailbox.capacity");
     let mut c = config(5);
     c.memory_strategy = Some(MemoryStrategy::SharedHeap);
+    c.mailbox.max_bytes = usize::MAX;
+    assert_eq!(field(c), "mailbox.max_bytes", "every byte bound is finite (a shared heap's too)");
+    let mut c = config(5);
+    c.memory_strategy = Some(MemoryStrategy::SharedHeap);
     c.mailbox = MailboxConfig::unbounded();
-    assert_eq!(field(c), "memory_strategy", "a shared heap needs a finite budget");
+    assert_eq!(c.validate(), Ok(()), "the largest bounds make a budget of MAILBOX_BYTES_MAX");
     let mut c = config(5);
     c.gc_strategy = Some(GcStrategy::FrequentMinor);
     c.mailbox.shrink_to = Some(4);

@@ -109,3 +109,85 @@ async fn an_oversized_payload_is_refused_with_a_typed_error() {
     send_with_flow_control(&p, Bytes::from(vec![0u8; 1024])).expect("a small payload is accepted");
     assert_eq!(node.process_info(p.pid()).expect("alive").mailbox_len, 1);
 }
+
+/// `ProcessInfo` counts what a process received and how often it ran, across
+/// the batches its receiver takes and within one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_counts_the_messages_it_received_and_the_times_it_ran() {
+    let node = Node::new("t");
+    let (go_tx, mut go_rx) = mpsc::unbounded_channel::<usize>();
+    let (took_tx, mut took_rx) = mpsc::unbounded_channel::<usize>();
+    let p = node.spawn(move |mut ctx: Ctx<u64>| async move {
+        while let Some(n) = go_rx.recv().await {
+            for _ in 0..n {
+                ctx.recv().await;
+            }
+            let _ = took_tx.send(n);
+        }
+    });
+    let info = || node.process_info(p.pid()).expect("alive");
+    let mut took = async |n: usize| {
+        go_tx.send(n).expect("alive");
+        assert_eq!(tokio::time::timeout(WAIT, took_rx.recv()).await.expect("in time"), Some(n));
+    };
+    for i in 0..10 {
+        p.try_send(i).expect("room");
+    }
+    foundation_testutil::assert_eventually("first poll", || info().polls >= 1, WAIT).await;
+    let start = info();
+    assert_eq!((start.received, start.mailbox_len), (0, 10));
+
+    // Four of one batch of ten: the count is exact within a batch.
+    took(4).await;
+    let part = info();
+    assert_eq!((part.received, part.mailbox_len), (4, 6));
+    assert!(part.polls > start.polls, "it ran to receive: {} then {}", start.polls, part.polls);
+
+    took(6).await;
+    p.try_send(10).expect("room");
+    took(1).await;
+    let end = info();
+    assert_eq!((end.received, end.mailbox_len), (11, 0), "counted across batches");
+    assert!(end.polls > part.polls);
+}
+
+/// A message that says it holds `.0` bytes (nothing is allocated).
+struct Claims(usize);
+impl Message for Claims {
+    fn heap_bytes(&self) -> usize {
+        self.0
+    }
+}
+
+/// Byte counts are 32-bit inside a mailbox; near the largest bound they are
+/// still exact, and the bound still holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn byte_bounds_near_four_gib_are_exact() {
+    use foundation::mailbox::MAILBOX_BYTES_MAX;
+    const PART: usize = 1300 << 20;
+    let node = Node::new("t");
+    let too_big = MailboxConfig { max_bytes: MAILBOX_BYTES_MAX + 1, ..MailboxConfig::default() };
+    assert_eq!(too_big.validate().expect_err("over the limit").field, "mailbox.max_bytes");
+    let cfg = MailboxConfig { max_message_bytes: PART + 1024, ..MailboxConfig::unbounded() };
+    let (go_tx, mut go_rx) = mpsc::unbounded_channel::<()>();
+    let opts = SpawnOpts { mailbox: Some(Arc::new(cfg)), ..SpawnOpts::default() };
+    let p = node
+        .spawn_with(opts, move |mut ctx: Ctx<Claims>| async move {
+            while go_rx.recv().await.is_some() {
+                ctx.recv().await;
+            }
+        })
+        .expect("valid");
+    for _ in 0..3 {
+        if let Err(e) = p.try_send(Claims(PART)) {
+            panic!("room: {e}")
+        }
+    }
+    let bytes = || node.process_info(p.pid()).expect("alive").mailbox_bytes;
+    assert_eq!(bytes(), 3 * (PART + std::mem::size_of::<Claims>()), "over 4 GiB would not be");
+    assert!(matches!(p.try_send(Claims(PART)), Err(SendError::Full(_))), "a fourth passes the bound");
+    go_tx.send(()).expect("alive");
+    foundation_testutil::assert_eventually("one taken", || bytes() == 2 * (PART + std::mem::size_of::<Claims>()), WAIT).await;
+    p.try_send(Claims(PART)).unwrap_or_else(|_| panic!("room again"));
+    assert!(matches!(p.try_send(Claims(PART)), Err(SendError::Full(_))));
+}

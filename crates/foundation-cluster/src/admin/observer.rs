@@ -157,6 +157,8 @@ fn process_json(info: &ProcessInfo) -> serde_json::Value {
         "mailbox_len": info.mailbox_len,
         "mailbox_bytes": info.mailbox_bytes,
         "memory_bytes": info.memory_bytes,
+        "received": info.received,
+        "polls": info.polls,
         "restarts": info.restarts,
         "trap_exit": info.trap_exit,
         "links": info.links.iter().map(|p| local(*p)).collect::<Vec<_>>(),

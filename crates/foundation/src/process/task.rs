@@ -8,10 +8,10 @@ use super::*;
 fn finish<M: Message>(node: &NodeShared, proc: &Process<M>, body_reason: Option<ExitReason>) {
     let (reason, extra, leftovers, waiters, task) = {
         let mut st = proc.state.lock();
-        if st.exited {
+        if st.life.exited() {
             return;
         }
-        st.exited = true;
+        st.life.set_exited();
         // A reason recorded by a killer wins over the body's only if the body
         // did not finish on its own first (then there is no body reason).
         let leftovers = st.queue.close(&proc.config);
@@ -66,6 +66,9 @@ where
         // not pinned and are only used by reference.
         let this = unsafe { self.get_unchecked_mut() };
         let body = unsafe { Pin::new_unchecked(&mut this.body) };
+        // Only this task writes the count: no read-modify-write.
+        let polls = &this.proc.polls;
+        polls.store(polls.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
         // The slot is empty between task polls; a process with a context
         // puts it there for the poll and takes back what the body left.
         let outer = this.context.take().map(|c| crate::context::replace(Some(c)));
@@ -179,7 +182,7 @@ impl<M: Message> Drop for SpawnGuard<'_, M> {
 /// Stores the task handle once spawned; aborts at once if a kill came first.
 pub(crate) fn attach_task<M>(proc: &Process<M>, task: JoinHandle<()>) {
     let mut st = proc.state.lock();
-    if st.exited {
+    if st.life.exited() {
         return;
     }
     if st.extra.as_ref().is_some_and(|e| e.kill_reason.is_some()) {
