@@ -205,9 +205,10 @@ impl<M: Message> Ctx<M> {
         debug_assert!(self.batch.is_empty());
         let cfg = &self.proc.config;
         let mut st = self.proc.state.lock();
-        // The batch is used up: what it held is now received.
-        let received = self.proc.progress.consumed.load(Ordering::Relaxed).min(st.queue.taken);
-        st.life.add_received(received);
+        // The batch is used up (each of its messages went out through
+        // `pop_batch`): what it held is now received.
+        let taken = st.queue.taken;
+        st.life.add_received(taken);
         let q = &mut st.queue;
         q.taken = 0;
         q.seen = 0;

@@ -46,7 +46,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::task::Waker;
 
 use crate::Message;
@@ -341,6 +341,9 @@ pub(crate) struct Queue<M> {
 /// consumed. Senders read it only when the mailbox looks full.
 #[derive(Default)]
 pub(crate) struct Progress {
+    /// Times the process's task was polled (counted by the task after each
+    /// poll, on the line the receive just wrote).
+    pub polls: AtomicU64,
     pub consumed: AtomicU32,
     pub consumed_bytes: AtomicU32,
     pub senders_waiting: AtomicBool,

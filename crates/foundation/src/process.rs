@@ -24,7 +24,7 @@ use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Waker};
 
 use parking_lot::Mutex;
@@ -132,34 +132,41 @@ impl Life {
     /// The count's 62 bits: at a billion messages a second, 146 years.
     const RECEIVED: u64 = Self::TRAP_EXIT - 1;
 
+    #[inline]
     pub fn new(trap_exit: bool) -> Self {
         Self(if trap_exit { Self::TRAP_EXIT } else { 0 })
     }
 
+    #[inline]
     pub fn exited(self) -> bool {
         self.0 & Self::EXITED != 0
     }
 
+    #[inline]
     pub fn set_exited(&mut self) {
         self.0 |= Self::EXITED;
     }
 
+    #[inline]
     pub fn trap_exit(self) -> bool {
         self.0 & Self::TRAP_EXIT != 0
     }
 
     /// Sets trapping on or off; returns the previous setting.
+    #[inline]
     pub fn set_trap_exit(&mut self, on: bool) -> bool {
         let was = self.trap_exit();
         self.0 = if on { self.0 | Self::TRAP_EXIT } else { self.0 & !Self::TRAP_EXIT };
         was
     }
 
+    #[inline]
     pub fn received(self) -> u64 {
         self.0 & Self::RECEIVED
     }
 
     /// Counts a used-up batch (saturating at the count's 62 bits).
+    #[inline]
     pub fn add_received(&mut self, n: u32) {
         let count = (self.received() + u64::from(n)).min(Self::RECEIVED);
         self.0 = (self.0 & !Self::RECEIVED) | count;
@@ -205,9 +212,6 @@ pub(crate) struct Process<M> {
     /// process is in the node's table, i.e. alive.
     pub node: crate::Node,
     pub config: Arc<MailboxConfig>,
-    /// Times its task was polled (written only by the task, so without a
-    /// read-modify-write).
-    pub polls: AtomicU64,
     pub progress: Progress,
     pub state: Mutex<State<M>>,
 }
@@ -263,7 +267,6 @@ impl<M: Message> Process<M> {
             id: pid.id(),
             node,
             config,
-            polls: AtomicU64::new(0),
             progress: Progress::default(),
             state: Mutex::new(State { queue: Queue::new(), life: Life::new(trap_exit), task: None, extra }),
         }
@@ -509,7 +512,7 @@ impl<M: Message> AnyProcess for Process<M> {
             mailbox_allocated: st.queue.items.capacity(),
             dropped: extra.map_or(0, |e| e.dropped),
             received: st.life.received() + u64::from(self.progress.consumed.load(Ordering::Acquire).min(st.queue.taken)),
-            polls: self.polls.load(Ordering::Relaxed),
+            polls: self.progress.polls.load(Ordering::Relaxed),
             signals_pending: extra.map_or(0, |e| e.signals.len()),
             signals_dropped: extra.map_or(0, |e| e.signals_dropped),
             trap_exit: st.life.trap_exit(),

@@ -66,13 +66,14 @@ where
         // not pinned and are only used by reference.
         let this = unsafe { self.get_unchecked_mut() };
         let body = unsafe { Pin::new_unchecked(&mut this.body) };
-        // Only this task writes the count: no read-modify-write.
-        let polls = &this.proc.polls;
-        polls.store(polls.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
         // The slot is empty between task polls; a process with a context
         // puts it there for the poll and takes back what the body left.
         let outer = this.context.take().map(|c| crate::context::replace(Some(c)));
         let polled = catch_unwind(AssertUnwindSafe(|| body.poll(cx)));
+        // Counted after the poll, when the body has just used the block's
+        // line; only this task writes the count: no read-modify-write.
+        let polls = &this.proc.progress.polls;
+        polls.store(polls.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
         if outer.is_some() || crate::context::is_set() {
             this.context = crate::context::replace(outer.flatten());
         }
