@@ -185,15 +185,20 @@ async fn processes_are_listed_as_a_tree_killed_and_seen_restarted_through_the_ap
 
     let (code, killed) = json(&addr, "POST", &format!("/processes/{}/kill", first.id())).await;
     assert_eq!((code, killed["killed"].as_u64()), (200, Some(first.id())), "{killed}");
-    let restarted = loop {
-        let (_, list) = json(&addr, "GET", "/processes").await;
-        let children: Vec<Value> =
-            list["processes"].as_array().expect("a list").iter().filter(|p| p["parent"] == sup.pid().id()).cloned().collect();
-        if find(&list, first.id()).is_none() && children.len() == 1 {
-            break children[0].clone();
+    // Polled through the API with a deadline: a child never restarted fails
+    // the test instead of hanging it.
+    let restart = async {
+        loop {
+            let (_, list) = json(&addr, "GET", "/processes").await;
+            let children: Vec<Value> =
+                list["processes"].as_array().expect("a list").iter().filter(|p| p["parent"] == sup.pid().id()).cloned().collect();
+            if find(&list, first.id()).is_none() && children.len() == 1 {
+                break children[0].clone();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
     };
+    let restarted = tokio::time::timeout(Duration::from_secs(10), restart).await.expect("the killed child is restarted within 10 s");
     assert_eq!(restarted["restarts"], 1, "{restarted}");
     let (code, gone) = json(&addr, "GET", &format!("/processes/{}", first.id())).await;
     assert_eq!((code, gone["kind"].as_str()), (404, Some("no_process")), "{gone}");
