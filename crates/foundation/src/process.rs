@@ -359,6 +359,8 @@ pub struct ProcessInfo {
     /// Messages it has received (taken from its mailbox) since it started.
     pub received: u64,
     /// Times its task has been polled (each time it ran) since it started.
+    /// A poll is counted when it returns, so what the process did during a
+    /// poll (a reply it sent) can be seen just before that poll is counted.
     pub polls: u64,
     /// System messages (exit, down) waiting.
     pub signals_pending: usize,
