@@ -18,7 +18,11 @@
 //!   blocking pool and delivers the result as a message.
 //! - [`UtilizationSample`] reads the runtime's own per-worker busy time;
 //!   [`scheduler_utilization`] turns two samples into the busy fraction of
-//!   each worker between them.
+//!   each worker between them. On a pool that busy-waits (see
+//!   [`SchedulerPool`](crate::rt::SchedulerPool)), the busy-wait task's
+//!   own polls count as busy: up to about half of each 50 µs window spent
+//!   waiting after a burst of work (its clock read and `sched_yield`; the
+//!   driver polls between them are idle time).
 
 use std::time::Duration;
 

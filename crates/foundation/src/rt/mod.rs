@@ -46,7 +46,7 @@ use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 
 pub use net::{BoxStream, Listener, Network, TokioNetwork};
-pub use sched::{PoolError, SchedulerPool, schedulers_max};
+pub use sched::{BUSY_WAIT, BUSY_WAIT_MAX, PoolBuilder, PoolError, SchedulerPool, schedulers_max};
 pub use tokio::task::JoinHandle;
 pub use tokio::time::{Instant, sleep, sleep_until, timeout};
 

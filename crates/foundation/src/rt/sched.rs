@@ -30,6 +30,12 @@
 //! cache lines between cores and wakes parked threads. On the project's
 //! 2-core machine that costs the message-heavy benches 2–4×.
 //!
+//! Busy waiting: a scheduler that runs out of work keeps polling for I/O
+//! and wake-ups for [`BUSY_WAIT`] before its thread sleeps, so a reply
+//! from another core is picked up without a kernel wake-up (see
+//! `sched/busy.rs`; [`PoolBuilder::busy_wait`] sets the window, zero turns
+//! it off).
+//!
 //! Use it for real (non-simulated) nodes through
 //! [`Spawner::Pool`](super::Spawner::Pool); simulated nodes use the host's
 //! runtime ([`Spawner::Ambient`](super::Spawner::Ambient)).
@@ -39,15 +45,29 @@ use std::future::Future;
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use tokio::runtime::{Builder, Handle, Runtime};
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
+
+mod busy;
+use busy::Counted;
 
 /// Most schedulers a pool may have: four per core. More only adds threads
 /// that take turns on the same cores.
 pub fn schedulers_max() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get()) * 4
 }
+
+/// How long an idle scheduler keeps polling before its thread sleeps, by
+/// default (see the module docs). Long enough for a loopback round trip
+/// to another scheduler (15–20 µs on the project's machine) to come back
+/// while it waits.
+pub const BUSY_WAIT: Duration = Duration::from_micros(50);
+
+/// The longest busy-wait window a pool takes.
+pub const BUSY_WAIT_MAX: Duration = Duration::from_millis(10);
 
 /// Why a [`SchedulerPool`] did not start.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +79,14 @@ pub enum PoolError {
         asked: usize,
         /// [`schedulers_max`] on this machine.
         max: usize,
+    },
+    /// The busy-wait window is over [`BUSY_WAIT_MAX`].
+    #[error("a scheduler pool busy-waits at most {max:?} before sleeping, not {asked:?}")]
+    BusyWait {
+        /// The window asked for.
+        asked: Duration,
+        /// [`BUSY_WAIT_MAX`].
+        max: Duration,
     },
     /// The OS refused a scheduler's thread or runtime.
     #[error("starting a scheduler: {0}")]
@@ -151,6 +179,39 @@ pub struct SchedulerPool {
     id: usize,
     /// Processes move between schedulers (see [`SchedulerPool::migrating`]).
     migrate: bool,
+    busy_wait: Duration,
+}
+
+/// Options for a [`SchedulerPool`]: `SchedulerPool::builder(n)`, then
+/// [`PoolBuilder::start`].
+#[derive(Clone, Debug)]
+pub struct PoolBuilder {
+    schedulers: usize,
+    migrate: bool,
+    busy_wait: Duration,
+}
+
+impl PoolBuilder {
+    /// Whether processes move from a loaded scheduler to an idle one (see
+    /// [`SchedulerPool::migrating`]). Default: no.
+    pub fn migrating(mut self, migrate: bool) -> Self {
+        self.migrate = migrate;
+        self
+    }
+
+    /// How long an idle scheduler keeps polling for I/O and wake-ups
+    /// before its thread sleeps (see the module docs): default
+    /// [`BUSY_WAIT`], at most [`BUSY_WAIT_MAX`]; zero sleeps at once (no
+    /// CPU spent while idle, slower wake-ups).
+    pub fn busy_wait(mut self, window: Duration) -> Self {
+        self.busy_wait = window;
+        self
+    }
+
+    /// Starts the pool's threads.
+    pub fn start(self) -> Result<Arc<SchedulerPool>, PoolError> {
+        SchedulerPool::start(self)
+    }
 }
 
 impl std::fmt::Debug for SchedulerPool {
@@ -165,7 +226,13 @@ impl SchedulerPool {
     /// threads, if any, count as that scheduler for placement.) Processes
     /// stay where they were placed: see [`SchedulerPool::migrating`].
     pub fn new(schedulers: usize) -> Result<Arc<Self>, PoolError> {
-        Self::start(schedulers, false)
+        Self::builder(schedulers).start()
+    }
+
+    /// A pool of `schedulers` with the default options, to change before
+    /// [`PoolBuilder::start`].
+    pub fn builder(schedulers: usize) -> PoolBuilder {
+        PoolBuilder { schedulers, migrate: false, busy_wait: BUSY_WAIT }
     }
 
     /// A pool whose schedulers move processes from a loaded scheduler to an
@@ -173,7 +240,12 @@ impl SchedulerPool {
     /// bench` on the project's machine: each process's body is boxed
     /// (`process.idle_bytes` 466 → 596 B) and a spawn allocates once more.
     pub fn migrating(schedulers: usize) -> Result<Arc<Self>, PoolError> {
-        Self::start(schedulers, true)
+        Self::builder(schedulers).migrating(true).start()
+    }
+
+    /// How long an idle scheduler of this pool busy-waits before sleeping.
+    pub fn busy_wait(&self) -> Duration {
+        self.busy_wait
     }
 
     /// Whether processes spawned on this pool can move (see
@@ -182,13 +254,19 @@ impl SchedulerPool {
         self.migrate
     }
 
-    fn start(schedulers: usize, migrate: bool) -> Result<Arc<Self>, PoolError> {
+    fn start(options: PoolBuilder) -> Result<Arc<Self>, PoolError> {
+        let PoolBuilder { schedulers, migrate, busy_wait } = options;
         let max = schedulers_max();
         if schedulers == 0 || schedulers > max {
             return Err(PoolError::Schedulers { asked: schedulers, max });
         }
+        if busy_wait > BUSY_WAIT_MAX {
+            return Err(PoolError::BusyWait { asked: busy_wait, max: BUSY_WAIT_MAX });
+        }
         let id = POOL_IDS.fetch_add(1, Ordering::Relaxed);
         let parks: Arc<[AtomicU64]> = (0..schedulers).map(|_| AtomicU64::new(0)).collect();
+        let spin = !busy_wait.is_zero();
+        let wakes: Vec<Arc<Notify>> = (0..schedulers).map(|_| Arc::new(Notify::new())).collect();
         let runtimes = (0..schedulers)
             .map(|index| {
                 let mut builder = Builder::new_multi_thread();
@@ -197,27 +275,43 @@ impl SchedulerPool {
                     .thread_name(format!("foundation-sched-{index}"))
                     .on_thread_start(move || CURRENT.with(|c| c.set((id, index))))
                     .enable_all();
-                // Only a migrating pool looks at parks: a fixed one pays
+                // Only a migrating pool looks at parks, and only a busy-waiting
+                // one at unparks: a fixed pool that sleeps at once pays
                 // nothing per park.
                 if migrate {
-                    let (on_park, on_unpark) = (parks.clone(), parks.clone());
-                    builder
-                        .on_thread_park(move || {
-                            on_park[index].fetch_add(1, Ordering::Relaxed);
-                        })
-                        .on_thread_unpark(move || {
+                    let on_park = parks.clone();
+                    builder.on_thread_park(move || {
+                        on_park[index].fetch_add(1, Ordering::Relaxed);
+                    });
+                }
+                if migrate || spin {
+                    let (on_unpark, wake) = (parks.clone(), wakes[index].clone());
+                    builder.on_thread_unpark(move || {
+                        if migrate {
                             on_unpark[index].fetch_add(1, Ordering::Relaxed);
                             BALANCE.with(Balance::reset);
-                        });
+                        }
+                        if spin {
+                            wake.notify_one();
+                        }
+                    });
                 }
                 builder.build()
             })
             .collect::<io::Result<Vec<_>>>()?;
+        if spin {
+            // Not `Counted`: its own polls are not work.
+            for (rt, wake) in runtimes.iter().zip(wakes) {
+                rt.spawn(busy::busy_wait(wake, busy_wait));
+            }
+        }
         let handles = runtimes.iter().map(|rt| rt.handle().clone()).collect();
-        Ok(Arc::new(Self { handles, parks, next: AtomicUsize::new(0), runtimes, id, migrate }))
+        Ok(Arc::new(Self { handles, parks, next: AtomicUsize::new(0), runtimes, id, migrate, busy_wait }))
     }
 
-    /// The schedulers' runtime handles, in order.
+    /// The schedulers' runtime handles, in order. (A task spawned on a
+    /// handle directly, not through the pool, does not count as work for
+    /// the busy wait: the scheduler may sleep while it runs in bursts.)
     pub fn handles(&self) -> &[Handle] {
         &self.handles
     }
@@ -302,7 +396,7 @@ impl SchedulerPool {
         F::Output: Send + 'static,
     {
         let index = self.current().unwrap_or_else(|| self.next.fetch_add(1, Ordering::Relaxed) % self.handles.len());
-        self.handles[index].spawn(fut)
+        self.handles[index].spawn(Counted(fut))
     }
 
     /// Spawns on the next scheduler in turn, wherever it is called from.
@@ -311,7 +405,7 @@ impl SchedulerPool {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        self.handles[self.next.fetch_add(1, Ordering::Relaxed) % self.handles.len()].spawn(fut)
+        self.handles[self.next.fetch_add(1, Ordering::Relaxed) % self.handles.len()].spawn(Counted(fut))
     }
 
     /// Spawns on scheduler `index` (to spread work the pool would otherwise
@@ -321,7 +415,7 @@ impl SchedulerPool {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        Some(self.handles.get(index)?.spawn(fut))
+        Some(self.handles.get(index)?.spawn(Counted(fut)))
     }
 }
 
@@ -362,6 +456,53 @@ mod tests {
         });
         let (parent, child) = rx.recv().unwrap();
         assert_eq!(parent, child, "a child spawned on a scheduler stays there");
+    }
+
+    /// Of twenty 1 ms sleeps of a task alone on a scheduler, how many ended
+    /// with the scheduler's thread never parked (tokio's park count, which
+    /// a busy wait's polls do not move).
+    fn sleeps_without_a_park(pool: &SchedulerPool) -> usize {
+        let (tx, rx) = std::sync::mpsc::channel();
+        pool.spawn(async move {
+            let metrics = Handle::current().metrics();
+            let mut awake = 0;
+            for _ in 0..20 {
+                let parks = metrics.worker_park_count(0);
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                awake += usize::from(metrics.worker_park_count(0) == parks);
+            }
+            tx.send((awake, metrics.worker_park_count(0))).unwrap();
+        });
+        let (awake, parks) = rx.recv().unwrap();
+        // Bounded: once the task is done, the thread sleeps within the
+        // window (it parks again, and nothing else wakes it).
+        let metrics = pool.handles()[0].metrics();
+        let parked = || metrics.worker_park_count(0) > parks;
+        tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(foundation_testutil::assert_eventually(
+            "the idle scheduler sleeps",
+            parked,
+            Duration::from_secs(10),
+        ));
+        awake
+    }
+
+    #[test]
+    fn an_idle_scheduler_polls_through_its_busy_wait_and_then_sleeps() {
+        let spinning = SchedulerPool::builder(1).busy_wait(BUSY_WAIT_MAX).start().expect("a thread");
+        assert_eq!(spinning.busy_wait(), BUSY_WAIT_MAX);
+        // Under load the OS may preempt the thread past a window; one sleep
+        // caught awake shows the wait works, and most are.
+        assert!(sleeps_without_a_park(&spinning) > 0, "a 1 ms sleep inside a 10 ms busy wait ends without a park");
+        let sleeping = SchedulerPool::builder(1).busy_wait(Duration::ZERO).start().expect("a thread");
+        assert_eq!(sleeps_without_a_park(&sleeping), 0, "without a busy wait every sleep parks the thread");
+    }
+
+    #[test]
+    fn a_busy_wait_over_the_max_is_a_configuration_error() {
+        let over = BUSY_WAIT_MAX + Duration::from_micros(1);
+        let Err(err) = SchedulerPool::builder(1).busy_wait(over).start() else { panic!("refused") };
+        assert!(matches!(err, PoolError::BusyWait { asked, max } if asked == over && max == BUSY_WAIT_MAX), "{err}");
+        assert_eq!(SchedulerPool::new(1).expect("a thread").busy_wait(), BUSY_WAIT);
     }
 
     #[test]
