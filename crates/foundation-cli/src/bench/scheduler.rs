@@ -21,7 +21,77 @@ pub fn benches() -> Vec<Bench> {
             run: fanout_parallelism_fixed,
             warmup: false,
         },
+        Bench { name: "scheduler.idle_cpu", unit: "% of a core", target: "(a ticker waking 100×/s)", run: idle_cpu, warmup: false },
+        Bench {
+            name: "scheduler.idle_cpu_no_busy_wait",
+            unit: "% of a core",
+            target: "(the same, busy_wait 0)",
+            run: idle_cpu_no_busy_wait,
+            warmup: false,
+        },
     ]
+}
+
+/// What an idle node costs on a pool with the default busy wait: the CPU
+/// time of this whole process while the node's one process wakes every
+/// 10 ms and does nothing, over the wall time. (With `--tokio`, the node
+/// runs on tokio's runtime and the two rows measure the same.)
+fn idle_cpu(sizes: &Sizes, h: &Harness) -> anyhow::Result<f64> {
+    idle_cpu_with(sizes, h, foundation::rt::BUSY_WAIT)
+}
+
+/// [`idle_cpu`] on a pool that sleeps at once (`busy_wait(0)`).
+fn idle_cpu_no_busy_wait(sizes: &Sizes, h: &Harness) -> anyhow::Result<f64> {
+    idle_cpu_with(sizes, h, Duration::ZERO)
+}
+
+fn idle_cpu_with(sizes: &Sizes, h: &Harness, window: Duration) -> anyhow::Result<f64> {
+    let wakes = sizes.pick(100, 30);
+    let node = if sizes.tokio {
+        h.node()
+    } else {
+        let pool = foundation::rt::SchedulerPool::builder(sizes.workers).busy_wait(window).start().context("starting a pool")?;
+        let rt = foundation::rt::RtConfig { spawner: foundation::rt::Spawner::Pool(pool), ..Default::default() };
+        foundation::Node::with_config(foundation::NodeConfig { name: "idle".into(), rt, ..Default::default() })?
+    };
+    h.driver.block_on(async {
+        let (tx, rx) = oneshot::channel();
+        node.spawn(move |_ctx: Ctx<()>| async move {
+            let measured = async {
+                let (cpu, start) = (cpu_times()?, std::time::Instant::now());
+                for _ in 0..wakes {
+                    foundation::rt::sleep(Duration::from_millis(10)).await;
+                }
+                Some((cpu_between(&cpu, &cpu_times()?), start.elapsed()))
+            };
+            let _ = tx.send(measured.await);
+        });
+        let (cpu, wall) = rx.await.ok().flatten().context("the ticker ended early, or /proc/self/task is unreadable")?;
+        node.shutdown(Duration::from_secs(10)).await;
+        Ok(100.0 * cpu.as_secs_f64() / wall.as_secs_f64())
+    })
+}
+
+/// CPU time of each thread of this process so far (by thread id), from
+/// the kernel's per-thread `schedstat` (nanoseconds on CPU).
+fn cpu_times() -> Option<std::collections::HashMap<String, u64>> {
+    let mut times = std::collections::HashMap::new();
+    for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        // A thread that ended since the listing has no figure: skipped.
+        if let Ok(stat) = std::fs::read_to_string(task.path().join("schedstat"))
+            && let Some(Ok(ns)) = stat.split_whitespace().next().map(str::parse::<u64>)
+        {
+            times.insert(task.file_name().to_string_lossy().into_owned(), ns);
+        }
+    }
+    Some(times)
+}
+
+/// CPU time spent between two [`cpu_times`] by the threads in both (the
+/// threads of pools dropped by earlier runs end in between).
+fn cpu_between(before: &std::collections::HashMap<String, u64>, after: &std::collections::HashMap<String, u64>) -> Duration {
+    let ns = after.iter().filter_map(|(tid, ns)| Some(ns.saturating_sub(*before.get(tid)?))).sum();
+    Duration::from_nanos(ns)
 }
 
 /// Issue 16's fan-out: one process spawns 1,000 processes (no placement by
