@@ -168,8 +168,9 @@ async fn processes_are_listed_as_a_tree_killed_and_seen_restarted_through_the_ap
     for i in 0..3 {
         addr_of_first.try_send(i).expect("room");
     }
-    // A poll is counted when it returns, just after what it received.
-    let received = || node.process_info(first).is_some_and(|i| i.received == 3 && i.polls >= 2);
+    // A poll is counted when it returns, just after what it received (one
+    // poll if the child first ran after the sends, more if before).
+    let received = || node.process_info(first).is_some_and(|i| i.received == 3 && i.polls >= 1);
     foundation_testutil::assert_eventually("three received, in counted polls", received, Duration::from_secs(5)).await;
     let find = |list: &Value, id: u64| list["processes"].as_array().expect("a list").iter().find(|p| p["id"] == id).cloned();
     let (code, listed) = json(&addr, "GET", "/processes").await;
@@ -180,7 +181,7 @@ async fn processes_are_listed_as_a_tree_killed_and_seen_restarted_through_the_ap
     assert_eq!(w["links"], serde_json::json!([sup.pid().id()]));
     assert!(w["memory_bytes"].as_u64().expect("a size") > 0 && w["message_type"] == "u32", "{w}");
     assert_eq!(w["received"], 3, "{w}");
-    assert!(w["polls"].as_u64().expect("a count") >= 2, "it ran to start and to receive: {w}");
+    assert!(w["polls"].as_u64().expect("a count") >= 1, "it ran to receive: {w}");
     assert_eq!(listed["total"].as_u64(), Some(node.live_processes() as u64), "{listed}");
     assert_eq!(json(&addr, "GET", &format!("/processes/{}", first.id())).await.1["id"], first.id());
 
