@@ -33,8 +33,9 @@ pub fn benches() -> Vec<Bench> {
 }
 
 /// What an idle node costs on a pool with the default busy wait: the CPU
-/// time of this whole process while the node's one process wakes every
-/// 10 ms and does nothing, over the wall time. (With `--tokio`, the node
+/// time of this process's threads (those alive throughout) while the
+/// node's one process wakes every 10 ms and does nothing, over the wall
+/// time. (With `--tokio`, the node
 /// runs on tokio's runtime and the two rows measure the same.)
 fn idle_cpu(sizes: &Sizes, h: &Harness) -> anyhow::Result<f64> {
     idle_cpu_with(sizes, h, foundation::rt::BUSY_WAIT)

@@ -275,9 +275,9 @@ impl SchedulerPool {
                     .thread_name(format!("foundation-sched-{index}"))
                     .on_thread_start(move || CURRENT.with(|c| c.set((id, index))))
                     .enable_all();
-                // Only a migrating pool looks at parks, and only a busy-waiting
-                // one at unparks: a fixed pool that sleeps at once pays
-                // nothing per park.
+                // A migrating pool counts parks and unparks; a busy-waiting
+                // one wakes its busy-wait task on unpark. A fixed pool that
+                // sleeps at once pays nothing per park.
                 if migrate {
                     let on_park = parks.clone();
                     builder.on_thread_park(move || {
