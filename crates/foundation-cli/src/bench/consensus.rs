@@ -20,7 +20,7 @@ const T: Duration = Duration::from_secs(10);
 
 pub fn benches() -> Vec<Bench> {
     vec![
-        Bench { name: "consensus.commits", unit: "ops/s", target: ">= 20000 (etcd: 4831)", run: commits, warmup: true },
+        Bench { name: "consensus.commits", unit: "ops/s", target: ">= 40000 (etcd: 4831)", run: commits, warmup: true },
         Bench { name: "consensus.commit_p99", unit: "ms", target: "<= 10 (etcd: 34)", run: commit_p99, warmup: true },
         Bench { name: "consensus.failover", unit: "ms", target: "<= 500 (etcd: 1300)", run: failover, warmup: false },
         Bench { name: "consensus.failover_lan", unit: "ms", target: "<= 100 (etcd, 10/100 ms: 114)", run: failover_lan, warmup: false },
