@@ -99,11 +99,23 @@ pub(crate) struct Roaming<M: Message, F> {
     pool: Arc<crate::rt::SchedulerPool>,
     /// Polls since the process last moved (saturating).
     settled: u8,
+    /// The scheduler it moved to, until it first runs there (or is dropped
+    /// before): it counts in that scheduler's backlog until then.
+    arriving: Option<usize>,
 }
 
 impl<M: Message, F> Roaming<M, F> {
     pub fn new(proc: Arc<Process<M>>, body: F, pool: Arc<crate::rt::SchedulerPool>) -> Self {
-        Self { runner: Some(Runner::new(proc, Box::pin(body))), pool, settled: crate::rt::sched::SETTLE_POLLS }
+        Self { runner: Some(Runner::new(proc, Box::pin(body))), pool, settled: crate::rt::sched::SETTLE_POLLS, arriving: None }
+    }
+}
+
+impl<M: Message, F> Drop for Roaming<M, F> {
+    fn drop(&mut self) {
+        // Moved, then killed (or its pool stopped) before it ran there.
+        if let Some(to) = self.arriving.take() {
+            self.pool.arrived(to);
+        }
     }
 }
 
@@ -117,11 +129,14 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         // Unpin: the body is boxed, everything else is a pointer.
         let this = self.get_mut();
+        if let Some(to) = this.arriving.take() {
+            this.pool.arrived(to);
+        }
         if let Some(to) = this.pool.export_target(this.settled >= crate::rt::sched::SETTLE_POLLS)
             && let Some(runner) = this.runner.take()
         {
             let proc = runner.proc.clone();
-            let moved = Roaming { runner: Some(runner), pool: this.pool.clone(), settled: 0 };
+            let moved = Roaming { runner: Some(runner), pool: this.pool.clone(), settled: 0, arriving: Some(to) };
             // The pool names only its own schedulers; the new task owns the
             // process's ending from now on (a kill since is applied to it).
             if let Some(task) = this.pool.spawn_on(to, moved) {
