@@ -13,6 +13,7 @@ use super::{Bench, Harness, Sizes};
 pub fn benches() -> Vec<Bench> {
     vec![
         Bench { name: "scheduler.tick_lag_p99", unit: "ms", target: "<= 2", run: tick_lag_p99, warmup: false },
+        Bench { name: "scheduler.tick_lag_p99_migrating", unit: "ms", target: "<= 2", run: tick_lag_p99_migrating, warmup: false },
         Bench { name: "scheduler.fanout_parallelism", unit: "cores", target: ">= 1.9 of 2", run: fanout_parallelism, warmup: false },
         Bench {
             name: "scheduler.fanout_parallelism_fixed",
@@ -102,13 +103,18 @@ fn cpu_between(before: &std::collections::HashMap<String, u64>, after: &std::col
 /// (`SchedulerPool::migrating`, as many schedulers as the harness's), or
 /// tokio's runtime with `--tokio`.
 fn fanout_parallelism(sizes: &Sizes, h: &Harness) -> anyhow::Result<f64> {
+    fanout(sizes, h, migrating_node(sizes, h, "fanout")?)
+}
+
+/// A node on a migrating pool with as many schedulers as the harness's
+/// (the harness's own node with `--tokio`).
+fn migrating_node(sizes: &Sizes, h: &Harness, name: &str) -> anyhow::Result<foundation::Node> {
     if sizes.tokio {
-        return fanout(sizes, h, h.node());
+        return Ok(h.node());
     }
     let pool = foundation::rt::SchedulerPool::migrating(sizes.workers).context("starting a migrating pool")?;
     let rt = foundation::rt::RtConfig { spawner: foundation::rt::Spawner::Pool(pool), ..Default::default() };
-    let node = foundation::Node::with_config(foundation::NodeConfig { name: "fanout".into(), rt, ..Default::default() })?;
-    fanout(sizes, h, node)
+    Ok(foundation::Node::with_config(foundation::NodeConfig { name: name.into(), rt, ..Default::default() })?)
 }
 
 /// [`fanout_parallelism`] on the harness's pool, where processes stay
@@ -160,9 +166,19 @@ fn fanout(sizes: &Sizes, h: &Harness, node: foundation::Node) -> anyhow::Result<
 /// scheduler pool the ticker shares scheduler 0 with a CPU process; with
 /// `--tokio`, tokio places everything.
 fn tick_lag_p99(sizes: &Sizes, h: &Harness) -> anyhow::Result<f64> {
+    tick_lag(sizes, h, h.node())
+}
+
+/// [`tick_lag_p99`] on a migrating pool: the same placement to start
+/// with, and the loaded schedulers free to move processes (the ticker
+/// among them) to each other.
+fn tick_lag_p99_migrating(sizes: &Sizes, h: &Harness) -> anyhow::Result<f64> {
+    tick_lag(sizes, h, migrating_node(sizes, h, "ticks")?)
+}
+
+fn tick_lag(sizes: &Sizes, h: &Harness, node: foundation::Node) -> anyhow::Result<f64> {
     let ticks = sizes.pick(1000, 300);
     h.driver.block_on(async {
-        let node = h.node();
         let placed = |i: usize| SpawnOpts { scheduler: (!sizes.tokio).then_some(i), ..SpawnOpts::default() };
         let (started_tx, started_rx) = oneshot::channel();
         let (lag_tx, lag_rx) = oneshot::channel();
