@@ -16,9 +16,10 @@
 //! then by the thread's CPU time (a preempted thread looks heavy by the
 //! wall clock only), twice in a row (a slow page fault is not a load),
 //! while another scheduler was idle since the last look (parked now, or its
-//! park counter moved), make that one this scheduler's partner: while the
-//! partner has fewer than [`FEED`] processes moved to it that have not run
-//! there yet, every other process about to be polled here moves to it first
+//! park counter moved), make that one this scheduler's partner: for each
+//! window that starts with the partner holding fewer than [`FEED`]
+//! processes moved to it that have not run there yet (their count is
+//! `arrivals`), every other process about to be polled here moves to it first
 //! (its body is boxed, so its task can end and a new one continue it there;
 //! see `process::Roaming`), unless it moved less than [`SETTLE_POLLS`]
 //! polls ago. The partner stays while this scheduler stays heavy, busy or
