@@ -3,15 +3,10 @@
 //! machine's cores, and the other pool tests, run beside it on the same
 //! cores, took CPU from one of them (the split fell to 1,272 and 728).
 
-use std::time::Duration;
+mod common;
 
 use foundation::rt::{RtConfig, SchedulerPool, Spawner};
-use foundation::{Ctx, Node, NodeConfig};
-use tokio::sync::oneshot;
-
-fn thread_name() -> String {
-    std::thread::current().name().unwrap_or("?").to_owned()
-}
+use foundation::{Node, NodeConfig};
 
 fn migrating_node(schedulers: usize) -> Node {
     let rt = RtConfig { spawner: Spawner::Pool(SchedulerPool::migrating(schedulers).expect("scheduler threads")), ..RtConfig::default() };
@@ -19,44 +14,12 @@ fn migrating_node(schedulers: usize) -> Node {
 }
 
 /// Work items of a fan-out from one process on a fresh migrating pool of
-/// two (400 workers, 10 items of 200 µs each), per scheduler: (0, 1).
+/// two, per scheduler: (0, 1).
 fn fan_out_split() -> (usize, usize) {
-    let node = migrating_node(2);
-    let driver = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("driver runtime");
-    let names = driver.block_on(async {
-        let (tx, rx) = oneshot::channel();
-        node.spawn(move |ctx: Ctx<()>| async move {
-            let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
-            let workers: Vec<_> = (0..WORKERS)
-                .map(|_| {
-                    let done = done_tx.clone();
-                    ctx.node().spawn(move |mut ctx: Ctx<u32>| async move {
-                        let mut ran_on = Vec::with_capacity(ITEMS);
-                        for _ in 0..ITEMS {
-                            ctx.recv().await;
-                            foundation_testutil::load::burn(200);
-                            ran_on.push(thread_name());
-                        }
-                        let _ = done.send(ran_on);
-                    })
-                })
-                .collect();
-            for _ in 0..ITEMS {
-                for w in &workers {
-                    let _ = w.send(1).await;
-                }
-            }
-            let mut names = Vec::new();
-            for _ in 0..workers.len() {
-                names.extend(done_rx.recv().await.expect("a worker finished"));
-            }
-            let _ = tx.send(names);
-        });
-        tokio::time::timeout(Duration::from_secs(60), rx).await.expect("in time").expect("spawner ran")
-    });
-    let on = |s: &str| names.iter().filter(|n| n.as_str() == s).count();
+    let threads: Vec<String> = common::fan_out(&migrating_node(2), WORKERS, ITEMS).into_iter().flatten().collect();
+    let on = |s: &str| threads.iter().filter(|n| n.as_str() == s).count();
     let split = (on("foundation-sched-0"), on("foundation-sched-1"));
-    assert_eq!(split.0 + split.1, WORKERS * ITEMS, "{names:?}");
+    assert_eq!(split.0 + split.1, WORKERS * ITEMS, "{threads:?}");
     split
 }
 

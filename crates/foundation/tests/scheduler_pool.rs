@@ -1,7 +1,11 @@
 //! Nodes on a scheduler pool: processes stay next to their parent, and the
 //! whole runtime (ecosystems, supervision, shutdown) works the same there.
 
+mod common;
+
 use std::time::Duration;
+
+use common::thread_name;
 
 use foundation::ecosystem::{EcosystemConfig, ProcessSpec, ecosystem_info, shutdown_ecosystem, spawn_ecosystem};
 use foundation::rt::{RtConfig, SchedulerPool, Spawner};
@@ -9,10 +13,6 @@ use foundation::{Ctx, ExitReason, Node, NodeConfig};
 use tokio::sync::oneshot;
 
 const WAIT: Duration = Duration::from_secs(5);
-
-fn thread_name() -> String {
-    std::thread::current().name().unwrap_or("?").to_owned()
-}
 
 fn pooled_node(schedulers: usize) -> Node {
     node_on(SchedulerPool::new(schedulers).expect("scheduler threads"))
@@ -157,37 +157,8 @@ fn the_spread_hint_uses_every_scheduler_and_works_without_a_pool() {
 /// spawner's scheduler: "200 and 0").
 #[test]
 fn heavy_work_spawned_from_one_process_moves_to_the_idle_scheduler() {
-    let node = migrating_node(2);
-    let driver = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("driver runtime");
-    let names = driver.block_on(async {
-        let (tx, rx) = oneshot::channel();
-        node.spawn(move |ctx: Ctx<()>| async move {
-            let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
-            let workers: Vec<_> = (0..200)
-                .map(|_| {
-                    let done = done_tx.clone();
-                    ctx.node().spawn(move |mut ctx: Ctx<u32>| async move {
-                        for _ in 0..10 {
-                            ctx.recv().await;
-                            foundation_testutil::load::burn(200);
-                        }
-                        let _ = done.send(thread_name());
-                    })
-                })
-                .collect();
-            for _ in 0..10 {
-                for w in &workers {
-                    let _ = w.send(1).await;
-                }
-            }
-            let mut names = Vec::new();
-            for _ in 0..workers.len() {
-                names.push(done_rx.recv().await.expect("a worker finished"));
-            }
-            let _ = tx.send(names);
-        });
-        tokio::time::timeout(Duration::from_secs(60), rx).await.expect("in time").expect("spawner ran")
-    });
+    // Where each worker finished: the thread its last item ran on.
+    let names: Vec<String> = common::fan_out(&migrating_node(2), 200, 10).into_iter().filter_map(|mut ran_on| ran_on.pop()).collect();
     let on = |s: &str| names.iter().filter(|n| n.as_str() == s).count();
     let (zero, one) = (on("foundation-sched-0"), on("foundation-sched-1"));
     assert_eq!(zero + one, 200, "{names:?}");
