@@ -384,6 +384,10 @@ async fn chaos_page() -> anyhow::Result<()> {
     let binary = foundation_testkit::cluster::processes::foundation_binary(&spec).map_err(anyhow::Error::msg)?;
     let port = free_ports(1).map_err(|e| anyhow::anyhow!("{e}"))?[0];
     let addr = format!("127.0.0.1:{port}");
+    // The browser first: the run lasts 10 s and its page goes with it, and
+    // a browser that started after the page came up took longer than the
+    // run on a loaded CI machine (the page was gone: ERR_CONNECTION_REFUSED).
+    let browser = Browser::start().await?;
     let mut run = tokio::process::Command::new(binary)
         .args(["chaos", "--backend", "inprocess", "--duration", "10", "--seed", "5", "--observe", &addr])
         .stdout(Stdio::null())
@@ -392,10 +396,12 @@ async fn chaos_page() -> anyhow::Result<()> {
         .spawn()?;
     let deadline = Instant::now() + WAIT;
     while client::request(&addr, None, "GET", "/", b"").await.is_err() {
-        anyhow::ensure!(Instant::now() < deadline, "the chaos page did not come up");
+        if Instant::now() >= deadline {
+            browser.close().await;
+            anyhow::bail!("the chaos page did not come up");
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let browser = Browser::start().await?;
     let result = async {
         browser.open(&format!("http://{addr}/")).await?;
         let live = r#"const s = document.getElementById("status").textContent, p = document.getElementById("plot");
