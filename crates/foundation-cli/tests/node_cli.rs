@@ -419,8 +419,8 @@ fn a_data_directory_of_another_cluster_or_node_is_refused() {
     }
     assert_eq!(std::fs::read_to_string(data.join("identity.json")).expect("identity"), before, "nothing was changed");
     // A corrupt log: a clear error, and the file is left as it was.
-    let log = data.join("raft").join("raft.redb");
-    std::fs::write(&log, b"this is not a redb database at all, just garbage bytes").expect("corrupt");
+    let log = data.join("raft").join("raft.log");
+    std::fs::write(&log, b"this is not a Raft log at all, just garbage bytes").expect("corrupt");
     let garbage = std::fs::read(&log).expect("read");
     let out = run("alpha", "a", "1", &data).wait_with_output().expect("exits");
     assert!(!out.status.success(), "a corrupt data directory must be refused");

@@ -426,7 +426,7 @@ async fn start_on(dir: &std::path::Path, id: u64, existing: bool) -> Result<Cons
 async fn corrupt_truncated_foreign_and_lost_databases_are_refused() {
     let dir = TempDir::new("refusals");
     let raft = dir.0.join("raft");
-    let file = raft.join("raft.redb");
+    let file = raft.join("raft.log");
     // A database written by member 1, readable by its owner only.
     let m = start_on(&raft, 1, false).await.expect("a fresh database");
     m.shutdown().await;
@@ -442,19 +442,21 @@ async fn corrupt_truncated_foreign_and_lost_databases_are_refused() {
     // Another member's database.
     let why = refusal(start_on(&raft, 2, true).await);
     assert!(why.contains("belongs to member 1"), "{why}");
-    // Random bytes over all but the file's first 64 (its magic number).
+    // Random bytes over all but the file's first 16 (its magic number).
     let mut bad = good.clone();
-    for (i, b) in bad[64..].iter_mut().enumerate() {
+    for (i, b) in bad[16..].iter_mut().enumerate() {
         *b = (i as u8).wrapping_mul(151).wrapping_add(7);
     }
     std::fs::write(&file, &bad).expect("corrupted");
     let why = refusal(start_on(&raft, 1, true).await);
-    assert!(why.contains("raft.redb") && why.contains("corrupt"), "{why}");
+    assert!(why.contains("raft.log") && why.contains("corrupt"), "{why}");
     assert_eq!(std::fs::read(&file).expect("still there"), bad, "the file is left as it was");
-    // Half of it.
-    std::fs::write(&file, &good[..good.len() / 2]).expect("truncated");
+    // Cut inside its last record (past it the file holds zeros it grew by,
+    // which a cut may take without losing anything).
+    let used = good.iter().rposition(|&b| b != 0).expect("records");
+    std::fs::write(&file, &good[..used - 1]).expect("truncated");
     let why = refusal(start_on(&raft, 1, true).await);
-    assert!(why.contains("raft.redb"), "{why}");
+    assert!(why.contains("raft.log") && why.contains("cut short"), "{why}");
     // The state database: corrupt, then another member's.
     std::fs::write(&file, &good).expect("restored");
     let state = raft.join("state.redb");

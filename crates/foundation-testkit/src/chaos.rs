@@ -199,7 +199,7 @@ impl Nemesis {
             return Some(format!("{self} needs a bandwidth cap, which turmoil has not (use inprocess or processes)"));
         }
         if self == Self::LostTail && backend != Backend::Simulated {
-            return Some(format!("{self} needs the simulated disk (redb commits whole transactions): use sim"));
+            return Some(format!("{self} needs the simulated disk (a real log file is not cut by this backend): use sim"));
         }
         self.unavailable(nodes)
     }

@@ -1,5 +1,5 @@
 //! Consensus benches: a 3-node group on loopback with durable storage
-//! (redb, fsync on commit), driven by 64 closed-loop clients writing small
+//! (the log's file, one fdatasync per batch), driven by 64 closed-loop clients writing small
 //! values through the leader; failover after the leader is stopped; and the
 //! disk's own fdatasync rate, to read the commit rate against.
 
@@ -177,7 +177,17 @@ fn commit_p99(sizes: &Sizes, h: &Harness) -> anyhow::Result<f64> {
         let g = group(h, ConsensusConfig::new).await?;
         let (_, mut latencies) = load(h, &g, ops).await?;
         g.stop().await;
-        Ok(foundation_testkit::load::p99(&mut latencies).as_secs_f64() * 1e3)
+        let p99 = foundation_testkit::load::p99(&mut latencies).as_secs_f64() * 1e3;
+        // The shape of the tail, on stderr (sorted by `p99`).
+        let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)].as_secs_f64() * 1e3;
+        eprintln!(
+            "  consensus.commit_p99: p50 {:.2} p90 {:.2} p99 {p99:.2} p99.9 {:.2} max {:.2} ms",
+            at(0.5),
+            at(0.9),
+            at(0.999),
+            at(1.0)
+        );
+        Ok(p99)
     })
 }
 

@@ -1,6 +1,6 @@
 //! Storage benches: what a member's memory, restart and disk cost as its
 //! state grows, and how fast a follower that missed a large state catches
-//! up. Durable members (redb) on loopback; the state is written through
+//! up. Durable members (the log's file, the state in redb) on loopback; the state is written through
 //! consensus with 256 KiB values (small values where entries are counted).
 //! These write gigabytes: run them with `--runs 1`.
 
@@ -121,7 +121,7 @@ fn rss_at_state(sizes: &Sizes, h: &Harness) -> anyhow::Result<f64> {
         let rss = rss_mib()?;
         let data = g.dir.0.join(g.nodes[0].name());
         let size = |f: &str| file_bytes(&data.join(f)) >> 20;
-        eprintln!("  node.rss_at_state: on disk, raft.redb {} MiB, state.redb {} MiB", size("raft.redb"), size("state.redb"));
+        eprintln!("  node.rss_at_state: on disk, raft.log {} MiB, state.redb {} MiB", size("raft.log"), size("state.redb"));
         g.stop().await;
         Ok(rss)
     })
@@ -198,7 +198,7 @@ fn disk_after_writes(sizes: &Sizes, h: &Harness) -> anyhow::Result<(u64, usize)>
         let data = g.dir.0.join(g.nodes[0].name());
         let bytes = disk_bytes(&data)?;
         let size = |f: &str| file_bytes(&data.join(f)) >> 10;
-        eprintln!("  disk: raft.redb {} KiB, state.redb {} KiB", size("raft.redb"), size("state.redb"));
+        eprintln!("  disk: raft.log {} KiB, state.redb {} KiB", size("raft.log"), size("state.redb"));
         g.stop().await;
         Ok((bytes, entries))
     })

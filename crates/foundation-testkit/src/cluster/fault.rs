@@ -123,8 +123,7 @@ pub enum Fault {
         node: usize,
     },
     /// A killed node's log loses its last `entries` entries, as a disk
-    /// that lost writes it had acknowledged would (simulated backend: a
-    /// redb file cannot lose part of a transaction).
+    /// that lost writes it had acknowledged would (simulated backend only).
     TruncateLog {
         /// The node (killed).
         node: usize,

@@ -2,7 +2,7 @@
 //! process, on a multi-threaded tokio runtime of their own, each through a
 //! [`FaultyNetwork`] over one [`Faults`] table.
 //!
-//! Each node keeps its durable state in a redb data directory under a
+//! Each node keeps its durable state in a data directory under a
 //! scratch directory that the run removes at the end. A kill shuts the
 //! node's server down (its tasks end, its connections close, its database
 //! closes); a restart on the same directory and listen address recovers
@@ -84,7 +84,7 @@ impl Control for InProcControl {
                     return Err(FaultError::Unsupported {
                         fault: "a truncated log",
                         backend: super::Backend::InProcess,
-                        why: "redb commits whole transactions; use the simulated backend",
+                        why: "this backend does not cut a real log file; use the simulated backend",
                     });
                 }
                 Fault::ClockSkew { .. } => return Err(FaultError::Backend("a clock skew goes through the node's agent".into())),

@@ -1,5 +1,5 @@
 //! The process backend: every node is a `foundation node --chaos-agent` OS
-//! process with a data directory of its own (redb, fsync), on loopback.
+//! process with a data directory of its own (the log's file and redb, fsync), on loopback.
 //!
 //! - kill is SIGKILL, restart starts the binary again on the same data
 //!   directory and address; pause and resume are SIGSTOP and SIGCONT;
@@ -208,7 +208,7 @@ impl Control for ProcControl {
                 Fault::TruncateLog { .. } => Err(FaultError::Unsupported {
                     fault: "a truncated log",
                     backend: super::Backend::Processes,
-                    why: "redb commits whole transactions; use the simulated backend",
+                    why: "this backend does not cut a real log file; use the simulated backend",
                 }),
                 Fault::ClockSkew { .. } => Err(FaultError::Backend("a clock skew goes through the node's agent".into())),
                 Fault::DiskError { .. } | Fault::DiskLatency { .. } => unreachable!("refused by TestCluster::apply"),

@@ -1,5 +1,5 @@
 //! The state machine in a data directory: `state.redb`, next to the Raft
-//! log's `raft.redb`, written by a thread of its own.
+//! log's `raft.log`, written by a thread of its own.
 //!
 //! The state lives in the database (tables `kv`, `locks`, `barriers`), read
 //! through redb transactions and its bounded page cache: a member's memory

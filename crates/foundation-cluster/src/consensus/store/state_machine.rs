@@ -15,7 +15,7 @@ pub(super) enum Backend {
     /// In memory, with its latest snapshot encoded; on a `MemoryDisk`
     /// (`disk`), the snapshot is persisted there.
     Memory { data: State, snapshot: Option<(SnapshotMeta, Arc<Vec<u8>>)>, disk: Option<Disk> },
-    /// In a data directory's `state.redb` (`log`: its `raft.redb`, closed
+    /// In a data directory's `state.redb` (`log`: its `raft.log`, closed
     /// with it); `pending`: a snapshot whose install was cut short, to
     /// install again at start.
     Db { db: StateDb, log: Disk, pending: Option<(SnapshotMeta, SnapshotData)> },
