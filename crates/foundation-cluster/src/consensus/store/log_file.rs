@@ -264,7 +264,12 @@ impl LogFile {
             super::migrate::from_redb(dir, &path)?;
         }
         if !path.exists() {
-            write_new(&path, |_| Ok(()))?;
+            // Written aside and renamed: a crash while creating it leaves
+            // no file, not a file without its header.
+            let tmp = path.with_extension("log.new");
+            write_new(&tmp, |_| Ok(()))?;
+            std::fs::rename(&tmp, &path)?;
+            File::open(dir)?.sync_all()?;
         }
         let file = File::options().read(true).write(true).open(&path)?;
         use std::os::unix::fs::PermissionsExt;
@@ -777,6 +782,18 @@ mod tests {
         std::fs::write(&file, &good[..tails[2] as usize + 30]).unwrap();
         let err = LogFile::open(&d).err().expect("refused");
         assert!(err.to_string().contains("cut short"), "{err}");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    /// A file being created is written aside: what a crash left of it
+    /// (`raft.log.new`) is not the log, and the next start creates it anew.
+    #[test]
+    fn a_creation_cut_short_is_started_over() {
+        let d = dir("created");
+        std::fs::write(d.join("raft.log.new"), b"foundation r").unwrap();
+        let (_, loaded) = LogFile::open(&d).unwrap();
+        assert!(loaded.identity.is_none() && loaded.log_last.is_none());
+        assert_eq!(std::fs::read(d.join("raft.log")).unwrap()[..HEADER as usize], header());
         std::fs::remove_dir_all(&d).unwrap();
     }
 
