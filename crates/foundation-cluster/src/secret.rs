@@ -169,18 +169,44 @@ mod tests {
         assert!(long.contains("use a shorter one"), "{long}");
     }
 
-    fn temp_path(name: &str) -> PathBuf {
+    /// A private directory for one test's secret file, removed with it.
+    struct TempSecret(PathBuf);
+
+    impl TempSecret {
+        fn path(&self) -> PathBuf {
+            self.0.join("secret")
+        }
+    }
+
+    impl Drop for TempSecret {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn temp_secret(name: &str) -> TempSecret {
         let dir = std::env::temp_dir().join(format!("foundation-secret-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("temp dir");
-        dir.join("secret")
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        TempSecret(dir)
+    }
+
+    #[test]
+    fn a_test_secret_goes_with_its_directory() {
+        let temp = temp_secret("gone");
+        let (dir, path) = (temp.0.clone(), temp.path());
+        std::fs::write(&path, "x").expect("write");
+        drop(temp);
+        assert!(!dir.exists(), "{} is left behind", dir.display());
     }
 
     #[test]
     fn config_wins_and_short_secrets_are_refused() {
-        let source = SecretSource { configured: Some("a-configured-secret-value-0123456789".into()), file: temp_path("cfg") };
+        let (cfg, short_dir) = (temp_secret("cfg"), temp_secret("short"));
+        let source = SecretSource { configured: Some("a-configured-secret-value-0123456789".into()), file: cfg.path() };
         assert_eq!(source.resolve().expect("configured").bytes(), b"a-configured-secret-value-0123456789");
-        let short = SecretSource { configured: Some("short".into()), file: temp_path("short") };
+        let short = SecretSource { configured: Some("short".into()), file: short_dir.path() };
         let err = short.resolve().expect_err("too short");
         assert!(err.to_string().contains("node config") && err.to_string().contains("32"), "{err}");
         assert_eq!(format!("{:?}", ClusterSecret::new(&"0123456789abcdef".repeat(2), "x").unwrap()), "ClusterSecret(32 bytes)");
@@ -188,7 +214,8 @@ mod tests {
 
     #[test]
     fn a_missing_file_is_created_private_and_then_reused() {
-        let path = temp_path("create");
+        let temp = temp_secret("create");
+        let path = temp.path();
         let source = SecretSource { configured: None, file: path.clone() };
         // The environment must not supply one for this test.
         if std::env::var(SECRET_ENV).is_ok() {
@@ -212,7 +239,8 @@ mod tests {
 
     #[test]
     fn an_exposed_file_is_refused_with_the_fix() {
-        let path = temp_path("exposed");
+        let temp = temp_secret("exposed");
+        let path = temp.path();
         std::fs::write(&path, "0123456789abcdef0123456789abcdef").expect("write");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
         let err = read_or_create(&path).expect_err("world-readable");
