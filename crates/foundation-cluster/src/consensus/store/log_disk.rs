@@ -282,10 +282,10 @@ fn sync_wait(backlog: bool, last_sync: Option<std::time::Instant>, now: std::tim
 /// them. A device has a budget of flushes: three writers flushing 4 KiB
 /// at once on this machine's virtual disk (2,900 fsyncs a second each)
 /// are all stalled for 15-20 ms about every 100 ms, while two at the same
-/// total rate are not; cloud volumes cap their operations too. Without it, a leader under 64 clients made an
-/// fsync every 7 entries (3,300 per 32,000; a follower 550-750), the stalls
-/// came, and `consensus.commit_p99` was 12-14 ms. With it the leader makes
-/// 900-1,400, commit p99 is 6-8 ms and commits a second rise (README,
+/// total rate are not; cloud volumes cap their operations too. Without
+/// it, a leader under 64 clients made an fsync every 7 entries (2,700 to
+/// 3,400 per 32,000; a follower 540-830), the stalls came, and
+/// `consensus.commit_p99` was 12-15 ms; with it, 5-8 ms (README,
 /// "Benchmarks").
 const SYNC_GAP: std::time::Duration = std::time::Duration::from_micros(600);
 
