@@ -30,6 +30,14 @@ pub(super) struct Request {
     pub(super) done: Done,
 }
 
+impl Request {
+    /// Only moves the commit point (written with the next fsync, not one
+    /// of its own).
+    fn commit_point_only(&self) -> bool {
+        !self.ops.is_empty() && self.ops.iter().all(|op| matches!(op, Op::Meta(COMMITTED, _)))
+    }
+}
+
 pub(super) enum Msg {
     Write(Request),
     /// Entries `from..to`, which are durable (no longer cached).
@@ -161,7 +169,7 @@ fn writer(mut file: LogFile, mut rx: mpsc::Receiver<Msg>, faults: DiskFaults, he
     let mut last_compaction: Option<std::time::Instant> = None;
     // The newest commit point not yet written.
     let mut commit_point = None;
-    // When the last batch was made durable (its write began).
+    // When the last batch's write and fsync began.
     let mut last_sync: Option<std::time::Instant> = None;
     loop {
         // A request already waiting when the last batch is done means the
@@ -175,8 +183,8 @@ fn writer(mut file: LogFile, mut rx: mpsc::Receiver<Msg>, faults: DiskFaults, he
         };
         let mut batch = Vec::new();
         gather(first, &mut rx, &mut batch, &file, &mut closing);
-        let durable_ops = batch.iter().flat_map(|r| &r.ops).any(|op| !matches!(op, Op::Meta(COMMITTED, _)));
-        if let Some(wait) = sync_wait(queued && durable_ops && closing.is_none(), last_sync, std::time::Instant::now()) {
+        let to_sync = batch.iter().any(|r| !r.commit_point_only());
+        if let Some(wait) = sync_wait(queued && to_sync && closing.is_none(), last_sync, std::time::Instant::now()) {
             std::thread::sleep(wait);
             if let Ok(next) = rx.try_recv() {
                 gather(next, &mut rx, &mut batch, &file, &mut closing);
@@ -186,8 +194,7 @@ fn writer(mut file: LogFile, mut rx: mpsc::Receiver<Msg>, faults: DiskFaults, he
         // lost one): it goes first in the next write made durable anyway,
         // or at close. (The leader's commit point moves after nearly every
         // append: alone, it took half the leader's fsyncs.)
-        let (alone, mut batch): (Vec<_>, Vec<_>) =
-            batch.into_iter().partition(|r| !r.ops.is_empty() && r.ops.iter().all(|op| matches!(op, Op::Meta(COMMITTED, _))));
+        let (alone, mut batch): (Vec<_>, Vec<_>) = batch.into_iter().partition(Request::commit_point_only);
         for Request { mut ops, done } in alone {
             commit_point = ops.pop().or(commit_point);
             done.complete(Ok(()));
