@@ -21,6 +21,7 @@ pub fn benches() -> Vec<Bench> {
         Bench { name: "remote.one_way", unit: "msg/s", target: ">= 2M (OTP 25: 154k)", run: one_way, warmup: true },
         Bench { name: "remote.rpc_rtt_p50", unit: "µs", target: "<= 30 (OTP 25: 96)", run: rpc_rtt_p50, warmup: true },
         Bench { name: "remote.echo_1mib", unit: "MB/s", target: ">= 2000 (OTP 25: 871)", run: echo_1mib, warmup: true },
+        Bench { name: "remote.mac_1mib", unit: "MB/s", target: "- (one core)", run: mac_1mib, warmup: true },
         Bench { name: "context.hop_overhead", unit: "ns", target: "<= 50", run: hop_overhead, warmup: true },
     ]
 }
@@ -167,6 +168,27 @@ fn echo_1mib(sizes: &Sizes, h: &Harness) -> anyhow::Result<f64> {
         stop(a, b).await;
         Ok((n * (1 << 20)) as f64 / elapsed.as_secs_f64() / 1e6)
     })
+}
+
+/// The record MAC over 1 MiB records, on one core, with the engine this
+/// CPU picks (named on stderr): each byte of an echo is hashed four times
+/// (written and read, each way).
+fn mac_1mib(sizes: &Sizes, _h: &Harness) -> anyhow::Result<f64> {
+    let n = sizes.pick(2_000, 200);
+    let key = foundation_cluster::mac::MacKey::new(&[5; 32]);
+    let record = vec![7u8; 1 << 20];
+    let start = Instant::now();
+    let mut fold = 0u8;
+    for seq in 0..n as u64 {
+        let mut mac = key.start();
+        mac.update(std::hint::black_box(&record));
+        fold ^= mac.finish(seq)[0];
+    }
+    let elapsed = start.elapsed();
+    std::hint::black_box(fold);
+    static NAMED: std::sync::Once = std::sync::Once::new();
+    NAMED.call_once(|| eprintln!("  remote.mac_1mib: the {} engine", key.engine()));
+    Ok((n * (1 << 20)) as f64 / elapsed.as_secs_f64() / 1e6)
 }
 
 /// Nanoseconds a context adds to a local send (and its receive): a process
