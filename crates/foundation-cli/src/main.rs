@@ -62,7 +62,7 @@ enum Command {
     /// Internal: one measurement in a fresh process, for `bench`.
     #[command(hide = true)]
     BenchProbe {
-        /// The probe (`idle-bytes`).
+        /// The probe (`idle-bytes`, `idle-bytes-migrating`, `check-peak`).
         probe: String,
         /// Its size.
         n: usize,
@@ -116,9 +116,10 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         }
         Command::BenchProbe { probe, n, workers, tokio } => {
             let figure = match probe.as_str() {
-                "idle-bytes" => bench::process::idle_bytes_probe(n, workers, tokio)?,
+                "idle-bytes" => bench::process::idle_bytes_probe(n, workers, tokio, false)?,
+                "idle-bytes-migrating" => bench::process::idle_bytes_probe(n, workers, tokio, true)?,
                 "check-peak" => bench::check::check_peak_probe(n)?,
-                _ => anyhow::bail!("unknown probe `{probe}`; the probes are idle-bytes and check-peak"),
+                _ => anyhow::bail!("unknown probe `{probe}`; the probes are idle-bytes, idle-bytes-migrating and check-peak"),
             };
             println!("{figure}");
             Ok(std::process::ExitCode::SUCCESS)

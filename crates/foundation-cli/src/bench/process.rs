@@ -12,6 +12,7 @@ pub fn benches() -> Vec<Bench> {
     vec![
         Bench { name: "process.spawn_idle", unit: "ns", target: "<= 500", run: spawn_idle, warmup: true },
         Bench { name: "process.idle_bytes", unit: "B", target: "<= 512", run: idle_bytes, warmup: false },
+        Bench { name: "process.idle_bytes_migrating", unit: "B", target: "<= 512", run: idle_bytes_migrating, warmup: false },
         Bench { name: "message.one_to_one", unit: "msg/s", target: ">= 20M", run: one_to_one, warmup: true },
         Bench { name: "message.ping_pong_rtt", unit: "ns", target: "<= 250", run: ping_pong_rtt, warmup: true },
         Bench { name: "message.call_rtt", unit: "ns", target: "<= 300", run: call_rtt, warmup: true },
@@ -53,10 +54,20 @@ fn spawn_idle(sizes: &Sizes, h: &Harness) -> anyhow::Result<f64> {
 /// this binary: in this one, memory freed by earlier benches would be reused
 /// and hide the real cost.
 fn idle_bytes(sizes: &Sizes, _h: &Harness) -> anyhow::Result<f64> {
+    run_idle_bytes_probe(sizes, "idle-bytes")
+}
+
+/// [`idle_bytes`] on a migrating pool (`SchedulerPool::migrating`; the
+/// harness's node with `--tokio`).
+fn idle_bytes_migrating(sizes: &Sizes, _h: &Harness) -> anyhow::Result<f64> {
+    run_idle_bytes_probe(sizes, "idle-bytes-migrating")
+}
+
+fn run_idle_bytes_probe(sizes: &Sizes, which: &str) -> anyhow::Result<f64> {
     let n = sizes.pick(1_000_000, 100_000);
     let exe = std::env::current_exe().context("locating the foundation binary")?;
     let mut probe = std::process::Command::new(exe);
-    probe.args(["bench-probe", "idle-bytes", &n.to_string(), "--workers", &sizes.workers.to_string()]);
+    probe.args(["bench-probe", which, &n.to_string(), "--workers", &sizes.workers.to_string()]);
     if sizes.tokio {
         probe.arg("--tokio");
     }
@@ -65,11 +76,13 @@ fn idle_bytes(sizes: &Sizes, _h: &Harness) -> anyhow::Result<f64> {
     String::from_utf8_lossy(&out.stdout).trim().parse().context("parsing the probe's figure")
 }
 
-/// The probe run by [`idle_bytes`] in a fresh process.
-pub fn idle_bytes_probe(n: usize, workers: usize, tokio: bool) -> anyhow::Result<f64> {
-    let h = Harness::new(&Sizes { quick: false, workers, tokio })?;
+/// The probe run by [`idle_bytes`] (and, `migrating`, by
+/// [`idle_bytes_migrating`]) in a fresh process.
+pub fn idle_bytes_probe(n: usize, workers: usize, tokio: bool, migrating: bool) -> anyhow::Result<f64> {
+    let sizes = Sizes { quick: false, workers, tokio };
+    let h = Harness::new(&sizes)?;
     h.driver.block_on(async {
-        let node = h.node();
+        let node = if migrating { super::scheduler::migrating_node(&sizes, &h, "bench")? } else { h.node() };
         // Warm the runtime and the allocator so the baseline holds them.
         spawn_many(&node, 1000).await?;
         node.shutdown(Duration::from_secs(10)).await;

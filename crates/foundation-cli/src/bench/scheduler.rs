@@ -108,7 +108,7 @@ fn fanout_parallelism(sizes: &Sizes, h: &Harness) -> anyhow::Result<f64> {
 
 /// A node on a migrating pool with as many schedulers as the harness's
 /// (the harness's own node with `--tokio`).
-fn migrating_node(sizes: &Sizes, h: &Harness, name: &str) -> anyhow::Result<foundation::Node> {
+pub(super) fn migrating_node(sizes: &Sizes, h: &Harness, name: &str) -> anyhow::Result<foundation::Node> {
     if sizes.tokio {
         return Ok(h.node());
     }
