@@ -47,8 +47,9 @@ enum Engine {
     /// shorter round.
     Wide([__m512i; VECTORS]),
     /// Vector `v` holds `[H^(16-2v), H^(15-2v)]` (lane 0 lowest), so the
-    /// last `m` vectors hold `H^(2m)..H^1`.
-    Ymm([__m256i; YMM_VECTORS]),
+    /// last `m` vectors hold `H^(2m)..H^1`; beside it, each lane's two
+    /// halves added (Karatsuba's middle factor, in the low half).
+    Ymm([__m256i; YMM_VECTORS], [__m256i; YMM_VECTORS]),
     /// `H^8..H^1`: the last `m` hold `H^m..H^1`.
     Narrow([__m128i; NARROW_BLOCKS]),
 }
@@ -89,7 +90,7 @@ impl Keys {
     pub(super) fn engine(&self) -> &'static str {
         match self.engine {
             Engine::Wide(_) => "avx512",
-            Engine::Ymm(_) => "avx2",
+            Engine::Ymm(..) => "avx2",
             Engine::Narrow(_) => "pclmulqdq",
         }
     }
@@ -102,7 +103,7 @@ impl Keys {
         unsafe {
             from_m128(match &self.engine {
                 Engine::Wide(powers) => blocks(self.h, powers, to_m128(acc), data),
-                Engine::Ymm(powers) => ymm_blocks(self.h, powers, to_m128(acc), data),
+                Engine::Ymm(powers, sums) => ymm_blocks(self.h, powers, sums, to_m128(acc), data),
                 Engine::Narrow(powers) => narrow_blocks(powers, to_m128(acc), data),
             })
         }
@@ -183,12 +184,14 @@ unsafe fn expand_ymm(h: &[u8; 16]) -> Keys {
         pow[k] = mul(pow[k - 1], h);
     }
     let mut powers = [_mm256_setzero_si256(); YMM_VECTORS];
-    for (v, p) in powers.iter_mut().enumerate() {
+    let mut sums = powers;
+    for (v, (p, sum)) in powers.iter_mut().zip(&mut sums).enumerate() {
         let top = YMM_BLOCKS - YMM_LANES * v;
         let lanes = [pow[top], pow[top - 1]];
         *p = unsafe { _mm256_loadu_si256(lanes.as_ptr().cast()) };
+        *sum = _mm256_xor_si256(*p, _mm256_shuffle_epi32(*p, 0x4e));
     }
-    Keys { h, engine: Engine::Ymm(powers) }
+    Keys { h, engine: Engine::Ymm(powers, sums) }
 }
 
 /// One round over `n` blocks at `p` (at most [`NARROW_BLOCKS`]): the
@@ -233,12 +236,14 @@ unsafe fn narrow_blocks(powers: &[__m128i; NARROW_BLOCKS], mut acc: __m128i, dat
 
 /// One round over `vectors` 32-byte vectors at `p` (at most
 /// `YMM_VECTORS`), with the last `vectors` of the key table: as [`round`],
-/// two blocks per multiply.
+/// two blocks per multiply, and three multiplies per pair of blocks
+/// (Karatsuba: the middle product is `(x₀+x₁)(h₀+h₁)` less the outer two,
+/// subtracted once for the round).
 ///
 /// # Safety
 /// `p` points at `32 · vectors` readable bytes; the CPU has the features.
 #[target_feature(enable = "pclmulqdq,avx2,vpclmulqdq")]
-unsafe fn ymm_round(powers: &[__m256i; YMM_VECTORS], acc: __m128i, p: *const u8, vectors: usize) -> __m128i {
+unsafe fn ymm_round(powers: &[__m256i; YMM_VECTORS], sums: &[__m256i; YMM_VECTORS], acc: __m128i, p: *const u8, vectors: usize) -> __m128i {
     let first = YMM_VECTORS - vectors;
     let mut lo = _mm256_setzero_si256();
     let mut hi = _mm256_setzero_si256();
@@ -252,8 +257,10 @@ unsafe fn ymm_round(powers: &[__m256i; YMM_VECTORS], acc: __m128i, p: *const u8,
         let h = powers[first + v];
         lo = _mm256_xor_si256(lo, _mm256_clmulepi64_epi128(x, h, 0x00));
         hi = _mm256_xor_si256(hi, _mm256_clmulepi64_epi128(x, h, 0x11));
-        mid = _mm256_xor_si256(mid, _mm256_xor_si256(_mm256_clmulepi64_epi128(x, h, 0x01), _mm256_clmulepi64_epi128(x, h, 0x10)));
+        let x_sum = _mm256_xor_si256(x, _mm256_shuffle_epi32(x, 0x4e));
+        mid = _mm256_xor_si256(mid, _mm256_clmulepi64_epi128(x_sum, sums[first + v], 0x00));
     }
+    let mid = _mm256_xor_si256(mid, _mm256_xor_si256(lo, hi));
     let fold = |v: __m256i| _mm_xor_si128(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
     let lo = fold(_mm256_xor_si256(lo, _mm256_bslli_epi128(mid, 8)));
     let hi = fold(_mm256_xor_si256(hi, _mm256_bsrli_epi128(mid, 8)));
@@ -261,17 +268,17 @@ unsafe fn ymm_round(powers: &[__m256i; YMM_VECTORS], acc: __m128i, p: *const u8,
 }
 
 #[target_feature(enable = "pclmulqdq,avx2,vpclmulqdq")]
-unsafe fn ymm_blocks(h: __m128i, powers: &[__m256i; YMM_VECTORS], mut acc: __m128i, data: &[u8]) -> __m128i {
+unsafe fn ymm_blocks(h: __m128i, powers: &[__m256i; YMM_VECTORS], sums: &[__m256i; YMM_VECTORS], mut acc: __m128i, data: &[u8]) -> __m128i {
     let mut rounds = data.chunks_exact(YMM_BLOCKS * 16);
     for r in &mut rounds {
         // SAFETY: `r` is a whole round's bytes.
-        acc = unsafe { ymm_round(powers, acc, r.as_ptr(), YMM_VECTORS) };
+        acc = unsafe { ymm_round(powers, sums, acc, r.as_ptr(), YMM_VECTORS) };
     }
     let rest = rounds.remainder();
     let vectors = rest.len() / 32;
     if vectors > 0 {
         // SAFETY: `rest` holds `vectors` whole vectors.
-        acc = unsafe { ymm_round(powers, acc, rest.as_ptr(), vectors) };
+        acc = unsafe { ymm_round(powers, sums, acc, rest.as_ptr(), vectors) };
     }
     if let Some(b) = rest[vectors * 32..].chunks_exact(16).next() {
         // SAFETY: `b` is 16 bytes.
