@@ -12,7 +12,7 @@ pub fn benches() -> Vec<Bench> {
     vec![
         Bench { name: "process.spawn_idle", unit: "ns", target: "<= 500", run: spawn_idle, warmup: true },
         Bench { name: "process.idle_bytes", unit: "B", target: "<= 512", run: idle_bytes, warmup: false },
-        Bench { name: "process.idle_bytes_migrating", unit: "B", target: "<= 512", run: idle_bytes_migrating, warmup: false },
+        Bench { name: "process.migrating_idle_bytes", unit: "B", target: "<= 512", run: idle_bytes_migrating, warmup: false },
         Bench { name: "message.one_to_one", unit: "msg/s", target: ">= 20M", run: one_to_one, warmup: true },
         Bench { name: "message.ping_pong_rtt", unit: "ns", target: "<= 250", run: ping_pong_rtt, warmup: true },
         Bench { name: "message.call_rtt", unit: "ns", target: "<= 300", run: call_rtt, warmup: true },
