@@ -187,6 +187,19 @@ fn all_benches() -> Vec<Bench> {
 }
 
 /// Runs the selected benches and prints their figures.
+/// The CPU model, its core count and the mesh MAC's engine on it (the
+/// project's machine has run on CPUs with and without AVX-512, which
+/// moves `remote.echo_1mib` by 2x).
+fn machine() -> String {
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| info.lines().find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())))
+        .unwrap_or_else(|| std::env::consts::ARCH.to_owned());
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let engine = foundation_cluster::mac::MacKey::new(&[0; 32]).engine();
+    format!("machine: {model}, {cores} cores; mesh MAC engine: {engine}")
+}
+
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let workers = args.workers.map_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()), usize::from);
     let sizes = Sizes { quick: args.quick, workers, tokio: args.tokio };
@@ -203,6 +216,8 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             groups.join(", ")
         )));
     }
+    // Figures from different machines are not comparable: say which this is.
+    eprintln!("{}", machine());
     if !args.json {
         println!("{:<32} {:>10} {:<6} {:<30} met?", "bench", "median", "unit", "target");
     }
