@@ -186,7 +186,6 @@ fn all_benches() -> Vec<Bench> {
     all
 }
 
-/// Runs the selected benches and prints their figures.
 /// The CPU model, its core count and the mesh MAC's engine on it (the
 /// project's machine has run on CPUs with and without AVX-512, which
 /// moves `remote.echo_1mib` by 2x).
@@ -200,6 +199,7 @@ fn machine() -> String {
     format!("machine: {model}, {cores} cores; mesh MAC engine: {engine}")
 }
 
+/// Runs the selected benches and prints their figures.
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let workers = args.workers.map_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()), usize::from);
     let sizes = Sizes { quick: args.quick, workers, tokio: args.tokio };

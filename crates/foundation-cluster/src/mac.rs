@@ -23,9 +23,9 @@
 //!   zero bytes hash differently, and binds the announced length.
 //! - **Four implementations, one function.** On x86-64, [`wide`]: with
 //!   AVX-512 (F, BW) and VPCLMULQDQ, 32 blocks per reduction; with AVX2
-//!   and VPCLMULQDQ, 16; with PCLMULQDQ alone, 8. Elsewhere the `polyval` crate (carry-less
-//!   multiply, ARMv8 PMULL or constant-time software), which reduces after
-//!   every block. Nodes on different CPUs compute the same tags; the tests
+//!   and VPCLMULQDQ, 16; with PCLMULQDQ alone, 8. Elsewhere the `polyval`
+//!   crate (carry-less multiply, ARMv8 PMULL or constant-time software),
+//!   which reduces after every block. Nodes on different CPUs compute the same tags; the tests
 //!   check each engine against the `polyval` crate. (Unoptimized, as the
 //!   tests build this crate, the PCLMULQDQ engine hashes about 150 MB/s,
 //!   slower than the optimized `polyval` dependency: it was what exposed

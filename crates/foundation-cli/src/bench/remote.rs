@@ -171,8 +171,8 @@ fn echo_1mib(sizes: &Sizes, h: &Harness) -> anyhow::Result<f64> {
 }
 
 /// The record MAC over 1 MiB records, on one core, with the engine this
-/// CPU picks (named in the bench's first line, on stderr): each byte of an echo is hashed four times
-/// (written and read, each way).
+/// CPU picks (named in the bench's first line, on stderr): each byte of
+/// an echo is hashed four times (written and read, each way).
 fn mac_1mib(sizes: &Sizes, _h: &Harness) -> anyhow::Result<f64> {
     let n = sizes.pick(2_000, 200);
     let key = foundation_cluster::mac::MacKey::new(&[5; 32]);

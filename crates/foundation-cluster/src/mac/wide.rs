@@ -146,14 +146,21 @@ fn mul(a: __m128i, b: __m128i) -> __m128i {
     reduce(_mm_xor_si128(lo, _mm_slli_si128(mid, 8)), _mm_xor_si128(hi, _mm_srli_si128(mid, 8)))
 }
 
+/// `H^k` at index `k`, for `k` in `1..N` (index 0 holds `H` too).
+#[target_feature(enable = "pclmulqdq")]
+fn powers_of<const N: usize>(h: __m128i) -> [__m128i; N] {
+    let mut pow = [h; N];
+    for k in 2..N {
+        pow[k] = mul(pow[k - 1], h);
+    }
+    pow
+}
+
 #[target_feature(enable = "pclmulqdq,avx512f")]
 unsafe fn expand(h: &[u8; 16]) -> Keys {
     // SAFETY (loads): `h` is 16 bytes, `lanes` 64.
     let h = unsafe { _mm_loadu_si128(h.as_ptr().cast()) };
-    let mut pow = [h; ROUND_BLOCKS + 1];
-    for k in 2..=ROUND_BLOCKS {
-        pow[k] = mul(pow[k - 1], h);
-    }
+    let pow = powers_of::<{ ROUND_BLOCKS + 1 }>(h);
     let mut powers = [_mm512_setzero_si512(); VECTORS];
     for (v, p) in powers.iter_mut().enumerate() {
         let top = ROUND_BLOCKS - LANES * v;
@@ -179,10 +186,7 @@ unsafe fn expand_narrow(h: &[u8; 16]) -> Keys {
 unsafe fn expand_ymm(h: &[u8; 16]) -> Keys {
     // SAFETY (loads): `h` is 16 bytes, `lanes` 32.
     let h = unsafe { _mm_loadu_si128(h.as_ptr().cast()) };
-    let mut pow = [h; YMM_BLOCKS + 1];
-    for k in 2..=YMM_BLOCKS {
-        pow[k] = mul(pow[k - 1], h);
-    }
+    let pow = powers_of::<{ YMM_BLOCKS + 1 }>(h);
     let mut powers = [_mm256_setzero_si256(); YMM_VECTORS];
     let mut sums = powers;
     for (v, (p, sum)) in powers.iter_mut().zip(&mut sums).enumerate() {
