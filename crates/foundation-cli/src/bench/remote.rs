@@ -21,6 +21,7 @@ pub fn benches() -> Vec<Bench> {
         Bench { name: "remote.one_way", unit: "msg/s", target: ">= 2M (OTP 25: 154k)", run: one_way, warmup: true },
         Bench { name: "remote.rpc_rtt_p50", unit: "µs", target: "<= 30 (OTP 25: 96)", run: rpc_rtt_p50, warmup: true },
         Bench { name: "remote.echo_1mib", unit: "MB/s", target: ">= 2000 (OTP 25: 871)", run: echo_1mib, warmup: true },
+        Bench { name: "remote.tcp_echo_1mib", unit: "MB/s", target: "- (the kernel alone)", run: tcp_echo_1mib, warmup: true },
         Bench { name: "remote.mac_1mib", unit: "MB/s", target: "- (one core)", run: mac_1mib, warmup: true },
         Bench { name: "context.hop_overhead", unit: "ns", target: "<= 50", run: hop_overhead, warmup: true },
     ]
@@ -168,6 +169,48 @@ fn echo_1mib(sizes: &Sizes, h: &Harness) -> anyhow::Result<f64> {
         stop(a, b).await;
         Ok((n * (1 << 20)) as f64 / elapsed.as_secs_f64() / 1e6)
     })
+}
+
+/// `echo_1mib` without Foundation: the same sequential 1 MiB echo over
+/// loopback TCP between two threads with blocking std sockets (no-delay,
+/// the kernel's default buffers), no frames, no MAC, no runtime. What the
+/// kernel's copies through loopback allow on this machine, for reading
+/// `echo_1mib` beside.
+fn tcp_echo_1mib(sizes: &Sizes, _h: &Harness) -> anyhow::Result<f64> {
+    use std::io::{Read, Write};
+    const MIB: usize = 1 << 20;
+    let n = sizes.pick(400, 40);
+    // Plain sockets and a thread: this row measures the bare kernel, outside any node or simulation.
+    #[allow(clippy::disallowed_methods)]
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("binding a loopback listener")?;
+    let addr = listener.local_addr()?;
+    #[allow(clippy::disallowed_methods)]
+    let echo = std::thread::spawn(move || -> std::io::Result<()> {
+        let (mut s, _) = listener.accept()?;
+        s.set_nodelay(true)?;
+        let mut buf = vec![0u8; MIB];
+        for _ in 0..n {
+            s.read_exact(&mut buf)?;
+            s.write_all(&buf)?;
+        }
+        Ok(())
+    });
+    #[allow(clippy::disallowed_methods)]
+    let mut c = std::net::TcpStream::connect(addr).context("connecting over loopback")?;
+    c.set_nodelay(true)?;
+    let payload = vec![7u8; MIB];
+    let mut back = vec![0u8; MIB];
+    let start = Instant::now();
+    for _ in 0..n {
+        c.write_all(&payload)?;
+        c.read_exact(&mut back)?;
+    }
+    let elapsed = start.elapsed();
+    echo.join().map_err(|_| anyhow::anyhow!("the echo thread panicked"))??;
+    if back != payload {
+        bail!("the echo came back different");
+    }
+    Ok((n * MIB) as f64 / elapsed.as_secs_f64() / 1e6)
 }
 
 /// The record MAC over 1 MiB records, on one core, with the engine this
