@@ -368,8 +368,9 @@ pub fn run_command(args: &ChaosArgs) -> ExitCode {
             return run_chaos(&cluster, &chaos).await.map(Some);
         }
         tokio::select! {
-            r = run_chaos(&cluster, &chaos) => r.map(Some),
+            biased;
             _ = tokio::signal::ctrl_c() => Ok(None),
+            r = run_chaos(&cluster, &chaos) => r.map(Some),
         }
     });
     let run = match result {

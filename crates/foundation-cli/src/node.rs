@@ -305,6 +305,7 @@ pub fn run(args: NodeArgs) -> anyhow::Result<()> {
             eprintln!("node {}: the admin token is in {}", args.name, file.display());
         }
         tokio::select! {
+            biased;
             _ = interrupt.recv() => {}
             _ = term.recv() => {}
         }

@@ -431,8 +431,9 @@ impl Server {
                         tracing::debug!(peer = %peer.name, error = %e, "peer not reachable yet");
                     }
                     tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
+                        biased;
                         _ = stop.changed() => return,
+                        _ = tokio::time::sleep(delay) => {}
                     }
                     delay = (delay * 2).min(Duration::from_secs(1));
                 }

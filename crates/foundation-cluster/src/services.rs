@@ -161,8 +161,9 @@ impl ConfigService {
                 // next change (which may never come): the task holds the
                 // consensus member.
                 let change = tokio::select! {
-                    c = changes.recv() => c,
+                    biased;
                     () = tx.closed() => return,
+                    c = changes.recv() => c,
                 };
                 match change {
                     Ok(k) if k != full => continue,
@@ -175,8 +176,9 @@ impl ConfigService {
                     match consensus.local_read(&full).await {
                         Ok(v) => break v,
                         Err(_) => tokio::select! {
-                            () = foundation::rt::sleep(SUBSCRIPTION_RETRY) => {}
+                            biased;
                             () = tx.closed() => return,
+                            () = foundation::rt::sleep(SUBSCRIPTION_RETRY) => {}
                         },
                     }
                 };

@@ -373,6 +373,7 @@ async fn post(request: Request<Bytes>) -> Result<Response<Bytes>, String> {
     };
     tokio::pin!(exchange);
     tokio::select! {
+        biased;
         out = &mut exchange => out,
         ended = conn => match ended {
             // The connection finished first: the exchange has its answer.

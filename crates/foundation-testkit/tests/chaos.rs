@@ -135,3 +135,42 @@ fn a_seed_replays_byte_for_byte_and_another_seed_differs() {
     }
     assert_ne!(a, trace(12), "another seed, another run");
 }
+
+/// Every `tokio::select!` in Foundation's sources is `biased;`: an unbiased
+/// one picks its first branch from tokio's RNG, which replays alike only
+/// while tokio is seeded, and only `--cfg tokio_unstable` seeds it (the
+/// workspace does not set it). Biased, a select polls in the order
+/// written, under any build.
+#[test]
+fn every_select_in_the_sources_is_biased() {
+    let crates = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut files = Vec::new();
+    let mut dirs = vec![crates];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).expect("a readable directory") {
+            let path = entry.expect("a directory entry").path();
+            if path.is_dir() && !path.ends_with("target") {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                files.push(path);
+            }
+        }
+    }
+    let mut selects = 0;
+    let mut unbiased = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).expect("a readable source");
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            let code = line.split("//").next().unwrap_or_default();
+            if code.contains("select! {") && !code.contains("macro_rules") {
+                selects += 1;
+                if lines.get(i + 1).map(|next| next.trim()) != Some("biased;") {
+                    unbiased.push(format!("{}:{}", file.display(), i + 1));
+                }
+            }
+        }
+    }
+    assert!(selects >= 10, "the scan found Foundation's selects ({selects})");
+    assert!(unbiased.is_empty(), "unbiased selects (add `biased;` and order the branches): {unbiased:#?}");
+}

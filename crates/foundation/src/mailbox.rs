@@ -46,7 +46,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU16, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::task::Waker;
 
 use crate::Message;
@@ -350,6 +350,12 @@ pub(crate) struct Progress {
     /// Set when the process's signal queue is non-empty, so the receiver
     /// can skip the lock (kept here, in padding, to keep processes small).
     pub has_signals: AtomicBool,
+    /// On a migrating pool (`process::Roaming`, which alone writes these):
+    /// polls since the process last moved, saturating; and the scheduler it
+    /// moved to, until it first runs there, as `index + 1` (0: none). Kept
+    /// here, in padding, so that a roaming task holds its runner alone.
+    pub settled: AtomicU8,
+    pub arriving: AtomicU16,
 }
 
 /// What a sender's offer came to. Messages evicted by `DropOldest` come

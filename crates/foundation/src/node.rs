@@ -276,7 +276,7 @@ impl Node {
         let task = match shared.rt.pool() {
             // On a migrating pool the body is boxed, so the pool can move
             // the process.
-            Some(pool) if pool.migrates() => place(&shared.rt, opts, process::Roaming::new(proc.clone(), fut, pool.clone())),
+            Some(pool) if pool.migrates() => place(&shared.rt, opts, process::Roaming::new(proc.clone(), fut)),
             _ => place(&shared.rt, opts, Runner::new(proc.clone(), fut)),
         };
         guard.disarm();

@@ -245,6 +245,7 @@ async fn run(
     let reason = loop {
         let take_messages = pending.is_empty() || (pending.len() < PENDING_FRAMES_MAX && pending_bytes < PENDING_BYTES_MAX);
         tokio::select! {
+            biased;
             status = child.child.wait() => {
                 break child_exited(&mut ctx, &command, status, reader_done).await;
             }

@@ -255,9 +255,10 @@ pub(crate) async fn events(State(ui): State<Observer>) -> Response {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = tick.tick() => {}
-                _ = tx.closed() => return,
+                biased;
                 _ = stop.wait_for(|s| *s) => return,
+                _ = tx.closed() => return,
+                _ = tick.tick() => {}
             }
             let event = match Event::default().event("view").json_data(view(&server).await) {
                 Ok(e) => e,

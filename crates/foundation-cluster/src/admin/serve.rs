@@ -91,8 +91,9 @@ pub(super) async fn serve(
     let mut backoff = ACCEPT_BACKOFF_MIN;
     loop {
         let accepted = tokio::select! {
-            a = listener.accept() => a,
+            biased;
             _ = stop.wait_for(|s| *s) => return,
+            a = listener.accept() => a,
         };
         let stream = match accepted {
             Ok((stream, _)) => stream,
@@ -101,8 +102,9 @@ pub(super) async fn serve(
                 // Out of file descriptors (or worse): wait, so as not to spin.
                 tracing::warn!(error = %e, wait = ?backoff, "admin API: accept failed");
                 tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
+                    biased;
                     _ = stop.wait_for(|s| *s) => return,
+                    _ = tokio::time::sleep(backoff) => {}
                 }
                 backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
                 continue;
@@ -117,8 +119,9 @@ pub(super) async fn serve(
             let http = http1();
             let mut conn = pin!(http.serve_connection(TokioIo::new(stream), service));
             let stopping = tokio::select! {
-                _ = conn.as_mut() => false,
+                biased;
                 _ = stop.wait_for(|s| *s) => true,
+                _ = conn.as_mut() => false,
             };
             if stopping {
                 // In-flight requests finish; an idle connection closes now.

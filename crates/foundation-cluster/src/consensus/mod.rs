@@ -29,6 +29,7 @@ pub mod runtime;
 mod status;
 pub mod store;
 pub mod types;
+pub mod watch;
 mod write;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -409,6 +409,7 @@ impl RaftNetworkV2<TypeConfig> for Client {
         tracing::info!(%to, index, "sending a snapshot");
         let start = foundation::rt::Instant::now();
         let sent = tokio::select! {
+            biased;
             r = send => r.map_err(|e| match e {
                 RPCError::Timeout(t) => StreamingError::Timeout(t),
                 RPCError::Unreachable(u) => StreamingError::Unreachable(u),

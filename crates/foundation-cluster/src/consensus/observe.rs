@@ -71,6 +71,7 @@ pub(super) fn observe(inner: &Arc<Inner>) {
             let m = metrics.borrow_watched().clone();
             seen.review(&name, &m, now);
             tokio::select! {
+                biased;
                 changed = metrics.changed() => {
                     if changed.is_ok() {
                         kept = Some(metrics);

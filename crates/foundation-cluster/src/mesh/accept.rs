@@ -55,8 +55,9 @@ pub(super) async fn accept_loop(weak: std::sync::Weak<Inner>, listener: Box<dyn 
             let Some(inner) = weak.upgrade() else { return };
             let stop = inner.stop_accepting.notified();
             tokio::select! {
-                a = listener.accept() => a,
+                biased;
                 _ = stop => return,
+                a = listener.accept() => a,
             }
         };
         let Some(inner) = weak.upgrade() else { return };

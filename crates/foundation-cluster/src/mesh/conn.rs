@@ -184,6 +184,7 @@ pub(super) async fn run_conn(
         }
     };
     let reason = tokio::select! {
+        biased;
         r = writer => r,
         r = reader => r,
         r = watchdog => r,

@@ -32,6 +32,11 @@ pub enum RunError {
     /// `sim_limit`).
     #[error("simulation: {0}")]
     Sim(String),
+    /// A simulated host's task panicked (the first panic's message; the
+    /// panic hook printed where). The run stops there: the host would go
+    /// on without whatever the task was doing.
+    #[error("a simulated host's task panicked: {0}")]
+    TaskPanic(String),
     /// The run went past [`ClusterSpec::wall_limit`] of wall-clock time.
     #[error("the run went past its wall-clock limit of {limit:?}; it was stuck in {step}")]
     WallLimit {

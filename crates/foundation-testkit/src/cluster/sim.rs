@@ -2,11 +2,14 @@
 //! in a turmoil client host ("client"), and the whole run is stepped on
 //! the calling thread in virtual time, [`TICK`] per step.
 //!
-//! Determinism: turmoil's RNG, tokio's (seeded per host under
-//! `--cfg tokio_unstable`), each node's [`foundation::rt::Rt`] seed and
+//! Determinism: turmoil's RNG, each node's [`foundation::rt::Rt`] seed and
 //! openraft's timers (`consensus::runtime`) all come from the spec's seed;
 //! wall-clock time is the simulated clock ([`Clock::Simulated`]) from a
-//! fixed epoch. Two runs of one seed take the same steps.
+//! fixed epoch. Two runs of one seed take the same steps, with or without
+//! `--cfg tokio_unstable`: nothing draws from tokio's RNG, which only that
+//! flag seeds (every `select!` is biased, and openraft's watch is
+//! `consensus::watch`). A host's task that panics fails the run
+//! ([`RunError::TaskPanic`], from `foundation::rt::take_task_panic`).
 //!
 //! Faults: partitions, clogs and pauses are turmoil's partition and hold,
 //! applied from inside the simulation; kills, restarts and link settings
@@ -344,6 +347,9 @@ where
     }
     loop {
         let done = sim.step().map_err(|e| RunError::Sim(e.to_string()))?;
+        if let Some(panic) = foundation::rt::take_task_panic() {
+            return Err(RunError::TaskPanic(panic));
+        }
         // Virtual time cannot catch a step that spins: the limit is wall time.
         if let Some(limit) = spec.wall_limit.filter(|l| wall.elapsed() > *l) {
             return Err(RunError::WallLimit { limit, step: steps.describe() });

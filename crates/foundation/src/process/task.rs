@@ -90,31 +90,42 @@ where
     }
 }
 
-/// A process's task on a migrating scheduler pool: its [`Runner`] with the body boxed,
-/// so that an exporting scheduler can move the process: this task ends
-/// (without `finish`) and a new one continues the same `Runner` on the
-/// other scheduler (see `rt/sched.rs`).
-pub(crate) struct Roaming<M: Message, F> {
-    runner: Option<Runner<M, Pin<Box<F>>>>,
-    pool: Arc<crate::rt::SchedulerPool>,
-    /// Polls since the process last moved (saturating).
-    settled: u8,
-    /// The scheduler it moved to, until it first runs there (or is dropped
-    /// before): it counts in that scheduler's backlog until then.
-    arriving: Option<usize>,
-}
+/// A process's task on a migrating scheduler pool: its [`Runner`] with the
+/// body boxed, so that an exporting scheduler can move the process: this
+/// task ends (without `finish`) and a new one continues the same `Runner`
+/// on the other scheduler (see `rt/sched.rs`).
+///
+/// It holds the runner alone (24 bytes): the pool is the process's node's,
+/// and the move's bookkeeping sits in the process's `Progress`. Without
+/// `--cfg tokio_unstable` tokio's smallest task cell holds a future of up to
+/// 24 bytes, a size smaller than the next (`process.migrating_idle_bytes`).
+pub(crate) struct Roaming<M: Message, F>(Option<Runner<M, Pin<Box<F>>>>);
 
 impl<M: Message, F> Roaming<M, F> {
-    pub fn new(proc: Arc<Process<M>>, body: F, pool: Arc<crate::rt::SchedulerPool>) -> Self {
-        Self { runner: Some(Runner::new(proc, Box::pin(body))), pool, settled: crate::rt::sched::SETTLE_POLLS, arriving: None }
+    pub fn new(proc: Arc<Process<M>>, body: F) -> Self {
+        proc.progress.settled.store(crate::rt::sched::SETTLE_POLLS, Ordering::Relaxed);
+        Self(Some(Runner::new(proc, Box::pin(body))))
+    }
+
+    /// The scheduler this process moved to, until it first runs there (it
+    /// counts in that scheduler's backlog until then): taken, and the pool
+    /// to tell.
+    fn take_arrival(runner: &Runner<M, Pin<Box<F>>>) -> Option<(usize, &Arc<crate::rt::SchedulerPool>)> {
+        let progress = &runner.proc.progress;
+        let to = progress.arriving.load(Ordering::Relaxed);
+        if to == 0 {
+            return None;
+        }
+        progress.arriving.store(0, Ordering::Relaxed);
+        Some((usize::from(to) - 1, runner.proc.node.shared.rt.pool()?))
     }
 }
 
 impl<M: Message, F> Drop for Roaming<M, F> {
     fn drop(&mut self) {
         // Moved, then killed (or its pool stopped) before it ran there.
-        if let Some(to) = self.arriving.take() {
-            self.pool.arrived(to);
+        if let Some((to, pool)) = self.0.as_ref().and_then(Self::take_arrival) {
+            pool.arrived(to);
         }
     }
 }
@@ -129,26 +140,33 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         // Unpin: the body is boxed, everything else is a pointer.
         let this = self.get_mut();
-        if let Some(to) = this.arriving.take() {
-            this.pool.arrived(to);
-        }
-        if let Some(to) = this.pool.export_target(this.settled >= crate::rt::sched::SETTLE_POLLS)
-            && let Some(runner) = this.runner.take()
+        let (target, settled) = {
+            let Some(runner) = this.0.as_ref() else { return Poll::Ready(()) };
+            if let Some((to, pool)) = Self::take_arrival(runner) {
+                pool.arrived(to);
+            }
+            let settled = runner.proc.progress.settled.load(Ordering::Relaxed);
+            let pool = runner.proc.node.shared.rt.pool();
+            (pool.and_then(|pool| pool.export_target(settled >= crate::rt::sched::SETTLE_POLLS)), settled)
+        };
+        if let Some(to) = target
+            && let Ok(index) = u16::try_from(to + 1)
+            && let Some(runner) = this.0.take()
         {
             let proc = runner.proc.clone();
-            let moved = Roaming { runner: Some(runner), pool: this.pool.clone(), settled: 0, arriving: Some(to) };
+            let pool = proc.node.shared.rt.pool().expect("the pool that named the target");
+            proc.progress.settled.store(0, Ordering::Relaxed);
+            proc.progress.arriving.store(index, Ordering::Relaxed);
             // The pool names only its own schedulers; the new task owns the
             // process's ending from now on (a kill since is applied to it).
-            if let Some(task) = this.pool.spawn_on(to, moved) {
+            if let Some(task) = pool.spawn_on(to, Roaming(Some(runner))) {
                 attach_task(&proc, task);
             }
             return Poll::Ready(());
         }
-        this.settled = this.settled.saturating_add(1);
-        match this.runner.as_mut() {
-            Some(runner) => Pin::new(runner).poll(cx),
-            None => Poll::Ready(()),
-        }
+        let Some(runner) = this.0.as_mut() else { return Poll::Ready(()) };
+        runner.proc.progress.settled.store(settled.saturating_add(1), Ordering::Relaxed);
+        Pin::new(runner).poll(cx)
     }
 }
 
@@ -205,4 +223,16 @@ pub(crate) fn attach_task<M>(proc: &Process<M>, task: JoinHandle<()>) {
         task.abort();
     }
     st.task = Some(task);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Without `--cfg tokio_unstable` tokio's smallest task cell holds a
+    /// future of up to 24 bytes: a roaming process takes it.
+    #[test]
+    fn a_roaming_task_is_its_runner_alone() {
+        assert_eq!(std::mem::size_of::<Roaming<u64, std::future::Ready<()>>>(), 24);
+    }
 }

@@ -238,6 +238,7 @@ async fn timer(deadlines: Weak<Deadlines>, wake: Arc<Notify>) {
         match next {
             Some(at) => {
                 tokio::select! {
+                    biased;
                     () = tokio::time::sleep_until(at) => {}
                     () = wake.notified() => {}
                 }

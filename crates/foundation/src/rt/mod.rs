@@ -31,10 +31,10 @@
 //! ```
 
 pub(crate) mod deadline;
+mod local;
 pub mod net;
 pub mod sched;
 
-use std::cell::Cell;
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
@@ -45,6 +45,7 @@ use parking_lot::Mutex;
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 
+pub use local::{SpawnLocally, spawn_locally, take_task_panic};
 pub use net::{BoxStream, Listener, Network, TokioNetwork};
 pub use sched::{BUSY_WAIT, BUSY_WAIT_MAX, PoolBuilder, PoolError, SchedulerPool, schedulers_max};
 pub use tokio::task::JoinHandle;
@@ -64,47 +65,11 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    if SPAWN_LOCALLY.with(Cell::get) {
-        return tokio::task::spawn_local(fut);
+    if local::spawning_locally() {
+        return local::spawn(fut);
     }
     #[allow(clippy::disallowed_methods)] // the seam itself
     tokio::spawn(fut)
-}
-
-thread_local! {
-    /// Whether [`spawn`] puts tasks on the current `LocalSet` (see
-    /// [`spawn_locally`]).
-    static SPAWN_LOCALLY: Cell<bool> = const { Cell::new(false) };
-}
-
-/// While the guard lives, [`spawn`] on this thread puts every task on the
-/// current `LocalSet` with `spawn_local`. A simulator that runs each host
-/// on a `LocalSet` of its own (turmoil does) holds one for the run.
-///
-/// Why: a runtime keeps its spawned tasks in lists sharded by task id, and
-/// task ids come from one process-wide counter, so the order in which a
-/// crashed host's tasks are dropped (and its sockets send their FIN and RST
-/// segments, each drawing from the simulator's RNG) would depend on how
-/// many tasks the process spawned before. A `LocalSet` keeps its tasks in
-/// spawn order: a seed's run is then the same run twice in one process, or
-/// beside other tests.
-#[must_use = "spawning is local only while the guard lives"]
-pub fn spawn_locally() -> SpawnLocally {
-    SpawnLocally { before: SPAWN_LOCALLY.with(|s| s.replace(true)) }
-}
-
-/// The guard of [`spawn_locally`]; dropping it restores what `spawn` did
-/// before on this thread.
-#[derive(Debug)]
-#[must_use = "spawning is local only while the guard is held"]
-pub struct SpawnLocally {
-    before: bool,
-}
-
-impl Drop for SpawnLocally {
-    fn drop(&mut self) {
-        SPAWN_LOCALLY.with(|s| s.set(self.before));
-    }
 }
 
 /// Runs blocking work on tokio's blocking pool (the seam's one door to it:
