@@ -3,7 +3,8 @@
 //! from `main`, `Addr::call`, `Addr::request`, typed ecosystem handles),
 //! with no placement by hand. `user.default.*` runs on a 2-worker (one per
 //! core) tokio runtime, as `#[tokio::main]` gives; `user.pool.*` on a node
-//! with a scheduler pool and a current-thread `main`. Both in one
+//! with a scheduler pool and a current-thread `main`; `user.migrating.*`
+//! the same on a migrating pool (`SchedulerPool::migrating`). All in one
 //! invocation, whatever `--tokio` says.
 
 use std::time::{Duration, Instant};
@@ -18,8 +19,8 @@ use super::{Bench, Harness, Sizes, ns_per};
 
 const T: Duration = Duration::from_secs(5);
 
-/// Each row once per kind of node: `user.default.NAME`, then
-/// `user.pool.NAME`.
+/// Each row once per kind of node: `user.default.NAME`, `user.pool.NAME`,
+/// then `user.migrating.NAME`.
 macro_rules! rows {
     ($($name:literal, $unit:literal, $target:literal, $work:ident);+) => {
         vec![
@@ -35,6 +36,13 @@ macro_rules! rows {
                 unit: $unit,
                 target: $target,
                 run: |sizes: &Sizes, _h: &Harness| user(sizes, Kind::pool, $work),
+                warmup: true,
+            },)+
+            $(Bench {
+                name: concat!("user.migrating.", $name),
+                unit: $unit,
+                target: $target,
+                run: |sizes: &Sizes, _h: &Harness| user(sizes, Kind::migrating, $work),
                 warmup: true,
             },)+
         ]
@@ -57,6 +65,7 @@ pub fn benches() -> Vec<Bench> {
 enum Kind {
     default,
     pool,
+    migrating,
 }
 
 /// Builds the user's runtime and node, runs `work` in a driver process
@@ -71,9 +80,13 @@ where
             let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(sizes.workers).enable_all().build()?;
             (runtime, Node::new("user"))
         }
-        Kind::pool => {
+        Kind::pool | Kind::migrating => {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            let rt = RtConfig { spawner: Spawner::Pool(SchedulerPool::new(sizes.workers)?), ..RtConfig::default() };
+            let pool = match kind {
+                Kind::migrating => SchedulerPool::migrating(sizes.workers)?,
+                _ => SchedulerPool::new(sizes.workers)?,
+            };
+            let rt = RtConfig { spawner: Spawner::Pool(pool), ..RtConfig::default() };
             (runtime, Node::with_config(NodeConfig { name: "user".into(), rt, ..NodeConfig::default() })?)
         }
     };
