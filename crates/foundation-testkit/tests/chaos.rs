@@ -149,7 +149,7 @@ fn every_select_in_the_sources_is_biased() {
     while let Some(dir) = dirs.pop() {
         for entry in std::fs::read_dir(&dir).expect("a readable directory") {
             let path = entry.expect("a directory entry").path();
-            if path.is_dir() && !path.ends_with("target") {
+            if path.is_dir() && !path.ends_with("target") && !path.ends_with("tests") {
                 dirs.push(path);
             } else if path.extension().is_some_and(|e| e == "rs") {
                 files.push(path);
@@ -163,7 +163,7 @@ fn every_select_in_the_sources_is_biased() {
         let lines: Vec<&str> = text.lines().collect();
         for (i, line) in lines.iter().enumerate() {
             let code = line.split("//").next().unwrap_or_default();
-            if code.contains("select! {") && !code.contains("macro_rules") {
+            if code.contains("select! {") {
                 selects += 1;
                 if lines.get(i + 1).map(|next| next.trim()) != Some("biased;") {
                     unbiased.push(format!("{}:{}", file.display(), i + 1));

@@ -23,29 +23,23 @@ const T: Duration = Duration::from_secs(5);
 /// then `user.migrating.NAME`.
 macro_rules! rows {
     ($($name:literal, $unit:literal, $target:literal, $work:ident);+) => {
-        vec![
-            $(Bench {
-                name: concat!("user.default.", $name),
-                unit: $unit,
-                target: $target,
-                run: |sizes: &Sizes, _h: &Harness| user(sizes, Kind::default, $work),
-                warmup: true,
-            },)+
-            $(Bench {
-                name: concat!("user.pool.", $name),
-                unit: $unit,
-                target: $target,
-                run: |sizes: &Sizes, _h: &Harness| user(sizes, Kind::pool, $work),
-                warmup: true,
-            },)+
-            $(Bench {
-                name: concat!("user.migrating.", $name),
-                unit: $unit,
-                target: $target,
-                run: |sizes: &Sizes, _h: &Harness| user(sizes, Kind::migrating, $work),
-                warmup: true,
-            },)+
+        [
+            rows!(@kind "user.default.", default; $($name, $unit, $target, $work);+),
+            rows!(@kind "user.pool.", pool; $($name, $unit, $target, $work);+),
+            rows!(@kind "user.migrating.", migrating; $($name, $unit, $target, $work);+),
         ]
+        .into_iter()
+        .flatten()
+        .collect()
+    };
+    (@kind $prefix:literal, $kind:ident; $($name:literal, $unit:literal, $target:literal, $work:ident);+) => {
+        [$(Bench {
+            name: concat!($prefix, $name),
+            unit: $unit,
+            target: $target,
+            run: |sizes: &Sizes, _h: &Harness| user(sizes, Kind::$kind, $work),
+            warmup: true,
+        }),+]
     };
 }
 

@@ -150,11 +150,12 @@ where
             (pool.and_then(|pool| pool.export_target(settled >= crate::rt::sched::SETTLE_POLLS)), settled)
         };
         if let Some(to) = target
-            && let Ok(index) = u16::try_from(to + 1)
             && let Some(runner) = this.0.take()
         {
             let proc = runner.proc.clone();
             let pool = proc.node.shared.rt.pool().expect("the pool that named the target");
+            // The target is counted in its backlog already: it must be recorded.
+            let index = u16::try_from(to + 1).expect("a pool has at most cores × 4 schedulers");
             proc.progress.settled.store(0, Ordering::Relaxed);
             proc.progress.arriving.store(index, Ordering::Relaxed);
             // The pool names only its own schedulers; the new task owns the
