@@ -127,8 +127,11 @@ impl Harness {
 
     /// A fresh node called `name` (see [`Harness::node`]).
     pub fn named_node(&self, name: &str) -> Node {
-        let Some(pool) = &self.pool else { return Node::new(name) };
-        let rt = RtConfig { spawner: Spawner::Pool(pool.clone()), ..RtConfig::default() };
+        let spawner = match &self.pool {
+            Some(pool) => Spawner::Pool(pool.clone()),
+            None => Spawner::Ambient,
+        };
+        let rt = RtConfig { spawner, ..RtConfig::default() };
         Node::with_config(NodeConfig { name: name.into(), rt, ..NodeConfig::default() }).expect("the default node config is valid")
     }
 }

@@ -23,8 +23,41 @@ fn migrating_node(schedulers: usize) -> Node {
 }
 
 fn node_on(pool: std::sync::Arc<SchedulerPool>) -> Node {
-    let rt = RtConfig { spawner: Spawner::Pool(pool), ..RtConfig::default() };
+    node_with(Spawner::Pool(pool))
+}
+
+fn node_with(spawner: Spawner) -> Node {
+    let rt = RtConfig { spawner, ..RtConfig::default() };
     Node::with_config(NodeConfig { name: "pooled".into(), rt, ..NodeConfig::default() }).expect("valid config")
+}
+
+/// `Node::new` puts its processes on the process-wide migrating pool, one
+/// scheduler per core, shared by every default node whatever runtime made
+/// it: placement by index works there, and a process's thread is one of
+/// the pool's, not the caller's (issue 16: the pool as the default).
+#[test]
+fn a_default_node_runs_on_the_shared_migrating_pool() {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (a, b) = (Node::new("a"), Node::new("b"));
+    assert_eq!((a.rt().schedulers(), b.rt().schedulers()), (cores, cores), "default nodes have the shared pool's schedulers");
+    let shared = SchedulerPool::shared().expect("the shared pool");
+    assert!(shared.migrates() && shared.schedulers() == cores);
+    let driver = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("driver runtime");
+    driver.block_on(async {
+        let mut names = Vec::new();
+        for (node, scheduler) in [(&a, None), (&b, Some(cores - 1))] {
+            let (tx, rx) = oneshot::channel();
+            let opts = foundation::SpawnOpts { scheduler, ..Default::default() };
+            node.spawn_with(opts, move |_c: Ctx<()>| async move {
+                let _ = tx.send(thread_name());
+            })
+            .expect("a scheduler of the shared pool");
+            names.push(tokio::time::timeout(WAIT, rx).await.expect("in time").expect("ran"));
+        }
+        assert!(names[0].starts_with("foundation-sched-"), "not the driver's thread: {names:?}");
+        assert_eq!(names[1], format!("foundation-sched-{}", cores - 1));
+        assert_eq!((a.shutdown(WAIT).await, b.shutdown(WAIT).await), (0, 0));
+    });
 }
 
 #[test]
@@ -104,7 +137,7 @@ fn placement_spreads_work_and_bad_placement_is_refused() {
         assert_eq!(err, foundation::SpawnError::NoScheduler { index: 2, available: 2 });
         assert_eq!(node.live_processes(), 0);
     });
-    let ambient = Node::new("ambient");
+    let ambient = node_with(Spawner::Ambient);
     let opts = foundation::SpawnOpts { scheduler: Some(0), ..Default::default() };
     let err = ambient.spawn_with(opts, |_c: Ctx<()>| async {}).expect_err("no pool");
     assert!(err.to_string().contains("without a pool"), "{err}");
@@ -144,7 +177,7 @@ fn the_spread_hint_uses_every_scheduler_and_works_without_a_pool() {
     });
     let ambient = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     ambient.block_on(async {
-        let node = Node::new("ambient");
+        let node = node_with(Spawner::Ambient);
         assert_eq!(spawn_spread(node.clone(), 4).await.len(), 4);
         assert_eq!(node.shutdown(WAIT).await, 0);
     });

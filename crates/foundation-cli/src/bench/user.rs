@@ -1,11 +1,14 @@
 //! What users get: the process workloads written as the README teaches
 //! (`Node::new` or a node on a `SchedulerPool`, a driver process spawned
 //! from `main`, `Addr::call`, `Addr::request`, typed ecosystem handles),
-//! with no placement by hand. `user.default.*` runs on a 2-worker (one per
-//! core) tokio runtime, as `#[tokio::main]` gives; `user.pool.*` on a node
-//! with a scheduler pool and a current-thread `main`; `user.migrating.*`
-//! the same on a migrating pool (`SchedulerPool::migrating`). All in one
-//! invocation, whatever `--tokio` says.
+//! with no placement by hand. `user.default.*` is `Node::new` (the shared
+//! migrating pool, `Spawner::Shared`) under a 2-worker (one per core) tokio
+//! `main`, as `#[tokio::main]` gives; `user.ambient.*` the same node with
+//! its processes on that `main` runtime (`Spawner::Ambient`, the default
+//! until 2026-12-04); `user.pool.*` a node with a scheduler pool of its own
+//! and a current-thread `main`; `user.migrating.*` the same on a migrating
+//! pool (`SchedulerPool::migrating`). All in one invocation, whatever
+//! `--tokio` says.
 
 use std::time::{Duration, Instant};
 
@@ -19,12 +22,13 @@ use super::{Bench, Harness, Sizes, ns_per};
 
 const T: Duration = Duration::from_secs(5);
 
-/// Each row once per kind of node: `user.default.NAME`, `user.pool.NAME`,
-/// then `user.migrating.NAME`.
+/// Each row once per kind of node: `user.default.NAME`, `user.ambient.NAME`,
+/// `user.pool.NAME`, then `user.migrating.NAME`.
 macro_rules! rows {
     ($($name:literal, $unit:literal, $target:literal, $work:ident);+) => {
         [
             rows!(@kind "user.default.", default; $($name, $unit, $target, $work);+),
+            rows!(@kind "user.ambient.", ambient; $($name, $unit, $target, $work);+),
             rows!(@kind "user.pool.", pool; $($name, $unit, $target, $work);+),
             rows!(@kind "user.migrating.", migrating; $($name, $unit, $target, $work);+),
         ]
@@ -58,6 +62,7 @@ pub fn benches() -> Vec<Bench> {
 #[derive(Clone, Copy)]
 enum Kind {
     default,
+    ambient,
     pool,
     migrating,
 }
@@ -70,9 +75,16 @@ where
 {
     let n = sizes.pick(1, 10);
     let (runtime, node) = match kind {
-        Kind::default => {
+        Kind::default | Kind::ambient => {
             let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(sizes.workers).enable_all().build()?;
-            (runtime, Node::new("user"))
+            let node = match kind {
+                Kind::ambient => {
+                    let rt = RtConfig { spawner: Spawner::Ambient, ..RtConfig::default() };
+                    Node::with_config(NodeConfig { name: "user".into(), rt, ..NodeConfig::default() })?
+                }
+                _ => Node::new("user"),
+            };
+            (runtime, node)
         }
         Kind::pool | Kind::migrating => {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;

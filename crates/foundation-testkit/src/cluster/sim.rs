@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use foundation::rt::net::{BoxFuture, BoxStream, Listener, Network};
-use foundation::rt::{Clock, Entropy, RtConfig};
+use foundation::rt::{Clock, Entropy, RtConfig, Spawner};
 use foundation::{Node, NodeConfig};
 use foundation_cluster::consensus::MemoryDisk;
 use foundation_cluster::mesh::{Cluster, ClusterConfig};
@@ -232,7 +232,8 @@ fn sim_rt(seed: u64) -> RtConfig {
         network: Arc::new(TurmoilNetwork),
         // Handshake challenges from the seed: a run replays exactly.
         entropy: Entropy::Seeded,
-        ..RtConfig::default()
+        // The host's runtime, which the seed schedules (never a pool).
+        spawner: Spawner::Ambient,
     }
 }
 
@@ -254,7 +255,7 @@ fn server_config(spec: &ClusterSpec, i: usize, disk: &MemoryDisk) -> ServerConfi
         cluster_id: "foundation-sim".into(),
         lan: false,
         services: spec.services.clone(),
-        rt: RtConfig::default(),
+        rt: RtConfig { spawner: Spawner::Ambient, ..RtConfig::default() },
         disk: Some(disk.clone()),
         frame_limit: spec.frame_limit,
         disk_faults: spec.disk_faults(i),

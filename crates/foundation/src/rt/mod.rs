@@ -7,9 +7,10 @@
 //! same types, which is what lets a whole cluster replay exactly from a seed.
 //!
 //! - **spawn**: [`Rt::spawn`] puts a task where the node's processes run:
-//!   the current tokio runtime ([`Spawner::Ambient`]; simulated hosts run
-//!   their own, so this works there), or a [`SchedulerPool`] that keeps a
-//!   process next to the one that spawned it ([`Spawner::Pool`]).
+//!   by default the process-wide migrating [`SchedulerPool::shared`]
+//!   ([`Spawner::Shared`]), a pool of the node's own ([`Spawner::Pool`]),
+//!   or the current tokio runtime ([`Spawner::Ambient`]; simulated hosts run
+//!   their own, and a default node made on one uses it).
 //! - **time**: [`Rt::now`] (monotonic, tokio's clock, which simulations drive)
 //!   and [`Rt::system_time`] (wall clock: real, or `epoch + elapsed` under
 //!   simulation). [`sleep`] and [`timeout`] are tokio's, re-exported so call
@@ -126,9 +127,17 @@ pub enum Clock {
 /// Where a node's processes run.
 #[derive(Clone, Debug, Default)]
 pub enum Spawner {
+    /// On the process-wide [`SchedulerPool::shared`]: one migrating
+    /// scheduler per core, shared by every node of the OS process. A
+    /// process starts next to its spawner and moves when its scheduler is
+    /// loaded and another idles. Under [`spawn_locally`] (a simulated host)
+    /// this is [`Spawner::Ambient`]: the simulator's runtime, where a seed
+    /// replays. Should the pool's threads fail to start, the node warns and
+    /// runs its processes on the ambient runtime.
+    #[default]
+    Shared,
     /// On the tokio runtime that spawns them (its work-stealing workers, or
     /// a simulated host's runtime).
-    #[default]
     Ambient,
     /// On a [`SchedulerPool`]: next to the spawning process, round-robin
     /// from outside.
@@ -163,7 +172,7 @@ pub struct RtConfig {
 
 impl Default for RtConfig {
     fn default() -> Self {
-        Self { seed: 0, clock: Clock::Real, network: Arc::new(TokioNetwork), spawner: Spawner::Ambient, entropy: Entropy::Os }
+        Self { seed: 0, clock: Clock::Real, network: Arc::new(TokioNetwork), spawner: Spawner::Shared, entropy: Entropy::Os }
     }
 }
 
@@ -193,7 +202,8 @@ struct RtInner {
     offset_ms: AtomicI64,
     rng: Mutex<StdRng>,
     network: Arc<dyn Network>,
-    spawner: Spawner,
+    /// Where processes run: a pool, or (`None`) the ambient runtime.
+    pool: Option<Arc<SchedulerPool>>,
     entropy: Entropy,
     /// The shared timer of waits with a deadline (`deadline.rs`).
     deadlines: Arc<deadline::Deadlines>,
@@ -209,13 +219,23 @@ impl Rt {
     /// Builds the seam from a config.
     pub fn new(config: RtConfig) -> Self {
         let rng = Mutex::new(StdRng::seed_from_u64(config.seed));
+        let pool = match config.spawner {
+            Spawner::Shared if local::spawning_locally() => None,
+            Spawner::Shared => SchedulerPool::shared()
+                .inspect_err(
+                    |e| tracing::warn!(error = %e, "the shared scheduler pool did not start; processes run on the ambient runtime"),
+                )
+                .ok(),
+            Spawner::Ambient => None,
+            Spawner::Pool(pool) => Some(pool),
+        };
         let inner = RtInner {
             seed: config.seed,
             clock: config.clock,
             offset_ms: AtomicI64::new(0),
             rng,
             network: config.network,
-            spawner: config.spawner,
+            pool,
             entropy: config.entropy,
             deadlines: deadline::Deadlines::new(matches!(config.clock, Clock::Real)),
         };
@@ -332,9 +352,9 @@ impl Rt {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        match &self.inner.spawner {
-            Spawner::Ambient => spawn(fut),
-            Spawner::Pool(pool) => pool.spawn(fut),
+        match &self.inner.pool {
+            None => spawn(fut),
+            Some(pool) => pool.spawn(fut),
         }
     }
 
@@ -346,35 +366,29 @@ impl Rt {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        match &self.inner.spawner {
-            Spawner::Ambient => spawn(fut),
-            Spawner::Pool(pool) => pool.spawn_round_robin(fut),
+        match &self.inner.pool {
+            None => spawn(fut),
+            Some(pool) => pool.spawn_round_robin(fut),
         }
     }
 
     /// The node's scheduler pool, if it has one.
     pub(crate) fn pool(&self) -> Option<&Arc<SchedulerPool>> {
-        match &self.inner.spawner {
-            Spawner::Ambient => None,
-            Spawner::Pool(pool) => Some(pool),
-        }
+        self.inner.pool.as_ref()
     }
 
     /// Schedulers the node's processes can be placed on (0: the ambient
     /// runtime, where placement has no meaning).
     pub fn schedulers(&self) -> usize {
-        match &self.inner.spawner {
-            Spawner::Ambient => 0,
-            Spawner::Pool(pool) => pool.schedulers(),
-        }
+        self.inner.pool.as_ref().map_or(0, |pool| pool.schedulers())
     }
 
     /// Per-worker busy time of the runtime(s) running this node's processes:
     /// the pool's schedulers, or the current runtime.
     pub fn utilization_sample(&self) -> crate::schedulers::UtilizationSample {
-        match &self.inner.spawner {
-            Spawner::Ambient => crate::schedulers::UtilizationSample::current(),
-            Spawner::Pool(pool) => crate::schedulers::UtilizationSample::of(pool.handles()),
+        match &self.inner.pool {
+            None => crate::schedulers::UtilizationSample::current(),
+            Some(pool) => crate::schedulers::UtilizationSample::of(pool.handles()),
         }
     }
 
@@ -385,8 +399,8 @@ impl Rt {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        match &self.inner.spawner {
-            Spawner::Pool(pool) if index < pool.schedulers() => Ok(pool.spawn_on(index, fut).expect("index checked")),
+        match &self.inner.pool {
+            Some(pool) if index < pool.schedulers() => Ok(pool.spawn_on(index, fut).expect("index checked")),
             _ => Err(fut),
         }
     }

@@ -42,9 +42,11 @@
 //! `sched/busy.rs`; [`PoolBuilder::busy_wait`] sets the window, zero turns
 //! it off).
 //!
-//! Use it for real (non-simulated) nodes through
-//! [`Spawner::Pool`](super::Spawner::Pool); simulated nodes use the host's
-//! runtime ([`Spawner::Ambient`](super::Spawner::Ambient)).
+//! Real (non-simulated) nodes run on one by default: the process-wide
+//! [`SchedulerPool::shared`] ([`Spawner::Shared`](super::Spawner::Shared)),
+//! or a pool of their own ([`Spawner::Pool`](super::Spawner::Pool)).
+//! Simulated nodes use the host's runtime
+//! ([`Spawner::Ambient`](super::Spawner::Ambient)).
 
 use std::cell::Cell;
 use std::future::Future;
@@ -255,10 +257,29 @@ impl SchedulerPool {
 
     /// A pool whose schedulers move processes from a loaded scheduler to an
     /// idle one (see the module docs). The cost, measured by `foundation
-    /// bench` on the project's machine: each process's body is boxed
-    /// (`process.idle_bytes` 466 → 596 B) and a spawn allocates once more.
+    /// bench` on the project's machine: each process's body is boxed (a
+    /// spawn allocates once more; `process.migrating_idle_bytes` is 466 B,
+    /// as `process.idle_bytes`) and a poll reads a thread-local count.
     pub fn migrating(schedulers: usize) -> Result<Arc<Self>, PoolError> {
         Self::builder(schedulers).migrating(true).start()
+    }
+
+    /// The process-wide pool: one migrating scheduler per core, started by
+    /// the first call and shared by every later one (every node of this OS
+    /// process that takes [`Spawner::Shared`](super::Spawner::Shared), the
+    /// default), as a BEAM's schedulers are shared by its processes. Its
+    /// threads live as long as the OS process. A start that fails (no
+    /// threads) is not remembered: the next call tries again.
+    pub fn shared() -> Result<Arc<Self>, PoolError> {
+        static SHARED: parking_lot::Mutex<Option<Arc<SchedulerPool>>> = parking_lot::Mutex::new(None);
+        let mut shared = SHARED.lock();
+        if let Some(pool) = shared.as_ref() {
+            return Ok(pool.clone());
+        }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let pool = Self::migrating(cores)?;
+        *shared = Some(pool.clone());
+        Ok(pool)
     }
 
     /// How long an idle scheduler of this pool busy-waits before sleeping.
