@@ -166,7 +166,11 @@ where
             return Poll::Ready(());
         }
         let Some(runner) = this.0.as_mut() else { return Poll::Ready(()) };
-        runner.proc.progress.settled.store(settled.saturating_add(1), Ordering::Relaxed);
+        // Counted only until it can move again: a settled process's poll
+        // writes nothing here.
+        if settled < crate::rt::sched::SETTLE_POLLS {
+            runner.proc.progress.settled.store(settled + 1, Ordering::Relaxed);
+        }
         Pin::new(runner).poll(cx)
     }
 }

@@ -372,6 +372,10 @@ impl SchedulerPool {
     /// (see the module docs).
     /// `settled`: whether the process has run here long enough since it
     /// last moved to be moved again (no bouncing).
+    ///
+    /// Inlined: what most polls run is a pool id compare, a count and a
+    /// read; a window's end and a move are out of line.
+    #[inline]
     pub(crate) fn export_target(&self, settled: bool) -> Option<usize> {
         let (pool, me) = CURRENT.with(Cell::get);
         if pool != self.id {
@@ -383,48 +387,64 @@ impl SchedulerPool {
             if polls < window {
                 b.polls.set(polls);
             } else {
-                b.polls.set(0);
-                let now = std::time::Instant::now();
-                let long = b.window_start.get().is_some_and(|start| now - start >= HEAVY_POLL * window);
-                b.window_start.set(Some(now));
-                // The wall clock also counts time the thread was preempted:
-                // a window that looks heavy is confirmed by the thread's CPU
-                // time (a system call, so only then) over the next one.
-                let (cpu_at, heavy) = if long {
-                    let cpu = thread_cpu_time();
-                    (Some(cpu), b.cpu_at.get().is_some_and(|before| cpu.saturating_sub(before) >= HEAVY_POLL * window))
-                } else {
-                    (None, false)
-                };
-                b.cpu_at.set(cpu_at);
-                // Two in a row: one slow page fault or burst is not a load.
-                let streak = if heavy { b.heavy.get().saturating_add(1) } else { 0 };
-                b.heavy.set(streak);
-                // A partner is found idle; it stays the partner while this
-                // scheduler stays heavy, and is fed whenever its backlog is
-                // short, busy or not (waiting for it to idle again left it
-                // idle half the time).
-                let idle = self.idle_sibling(me, &b.seen);
-                let partner = match (streak >= 2, b.partner.get()) {
-                    (false, _) => usize::MAX,
-                    (true, usize::MAX) => idle.unwrap_or(usize::MAX),
-                    (true, partner) => partner,
-                };
-                b.partner.set(partner);
-                let fed = partner != usize::MAX && self.arrivals[partner].load(Ordering::Relaxed) < FEED;
-                b.export_to.set(if fed { partner } else { usize::MAX });
+                self.close_window(b, me, window);
             }
             let to = b.export_to.get();
             if to == usize::MAX || !settled {
                 return None;
             }
-            let flip = !b.flip.get();
-            b.flip.set(flip);
-            if flip {
-                self.arrivals[to].fetch_add(1, Ordering::Relaxed);
-            }
-            flip.then_some(to)
+            self.export_every_other(b, to)
         })
+    }
+
+    /// The end of a balancing window on scheduler `me`: is it heavy, and
+    /// whom does it feed during the next one (see the module docs).
+    #[cold]
+    #[inline(never)]
+    fn close_window(&self, b: &Balance, me: usize, window: u32) {
+        b.polls.set(0);
+        let now = std::time::Instant::now();
+        let long = b.window_start.get().is_some_and(|start| now - start >= HEAVY_POLL * window);
+        b.window_start.set(Some(now));
+        // The wall clock also counts time the thread was preempted: a
+        // window that looks heavy is confirmed by the thread's CPU time (a
+        // system call, so only then) over the next one.
+        let (cpu_at, heavy) = if long {
+            let cpu = thread_cpu_time();
+            (Some(cpu), b.cpu_at.get().is_some_and(|before| cpu.saturating_sub(before) >= HEAVY_POLL * window))
+        } else {
+            (None, false)
+        };
+        b.cpu_at.set(cpu_at);
+        // Two in a row: one slow page fault or burst is not a load.
+        let streak = if heavy { b.heavy.get().saturating_add(1) } else { 0 };
+        b.heavy.set(streak);
+        // A partner is found idle; it stays the partner while this
+        // scheduler stays heavy, and is fed whenever its backlog is short,
+        // busy or not (waiting for it to idle again left it idle half the
+        // time).
+        let idle = self.idle_sibling(me, &b.seen);
+        let partner = match (streak >= 2, b.partner.get()) {
+            (false, _) => usize::MAX,
+            (true, usize::MAX) => idle.unwrap_or(usize::MAX),
+            (true, partner) => partner,
+        };
+        b.partner.set(partner);
+        let fed = partner != usize::MAX && self.arrivals[partner].load(Ordering::Relaxed) < FEED;
+        b.export_to.set(if fed { partner } else { usize::MAX });
+    }
+
+    /// While exporting to `to`: every other settled process moves, counted
+    /// in `to`'s backlog.
+    #[cold]
+    #[inline(never)]
+    fn export_every_other(&self, b: &Balance, to: usize) -> Option<usize> {
+        let flip = !b.flip.get();
+        b.flip.set(flip);
+        if flip {
+            self.arrivals[to].fetch_add(1, Ordering::Relaxed);
+        }
+        flip.then_some(to)
     }
 
     /// Called by a process's task that moved to scheduler `to` when it first
