@@ -351,7 +351,8 @@ pub(crate) struct Progress {
     /// can skip the lock (kept here, in padding, to keep processes small).
     pub has_signals: AtomicBool,
     /// On a migrating pool (`process::Roaming`, which alone writes these):
-    /// polls since the process last moved, saturating; and the scheduler it
+    /// polls since the process last moved, counted up to `SETTLE_POLLS`
+    /// (then it may move again); and the scheduler it
     /// moved to, until it first runs there, as `index + 1` (0: none). Kept
     /// here, in padding, so that a roaming task holds its runner alone.
     pub settled: AtomicU8,

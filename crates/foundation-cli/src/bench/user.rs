@@ -74,28 +74,17 @@ where
     Fut: Future<Output = anyhow::Result<f64>> + Send + 'static,
 {
     let n = sizes.pick(1, 10);
-    let (runtime, node) = match kind {
-        Kind::default | Kind::ambient => {
-            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(sizes.workers).enable_all().build()?;
-            let node = match kind {
-                Kind::ambient => {
-                    let rt = RtConfig { spawner: Spawner::Ambient, ..RtConfig::default() };
-                    Node::with_config(NodeConfig { name: "user".into(), rt, ..NodeConfig::default() })?
-                }
-                _ => Node::new("user"),
-            };
-            (runtime, node)
-        }
-        Kind::pool | Kind::migrating => {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            let pool = match kind {
-                Kind::migrating => SchedulerPool::migrating(sizes.workers)?,
-                _ => SchedulerPool::new(sizes.workers)?,
-            };
-            let rt = RtConfig { spawner: Spawner::Pool(pool), ..RtConfig::default() };
-            (runtime, Node::with_config(NodeConfig { name: "user".into(), rt, ..NodeConfig::default() })?)
-        }
+    let multi_thread = || tokio::runtime::Builder::new_multi_thread().worker_threads(sizes.workers).enable_all().build();
+    let current_thread = || tokio::runtime::Builder::new_current_thread().enable_all().build();
+    // `Spawner::Shared` is what `Node::new` gives.
+    let (runtime, spawner) = match kind {
+        Kind::default => (multi_thread()?, Spawner::Shared),
+        Kind::ambient => (multi_thread()?, Spawner::Ambient),
+        Kind::pool => (current_thread()?, Spawner::Pool(SchedulerPool::new(sizes.workers)?)),
+        Kind::migrating => (current_thread()?, Spawner::Pool(SchedulerPool::migrating(sizes.workers)?)),
     };
+    let rt = RtConfig { spawner, ..RtConfig::default() };
+    let node = Node::with_config(NodeConfig { name: "user".into(), rt, ..NodeConfig::default() })?;
     runtime.block_on(async move {
         let (tx, rx) = oneshot::channel();
         node.spawn(move |ctx: Ctx<()>| async move {

@@ -65,7 +65,13 @@ use busy::Counted;
 /// Most schedulers a pool may have: four per core. More only adds threads
 /// that take turns on the same cores.
 pub fn schedulers_max() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get()) * 4
+    cores() * 4
+}
+
+/// The machine's cores, as the OS reports them to this process (1 if it
+/// cannot tell).
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// How long an idle scheduler keeps polling before its thread sleeps, by
@@ -276,8 +282,7 @@ impl SchedulerPool {
         if let Some(pool) = shared.as_ref() {
             return Ok(pool.clone());
         }
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let pool = Self::migrating(cores)?;
+        let pool = Self::migrating(cores())?;
         *shared = Some(pool.clone());
         Ok(pool)
     }
