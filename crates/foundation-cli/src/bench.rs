@@ -35,7 +35,9 @@ use tokio::sync::oneshot;
 /// Options of `foundation bench`.
 #[derive(Args, Debug)]
 pub struct BenchArgs {
-    /// Run only the benches whose name starts with this prefix.
+    /// Run only the benches whose name starts with this prefix, or with
+    /// any of several prefixes separated by commas (`user.default,scheduler`),
+    /// in the order of the full run.
     #[arg(long)]
     only: Option<String>,
     /// Smaller sizes (for a smoke run; figures are less stable).
@@ -209,16 +211,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     if let Some(dir) = &args.scaling {
         return scaling::run(&sizes, args.runs, dir);
     }
-    let selected: Vec<Bench> = all_benches().into_iter().filter(|b| args.only.as_deref().is_none_or(|p| b.name.starts_with(p))).collect();
-    if selected.is_empty() {
-        let mut groups: Vec<&str> = all_benches().iter().map(|b| b.name.split('.').next().unwrap_or(b.name)).collect();
-        groups.dedup();
-        return Err(crate::fail::usage(format!(
-            "--only {:?}: no bench name starts with it; use a prefix such as {} (`foundation bench` runs them all)",
-            args.only.as_deref().unwrap_or_default(),
-            groups.join(", ")
-        )));
-    }
+    let selected = select(all_benches(), args.only.as_deref())?;
     // Figures from different machines are not comparable: say which this is.
     eprintln!("{}", machine());
     if !args.json {
@@ -252,6 +245,24 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         figures.push((bench.name, value));
     }
     Ok(())
+}
+
+/// The benches `--only` names: those whose name starts with one of its
+/// comma-separated prefixes, in the full run's order. A prefix that names
+/// none is a usage error (a typo would otherwise drop benches silently).
+fn select(all: Vec<Bench>, only: Option<&str>) -> anyhow::Result<Vec<Bench>> {
+    let Some(only) = only else { return Ok(all) };
+    let prefixes: Vec<&str> = only.split(',').map(str::trim).collect();
+    if let Some(unknown) = prefixes.iter().find(|p| p.is_empty() || !all.iter().any(|b| b.name.starts_with(**p))) {
+        let mut groups: Vec<&str> = all.iter().map(|b| b.name.split('.').next().unwrap_or(b.name)).collect();
+        groups.dedup();
+        return Err(crate::fail::usage(format!(
+            "--only {unknown:?}: no bench name starts with it; use a prefix such as {}, or several separated by commas \
+             (`foundation bench` runs them all)",
+            groups.join(", ")
+        )));
+    }
+    Ok(all.into_iter().filter(|b| prefixes.iter().any(|p| b.name.starts_with(p))).collect())
 }
 
 fn median(values: &mut [f64]) -> f64 {

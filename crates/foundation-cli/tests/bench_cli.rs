@@ -46,6 +46,20 @@ fn unknown_prefix_is_an_error_that_says_what_to_do() {
 }
 
 #[test]
+fn several_prefixes_select_the_union_in_run_order() {
+    let only = "process.migrating_idle_bytes,process.idle_bytes";
+    let out = foundation().args(["bench", "--only", only, "--quick", "--json", "--runs", "1"]).output().expect("run foundation");
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).expect("utf-8");
+    let names: Vec<String> =
+        stdout.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).expect("a JSON object")["bench"].to_string()).collect();
+    assert_eq!(names, ["\"process.idle_bytes\"", "\"process.migrating_idle_bytes\""], "{stdout}");
+    let out = foundation().args(["bench", "--only", "process.idle_bytes,nope."]).output().expect("run foundation");
+    assert_eq!(out.status.code(), Some(2), "one prefix that names nothing is a usage error");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("\"nope.\""), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
 fn bad_runs_value_is_refused_by_the_parser() {
     let out = foundation().args(["bench", "--runs", "0"]).output().expect("run foundation");
     assert_eq!(out.status.code(), Some(2), "clap usage errors exit 2");

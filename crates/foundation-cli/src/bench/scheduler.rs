@@ -14,6 +14,7 @@ pub fn benches() -> Vec<Bench> {
     vec![
         Bench { name: "scheduler.tick_lag_p99", unit: "ms", target: "<= 2", run: tick_lag_p99, warmup: false },
         Bench { name: "scheduler.tick_lag_p99_migrating", unit: "ms", target: "<= 2", run: tick_lag_p99_migrating, warmup: false },
+        Bench { name: "scheduler.tick_lag_max_after_exit", unit: "ms", target: "<= 5", run: tick_lag_max_after_exit, warmup: false },
         Bench { name: "scheduler.fanout_parallelism", unit: "cores", target: ">= 1.9 of 2", run: fanout_parallelism, warmup: false },
         Bench {
             name: "scheduler.fanout_parallelism_fixed",
@@ -176,8 +177,42 @@ fn tick_lag_p99_migrating(sizes: &Sizes, h: &Harness) -> anyhow::Result<f64> {
     tick_lag(sizes, h, migrating_node(sizes, h, "ticks")?)
 }
 
+/// The worst lateness of the same ticker, beside the same CPU work, over
+/// 2 s that start as soon as 1,000,000 idle processes have exited on
+/// another pool and that pool's threads have ended (about 466 MB freed at
+/// once, as when a node's own pool, or a burst of blocking threads, goes
+/// away). The allocator (mimalloc in the `foundation` binary) returns
+/// such memory to the OS about a second later, and on a machine whose
+/// schedulers fill every core that return stalls them: 10–30 ms in some
+/// runs. `MIMALLOC_PURGE_DELAY=-1` (never return freed memory) removes the
+/// stalls; see the README.
+fn tick_lag_max_after_exit(sizes: &Sizes, h: &Harness) -> anyhow::Result<f64> {
+    let n = sizes.pick(1_000_000, 100_000);
+    {
+        let gone = Harness::new(sizes)?;
+        gone.driver.block_on(async {
+            let node = gone.node();
+            super::process::spawn_many(&node, n).await?;
+            let left = node.shutdown(Duration::from_secs(60)).await;
+            ensure!(left == 0, "{left} processes outlived shutdown");
+            anyhow::Ok(())
+        })?;
+    }
+    let mut lateness = tick_lateness_beside_cpu(sizes, h, h.node(), sizes.pick(2000, 300))?;
+    lateness.sort();
+    eprintln!("  scheduler.tick_lag_max_after_exit: p99 {:.2} ms", p99(&mut lateness).as_secs_f64() * 1e3);
+    Ok(lateness.last().context("no ticks")?.as_secs_f64() * 1e3)
+}
+
 fn tick_lag(sizes: &Sizes, h: &Harness, node: foundation::Node) -> anyhow::Result<f64> {
-    let ticks = sizes.pick(1000, 300);
+    let mut lateness = tick_lateness_beside_cpu(sizes, h, node, sizes.pick(1000, 300))?;
+    Ok(p99(&mut lateness).as_secs_f64() * 1e3)
+}
+
+/// How late each of `ticks` 1 ms ticks of a process on scheduler 0 was
+/// while one process per scheduler runs sliced CPU work (see
+/// [`tick_lag_p99`]); the node is shut down after.
+fn tick_lateness_beside_cpu(sizes: &Sizes, h: &Harness, node: foundation::Node, ticks: usize) -> anyhow::Result<Vec<Duration>> {
     h.driver.block_on(async {
         let placed = |i: usize| SpawnOpts { scheduler: (!sizes.tokio).then_some(i), ..SpawnOpts::default() };
         let (started_tx, started_rx) = oneshot::channel();
@@ -197,11 +232,11 @@ fn tick_lag(sizes: &Sizes, h: &Harness, node: foundation::Node) -> anyhow::Resul
                 let _ = tx.send(out.len());
             })?;
         }
-        let mut lateness = lag_rx.await.context("the ticker ended early")?;
+        let lateness = lag_rx.await.context("the ticker ended early")?;
         for done in cpu {
             ensure!(done.await.context("a CPU process ended early")? == items, "CPU work incomplete");
         }
         node.shutdown(Duration::from_secs(10)).await;
-        Ok(p99(&mut lateness).as_secs_f64() * 1e3)
+        Ok(lateness)
     })
 }
