@@ -59,6 +59,43 @@ fn several_prefixes_select_the_union_in_run_order() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("\"nope.\""), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// Scratch directories of this bench run's benches whose process ended.
+fn scratch_of(tmp: &std::path::Path, pid: u32) -> Vec<std::path::PathBuf> {
+    let mine = |name: &str| name.starts_with("foundation-bench-") && name.contains(&format!("-{pid}-"));
+    std::fs::read_dir(tmp).expect("temp dir").flatten().filter(|e| mine(&e.file_name().to_string_lossy())).map(|e| e.path()).collect()
+}
+
+#[test]
+fn a_killed_bench_leaves_scratch_data_that_the_next_bench_removes() {
+    let tmp = std::env::temp_dir().join(format!("foundation-cli-test-scratch-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).expect("test temp dir");
+    let mut killed = foundation()
+        .args(["bench", "--only", "disk.fdatasync", "--runs", "50"])
+        .env("TMPDIR", &tmp)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run foundation");
+    let pid = killed.id();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while scratch_of(&tmp, pid).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the bench made no scratch directory within 30 s");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    killed.kill().expect("kill the bench");
+    killed.wait().expect("reap the bench");
+    assert!(!scratch_of(&tmp, pid).is_empty(), "a killed bench cannot clean up after itself");
+    let out = foundation()
+        .args(["bench", "--only", "disk.fdatasync", "--quick", "--runs", "1"])
+        .env("TMPDIR", &tmp)
+        .output()
+        .expect("run foundation");
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let left = scratch_of(&tmp, pid);
+    let _ = std::fs::remove_dir_all(&tmp);
+    assert!(left.is_empty(), "the next bench removes a dead bench's scratch data: {left:?}");
+}
+
 #[test]
 fn bad_runs_value_is_refused_by_the_parser() {
     let out = foundation().args(["bench", "--runs", "0"]).output().expect("run foundation");

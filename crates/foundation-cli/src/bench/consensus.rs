@@ -29,16 +29,49 @@ pub fn benches() -> Vec<Bench> {
     ]
 }
 
-/// A scratch directory, removed on drop.
+/// A scratch directory, `foundation-bench-{tag}-{pid}-{n}` in the temp
+/// directory, removed on drop. A bench that is killed leaves its own (the
+/// state bench's is gigabytes): the first scratch of the next bench
+/// removes those of processes that are gone.
 pub(super) struct Scratch(pub(super) PathBuf);
 
 impl Scratch {
     pub(super) fn new(tag: &str) -> anyhow::Result<Self> {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("foundation-bench-{tag}-{}-{n}", std::process::id()));
+        let tmp = std::env::temp_dir();
+        if n == 0 {
+            remove_scratch_of_ended_benches(&tmp);
+        }
+        let dir = tmp.join(format!("foundation-bench-{tag}-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         Ok(Self(dir))
+    }
+}
+
+/// Removes the scratch directories in `tmp` whose bench process no longer
+/// exists (no `/proc/{pid}`), saying so on stderr. Where `/proc` is not
+/// mounted nothing can be told and nothing is removed; a live process
+/// that reused the pid keeps them (the safe side).
+fn remove_scratch_of_ended_benches(tmp: &std::path::Path) {
+    let proc = std::path::Path::new("/proc");
+    if !proc.join("self").exists() {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(tmp) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("foundation-bench-")) else { continue };
+        let mut fields = rest.rsplit('-');
+        let (Some(n), Some(pid)) = (fields.next(), fields.next()) else { continue };
+        let Ok(pid) = pid.parse::<u32>() else { continue };
+        if n.parse::<u64>().is_err() || fields.next().is_none() || pid == std::process::id() || proc.join(pid.to_string()).exists() {
+            continue;
+        }
+        match std::fs::remove_dir_all(entry.path()) {
+            Ok(()) => eprintln!("removed {}: left by bench process {pid}, which ended before cleaning up", entry.path().display()),
+            Err(e) => eprintln!("could not remove {} (left by bench process {pid}): {e}", entry.path().display()),
+        }
     }
 }
 
