@@ -183,7 +183,7 @@ fn tick_lag_p99_migrating(sizes: &Sizes, h: &Harness) -> anyhow::Result<f64> {
 /// once, as when a node's own pool, or a burst of blocking threads, goes
 /// away). The allocator (mimalloc in the `foundation` binary) returns
 /// such memory to the OS about a second later, and on a machine whose
-/// schedulers fill every core that return stalls them: 10–30 ms in some
+/// schedulers fill every core that return stalls them: 10–20 ms in some
 /// runs. `MIMALLOC_PURGE_DELAY=-1` (never return freed memory) removes the
 /// stalls; see the README.
 fn tick_lag_max_after_exit(sizes: &Sizes, h: &Harness) -> anyhow::Result<f64> {
@@ -199,7 +199,7 @@ fn tick_lag_max_after_exit(sizes: &Sizes, h: &Harness) -> anyhow::Result<f64> {
         })?;
     }
     let mut lateness = tick_lateness_beside_cpu(sizes, h, h.node(), sizes.pick(2000, 300))?;
-    lateness.sort();
+    // `p99` sorts: the last is then the worst.
     eprintln!("  scheduler.tick_lag_max_after_exit: p99 {:.2} ms", p99(&mut lateness).as_secs_f64() * 1e3);
     Ok(lateness.last().context("no ticks")?.as_secs_f64() * 1e3)
 }
